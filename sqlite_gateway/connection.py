@@ -1,0 +1,146 @@
+"""Opening the write connection, running statements, and the fn handle.
+
+Everything here runs on the worker thread, the only thread that touches the
+apsw connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import apsw
+
+from .errors import GatewayError, TransactionControlError
+from .request import Params, check_params, check_sql
+from .result import Result
+
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_TRANSACTION_OPS = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT})
+
+_REFUSED = (
+    "explicit transaction control (BEGIN, COMMIT, ROLLBACK, END, SAVEPOINT, "
+    "RELEASE) is refused: every gateway call already runs atomically in the "
+    "gateway's own transaction; to make several statements commit together, "
+    "put them in one function and call db.transaction(fn)"
+)
+
+
+class TransactionGuard:
+    """An apsw authorizer that denies transaction control in callers' SQL.
+
+    SQLite consults it while preparing each statement, so it catches every
+    spelling (comments, lower case, ``END``, a ``BEGIN`` after another
+    statement in the same string) with no parsing of ours. The worker's own
+    BEGIN/SAVEPOINT/COMMIT are run with ``active`` False and ``can_cache=False``,
+    so no statement prepared without the guard can be found in the cache by a
+    caller's identical text.
+    """
+
+    __slots__ = ("active", "refused")
+
+    def __init__(self) -> None:
+        self.active = True
+        self.refused = False
+
+    def __call__(self, op: int, p1: str | None, p2: str | None,
+                 db: str | None, trigger: str | None) -> int:
+        if self.active and op in _TRANSACTION_OPS:
+            self.refused = True
+            return apsw.SQLITE_DENY
+        return apsw.SQLITE_OK
+
+
+def open_write_connection(path: str, *, synchronous: str, busy_timeout: float) -> tuple[
+        apsw.Connection, TransactionGuard]:
+    """Open and configure the one write connection (call on the worker thread)."""
+    conn = apsw.Connection(path)
+    try:
+        # Set first, so that switching to WAL also waits for an outside lock.
+        conn.set_busy_timeout(int(busy_timeout * 1000))
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+        if str(mode).lower() != "wal":
+            raise GatewayError(f"could not put {path!r} in WAL mode (journal_mode is {mode!r})")
+        conn.execute(f"PRAGMA synchronous={synchronous}")  # validated against SYNCHRONOUS
+        conn.execute("PRAGMA foreign_keys=ON")
+        guard = TransactionGuard()
+        conn.authorizer = guard
+    except BaseException:
+        conn.close()
+        raise
+    return conn, guard
+
+
+def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
+            params: Any, many: bool = False) -> Result:
+    """Run caller SQL to completion and copy its rows out.
+
+    Every row is fetched here: apsw cursors are lazy, and in a string of
+    several statements the later ones run only as the cursor is consumed.
+
+    Raises:
+        TransactionControlError: the SQL holds BEGIN/COMMIT/SAVEPOINT/...
+        apsw.Error: whatever SQLite raised, unchanged.
+    """
+    before = conn.total_changes()
+    cursor = conn.cursor()
+    guard.refused = False
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+        try:
+            columns = tuple(d[0] for d in cursor.get_description())
+        except apsw.ExecutionCompleteError:
+            columns = ()
+        rows = tuple(cursor.fetchall())
+    except apsw.AuthError:
+        if guard.refused:
+            raise TransactionControlError(_REFUSED) from None
+        raise
+    finally:
+        cursor.close()
+    return Result(rows, conn.total_changes() - before, conn.last_insert_rowid(), columns)
+
+
+class Connection:
+    """The handle a transaction fn receives as its first argument.
+
+    It runs statements inside that fn's savepoint, on the worker thread, and
+    returns the same :class:`Result` as the gateway. It is valid only while
+    the fn runs; transaction control is refused as in ``Gateway.execute``.
+    """
+
+    __slots__ = ("_conn", "_guard", "_open")
+
+    def __init__(self, conn: apsw.Connection, guard: TransactionGuard) -> None:
+        self._conn = conn
+        self._guard = guard
+        self._open = True
+
+    def _check_open(self) -> apsw.Connection:
+        if not self._open:
+            raise GatewayError("this conn handle was used after its transaction fn returned; "
+                               "it is valid only inside that call")
+        return self._conn
+
+    def execute(self, sql: str, params: Params = ()) -> Result:
+        """Run ``sql`` (one or more statements) inside the fn's transaction."""
+        conn = self._check_open()
+        return run_sql(conn, self._guard, check_sql(sql), check_params(params))
+
+    def executemany(self, sql: str, seq_of_params: Sequence[Params]) -> Result:
+        """Run one statement once per parameter set, inside the fn's transaction."""
+        conn = self._check_open()
+        return run_sql(conn, self._guard, check_sql(sql),
+                       [check_params(p) for p in seq_of_params], many=True)
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self._check_open().in_transaction)
+
+    def close(self) -> None:
+        """Invalidate the handle (called by the worker when the fn returns)."""
+        self._open = False

@@ -1,0 +1,79 @@
+"""The gateway's own exceptions.
+
+::
+
+    GatewayError                  base of every error the gateway itself raises
+     +-- GatewayClosed            the gateway is not accepting work (closed, or broken)
+     +-- Overloaded               the queue is full; nothing was enqueued
+     +-- RequestTimeout           the caller stopped waiting (also a TimeoutError)
+     +-- TransactionControlError  BEGIN/COMMIT/SAVEPOINT/... given to execute()
+     +-- NestedCallError          a gateway call made from inside a transaction fn
+
+Errors raised by SQLite itself are *not* wrapped: an ``apsw.ConstraintError``
+raised on the worker reaches the caller as that same object, with the
+worker-side frames in its traceback.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class of the errors raised by the gateway itself."""
+
+
+class GatewayClosed(GatewayError):
+    """The gateway does not accept work: it was closed, or its worker died.
+
+    ``reason`` says which, for logs and error pages.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Overloaded(GatewayError):
+    """The request queue is full, so the request was refused at once.
+
+    Nothing was enqueued; retrying later is safe.
+    """
+
+    def __init__(self, queue_size: int) -> None:
+        super().__init__(
+            f"gateway queue is full ({queue_size} requests waiting); "
+            "the request was not accepted, retry later"
+        )
+        self.queue_size = queue_size
+
+
+class RequestTimeout(GatewayError, TimeoutError):
+    """The caller stopped waiting for its answer.
+
+    If the request had not started it will never run; if it had started it
+    may still commit (the worker cannot take back a running request).
+    """
+
+    def __init__(self, timeout: float, started: bool) -> None:
+        if started:
+            state = "it had started and may still commit"
+        else:
+            state = "it had not started and will not run"
+        super().__init__(f"no answer within {timeout:g} s; {state}")
+        self.timeout = timeout
+        self.started = started
+
+
+class TransactionControlError(GatewayError):
+    """Explicit transaction control was given to ``execute()``.
+
+    Every call already runs atomically inside the gateway's own transaction;
+    statements that must commit together belong in ``Gateway.transaction(fn)``.
+    """
+
+
+class NestedCallError(GatewayError):
+    """A gateway method was called on the worker thread (inside a transaction fn).
+
+    Waiting there would deadlock: the worker would wait for itself. Use the
+    ``conn`` handle that the fn receives instead.
+    """

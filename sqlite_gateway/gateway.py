@@ -1,0 +1,353 @@
+"""The Gateway facade: runs in the callers' threads.
+
+It checks input, enqueues a :class:`~sqlite_gateway.request.Request`, waits on
+that request's own future and re-raises what the worker raised. It never
+touches the connection; the :class:`~sqlite_gateway.worker.Worker` does.
+
+Lifecycle (``_state``, guarded by ``_state_lock``)::
+
+    NEW --start()--> RUNNING --close()--> CLOSING --worker drained--> CLOSED
+                        |                    |
+                        +--worker died-------+------------------> BROKEN
+
+Whether a request is *accepted* is decided by the queue under its own mutex
+(closed by ``close()`` or by the dying worker), so no request can slip in
+behind the stop.
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Literal, TypeVar, Union
+
+import apsw
+
+from .connection import SYNCHRONOUS
+from .errors import GatewayClosed, GatewayError, NestedCallError, RequestTimeout
+from .request import Kind, Params, Request, check_params, check_sql
+from .requestqueue import RequestQueue, fail_pending
+from .result import Result
+from .stats import Stats
+from .worker import Worker
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class _Default(enum.Enum):
+    DEFAULT = "the gateway's timeout"
+
+
+DEFAULT = _Default.DEFAULT
+Timeout = Union[float, None, Literal[_Default.DEFAULT]]
+
+
+class State(enum.Enum):
+    NEW = "new"  # constructed: no thread, no connection yet
+    RUNNING = "running"  # the worker accepts and runs requests
+    CLOSING = "closing"  # close() called: nothing new accepted, the worker drains
+    CLOSED = "closed"  # the worker has stopped and closed its connection; final
+    BROKEN = "broken"  # the worker died; every call fails with its reason; final
+
+
+_EXIT_CLOSE_TIMEOUT = 30.0  # how long the exit hook waits for one gateway to drain
+_open_gateways: weakref.WeakSet[Gateway] = weakref.WeakSet()
+
+
+class Gateway:
+    """A single-writer gateway to one SQLite database file.
+
+    Every method is thread-safe. Calls that return a :class:`Result` (or a
+    fn's value) return only after the data is committed; with the default
+    ``synchronous="FULL"`` a returned call survives a crash or power loss.
+
+    Args:
+        path: the database file (created if missing). ``:memory:`` is refused:
+            the gateway needs WAL, which needs a file.
+        queue_size: most requests waiting at once; past it calls raise
+            :class:`Overloaded` at once.
+        batch_max: most requests committed together in one transaction.
+        timeout: default seconds a caller waits for its answer (None: no
+            limit). Each call can override it.
+        synchronous: ``"FULL"`` (an answer means durable, even on power loss),
+            ``"NORMAL"`` (survives an application crash; the last commits may
+            be lost on power loss), ``"OFF"`` or ``"EXTRA"``.
+        busy_timeout: seconds the worker waits for a lock held by another
+            process before the batch fails with ``apsw.BusyError``.
+
+    Raises:
+        ValueError, TypeError: an option is out of range or of the wrong type.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, queue_size: int = 10_000,
+                 batch_max: int = 256, timeout: float | None = 30.0,
+                 synchronous: str = "FULL", busy_timeout: float = 5.0) -> None:
+        path = os.fspath(path)
+        if not isinstance(path, str) or not path or path == ":memory:" or path.startswith(
+                "file::memory:"):
+            raise ValueError(f"path must name a database file, not {path!r} "
+                             "(the gateway needs WAL, which needs a file)")
+        _check_int("queue_size", queue_size)
+        _check_int("batch_max", batch_max)
+        if timeout is not None:
+            _check_seconds("timeout", timeout)
+        _check_seconds("busy_timeout", busy_timeout, zero_ok=True)
+        if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, "
+                             f"not {synchronous!r}")
+        self.path = path
+        self.timeout = timeout
+        self._queue = RequestQueue(queue_size)
+        self._stats = Stats()
+        self._worker = Worker(path, self._queue, self._stats, batch_max=batch_max,
+                              synchronous=synchronous.upper(), busy_timeout=busy_timeout)
+        # _state_lock is held while reading-then-changing _state and _thread
+        # (start and close); request acceptance is the queue's own mutex.
+        self._state_lock = threading.Lock()
+        self._state = State.NEW
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The lifecycle state (a snapshot)."""
+        if self._worker.death is not None:
+            return State.BROKEN
+        return self._state
+
+    def start(self) -> Gateway:
+        """Start the worker and open the write connection; return self.
+
+        Returns once the connection is open and configured (WAL, synchronous,
+        foreign keys, busy timeout).
+
+        Raises:
+            GatewayError: already started or closed (a closed gateway stays
+                closed; make a new one on the same file).
+            apsw.Error: the file could not be opened or configured.
+        """
+        with self._state_lock:
+            if self._state is not State.NEW:
+                raise GatewayError(f"gateway is {self.state.value}; it can be started once "
+                                   "(to restart, make a new Gateway on the same file)")
+            thread = threading.Thread(target=self._worker.run, daemon=True,
+                                      name=f"sqlite-gateway-writer:{os.path.basename(self.path)}")
+            # Daemon, so the interpreter reaches atexit, where _close_at_exit
+            # drains it; an explicit close() is still the proper way.
+            self._thread = thread
+            thread.start()
+            try:
+                self._worker.ready.result()  # bounded by the busy timeout
+            except BaseException:
+                thread.join()
+                self._state = State.CLOSED
+                raise
+            self._state = State.RUNNING
+            _open_gateways.add(self)
+            # If the gateway is dropped without close(), let the worker finish and exit.
+            self._finalizer = weakref.finalize(self, self._queue.close, "gateway was collected")
+            self._finalizer.atexit = False
+        logger.info("gateway started on %s", self.path)
+        return self
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting work, commit everything already queued, stop the worker.
+
+        Idempotent and thread-safe; calls after it raise :class:`GatewayClosed`.
+        Returns when the worker has stopped, or after ``timeout`` seconds; in
+        that case (a transaction fn that hangs) the requests still queued are
+        answered with :class:`GatewayClosed`, so nobody waits forever.
+        """
+        self._check_not_worker("close")
+        with self._state_lock:
+            if self._state is State.NEW:
+                self._state = State.CLOSED
+                self._queue.close("gateway is closed")
+                return
+            if self._state is State.RUNNING:
+                self._state = State.CLOSING
+                self._queue.close("gateway is closed")
+            thread = self._thread
+        assert thread is not None
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("gateway on %s: worker still busy after %s s; failing queued requests",
+                           self.path, timeout)
+            fail_pending(self._queue.drain(),
+                         lambda: GatewayClosed("gateway closed before this request ran"))
+        with self._state_lock:
+            if self._state is State.CLOSING:
+                self._state = State.CLOSED
+                _open_gateways.discard(self)
+                logger.info("gateway closed on %s", self.path)
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Gateway {self.path!r} {self.state.value}>"
+
+    # -- requests ---------------------------------------------------------------
+
+    def execute(self, sql: str, params: Params = (), *, timeout: Timeout = DEFAULT) -> Result:
+        """Run ``sql`` (one or more statements) atomically; return once committed.
+
+        Raises:
+            apsw.Error: SQLite's own error, the same object the worker caught
+                (e.g. ``apsw.ConstraintError``); nothing of the call is kept.
+            TransactionControlError: ``sql`` holds BEGIN/COMMIT/SAVEPOINT/...
+            TypeError, ValueError: ``sql`` or ``params`` of the wrong kind.
+            Overloaded, GatewayClosed: refused at once, nothing enqueued.
+            RequestTimeout: you stopped waiting. If the request had not
+                started it will not run; if it had, it may still commit.
+        """
+        request = Request(Kind.EXECUTE, check_sql(sql), check_params(params))
+        return self._call(request, timeout)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
+                    timeout: Timeout = DEFAULT) -> Result:
+        """Run one statement once per parameter set, all atomically (like execute)."""
+        if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
+            raise TypeError("seq_of_params must be an iterable of parameter sets, "
+                            f"not {type(seq_of_params).__name__}")
+        params = [check_params(p) for p in seq_of_params]  # materialised here, not on the worker
+        return self._call(Request(Kind.EXECUTEMANY, check_sql(sql), params),  # type: ignore[no-any-return]
+                          timeout)
+
+    def transaction(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
+                    **kwargs: Any) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` atomically on the worker; return its value.
+
+        ``conn`` offers ``execute`` and ``executemany``. If fn raises, its
+        writes are rolled back and the exception is re-raised here. Gateway
+        methods called inside fn raise :class:`NestedCallError` (use ``conn``).
+
+        fn may be called a second time if another request of its batch rolled
+        back the whole transaction (``INSERT OR ROLLBACK``): keep its side
+        effects inside the database. A fn that never returns cannot be
+        stopped: its caller gets RequestTimeout and the process needs a restart.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs)
+        return self._call(request, timeout)  # type: ignore[no-any-return]
+
+    def submit(self, sql: str, params: Params = ()) -> Future[Result]:
+        """Write-behind: enqueue ``sql`` and return its future at once.
+
+        Submissions run in the order they were accepted. The future's result
+        is set only after the commit; its exception is SQLite's own error.
+        Cancelling the future before the request starts stops it from running.
+
+        Raises:
+            Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
+        """
+        request = Request(Kind.EXECUTE, check_sql(sql), check_params(params))
+        self._enqueue(request)
+        return request.future
+
+    def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
+                           **kwargs: Any) -> Future[T]:
+        """Write-behind form of :meth:`transaction`; returns its future at once."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs)
+        self._enqueue(request)
+        return request.future
+
+    def flush(self, timeout: Timeout = DEFAULT) -> None:
+        """Barrier: return once every request accepted before it is committed or failed.
+
+        Raises:
+            RequestTimeout: the barrier was not reached in time (the earlier
+                requests are still queued and will still run).
+            GatewayClosed: the gateway is closed or broken.
+        """
+        request = Request(Kind.FLUSH)
+        self._call(request, timeout)
+
+    def run_exclusive(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
+                      **kwargs: Any) -> T:
+        """Run ``fn(apsw_connection, ...)`` alone, between batches, outside any transaction.
+
+        For maintenance that cannot run inside a transaction: checkpoints,
+        VACUUM, ``PRAGMA optimize``, the backup API. fn gets the raw write
+        connection for the duration of the call only; do not keep it.
+        Transaction control in its SQL is still refused.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        return self._call(Request(Kind.EXCLUSIVE, fn=fn, args=args, kwargs=kwargs),  # type: ignore[no-any-return]
+                          timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Figures since start: queued now, requests, errors, batches, commits,
+        batch_mean, batch_max, latency p50/p99/max in ms (wait + run, over the
+        most recent requests). Approximate: a snapshot taken while work goes on."""
+        figures = self._stats.snapshot(len(self._queue))
+        figures["state"] = self.state.value
+        return figures
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _check_not_worker(self, what: str) -> None:
+        if threading.get_ident() == self._worker.thread_ident:
+            raise NestedCallError(
+                f"Gateway.{what}() was called from inside a transaction fn, on the worker "
+                "thread; it would wait for itself. Use the conn argument the fn receives.")
+
+    def _enqueue(self, request: Request) -> None:
+        if self._state is State.NEW:
+            raise GatewayError("gateway is not started: call start() or use "
+                               "'with Gateway(path) as db:'")
+        self._check_not_worker(request.kind.value)
+        self._queue.put(request)
+
+    def _call(self, request: Request, timeout: Timeout) -> Any:
+        self._enqueue(request)
+        wait = self.timeout if timeout is DEFAULT else timeout
+        future = request.future
+        try:
+            exc = future.exception(wait)
+        except FutureTimeout:
+            started = not future.cancel()
+            raise RequestTimeout(wait if wait is not None else 0.0, started) from None
+        if exc is not None:
+            try:
+                raise exc  # the worker's own exception object, its traceback intact
+            finally:
+                exc = None  # break the cycle frame -> exc -> traceback -> frame
+        return future.result()
+
+
+def _check_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+
+
+def _check_seconds(name: str, value: object, zero_ok: bool = False) -> None:
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or value < 0 or (value == 0 and not zero_ok) or value != value):
+        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Drain gateways the program forgot to close (the worker is a daemon thread)."""
+    for gateway in list(_open_gateways):
+        if gateway.state in (State.RUNNING, State.CLOSING):
+            logger.warning("%r was not closed; closing it at interpreter exit", gateway)
+            gateway.close(timeout=_EXIT_CLOSE_TIMEOUT)

@@ -1,0 +1,65 @@
+"""The immutable answer to one statement, built on the worker thread."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+class Result:
+    """What a statement returned, copied out of SQLite before the answer.
+
+    Attributes:
+        rows: every row, as a tuple of tuples (all fetched on the worker, so
+            errors on a later row are never deferred to the caller).
+        rowcount: rows inserted, updated or deleted by the call (all
+            statements of it, all parameter sets of ``executemany``); 0 for a
+            plain query.
+        lastrowid: the connection's ``last_insert_rowid()`` after the call;
+            meaningful after an INSERT into a rowid table.
+        columns: the column names of the first statement that returns data,
+            or ``()`` when it returned no row before finishing.
+
+    Iterating a Result yields its rows; ``len()`` counts them.
+    """
+
+    __slots__ = ("rows", "rowcount", "lastrowid", "columns")
+
+    rows: tuple[tuple[Any, ...], ...]
+    rowcount: int
+    lastrowid: int
+    columns: tuple[str, ...]
+
+    def __init__(
+        self,
+        rows: tuple[tuple[Any, ...], ...] = (),
+        rowcount: int = 0,
+        lastrowid: int = 0,
+        columns: tuple[str, ...] = (),
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "rows", rows)
+        set_(self, "rowcount", rowcount)
+        set_(self, "lastrowid", lastrowid)
+        set_(self, "columns", columns)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Result is immutable; cannot set {name!r}")
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def scalar(self) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        return self.rows[0][0] if self.rows else None
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The rows as dicts keyed by column name (for JSON answers)."""
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+    def __repr__(self) -> str:
+        return (f"Result(rows={len(self.rows)}, rowcount={self.rowcount}, "
+                f"lastrowid={self.lastrowid}, columns={self.columns!r})")

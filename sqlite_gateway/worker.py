@@ -1,0 +1,251 @@
+"""The worker: the one thread that owns the write connection.
+
+A request's path: caller -> ``RequestQueue.put`` -> ``Worker.run_once`` takes
+the batch -> ``BEGIN IMMEDIATE`` -> per request ``SAVEPOINT``, run,
+``RELEASE`` (or ``ROLLBACK TO``) -> ``COMMIT`` -> every future answered.
+No caller hears anything before the COMMIT has returned, so an answer means
+the data is committed (and, with ``synchronous=FULL``, on disk).
+
+The worker is given the queue and its settings, never the Gateway, so an
+abandoned gateway can still be garbage-collected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+import apsw
+
+from .connection import Connection, TransactionGuard, open_write_connection, run_sql
+from .errors import GatewayClosed, GatewayError
+from .request import STOP, Kind, Request
+from .requestqueue import RequestQueue, fail_pending
+from .stats import Stats
+
+logger = logging.getLogger(__name__)
+
+_SAVEPOINT = "sqlite_gateway_request"
+
+
+class _Outcome:
+    """What one request produced, held until the batch commits."""
+
+    __slots__ = ("request", "ok", "value")
+
+    def __init__(self, request: Request, ok: bool, value: Any) -> None:
+        self.request = request
+        self.ok = ok
+        self.value = value
+
+
+class Worker:
+    """Runs batches of requests on its own connection.
+
+    ``run()`` is the thread's target; ``run_once()`` is one turn of it and can
+    be driven by hand in a test (after ``open()``), with no thread at all.
+    """
+
+    def __init__(self, path: str, queue: RequestQueue, stats: Stats, *,
+                 batch_max: int, synchronous: str, busy_timeout: float) -> None:
+        self.path = path
+        self.queue = queue
+        self.stats = stats
+        self.batch_max = batch_max
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.ready: Future[None] = Future()  # done once the connection is open (or failed)
+        self.death: str | None = None  # why the worker died, if it did
+        self.thread_ident: int | None = None
+        self._conn: apsw.Connection | None = None
+        self._guard = TransactionGuard()
+        self._inflight: list[Request] = []
+
+    # -- thread body ------------------------------------------------------
+
+    def open(self) -> None:
+        self._conn, self._guard = open_write_connection(
+            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def run(self) -> None:
+        self.thread_ident = threading.get_ident()
+        try:
+            self.open()
+        except BaseException as exc:
+            self.ready.set_exception(exc)
+            self._die(f"could not open {self.path!r}: {exc}")
+            return
+        self.ready.set_result(None)
+        logger.info("worker started on %s", self.path)
+        try:
+            while self.run_once():
+                pass
+        except BaseException as exc:
+            logger.critical("sqlite_gateway worker died", exc_info=True)
+            self._die(f"worker died: {type(exc).__name__}: {exc}")
+        finally:
+            self.close()
+        logger.info("worker stopped on %s", self.path)
+
+    def _die(self, reason: str) -> None:
+        """Fail everything in flight and queued; refuse everything later."""
+        self.death = reason
+        message = f"gateway is broken: {reason}"
+        self.queue.close(message)
+        fail_pending(self._inflight + self.queue.drain(), lambda: GatewayClosed(message))
+        self._inflight = []
+
+    # -- one turn -----------------------------------------------------------
+
+    def run_once(self, timeout: float | None = None) -> bool:
+        """Take one batch, run it, commit, answer. False once STOP is reached.
+
+        Args:
+            timeout: how long to wait for work (None: until some arrives).
+        """
+        batch = self.queue.get_batch(self.batch_max, timeout)
+        if batch is STOP:
+            return False
+        assert isinstance(batch, list)
+        if not batch:
+            return True
+        self._inflight = batch
+        if batch[0].kind is Kind.EXCLUSIVE:
+            self._run_exclusive(batch[0])
+        else:
+            self._run_batch(batch)
+        self._inflight = []
+        return True
+
+    def _exec(self, sql: str) -> None:
+        """Run one of the worker's own statements, past the guard, uncached."""
+        assert self._conn is not None
+        self._guard.active = False
+        try:
+            self._conn.execute(sql, can_cache=False)
+        finally:
+            self._guard.active = True
+
+    def _run_batch(self, batch: list[Request]) -> None:
+        conn = self._conn
+        assert conn is not None
+        todo = batch
+        reruns = 0
+        while True:
+            outcomes: list[_Outcome] = []
+            try:
+                self._exec("BEGIN IMMEDIATE")
+                offender = None
+                for request in todo:
+                    # A caller that gave up before its request started has
+                    # cancelled it: skip it, it never runs.
+                    if not request.claim():
+                        continue
+                    outcome = self._run_one(request)
+                    if conn.get_autocommit():
+                        # This request ended the whole transaction (OR ROLLBACK,
+                        # RAISE(ROLLBACK)): the work before it is gone too.
+                        offender = outcome
+                        break
+                    outcomes.append(outcome)
+                if offender is None:
+                    self._exec("COMMIT")
+            except apsw.Error as exc:
+                # BEGIN, RELEASE or COMMIT itself failed (busy past the busy
+                # timeout, disk full, I/O error): nothing of the batch is
+                # committed, so every request of it gets that error.
+                if not conn.get_autocommit():
+                    self._exec("ROLLBACK")
+                self.stats.record_batch(len(todo), committed=False, reruns=reruns)
+                # A flush marker still succeeds: the requests before it have failed,
+                # and "committed or failed" is all a barrier promises.
+                self._answer([_Outcome(r, True, None) if r.kind is Kind.FLUSH
+                              else _Outcome(r, False, exc) for r in todo if r.claim()])
+                return
+            if offender is None:
+                self.stats.record_batch(len(outcomes), committed=True, reruns=reruns)
+                self._answer(outcomes)
+                return
+            # Answer the offender, then run the others again in a new transaction.
+            # Bounded: each round removes one request.
+            if offender.ok:
+                offender = _Outcome(offender.request, False, GatewayError(
+                    "the transaction fn rolled back the whole transaction and returned "
+                    "normally; its writes before that are undone"))
+            self.stats.record_batch(len(outcomes) + 1, committed=False)
+            self._answer([offender])
+            reruns += 1
+            todo = [r for r in todo if r is not offender.request and not r.future.done()]
+            logger.debug("whole transaction rolled back by %r; re-running %d requests",
+                         offender.request, len(todo))
+            if not todo:
+                return
+
+    def _run_one(self, request: Request) -> _Outcome:
+        """Run one request in its own savepoint; never raises apsw errors of its own."""
+        kind = request.kind
+        if kind is Kind.FLUSH:
+            return _Outcome(request, True, None)
+        conn = self._conn
+        assert conn is not None
+        self._exec(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            if kind is Kind.EXECUTE:
+                value: Any = run_sql(conn, self._guard, request.sql or "", request.params)
+            elif kind is Kind.EXECUTEMANY:
+                value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
+            else:
+                handle = Connection(conn, self._guard)
+                try:
+                    assert request.fn is not None
+                    value = request.fn(handle, *request.args, **(request.kwargs or {}))
+                finally:
+                    handle.close()
+        except BaseException as exc:  # every failure goes back to its own caller
+            if not conn.get_autocommit():
+                self._exec(f"ROLLBACK TO {_SAVEPOINT}")
+                self._exec(f"RELEASE {_SAVEPOINT}")
+            return _Outcome(request, False, exc)
+        if not conn.get_autocommit():
+            self._exec(f"RELEASE {_SAVEPOINT}")
+        return _Outcome(request, True, value)
+
+    def _run_exclusive(self, request: Request) -> None:
+        """Run fn(raw apsw connection) alone, outside any transaction."""
+        conn = self._conn
+        assert conn is not None and request.fn is not None
+        if not request.future.set_running_or_notify_cancel():
+            return
+        try:
+            value = request.fn(conn, *request.args, **(request.kwargs or {}))
+            outcome = _Outcome(request, True, value)
+        except BaseException as exc:
+            outcome = _Outcome(request, False, exc)
+        finally:
+            if not conn.get_autocommit():  # never leave a transaction open behind it
+                self._exec("ROLLBACK")
+        self.stats.record_batch(1, committed=False)
+        self._answer([outcome])
+
+    def _answer(self, outcomes: list[_Outcome]) -> None:
+        """Complete each future; the only place a request's future is completed."""
+        now = time.monotonic()
+        errors = 0
+        for outcome in outcomes:
+            future = outcome.request.future
+            if outcome.ok:
+                future.set_result(outcome.value)
+            else:
+                errors += 1
+                future.set_exception(outcome.value)
+        self.stats.record_answers((now - o.request.enqueued for o in outcomes), errors)
+        # Break reference cycles: an exception's frames hold this list.
+        outcomes.clear()
