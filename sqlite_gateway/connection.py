@@ -36,19 +36,28 @@ class TransactionGuard:
     BEGIN/SAVEPOINT/COMMIT are run with ``active`` False and ``can_cache=False``,
     so no statement prepared without the guard can be found in the cache by a
     caller's identical text.
+
+
+    An exclusive (maintenance) fn runs with the guard inactive, because
+    ``VACUUM`` passes through the authorizer as a BEGIN. ``allowed`` records
+    that transaction control was prepared meanwhile: the worker then reopens
+    its connection, so no such statement stays in apsw's statement cache.
     """
 
-    __slots__ = ("active", "refused")
+    __slots__ = ("active", "refused", "allowed")
 
     def __init__(self) -> None:
         self.active = True
         self.refused = False
+        self.allowed = False
 
     def __call__(self, op: int, p1: str | None, p2: str | None,
                  db: str | None, trigger: str | None) -> int:
-        if self.active and op in _TRANSACTION_OPS:
-            self.refused = True
-            return apsw.SQLITE_DENY
+        if op in _TRANSACTION_OPS:
+            if self.active:
+                self.refused = True
+                return apsw.SQLITE_DENY
+            self.allowed = True
         return apsw.SQLITE_OK
 
 

@@ -286,7 +286,7 @@ class Gateway:
         For maintenance that cannot run inside a transaction: checkpoints,
         VACUUM, ``PRAGMA optimize``, the backup API. fn gets the raw write
         connection for the duration of the call only; do not keep it.
-        Transaction control in its SQL is still refused.
+        It may use explicit transactions; one left open is rolled back.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")

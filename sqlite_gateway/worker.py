@@ -80,8 +80,9 @@ class Worker:
         try:
             self.open()
         except BaseException as exc:
+            # start() re-raises this; no request can have been accepted yet.
+            self.queue.close(f"gateway could not open {self.path!r}: {exc}")
             self.ready.set_exception(exc)
-            self._die(f"could not open {self.path!r}: {exc}")
             return
         self.ready.set_result(None)
         logger.info("worker started on %s", self.path)
@@ -219,19 +220,31 @@ class Worker:
         return _Outcome(request, True, value)
 
     def _run_exclusive(self, request: Request) -> None:
-        """Run fn(raw apsw connection) alone, outside any transaction."""
+        """Run fn(raw apsw connection) alone, outside any transaction.
+
+        The fn may use explicit transactions; one it leaves open is rolled back.
+        """
         conn = self._conn
         assert conn is not None and request.fn is not None
-        if not request.future.set_running_or_notify_cancel():
+        if not request.claim():
             return
+        guard = self._guard
+        guard.active = False
+        guard.allowed = False
         try:
             value = request.fn(conn, *request.args, **(request.kwargs or {}))
             outcome = _Outcome(request, True, value)
         except BaseException as exc:
             outcome = _Outcome(request, False, exc)
         finally:
+            guard.active = True
             if not conn.get_autocommit():  # never leave a transaction open behind it
                 self._exec("ROLLBACK")
+        if guard.allowed:
+            # Transaction control may now sit prepared in the statement cache,
+            # where a caller's identical SQL would find it past the guard.
+            self.close()
+            self.open()
         self.stats.record_batch(1, committed=False)
         self._answer([outcome])
 

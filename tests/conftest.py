@@ -1,0 +1,80 @@
+"""Shared fixtures: a database path in a temp dir, and a gateway that is always closed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+
+from sqlite_gateway import Gateway
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "app.db")
+
+
+@pytest.fixture
+def gateway(db_path: str) -> Iterator[Gateway]:
+    db = Gateway(db_path).start()
+    db.execute("CREATE TABLE counters(id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    db.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL)")
+    try:
+        yield db
+    finally:
+        db.close(timeout=30)
+
+
+def read_only(path: str) -> apsw.Connection:
+    """An outside view of the file (apsw, the same SQLite as the gateway)."""
+    return apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+
+
+def scalar(path: str, sql: str, params: tuple[object, ...] = ()) -> object:
+    conn = read_only(path)
+    try:
+        return conn.execute(sql, params).fetchall()[0][0]
+    finally:
+        conn.close()
+
+
+def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a child interpreter that can import the project."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+class WorkerBlocker:
+    """Holds the worker inside an exclusive request until released.
+
+    Lets a test queue requests behind it deterministically.
+    """
+
+    def __init__(self, db: Gateway) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._db = db
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self.entered.wait(10), "worker never picked up the blocker"
+
+    def _run(self) -> None:
+        self._db.run_exclusive(self._block, timeout=None)
+
+    def _block(self, conn: object) -> None:
+        self.entered.set()
+        assert self.release.wait(30), "blocker never released"
+
+    def done(self) -> None:
+        self.release.set()
+        self._thread.join(10)
+        assert not self._thread.is_alive()
