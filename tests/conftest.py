@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -51,6 +53,20 @@ def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.Complet
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-c", code, *args], env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def child_python(code: str, *args: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """A child interpreter running ``code``; killed and reaped however the test ends."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
+                          **popen) as child:
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait(30)
 
 
 class WorkerBlocker:
