@@ -2,7 +2,8 @@
 
 The whole public surface::
 
-    from sqlite_gateway import Gateway, Result, GatewayError, GatewayClosed, Overloaded, RequestTimeout
+    from sqlite_gateway import (Gateway, Result, GatewayError, GatewayClosed,
+                                Overloaded, RequestTimeout)
 """
 
 from __future__ import annotations

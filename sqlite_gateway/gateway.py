@@ -23,12 +23,10 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, TypeVar, Union
-
-import apsw
 
 from .connection import SYNCHRONOUS
 from .errors import GatewayClosed, GatewayError, NestedCallError, RequestTimeout

@@ -84,12 +84,10 @@ class RequestQueue:
                 if not self._not_empty.wait(timeout):
                     return []
             lane = next(lane for lane in self._lanes if lane)
-            if lane[0].kind is Kind.EXCLUSIVE:
-                self._count -= 1
-                return [lane.popleft()]
-            batch: list[Request] = []
-            while lane and len(batch) < batch_max and lane[0].kind is not Kind.EXCLUSIVE:
-                batch.append(lane.popleft())
+            batch = [lane.popleft()]
+            if batch[0].kind is not Kind.EXCLUSIVE:
+                while lane and len(batch) < batch_max and lane[0].kind is not Kind.EXCLUSIVE:
+                    batch.append(lane.popleft())
             self._count -= len(batch)
             return batch
 

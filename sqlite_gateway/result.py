@@ -58,7 +58,7 @@ class Result:
 
     def dicts(self) -> list[dict[str, Any]]:
         """The rows as dicts keyed by column name (for JSON answers)."""
-        return [dict(zip(self.columns, row)) for row in self.rows]
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
     def __repr__(self) -> str:
         return (f"Result(rows={len(self.rows)}, rowcount={self.rowcount}, "

@@ -173,6 +173,7 @@ class Worker:
                 return
             if offender is None:
                 self.stats.record_batch(len(outcomes), committed=True, reruns=reruns)
+                logger.debug("committed a batch of %d", len(outcomes))
                 self._answer(outcomes)
                 return
             # Answer the offender, then run the others again in a new transaction.
@@ -245,7 +246,6 @@ class Worker:
             # where a caller's identical SQL would find it past the guard.
             self.close()
             self.open()
-        self.stats.record_batch(1, committed=False)
         self._answer([outcome])
 
     def _answer(self, outcomes: list[_Outcome]) -> None:

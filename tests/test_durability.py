@@ -9,7 +9,6 @@ import threading
 import time
 
 import apsw
-
 from conftest import child_python, read_only
 
 CHILD = r"""

@@ -8,8 +8,8 @@ import time
 
 import apsw
 import pytest
-
 from conftest import WorkerBlocker, run_python, scalar
+
 from sqlite_gateway import Gateway, GatewayClosed, GatewayError
 from sqlite_gateway.gateway import State
 

@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import WorkerBlocker
+
 from sqlite_gateway import Gateway, Overloaded, RequestTimeout
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import apsw
 import pytest
-
 from conftest import scalar
+
 from sqlite_gateway.request import Kind, Request
 from sqlite_gateway.requestqueue import RequestQueue
 from sqlite_gateway.stats import Stats

@@ -7,8 +7,8 @@ from concurrent.futures import Future
 
 import apsw
 import pytest
-
 from conftest import WorkerBlocker, scalar
+
 from sqlite_gateway import Result
 
 
@@ -22,7 +22,8 @@ def test_submit_returns_a_future_at_once_and_its_result_after_commit(gateway, db
 
 
 def test_submissions_run_in_the_order_they_were_accepted(gateway):
-    futs = [gateway.submit("INSERT INTO items(name) VALUES (?)", (f"{i:05d}",)) for i in range(2000)]
+    futs = [gateway.submit("INSERT INTO items(name) VALUES (?)", (f"{i:05d}",))
+            for i in range(2000)]
     gateway.flush(timeout=30)
     assert all(f.done() for f in futs)
     names = [r[0] for r in gateway.execute("SELECT name FROM items ORDER BY id")]

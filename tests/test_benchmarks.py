@@ -1,0 +1,19 @@
+"""Smoke runs of the benchmark scripts: they run, check themselves, and print a table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_group_commit_benchmark_smoke_run():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "group_commit.py"), "--threads", "1,4",
+         "--seconds", "0.3", "--markdown"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3  # the header row, then threads 1 and 4
+    assert rows[1].startswith("| 1 |") and rows[2].startswith("| 4 |")
+    assert all(row.rstrip().endswith("| ok |") for row in rows[1:])
