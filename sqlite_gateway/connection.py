@@ -82,11 +82,12 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float) -
 
 
 def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
-            params: Any, many: bool = False) -> Result:
+            params: Any, many: bool = False, trace: list[str] | None = None) -> Result:
     """Run caller SQL to completion and copy its rows out.
 
     Every row is fetched here: apsw cursors are lazy, and in a string of
     several statements the later ones run only as the cursor is consumed.
+    With ``trace``, the text of each statement run is appended to it.
 
     Raises:
         TransactionControlError: the SQL holds BEGIN/COMMIT/SAVEPOINT/...
@@ -95,6 +96,8 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     before = conn.total_changes()
     cursor = conn.cursor()
     guard.refused = False
+    if trace is not None:
+        cursor.exec_trace = lambda _cursor, statement, _bindings: trace.append(statement) or True
     try:
         if many:
             cursor.executemany(sql, params)

@@ -13,6 +13,7 @@ abandoned gateway can still be garbage-collected.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from concurrent.futures import Future
@@ -28,7 +29,7 @@ from .stats import Stats
 
 logger = logging.getLogger(__name__)
 
-_SAVEPOINT = "sqlite_gateway_request"
+_SINGLE_MEMO = 4096  # SQL texts remembered as single statements
 
 
 class _Outcome:
@@ -63,6 +64,23 @@ class Worker:
         self._conn: apsw.Connection | None = None
         self._guard = TransactionGuard()
         self._inflight: list[Request] = []
+        # The worker's own statements are prepared past the guard and kept in
+        # apsw's statement cache, which is keyed by text. A per-process nonce
+        # in each text means no caller's SQL can ever match a cached one.
+        nonce = secrets.token_hex(8)
+        savepoint = f"sqlite_gateway_{nonce}"
+        self._sql = {
+            "begin": f"BEGIN IMMEDIATE /* sqlite_gateway {nonce} */",
+            "commit": f"COMMIT /* sqlite_gateway {nonce} */",
+            "rollback": f"ROLLBACK /* sqlite_gateway {nonce} */",
+            "savepoint": f"SAVEPOINT {savepoint}",
+            "release": f"RELEASE {savepoint}",
+            "rollback_to": f"ROLLBACK TO {savepoint}",
+        }
+        # SQL text -> True when it holds exactly one statement (learned on its
+        # first successful run). One statement is atomic by itself, so it
+        # needs no savepoint of its own. Bounded: cleared when full.
+        self._single: dict[str, bool] = {}
 
     # -- thread body ------------------------------------------------------
 
@@ -127,11 +145,11 @@ class Worker:
         return True
 
     def _exec(self, sql: str) -> None:
-        """Run one of the worker's own statements, past the guard, uncached."""
+        """Run one of the worker's own statements (``_sql`` texts), past the guard."""
         assert self._conn is not None
         self._guard.active = False
         try:
-            self._conn.execute(sql, can_cache=False)
+            self._conn.execute(sql)
         finally:
             self._guard.active = True
 
@@ -143,7 +161,7 @@ class Worker:
         while True:
             outcomes: list[_Outcome] = []
             try:
-                self._exec("BEGIN IMMEDIATE")
+                self._exec(self._sql["begin"])
                 offender = None
                 for request in todo:
                     # A caller that gave up before its request started has
@@ -158,13 +176,13 @@ class Worker:
                         break
                     outcomes.append(outcome)
                 if offender is None:
-                    self._exec("COMMIT")
+                    self._exec(self._sql["commit"])
             except apsw.Error as exc:
                 # BEGIN, RELEASE or COMMIT itself failed (busy past the busy
                 # timeout, disk full, I/O error): nothing of the batch is
                 # committed, so every request of it gets that error.
                 if not conn.get_autocommit():
-                    self._exec("ROLLBACK")
+                    self._exec(self._sql["rollback"])
                 self.stats.record_batch(len(todo), committed=False, reruns=reruns)
                 # A flush marker still succeeds: the requests before it have failed,
                 # and "committed or failed" is all a barrier promises.
@@ -198,10 +216,24 @@ class Worker:
             return _Outcome(request, True, None)
         conn = self._conn
         assert conn is not None
-        self._exec(f"SAVEPOINT {_SAVEPOINT}")
+        sql = request.sql or ""
+        if kind is Kind.EXECUTE and self._single.get(sql):
+            # Same outcome as autocommit for that statement alone: on error
+            # SQLite undoes the statement (or, for OR FAIL, keeps its earlier
+            # rows; for OR ROLLBACK, ends the transaction: see _run_batch).
+            try:
+                return _Outcome(request, True, run_sql(conn, self._guard, sql, request.params))
+            except BaseException as exc:
+                return _Outcome(request, False, exc)
+        self._exec(self._sql["savepoint"])
         try:
             if kind is Kind.EXECUTE:
-                value: Any = run_sql(conn, self._guard, request.sql or "", request.params)
+                statements: list[str] = []
+                value: Any = run_sql(conn, self._guard, sql, request.params,
+                                     trace=statements)
+                if len(self._single) >= _SINGLE_MEMO:
+                    self._single.clear()
+                self._single[sql] = len(statements) == 1
             elif kind is Kind.EXECUTEMANY:
                 value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
             else:
@@ -213,11 +245,11 @@ class Worker:
                     handle.close()
         except BaseException as exc:  # every failure goes back to its own caller
             if not conn.get_autocommit():
-                self._exec(f"ROLLBACK TO {_SAVEPOINT}")
-                self._exec(f"RELEASE {_SAVEPOINT}")
+                self._exec(self._sql["rollback_to"])
+                self._exec(self._sql["release"])
             return _Outcome(request, False, exc)
         if not conn.get_autocommit():
-            self._exec(f"RELEASE {_SAVEPOINT}")
+            self._exec(self._sql["release"])
         return _Outcome(request, True, value)
 
     def _run_exclusive(self, request: Request) -> None:
@@ -240,7 +272,7 @@ class Worker:
         finally:
             guard.active = True
             if not conn.get_autocommit():  # never leave a transaction open behind it
-                self._exec("ROLLBACK")
+                self._exec(self._sql["rollback"])
         if guard.allowed:
             # Transaction control may now sit prepared in the statement cache,
             # where a caller's identical SQL would find it past the guard.
