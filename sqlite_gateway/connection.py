@@ -97,7 +97,10 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     cursor = conn.cursor()
     guard.refused = False
     if trace is not None:
-        cursor.exec_trace = lambda _cursor, statement, _bindings: trace.append(statement) or True
+        def record(_cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
+            trace.append(statement)
+            return True
+        cursor.exec_trace = record
     try:
         if many:
             cursor.executemany(sql, params)

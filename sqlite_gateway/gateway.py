@@ -32,6 +32,7 @@ from .connection import SYNCHRONOUS
 from .errors import GatewayClosed, GatewayError, NestedCallError, RequestTimeout
 from .request import Kind, Params, Request, check_params, check_sql
 from .requestqueue import RequestQueue, fail_pending
+from .readers import ReaderLanes, ReaderPool
 from .result import Result
 from .stats import Stats
 from .worker import Worker
@@ -81,6 +82,11 @@ class Gateway:
             be lost on power loss), ``"OFF"`` or ``"EXTRA"``.
         busy_timeout: seconds the worker waits for a lock held by another
             process before the batch fails with ``apsw.BusyError``.
+        readers: read-only connections that serve ``execute()`` calls whose
+            statements cannot write (as SQLite judges them), beside the
+            writer. 0 sends every statement through the one writer.
+        read_mode: ``"inline"`` (the caller's thread borrows a reader: no
+            hand-off) or ``"threads"`` (reader threads fed by a queue).
 
     Raises:
         ValueError, TypeError: an option is out of range or of the wrong type.
@@ -88,7 +94,8 @@ class Gateway:
 
     def __init__(self, path: str | os.PathLike[str], *, queue_size: int = 10_000,
                  batch_max: int = 256, timeout: float | None = 30.0,
-                 synchronous: str = "FULL", busy_timeout: float = 5.0) -> None:
+                 synchronous: str = "FULL", busy_timeout: float = 5.0, readers: int = 0,
+                 read_mode: str = "inline") -> None:
         path = os.fspath(path)
         if not isinstance(path, str) or not path or path == ":memory:" or path.startswith(
                 "file::memory:"):
@@ -99,6 +106,10 @@ class Gateway:
         if timeout is not None:
             _check_seconds("timeout", timeout)
         _check_seconds("busy_timeout", busy_timeout, zero_ok=True)
+        if not isinstance(readers, int) or isinstance(readers, bool) or readers < 0:
+            raise ValueError(f"readers must be a whole number >= 0, not {readers!r}")
+        if read_mode not in ("inline", "threads"):
+            raise ValueError(f"read_mode must be 'inline' or 'threads', not {read_mode!r}")
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, "
                              f"not {synchronous!r}")
@@ -113,6 +124,11 @@ class Gateway:
         self._state_lock = threading.Lock()
         self._state = State.NEW
         self._thread: threading.Thread | None = None
+        self._readers: ReaderPool | ReaderLanes | None = None
+        if readers and read_mode == "inline":
+            self._readers = ReaderPool(path, readers, busy_timeout)
+        elif readers:
+            self._readers = ReaderLanes(path, readers, busy_timeout, queue_size)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -150,6 +166,8 @@ class Gateway:
                 thread.join()
                 self._state = State.CLOSED
                 raise
+            if isinstance(self._readers, ReaderLanes):
+                self._readers.start()  # after the writer has put the file in WAL mode
             self._state = State.RUNNING
             _open_gateways.add(self)
             # If the gateway is dropped without close(), let the worker finish and exit.
@@ -177,6 +195,8 @@ class Gateway:
                 self._queue.close("gateway is closed")
             thread = self._thread
         assert thread is not None
+        if self._readers is not None:
+            self._readers.close()
         thread.join(timeout)
         if thread.is_alive():
             logger.warning("gateway on %s: worker still busy after %s s; failing queued requests",
@@ -203,6 +223,11 @@ class Gateway:
     def execute(self, sql: str, params: Params = (), *, timeout: Timeout = DEFAULT) -> Result:
         """Run ``sql`` (one or more statements) atomically; return once committed.
 
+        With ``readers``, SQL that SQLite judges read-only runs on a reader
+        instead (it sees every write acknowledged before the call); anything
+        else goes to the writer. Temporary tables live on the writer only:
+        use them inside ``transaction()``.
+
         Raises:
             apsw.Error: SQLite's own error, the same object the worker caught
                 (e.g. ``apsw.ConstraintError``); nothing of the call is kept.
@@ -212,8 +237,17 @@ class Gateway:
             RequestTimeout: you stopped waiting. If the request had not
                 started it will not run; if it had, it may still commit.
         """
-        request = Request(Kind.EXECUTE, check_sql(sql), check_params(params))
-        return self._call(request, timeout)  # type: ignore[no-any-return]
+        sql, params = check_sql(sql), check_params(params)
+        readers = self._readers
+        if readers is not None and self._state is State.RUNNING and (
+                threading.get_ident() != self._worker.thread_ident):
+            reason = self._queue.closed_reason
+            if reason is not None:
+                raise GatewayClosed(reason)
+            result = readers.read(sql, params, self.timeout if timeout is DEFAULT else timeout)
+            if result is not None:
+                return result
+        return self._call(Request(Kind.EXECUTE, sql, params), timeout)  # type: ignore[no-any-return]
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
                     timeout: Timeout = DEFAULT) -> Result:
@@ -297,6 +331,8 @@ class Gateway:
         most recent requests). Approximate: a snapshot taken while work goes on."""
         figures = self._stats.snapshot(len(self._queue))
         figures["state"] = self.state.value
+        figures["reads"] = self._readers.reads if self._readers else 0
+        figures["reads_to_writer"] = self._readers.to_writer if self._readers else 0
         return figures
 
     # -- plumbing ---------------------------------------------------------------
