@@ -124,3 +124,38 @@ def test_batch_max_bounds_a_batch(db_path):
         assert [r.future.done() for r in reqs] == [True] * 3 + [False] * 4
     finally:
         w.close()
+
+
+def test_single_statements_skip_the_savepoint_with_autocommit_semantics(worker, db_path):
+    sql = "INSERT INTO t(v) VALUES (?), (?)"
+    first = put(worker, sql, ("a", "b"))
+    assert worker.run_once(timeout=0)
+    assert first.future.result(0).rowcount == 2
+    assert worker._single[sql] is True  # learned: one statement
+    ok = put(worker, "INSERT INTO t(v) VALUES ('c')")
+    bad = put(worker, sql, ("x", "x"))  # the second row fails: the statement is undone whole
+    ok2 = put(worker, "INSERT INTO t(v) VALUES ('d')")
+    assert worker.run_once(timeout=0)
+    assert isinstance(bad.future.exception(0), apsw.ConstraintError)
+    assert ok.future.result(0).rowcount == 1 and ok2.future.result(0).rowcount == 1
+    assert scalar(db_path, "SELECT group_concat(v, '') FROM (SELECT v FROM t ORDER BY v)") == "abcd"
+
+
+def test_or_fail_keeps_its_earlier_rows_exactly_as_in_autocommit(worker, db_path):
+    sql = "INSERT OR FAIL INTO t(v) VALUES (?), (?)"
+    for params in (("m", "n"), ("p", "p")):  # the first run learns; the second fails midway
+        r = put(worker, sql, params)
+        assert worker.run_once(timeout=0)
+    assert isinstance(r.future.exception(0), apsw.ConstraintError)
+    assert scalar(db_path, "SELECT group_concat(v, '') FROM (SELECT v FROM t ORDER BY v)") == "mnp"
+
+
+def test_several_statements_always_get_a_savepoint(worker, db_path):
+    sql = "INSERT INTO t(v) VALUES (?); INSERT INTO t(v) VALUES (?)"
+    put(worker, sql, ("e", "f"))
+    assert worker.run_once(timeout=0)
+    assert worker._single[sql] is False
+    bad = put(worker, sql, ("g", "e"))  # the second statement fails: the first is undone too
+    assert worker.run_once(timeout=0)
+    assert isinstance(bad.future.exception(0), apsw.ConstraintError)
+    assert scalar(db_path, "SELECT count(*) FROM t WHERE v = 'g'") == 0
