@@ -25,12 +25,11 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, TypeVar, Union
 
 from .connection import SYNCHRONOUS
-from .errors import GatewayClosed, GatewayError, NestedCallError, RequestTimeout
-from .request import Kind, Params, Request, check_params, check_sql
+from .errors import GatewayClosed, GatewayError, NestedCallError
+from .request import Kind, Params, Request, check_params, check_sql, wait_for
 from .requestqueue import RequestQueue, fail_pending
 from .readers import ReaderLanes, ReaderPool
 from .result import Result
@@ -352,19 +351,7 @@ class Gateway:
 
     def _call(self, request: Request, timeout: Timeout) -> Any:
         self._enqueue(request)
-        wait = self.timeout if timeout is DEFAULT else timeout
-        future = request.future
-        try:
-            exc = future.exception(wait)
-        except FutureTimeout:
-            started = not future.cancel()
-            raise RequestTimeout(wait if wait is not None else 0.0, started) from None
-        if exc is not None:
-            try:
-                raise exc  # the worker's own exception object, its traceback intact
-            finally:
-                exc = None  # break the cycle frame -> exc -> traceback -> frame
-        return future.result()
+        return wait_for(request, self.timeout if timeout is DEFAULT else timeout)
 
 
 def _check_int(name: str, value: object) -> None:

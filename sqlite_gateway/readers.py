@@ -28,7 +28,7 @@ import apsw
 
 from .connection import TransactionGuard, run_sql
 from .errors import GatewayClosed, RequestTimeout
-from .request import STOP, Kind, Request
+from .request import STOP, Kind, Request, wait_for
 from .requestqueue import RequestQueue, fail_pending
 from .result import Result
 
@@ -175,14 +175,7 @@ class ReaderLanes:
     def read(self, sql: str, params: Any, timeout: float | None) -> Result | None:
         request = Request(Kind.EXECUTE, sql, params)
         self._queue.put(request)
-        try:
-            result: Result | None = request.future.result(timeout)
-        except TimeoutError:
-            if request.future.done():
-                raise  # the read itself raised a TimeoutError
-            started = not request.future.cancel()
-            raise RequestTimeout(timeout or 0.0, started) from None
-        return result
+        return wait_for(request, timeout)  # type: ignore[no-any-return]
 
     def _run(self) -> None:
         try:
@@ -204,13 +197,13 @@ class ReaderLanes:
                     try:
                         result = reader.read(request.sql or "", request.params)
                     except BaseException as exc:  # goes back to its own caller
-                        request.future.set_exception(exc)
+                        request.set_exception(exc)
                         del exc  # break the frame <-> exception cycle
                         continue
                     with self._lock:
                         self.reads += result is not None
                         self.to_writer += result is None
-                    request.future.set_result(result)
+                    request.set_result(result)
         finally:
             reader.close()
 

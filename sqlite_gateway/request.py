@@ -7,11 +7,14 @@ it, when the caller cancelled it before it started).
 
 from __future__ import annotations
 
+import _thread
 import enum
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Union
+
+from .errors import RequestTimeout
 
 Params = Union[Sequence[Any], Mapping[str, Any]]
 
@@ -28,7 +31,7 @@ class Request:
     """One unit of work; created by the facade, run by the worker."""
 
     __slots__ = ("kind", "sql", "params", "fn", "args", "kwargs", "future", "seq",
-                 "priority", "enqueued")
+                 "priority", "enqueued", "_answered")
 
     def __init__(
         self,
@@ -50,6 +53,26 @@ class Request:
         self.seq = 0  # given by the queue when the request is accepted
         self.priority = priority
         self.enqueued = time.monotonic()
+        # Held until the answer is set. A waiting caller blocks on this bare
+        # lock rather than on the Future's Condition: the cheapest wake-up in
+        # CPython (a thread ping-pong measured 48 us with Future.result(), 34 us
+        # with a bare lock, on the 2-core build machine).
+        self._answered = _thread.allocate_lock()
+        self._answered.acquire()
+
+    def set_result(self, value: Any) -> None:
+        """Answer the request (the worker's side; exactly once)."""
+        self.future.set_result(value)
+        self._answered.release()
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Answer the request with an error (the worker's side; exactly once)."""
+        self.future.set_exception(exc)
+        self._answered.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until answered; False if ``timeout`` seconds passed first."""
+        return self._answered.acquire(True, -1 if timeout is None else timeout)
 
     def claim(self) -> bool:
         """Mark the request running; False if its caller cancelled it first.
@@ -67,6 +90,29 @@ class Request:
     def __repr__(self) -> str:
         what = self.sql if self.fn is None else getattr(self.fn, "__qualname__", self.fn)
         return f"<Request #{self.seq} {self.kind.value} {what!r}>"
+
+
+def wait_for(request: Request, timeout: float | None) -> Any:
+    """Wait for ``request``'s answer in the caller's thread; return or raise it.
+
+    Raises:
+        RequestTimeout: no answer within ``timeout``. The request is cancelled
+            if it had not started (then it never runs).
+        BaseException: what the request raised, the same object, with the
+            worker-side frames in its traceback.
+    """
+    future = request.future
+    if not request.wait(timeout) and not future.done():
+        started = not future.cancel()
+        if not (started and future.done()):  # answered in the meantime: fall through
+            raise RequestTimeout(timeout or 0.0, started)
+    exc = future.exception(0)
+    if exc is not None:
+        try:
+            raise exc
+        finally:
+            exc = None  # break the cycle frame -> exc -> traceback -> frame
+    return future.result(0)
 
 
 class _Marker:

@@ -110,4 +110,4 @@ def fail_pending(requests: list[Request], make_error: Callable[[], BaseException
     """
     for request in requests:
         if request.claim():
-            request.future.set_exception(make_error())
+            request.set_exception(make_error())

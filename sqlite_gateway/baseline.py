@@ -1,0 +1,307 @@
+"""The retry baseline: SQLite the way most threaded apps use it, to compare against.
+
+Not part of the public API (``sqlite_gateway.__all__`` does not export it): it
+exists so that the benchmarks (``benchmarks/compare.py``) and the demo app
+(``db.backend: retry``) can measure the approach this project replaces.
+
+:class:`RetryGateway` offers :class:`~sqlite_gateway.Gateway`'s API with no
+queue and no worker. Each calling thread opens its own apsw connection (WAL,
+the same ``synchronous``, foreign keys on, busy timeout 0). Each call runs in
+the caller's thread as one unit, ``BEGIN`` (deferred, as typical apps do) ...
+``COMMIT``. When SQLite answers ``apsw.BusyError`` the unit is rolled back and
+run again after ``uniform(0, min(max_delay, base_delay * 2**attempt))`` seconds
+(exponential backoff, full jitter) until the call's deadline, its ``timeout``;
+past it that last ``BusyError`` is raised. So, unlike with the gateway, a
+transaction fn may run many times: keep its side effects inside the database.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+import secrets
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import apsw
+
+from .connection import SYNCHRONOUS, Connection, TransactionGuard, run_sql
+from .errors import GatewayClosed, GatewayError, NestedCallError
+from .request import Params, check_params, check_sql
+from .result import Result
+
+T = TypeVar("T")
+
+# Gateway options that mean nothing without a queue and a worker: accepted and
+# ignored, so that one configuration can build either class.
+IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers"})
+_RING = 4096  # recent latencies kept for percentiles
+
+_Unit = Callable[[apsw.Connection, TransactionGuard], T]
+
+
+class _State(enum.Enum):
+    NEW = "new"  # constructed: no connection yet
+    RUNNING = "running"  # calls run
+    CLOSED = "closed"  # final: every call raises GatewayClosed
+
+
+class _Handle:
+    """One thread's connection; ``in_use`` while a call of that thread runs."""
+
+    __slots__ = ("__weakref__", "conn", "guard", "in_use")
+
+    def __init__(self, conn: apsw.Connection, guard: TransactionGuard) -> None:
+        self.conn, self.guard, self.in_use = conn, guard, False
+
+
+class RetryGateway:
+    """Per-thread connections and whole-unit retries on ``BusyError``; thread-safe.
+
+    Every call runs in the caller's thread and returns once committed.
+
+    Args:
+        path: the database file (created if missing; start() puts it in WAL mode).
+        timeout: seconds a call may spend retrying (its deadline); each call
+            may override it. ``timeout=None`` on a call means this default,
+            not "no limit" as in Gateway: a retry loop needs a deadline.
+        synchronous: ``"FULL"``, ``"NORMAL"``, ``"OFF"`` or ``"EXTRA"``.
+        max_delay: the cap of one backoff sleep, in seconds.
+        base_delay: the first backoff cap; it doubles on each attempt.
+        **ignored: ``queue_size``, ``batch_max``, ``busy_timeout`` and
+            ``readers`` are accepted and ignored; any other name is a TypeError.
+    """
+
+    def __init__(self, path: str, *, timeout: float = 30.0, synchronous: str = "FULL",
+                 max_delay: float = 2.0, base_delay: float = 0.001, **ignored: Any) -> None:
+        if set(ignored) - IGNORED_OPTIONS:
+            raise TypeError(f"unexpected options: {sorted(set(ignored) - IGNORED_OPTIONS)}")
+        if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        for name, value in (("timeout", timeout), ("max_delay", max_delay),
+                            ("base_delay", base_delay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+        self.path, self.timeout, self.synchronous = path, float(timeout), synchronous.upper()
+        self.max_delay, self.base_delay = float(max_delay), float(base_delay)
+        self._local = threading.local()  # .handle: this thread's; .busy: inside a call
+        # Our own statements are prepared with the guard off and apsw caches
+        # statements by text: a nonce keeps a caller's "BEGIN" from matching.
+        nonce = secrets.token_hex(8)
+        self._begin, self._commit = f"BEGIN /* {nonce} */", f"COMMIT /* {nonce} */"
+        self._rollback = f"ROLLBACK /* {nonce} */"
+        # _lock guards _state, _handles, each handle's in_use, and the figures below.
+        self._lock = threading.Lock()
+        self._state = _State.NEW
+        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()  # gone with their thread
+        self._requests = self._errors = self._retries = self._busy = 0
+        self._latencies: deque[float] = deque(maxlen=_RING)
+
+    def start(self) -> RetryGateway:
+        """Open this thread's connection (putting the file in WAL mode); return self."""
+        with self._lock:
+            if self._state is not _State.NEW:
+                raise GatewayError(f"gateway is {self._state.value}; it can be started once")
+            self._state = _State.RUNNING
+        self._handle()
+        return self
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new calls and close the idle connections; idempotent.
+
+        Calls already running end within their own deadline, then close their
+        thread's connection. ``timeout`` is accepted for Gateway's sake.
+        """
+        with self._lock:
+            self._state = _State.CLOSED
+            idle = [handle for handle in self._handles if not handle.in_use]
+        for handle in idle:  # no thread can start using these any more
+            handle.conn.close()
+
+    def __enter__(self) -> RetryGateway:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def execute(self, sql: str, params: Params = (), *, timeout: float | None = None) -> Result:
+        """Run ``sql`` (one or more statements) as one unit; return once committed.
+
+        Raises:
+            apsw.BusyError: still locked at the call's deadline (after retries).
+            apsw.Error: SQLite's own error, unchanged; nothing of the call is kept.
+            TransactionControlError: ``sql`` holds BEGIN/COMMIT/SAVEPOINT/...
+            GatewayClosed: the gateway is closed.
+        """
+        sql, params = check_sql(sql), check_params(params)
+        return self._call(lambda conn, guard: run_sql(conn, guard, sql, params), timeout)
+
+    def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
+                    timeout: float | None = None) -> Result:
+        """Run one statement once per parameter set, all as one unit."""
+        if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
+            raise TypeError("seq_of_params must be an iterable of parameter sets")
+        sql, many = check_sql(sql), [check_params(p) for p in seq_of_params]  # replayable
+        return self._call(lambda conn, guard: run_sql(conn, guard, sql, many, many=True),
+                          timeout)
+
+    def transaction(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
+                    **kwargs: Any) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` as one unit; return its value.
+
+        ``conn`` offers ``execute``/``executemany`` returning :class:`Result`.
+        If fn raises, its writes are rolled back and the exception re-raised.
+        fn runs again on every retry. A gateway call inside fn raises
+        :class:`NestedCallError` (use ``conn``).
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+
+        def unit(conn: apsw.Connection, guard: TransactionGuard) -> T:
+            handle = Connection(conn, guard)
+            try:
+                return fn(handle, *args, **kwargs)
+            finally:
+                handle.close()
+        return self._call(unit, timeout)
+
+    def submit(self, sql: str, params: Params = ()) -> Future[Result]:
+        """Run ``sql`` now, in this thread (there is no queue); return a done Future.
+
+        Input and state errors raise at once; SQLite's errors are in the Future.
+        """
+        return self._done(self.execute, check_sql(sql), check_params(params))
+
+    def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
+                           **kwargs: Any) -> Future[T]:
+        """Run :meth:`transaction` now, in this thread; return a done Future."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        return self._done(self.transaction, fn, *args, **kwargs)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return at once: every call committed before it returned. GatewayClosed if closed."""
+        self._check_running()
+
+    def stats(self) -> dict[str, Any]:
+        """Calls answered, errors, retries, BusyErrors met, and latency p50/p99
+        in ms over the most recent calls. Approximate: a snapshot."""
+        with self._lock:
+            recent = sorted(self._latencies)
+            figures: dict[str, Any] = {
+                "state": self._state.value, "requests": self._requests,
+                "errors": self._errors, "retries": self._retries, "busy_errors": self._busy}
+        figures["latency_p50_ms"] = _percentile(recent, 0.50) * 1000
+        figures["latency_p99_ms"] = _percentile(recent, 0.99) * 1000
+        return figures
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._state is _State.NEW:
+            raise GatewayError("gateway is not started: call start() or use 'with'")
+        if self._state is _State.CLOSED:
+            raise GatewayClosed("gateway is closed")
+
+    def _handle(self) -> _Handle:
+        handle: _Handle | None = getattr(self._local, "handle", None)
+        if handle is None:
+            conn = apsw.Connection(self.path)
+            try:
+                conn.set_busy_timeout(int(self.timeout * 1000))  # only while switching to WAL
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+                if str(mode).lower() != "wal":
+                    raise GatewayError(f"could not put {self.path!r} in WAL mode ({mode!r})")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.set_busy_timeout(0)
+                conn.authorizer = guard = TransactionGuard()
+            except BaseException:
+                conn.close()
+                raise
+            handle = self._local.handle = _Handle(conn, guard)
+            with self._lock:
+                self._handles.add(handle)
+        return handle
+
+    def _own(self, handle: _Handle, sql: str) -> None:
+        """Run one of our own BEGIN/COMMIT/ROLLBACK texts, past the guard."""
+        handle.guard.active = False
+        try:
+            handle.conn.execute(sql)
+        finally:
+            handle.guard.active = True
+
+    def _call(self, unit: _Unit[T], timeout: float | None) -> T:
+        if getattr(self._local, "busy", False):
+            raise NestedCallError("RetryGateway called inside a transaction fn: use its conn")
+        began = time.monotonic()
+        deadline = began + (self.timeout if timeout is None else timeout)
+        self._check_running()
+        handle = self._handle()
+        with self._lock:
+            handle.in_use = running = self._state is _State.RUNNING
+        if not running:  # closed while this thread was opening its connection
+            handle.conn.close()
+            self._check_running()
+        self._local.busy, ok, attempt, busy = True, False, 0, 0
+        try:
+            while True:  # bounded: a BusyError past the deadline is raised
+                try:
+                    self._own(handle, self._begin)
+                    value = unit(handle.conn, handle.guard)
+                    self._own(handle, self._commit)
+                    ok = True
+                    return value
+                except apsw.BusyError:
+                    busy += 1
+                    self._undo(handle)
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise
+                    cap = min(self.max_delay, self.base_delay * 2.0 ** min(attempt, 60))
+                    time.sleep(min(left, random.uniform(0, cap)))
+                    attempt += 1
+                except BaseException:
+                    self._undo(handle)
+                    raise
+        finally:
+            self._local.busy = False
+            with self._lock:
+                handle.in_use = False
+                closed = self._state is _State.CLOSED
+                self._requests += 1
+                self._errors += not ok
+                self._retries += attempt
+                self._busy += busy
+                self._latencies.append(time.monotonic() - began)
+            if closed:  # close() left this connection to its own thread
+                handle.conn.close()
+
+    def _undo(self, handle: _Handle) -> None:
+        if not handle.conn.get_autocommit():
+            self._own(handle, self._rollback)
+
+    def _done(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        self._check_running()
+        future: Future[T] = Future()
+        try:
+            future.set_result(call(*args, **kwargs))
+        except (GatewayClosed, NestedCallError):
+            raise  # refused at once, as Gateway.submit refuses
+        except Exception as exc:  # SQLite's error, or fn's own, belongs in the future
+            future.set_exception(exc)
+        return future
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of a sorted list (0.0 when empty)."""
+    if not ordered:
+        return 0.0
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
