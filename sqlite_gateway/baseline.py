@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import random
 import secrets
 import threading
@@ -78,7 +79,7 @@ class RetryGateway:
             ``readers`` are accepted and ignored; any other name is a TypeError.
     """
 
-    def __init__(self, path: str, *, timeout: float = 30.0, synchronous: str = "FULL",
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0, synchronous: str = "FULL",
                  max_delay: float = 2.0, base_delay: float = 0.001, **ignored: Any) -> None:
         if set(ignored) - IGNORED_OPTIONS:
             raise TypeError(f"unexpected options: {sorted(set(ignored) - IGNORED_OPTIONS)}")
@@ -88,7 +89,8 @@ class RetryGateway:
                             ("base_delay", base_delay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
-        self.path, self.timeout, self.synchronous = path, float(timeout), synchronous.upper()
+        self.path, self.timeout = os.fspath(path), float(timeout)
+        self.synchronous = synchronous.upper()
         self.max_delay, self.base_delay = float(max_delay), float(base_delay)
         self._local = threading.local()  # .handle: this thread's; .busy: inside a call
         # Our own statements are prepared with the guard off and apsw caches
@@ -104,7 +106,7 @@ class RetryGateway:
         self._latencies: deque[float] = deque(maxlen=_RING)
 
     def start(self) -> RetryGateway:
-        """Open this thread's connection (putting the file in WAL mode); return self."""
+        """Open this thread's connection (the file goes to WAL mode); return self."""
         with self._lock:
             if self._state is not _State.NEW:
                 raise GatewayError(f"gateway is {self._state.value}; it can be started once")
@@ -113,11 +115,8 @@ class RetryGateway:
         return self
 
     def close(self, timeout: float | None = None) -> None:
-        """Refuse new calls and close the idle connections; idempotent.
-
-        Calls already running end within their own deadline, then close their
-        thread's connection. ``timeout`` is accepted for Gateway's sake.
-        """
+        """Refuse new calls, close idle connections; idempotent. Running calls end
+        by their own deadline, then close theirs (``timeout`` is for Gateway's API)."""
         with self._lock:
             self._state = _State.CLOSED
             idle = [handle for handle in self._handles if not handle.in_use]
@@ -172,10 +171,8 @@ class RetryGateway:
         return self._call(unit, timeout)
 
     def submit(self, sql: str, params: Params = ()) -> Future[Result]:
-        """Run ``sql`` now, in this thread (there is no queue); return a done Future.
-
-        Input and state errors raise at once; SQLite's errors are in the Future.
-        """
+        """Run ``sql`` now in this thread (no queue); return a done Future.
+        Input and state errors raise at once; SQLite's errors are in the Future."""
         return self._done(self.execute, check_sql(sql), check_params(params))
 
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
@@ -197,8 +194,8 @@ class RetryGateway:
             figures: dict[str, Any] = {
                 "state": self._state.value, "requests": self._requests,
                 "errors": self._errors, "retries": self._retries, "busy_errors": self._busy}
-        figures["latency_p50_ms"] = _percentile(recent, 0.50) * 1000
-        figures["latency_p99_ms"] = _percentile(recent, 0.99) * 1000
+        for name, q in (("latency_p50_ms", 0.50), ("latency_p99_ms", 0.99)):  # nearest rank
+            figures[name] = recent[max(1, math.ceil(q * len(recent))) - 1] * 1000 if recent else 0.0
         return figures
 
     # -- plumbing ----------------------------------------------------------------
@@ -298,10 +295,3 @@ class RetryGateway:
         except Exception as exc:  # SQLite's error, or fn's own, belongs in the future
             future.set_exception(exc)
         return future
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of a sorted list (0.0 when empty)."""
-    if not ordered:
-        return 0.0
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
