@@ -31,7 +31,7 @@ from .connection import SYNCHRONOUS
 from .errors import GatewayClosed, GatewayError, NestedCallError
 from .request import Kind, Params, Request, check_params, check_sql, wait_for
 from .requestqueue import RequestQueue, fail_pending
-from .readers import ReaderLanes, ReaderPool
+from .readers import ReaderLanes, ThreadReaders
 from .result import Result
 from .stats import Stats
 from .worker import Worker
@@ -84,8 +84,10 @@ class Gateway:
         readers: read-only connections that serve ``execute()`` calls whose
             statements cannot write (as SQLite judges them), beside the
             writer. 0 sends every statement through the one writer.
-        read_mode: ``"inline"`` (the caller's thread borrows a reader: no
-            hand-off) or ``"threads"`` (reader threads fed by a queue).
+        read_mode: ``"inline"`` (each calling thread owns a reader and reads
+            in place, no hand-off; up to ``readers`` threads, the reads of
+            others go through the writer) or ``"threads"`` (``readers``
+            threads, each owning a connection, fed by a queue).
 
     Raises:
         ValueError, TypeError: an option is out of range or of the wrong type.
@@ -123,9 +125,9 @@ class Gateway:
         self._state_lock = threading.Lock()
         self._state = State.NEW
         self._thread: threading.Thread | None = None
-        self._readers: ReaderPool | ReaderLanes | None = None
+        self._readers: ThreadReaders | ReaderLanes | None = None
         if readers and read_mode == "inline":
-            self._readers = ReaderPool(path, readers, busy_timeout)
+            self._readers = ThreadReaders(path, readers, busy_timeout)
         elif readers:
             self._readers = ReaderLanes(path, readers, busy_timeout, queue_size)
 

@@ -2,9 +2,8 @@
 
 Two ways to run them, chosen by ``Gateway(read_mode=...)``:
 
-- ``"inline"``: a pool of ``readers`` connections; a caller borrows one and
-  runs its read in its own thread (no hand-off). A connection is used by
-  exactly one thread at a time.
+- ``"inline"``: each calling thread owns a read-only connection (up to
+  ``readers`` threads) and runs its reads in place: no hand-off at all.
 - ``"threads"``: ``readers`` threads, each owning one connection for its
   whole life, fed by a queue (one hand-off each way, like the writer).
 
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import apsw
@@ -55,9 +53,13 @@ class _ReadGuard(TransactionGuard):
 
 
 class Reader:
-    """One read-only connection; used by one thread at a time."""
+    """One read-only connection, owned by one thread."""
 
     def __init__(self, path: str, busy_timeout: float) -> None:
+        self.lock = threading.Lock()  # held while reading; close() takes it too
+        self.closed = False
+        self.served = 0  # reads answered here (written by the owner only)
+        self.passed = 0  # statements sent on to the writer
         self.conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
         self.conn.set_busy_timeout(int(busy_timeout * 1000))
         self.guard = _ReadGuard()
@@ -81,77 +83,81 @@ class Reader:
             raise
 
     def close(self) -> None:
+        self.closed = True
         self.conn.close()
 
 
-class ReaderPool:
-    """``"inline"`` mode: callers borrow a connection and read in their own thread."""
+class ThreadReaders:
+    """``"inline"`` mode: each calling thread owns one reader and reads in place.
+
+    A thread's first read opens its connection (up to ``size`` threads; the
+    reads of threads past that go through the writer). A thread that ends
+    leaves its connection to be closed when a new thread needs the place.
+    """
 
     def __init__(self, path: str, size: int, busy_timeout: float) -> None:
         self._path = path
         self._size = size
         self._busy_timeout = busy_timeout
-        # _lock guards _idle, _opened, _closed and the counters; _free is
-        # notified when a connection is returned.
+        self._local = threading.local()
+        # _lock guards _owned and _closed. Each reader's own .lock is held
+        # while it reads, so close() never closes a connection in use.
         self._lock = threading.Lock()
-        self._free = threading.Condition(self._lock)
-        self._idle: list[Reader] = []
-        self._opened = 0
+        self._owned: dict[threading.Thread, Reader] = {}
         self._closed = False
-        self.reads = 0
-        self.to_writer = 0
+        self._retired = [0, 0]  # served, passed: of readers already closed
+
+    @property
+    def reads(self) -> int:
+        return self._retired[0] + sum(r.served for r in list(self._owned.values()))
+
+    @property
+    def to_writer(self) -> int:
+        return self._retired[1] + sum(r.passed for r in list(self._owned.values()))
+
+    def _retire(self, reader: Reader) -> None:
+        self._retired[0] += reader.served
+        self._retired[1] += reader.passed
+        reader.close()
 
     def read(self, sql: str, params: Any, timeout: float | None) -> Result | None:
-        reader = self._borrow(timeout)
-        routed = None
-        try:
-            routed = reader.read(sql, params)
-            return routed
-        finally:
-            self._give_back(reader, routed is not None)
+        reader: Reader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._adopt()
+            if reader is None:
+                return None  # no place left: the writer serves this thread
+        with reader.lock:
+            if reader.closed:
+                raise GatewayClosed("gateway is closed")
+            result = reader.read(sql, params)
+        if result is None:
+            reader.passed += 1
+        else:
+            reader.served += 1
+        return result
 
-    def _borrow(self, timeout: float | None) -> Reader:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._free:
-            while True:
-                if self._closed:
-                    raise GatewayClosed("gateway is closed")
-                if self._idle:
-                    return self._idle.pop()
-                if self._opened < self._size:
-                    self._opened += 1
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise RequestTimeout(timeout or 0.0, started=False)
-                self._free.wait(remaining)
-        try:  # open outside the lock: it may wait on the busy timeout
-            return Reader(self._path, self._busy_timeout)
-        except BaseException:
-            with self._free:
-                self._opened -= 1
-                self._free.notify()
-            raise
-
-    def _give_back(self, reader: Reader, served: bool) -> None:
-        with self._free:
-            self.reads += served
-            self.to_writer += not served
-            if not self._closed:
-                self._idle.append(reader)
-                self._free.notify()
-                return
-            self._opened -= 1
-        reader.close()  # returned after close(): the borrower closes it
+    def _adopt(self) -> Reader | None:
+        thread = threading.current_thread()
+        with self._lock:
+            if self._closed:
+                raise GatewayClosed("gateway is closed")
+            if len(self._owned) >= self._size:
+                for dead in [t for t in self._owned if not t.is_alive()]:
+                    self._retire(self._owned.pop(dead))
+            if len(self._owned) >= self._size:
+                return None
+            reader = Reader(self._path, self._busy_timeout)
+            self._owned[thread] = reader
+        self._local.reader = reader
+        return reader
 
     def close(self) -> None:
-        with self._free:
+        with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-            self._opened -= len(idle)
-            self._free.notify_all()
-        for reader in idle:
-            reader.close()
+            owned, self._owned = list(self._owned.values()), {}
+        for reader in owned:
+            with reader.lock:  # waits for a read in progress to finish
+                self._retire(reader)
 
 
 class ReaderLanes:

@@ -14,7 +14,7 @@ from sqlite_gateway.readers import Reader
 
 @pytest.fixture(params=["inline", "threads"])
 def rdb(request, db_path):
-    db = Gateway(db_path, readers=2, read_mode=request.param).start()
+    db = Gateway(db_path, readers=9, read_mode=request.param).start()
     db.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT UNIQUE)")
     try:
         yield db
@@ -111,6 +111,31 @@ def test_read_errors_keep_their_class(rdb):
     with pytest.raises(apsw.SQLError, match="no such table"):
         rdb.execute("SELECT * FROM missing")
     assert rdb.execute("SELECT 1").scalar() == 1
+
+
+def test_inline_threads_past_the_limit_read_through_the_writer(db_path):
+    with Gateway(db_path, readers=1) as db:
+        db.transaction(lambda conn: conn.execute("CREATE TABLE t(x)"))
+        has_place, release = threading.Event(), threading.Event()
+
+        def holder():
+            assert db.execute("SELECT 1").scalar() == 1
+            has_place.set()
+            assert release.wait(10)
+
+        a = threading.Thread(target=holder)
+        a.start()
+        assert has_place.wait(10)
+        assert db.stats()["reads"] == 1
+        assert db.execute("SELECT 2").scalar() == 2  # no place left: served by the writer
+        assert db.stats()["reads"] == 1
+        release.set()
+        a.join(10)
+        # A thread that has ended gives its place to the next one.
+        b = threading.Thread(target=lambda: db.execute("SELECT 3"))
+        b.start()
+        b.join(10)
+        assert db.stats()["reads"] == 2
 
 
 def test_close_closes_the_reader_connections(db_path):
