@@ -57,6 +57,7 @@ class State(enum.Enum):
     BROKEN = "broken"  # the worker died; every call fails with its reason; final
 
 
+_WRITES_MEMO = 4096  # SQL texts remembered as writes (cleared when full)
 _EXIT_CLOSE_TIMEOUT = 30.0  # how long the exit hook waits for one gateway to drain
 _open_gateways: weakref.WeakSet[Gateway] = weakref.WeakSet()
 
@@ -126,6 +127,8 @@ class Gateway:
         self._state = State.NEW
         self._thread: threading.Thread | None = None
         self._readers: ThreadReaders | ReaderLanes | None = None
+        # SQL texts a reader sent on to the writer (set ops are atomic under the GIL).
+        self._writes: set[str] = set()
         if readers and read_mode == "inline":
             self._readers = ThreadReaders(path, readers, busy_timeout)
         elif readers:
@@ -240,7 +243,7 @@ class Gateway:
         """
         sql, params = check_sql(sql), check_params(params)
         readers = self._readers
-        if readers is not None and self._state is State.RUNNING and (
+        if readers is not None and sql not in self._writes and self._state is State.RUNNING and (
                 threading.get_ident() != self._worker.thread_ident):
             reason = self._queue.closed_reason
             if reason is not None:
@@ -248,6 +251,9 @@ class Gateway:
             result = readers.read(sql, params, self.timeout if timeout is DEFAULT else timeout)
             if result is not None:
                 return result
+            if len(self._writes) >= _WRITES_MEMO:
+                self._writes.clear()
+            self._writes.add(sql)  # SQLite judged it a write: next time, straight to the writer
         return self._call(Request(Kind.EXECUTE, sql, params), timeout)  # type: ignore[no-any-return]
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,

@@ -31,7 +31,7 @@ class Request:
     """One unit of work; created by the facade, run by the worker."""
 
     __slots__ = ("kind", "sql", "params", "fn", "args", "kwargs", "future", "seq",
-                 "priority", "enqueued", "_answered")
+                 "priority", "enqueued", "_answered", "_claimed")
 
     def __init__(
         self,
@@ -59,6 +59,7 @@ class Request:
         # with a bare lock, on the 2-core build machine).
         self._answered = _thread.allocate_lock()
         self._answered.acquire()
+        self._claimed: bool | None = None
 
     def set_result(self, value: Any) -> None:
         """Answer the request (the worker's side; exactly once)."""
@@ -77,15 +78,12 @@ class Request:
     def claim(self) -> bool:
         """Mark the request running; False if its caller cancelled it first.
 
-        Safe to call again on a request already running (a re-run), and on
-        one already finished or cancelled (it answers False).
+        Only the first call asks the Future (the caller may be cancelling it
+        at that moment); later calls, for a re-run, repeat that answer.
         """
-        future = self.future
-        if future.running():
-            return True
-        if future.done():
-            return False
-        return future.set_running_or_notify_cancel()
+        if self._claimed is None:  # first look: PENDING or CANCELLED
+            self._claimed = self.future.set_running_or_notify_cancel()
+        return self._claimed
 
     def __repr__(self) -> str:
         what = self.sql if self.fn is None else getattr(self.fn, "__qualname__", self.fn)
@@ -106,12 +104,8 @@ def wait_for(request: Request, timeout: float | None) -> Any:
         started = not future.cancel()
         if not (started and future.done()):  # answered in the meantime: fall through
             raise RequestTimeout(timeout or 0.0, started)
-    exc = future.exception(0)
-    if exc is not None:
-        try:
-            raise exc
-        finally:
-            exc = None  # break the cycle frame -> exc -> traceback -> frame
+    # Answered: result() returns the value or raises the worker's exception
+    # object itself (Future drops its own reference to it as it raises).
     return future.result(0)
 
 
@@ -140,6 +134,9 @@ def check_sql(sql: object) -> str:
     return sql
 
 
+_PLAIN_PARAMS = frozenset({tuple, list, dict})  # the common case, checked without ABCs
+
+
 def check_params(params: object) -> Params:
     """Accept a tuple/list/other sequence or a mapping of bindings.
 
@@ -147,6 +144,8 @@ def check_params(params: object) -> Params:
     The types of the values themselves are left to apsw, whose TypeError names
     the offending argument.
     """
+    if type(params) in _PLAIN_PARAMS:
+        return params  # type: ignore[return-value]
     if params is None:
         return ()
     if isinstance(params, (str, bytes, bytearray, memoryview)) or not isinstance(

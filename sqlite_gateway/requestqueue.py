@@ -109,5 +109,5 @@ def fail_pending(requests: list[Request], make_error: Callable[[], BaseException
     caller's traceback never grows from another's.
     """
     for request in requests:
-        if request.claim():
+        if request.claim() and not request.future.done():
             request.set_exception(make_error())

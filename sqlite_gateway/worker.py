@@ -207,7 +207,7 @@ class Worker:
             self.stats.record_batch(len(outcomes) + 1, committed=False)
             self._answer([offender])
             reruns += 1
-            todo = [r for r in todo if r is not offender.request and not r.future.done()]
+            todo = [r for r in todo if r is not offender.request and r.claim()]
             logger.debug("whole transaction rolled back by %r; re-running %d requests",
                          offender.request, len(todo))
             if not todo:
