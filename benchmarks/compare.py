@@ -23,7 +23,9 @@ SQL on the same file settings (WAL, ``synchronous`` FULL unless NORMAL is asked)
   ``sqlite3``, whose SQLite version the header shows; it reads in the caller's
   thread and queues everything else);
 - ``gateway-nobatch`` (``batch_max=1``), ``gateway`` (``readers=0``) and
-  ``gateway+readers`` (``readers=2``, reads run in the callers' threads);
+  ``gateway+readers`` (``readers=`` the thread count: each caller thread owns a
+  read-only connection and reads in place) and ``gateway+reader-threads``
+  (``readers=2, read_mode="threads"``: reads handed to two reader threads);
 - ``ceiling``: one thread, apsw, every operation of the window in one
   transaction: the limit of this machine (it ignores the thread count and the
   think time; its row repeats in each thread group).
@@ -62,7 +64,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import inspect
 import itertools
 import json
 import math
@@ -91,6 +92,7 @@ PAGES = 10  # hot counter rows
 READ_SHARE = 0.90  # of the operations in `mixed`
 RECENT_S = 1.0  # "recent" log rows: the last second
 STRATEGIES = ("retry", "busy", "peewee", "gateway-nobatch", "gateway", "gateway+readers",
+              "gateway+reader-threads",
               "ceiling")
 WORKLOADS = ("pageview", "mixed")
 DEFAULT_THREADS = (1, 8, 32, 64)
@@ -98,7 +100,7 @@ DEFAULT_SECONDS = 3.0
 QUICK_THREADS = (1, 8, 32)
 QUICK_SECONDS = 1.0
 GOAL_THREADS = 32
-READERS = 2  # gateway+readers
+READER_THREADS = 2  # gateway+reader-threads: one per core
 BUSY_TIMEOUT_S = 5.0  # busy (and the gateways')
 CALL_TIMEOUT = 30.0  # one caller's longest wait for one answer (retry: its deadline)
 JOIN_GRACE = CALL_TIMEOUT + 15.0  # past the deadline, how long to wait for callers
@@ -159,19 +161,14 @@ class Strategy:
 
 class GatewayStrategy(Strategy):
     def __init__(self, path: str, synchronous: str, *, batch_max: int = 256,
-                 readers: int = 0) -> None:
+                 readers: int = 0, read_mode: str = "inline") -> None:
         super().__init__(path, synchronous)
-        options: dict[str, Any] = {"batch_max": batch_max}
-        if readers or "readers" in inspect.signature(Gateway).parameters:
-            options["readers"] = readers  # explicit 0 for `gateway`: the goal compares
-        self.options = options
+        self.options: dict[str, Any] = {"batch_max": batch_max, "readers": readers,
+                                        "read_mode": read_mode}
 
     def open(self) -> None:
-        try:
-            self.db = Gateway(self.path, synchronous=self.synchronous, timeout=CALL_TIMEOUT,
-                              busy_timeout=BUSY_TIMEOUT_S, **self.options)
-        except TypeError as exc:  # this Gateway has no readers= option yet
-            raise NotAvailable(f"Gateway({self.options}) raised TypeError: {exc}") from None
+        self.db = Gateway(self.path, synchronous=self.synchronous, timeout=CALL_TIMEOUT,
+                          busy_timeout=BUSY_TIMEOUT_S, **self.options)
         self.db.start()
 
     def pageview(self, page: int, at: float) -> None:
@@ -316,14 +313,17 @@ class CeilingStrategy(Strategy):
         self.conn.close()
 
 
-def make_strategy(name: str, path: str, synchronous: str) -> Strategy:
+def make_strategy(name: str, path: str, synchronous: str, threads: int) -> Strategy:
     makers: dict[str, Callable[[], Strategy]] = {
         "retry": lambda: RetryStrategy(path, synchronous),
         "busy": lambda: BusyStrategy(path, synchronous),
         "peewee": lambda: PeeweeStrategy(path, synchronous),
         "gateway-nobatch": lambda: GatewayStrategy(path, synchronous, batch_max=1),
         "gateway": lambda: GatewayStrategy(path, synchronous),
-        "gateway+readers": lambda: GatewayStrategy(path, synchronous, readers=READERS),
+        # Each caller thread owns a reader, as a web app sets readers to its thread pool.
+        "gateway+readers": lambda: GatewayStrategy(path, synchronous, readers=threads),
+        "gateway+reader-threads": lambda: GatewayStrategy(
+            path, synchronous, readers=READER_THREADS, read_mode="threads"),
         "ceiling": lambda: CeilingStrategy(path, synchronous),
     }
     return makers[name]()
@@ -404,7 +404,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one cell on the database the parent prepared; return its figures."""
     name, threads, seconds = spec["strategy"], spec["threads"], spec["seconds"]
     base = {"strategy": name, "workload": spec["workload"], "threads": threads}
-    strategy = make_strategy(name, spec["path"], spec["synchronous"])
+    strategy = make_strategy(name, spec["path"], spec["synchronous"], threads)
     try:
         strategy.open()
     except NotAvailable as exc:
@@ -708,7 +708,8 @@ GOAL_CONFIGS = (
     ("pageview", "FULL", 5.0, ("gateway", "busy")),
     ("mixed", "FULL", 0.0, ("gateway+readers", "gateway", "busy", "peewee")),
 )
-THREADED = ("retry", "busy", "peewee", "gateway-nobatch", "gateway", "gateway+readers")
+THREADED = ("retry", "busy", "peewee", "gateway-nobatch", "gateway", "gateway+readers",
+            "gateway+reader-threads")
 
 
 def goal_lines(index: int, cells: dict[str, dict[str, Any]]) -> list[tuple[bool, str]]:
