@@ -1,0 +1,183 @@
+"""CherryPy integration; the only module of sqlite_gateway that imports cherrypy.
+
+- :class:`GatewayPlugin`, an engine plugin, owns one :class:`Gateway`: it
+  makes and starts it on the engine's ``start``, drains and closes it on
+  ``stop`` (so on graceful restart and exit too), and publishes it on the bus
+  channel ``"sqlite-gateway"``: ``engine.publish("sqlite-gateway") == [db]``.
+- :class:`GatewayTool` hands it to handlers as ``cherrypy.request.db`` and maps
+  the errors a handler does not catch to HTTP answers, as JSON, never with a
+  traceback (that goes to the log): ``Overloaded`` and ``GatewayClosed`` ->
+  503 with Retry-After, ``RequestTimeout`` -> 504, ``apsw.ConstraintError``
+  -> 409, anything else -> 500.
+
+Ten lines for any app::
+
+    import cherrypy
+    from sqlite_gateway.cherrypy_plugin import install
+
+    install(cherrypy.engine, path="app.db", readers=10)   # plugin + cherrypy.tools.db
+
+    class Root:
+        @cherrypy.expose
+        @cherrypy.tools.db()
+        @cherrypy.tools.json_out()
+        def count(self):
+            return {"n": cherrypy.request.db.execute("SELECT count(*) FROM t").scalar()}
+
+    cherrypy.quickstart(Root())
+
+Config keys: ``engine.sqlite_gateway.<option>`` sets a Gateway option (path,
+queue_size, batch_max, timeout, synchronous, busy_timeout, readers,
+read_mode); ``tools.db.on`` switches the tool on for a path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+import cherrypy
+from cherrypy.process.plugins import SimplePlugin
+from cherrypy.process.wspbus import Bus
+
+from .errors import GatewayClosed, Overloaded, RequestTimeout
+from .gateway import Gateway
+
+CHANNEL = "sqlite-gateway"
+_OPTIONS = ("queue_size", "batch_max", "timeout", "synchronous", "busy_timeout", "readers",
+            "read_mode")
+RETRY_AFTER_S = 1  # what a 503 tells the client to wait
+
+
+class GatewayPlugin(SimplePlugin):
+    """Owns the engine's Gateway; see the module docstring.
+
+    Priorities, against CherryPy's own (lower runs first): start at 67, after
+    the Daemonizer's fork (65) and before the Monitors (70) and the HTTP
+    server (75), so the database is open before the first request; stop at
+    80, after the HTTP server (25) and the helper jobs (50) have stopped, so
+    nothing is still writing when the gateway drains.
+
+    Args:
+        bus: the engine (``cherrypy.engine``).
+        path: the database file; may also come from config.
+        setup: called with the started gateway (e.g. to create the schema).
+        **options: Gateway keyword options; each is also an attribute that
+            ``engine.sqlite_gateway.<option>`` config sets.
+    """
+
+    def __init__(self, bus: Bus, path: str | None = None,
+                 setup: Callable[[Gateway], object] | None = None, **options: Any) -> None:
+        super().__init__(bus)
+        unknown = set(options) - set(_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown Gateway options: {', '.join(sorted(unknown))}")
+        self.path = path
+        self.setup = setup
+        for name in _OPTIONS:
+            setattr(self, name, options.get(name))
+        self.db: Gateway | None = None
+
+    def subscribe(self) -> None:
+        super().subscribe()
+        self.bus.subscribe(CHANNEL, self.get)
+
+    def unsubscribe(self) -> None:
+        super().unsubscribe()
+        self.bus.unsubscribe(CHANNEL, self.get)
+
+    def get(self) -> Gateway | None:
+        """The running gateway (what the ``sqlite-gateway`` channel returns)."""
+        return self.db
+
+    def start(self) -> None:
+        if self.db is not None:
+            return
+        if not self.path:
+            raise ValueError("GatewayPlugin needs a path: pass path= or set "
+                             "engine.sqlite_gateway.path in the config")
+        options = {n: getattr(self, n) for n in _OPTIONS if getattr(self, n) is not None}
+        db = Gateway(self.path, **options).start()
+        try:
+            if self.setup is not None:
+                self.setup(db)
+        except BaseException:
+            db.close()
+            raise
+        self.db = db
+        self.bus.log(f"sqlite_gateway: started on {self.path}")
+
+    start.priority = 67  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        db, self.db = self.db, None
+        if db is not None:
+            db.close()  # drains: everything accepted is committed first
+            self.bus.log(f"sqlite_gateway: closed {self.path} ({db.stats()['requests']} requests)")
+
+    stop.priority = 80  # type: ignore[attr-defined]
+
+    def graceful(self) -> None:
+        """Close and reopen: a closed Gateway stays closed, so a new one is made."""
+        self.stop()
+        self.start()
+
+
+def _status_for(exc: BaseException) -> tuple[int, str, dict[str, str]]:
+    if isinstance(exc, (Overloaded, GatewayClosed)):
+        return 503, str(exc), {"Retry-After": str(RETRY_AFTER_S)}
+    if isinstance(exc, RequestTimeout):
+        return 504, str(exc), {}
+    if isinstance(exc, apsw.ConstraintError):
+        return 409, f"conflict: {exc}", {}
+    return 500, "internal error (logged on the server)", {}
+
+
+def json_error_response() -> None:
+    """A ``request.error_response`` that answers JSON and logs the traceback."""
+    exc = sys.exc_info()[1]
+    assert exc is not None
+    status, message, headers = _status_for(exc)
+    if status == 500:
+        cherrypy.log(f"unhandled {type(exc).__name__} in {cherrypy.request.path_info}",
+                     context="sqlite_gateway", severity=logging.ERROR, traceback=True)
+    response = cherrypy.serving.response
+    response.status = status
+    response.headers.pop("Content-Length", None)
+    response.headers["Content-Type"] = "application/json"
+    response.headers.update(headers)
+    response.body = json.dumps({"error": message, "status": status}).encode()
+
+
+class GatewayTool(cherrypy.Tool):
+    """Sets ``cherrypy.request.db`` and maps gateway errors to HTTP answers."""
+
+    def __init__(self, channel: str = CHANNEL) -> None:
+        self.channel = channel
+        super().__init__("on_start_resource", self._attach, priority=20)
+
+    def _attach(self) -> None:
+        dbs = [db for db in cherrypy.engine.publish(self.channel) if db is not None]
+        if not dbs:
+            raise cherrypy.HTTPError(503, "the database is not available")
+        cherrypy.request.db = dbs[0]
+
+    def _setup(self) -> None:
+        super()._setup()
+        cherrypy.serving.request.error_response = json_error_response
+
+
+def install(engine: Bus | None = None, path: str | None = None, tool_name: str = "db",
+            **options: Any) -> GatewayPlugin:
+    """Subscribe a :class:`GatewayPlugin` as ``engine.sqlite_gateway`` and
+    register :class:`GatewayTool` as ``cherrypy.tools.<tool_name>``."""
+    engine = engine or cherrypy.engine
+    plugin = GatewayPlugin(engine, path, **options)
+    plugin.subscribe()
+    engine.sqlite_gateway = plugin  # config: engine.sqlite_gateway.*
+    setattr(cherrypy.tools, tool_name, GatewayTool())
+    return plugin
