@@ -94,3 +94,12 @@ class WorkerBlocker:
         self.release.set()
         self._thread.join(10)
         assert not self._thread.is_alive()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cherrypy_engine_exits_at_the_end() -> Iterator[None]:
+    """CherryPy's engine is a process-wide singleton: exit it once, after every test."""
+    yield
+    cp = sys.modules.get("cherrypy")
+    if cp is not None and cp.engine.state != cp.engine.states.EXITING:
+        cp.engine.exit()

@@ -1,0 +1,136 @@
+"""GatewayPlugin on a bus of its own, and GatewayTool's error mapping under a live server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import cherrypy
+import pytest
+from cherrypy.process.wspbus import Bus
+
+from sqlite_gateway import Gateway, Overloaded, RequestTimeout
+from sqlite_gateway.cherrypy_plugin import CHANNEL, GatewayPlugin, GatewayTool
+from sqlite_gateway.gateway import State
+
+
+def test_plugin_opens_on_start_publishes_and_drains_on_stop(db_path):
+    bus = Bus()
+    made = []
+    plugin = GatewayPlugin(bus, db_path, setup=lambda db: made.append(db) or db.execute(
+        "CREATE TABLE IF NOT EXISTS t(x)"), queue_size=500)
+    plugin.subscribe()
+    bus.start()
+    try:
+        db = bus.publish(CHANNEL)[0]
+        assert isinstance(db, Gateway) and db is made[0] and db.state is State.RUNNING
+        assert db._queue.maxsize == 500  # options reach the Gateway
+        futures = [db.submit("INSERT INTO t VALUES (?)", (i,)) for i in range(100)]
+        bus.graceful()  # close (drain) and reopen
+        assert all(f.result(0).rowcount == 1 for f in futures)
+        assert db.state is State.CLOSED
+        again = bus.publish(CHANNEL)[0]
+        assert again is not db and again.execute("SELECT count(*) FROM t").scalar() == 100
+    finally:
+        bus.stop()
+    assert plugin.db is None and again.state is State.CLOSED
+    assert bus.publish(CHANNEL) == [None]
+    bus.exit()
+
+
+def test_plugin_priorities_fit_around_cherrypys_own():
+    assert 65 < GatewayPlugin.start.priority < 70  # after the Daemonizer, before Monitors
+    assert GatewayPlugin.stop.priority > 50  # after helper jobs and the HTTP server stop
+
+
+def test_plugin_without_a_path_says_how_to_set_it():
+    plugin = GatewayPlugin(Bus())
+    with pytest.raises(ValueError, match="engine.sqlite_gateway.path"):
+        plugin.start()
+    with pytest.raises(TypeError, match="unknown Gateway options: nope"):
+        GatewayPlugin(Bus(), "x.db", nope=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Errors:
+    def __init__(self, hold: threading.Event) -> None:
+        self.hold = hold
+
+    @cherrypy.expose
+    def ok(self):
+        return str(cherrypy.request.db.execute("SELECT count(*) FROM t").scalar())
+
+    @cherrypy.expose
+    def conflict(self):
+        cherrypy.request.db.execute("INSERT INTO t VALUES (1)")
+        cherrypy.request.db.execute("INSERT INTO t VALUES (1)")
+
+    @cherrypy.expose
+    def overloaded(self):
+        raise Overloaded(10)
+
+    @cherrypy.expose
+    def timeout(self):
+        raise RequestTimeout(0.5, started=False)
+
+    @cherrypy.expose
+    def bug(self):
+        raise ValueError("secret internals")
+
+
+@pytest.fixture
+def live(db_path):
+    """A live CherryPy server on loopback with the plugin and tool; always torn down."""
+    port = _free_port()
+    plugin = GatewayPlugin(cherrypy.engine, db_path, setup=lambda db: db.execute(
+        "CREATE TABLE IF NOT EXISTS t(x UNIQUE)"))
+    plugin.subscribe()
+    cherrypy.tools.gw_test = GatewayTool()
+    cherrypy.config.update({"server.socket_host": "127.0.0.1", "server.socket_port": port,
+                            "log.screen": False, "engine.autoreload.on": False,
+                            "checker.on": False})
+    cherrypy.tree.mount(_Errors(threading.Event()), "/", {"/": {"tools.gw_test.on": True}})
+    cherrypy.engine.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        cherrypy.engine.stop()
+        plugin.unsubscribe()
+        cherrypy.tree.apps.clear()
+        cherrypy.server.httpserver = None  # the next start binds anew (another port)
+        del cherrypy.tools.gw_test
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, e.headers, e.read()
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/conflict", 409), ("/overloaded", 503), ("/timeout", 504), ("/bug", 500)])
+def test_tool_maps_errors_to_http_as_json_without_tracebacks(live, path, status):
+    code, headers, body = _get(live + path)
+    assert code == status
+    assert headers["Content-Type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["status"] == status
+    assert b"Traceback" not in body and b"secret internals" not in body
+    if status == 503:
+        assert headers["Retry-After"] == "1"
+
+
+def test_tool_hands_the_gateway_to_handlers(live):
+    code, _, body = _get(live + "/ok")
+    assert (code, body) == (200, b"0")
