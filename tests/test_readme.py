@@ -20,3 +20,10 @@ def test_readme_quickstart_runs_as_written(tmp_path):
     assert lines[2].startswith("refused: UNIQUE constraint failed")
     assert lines[3] == "[1, 1, 1]"
     assert lines[-1].startswith("after close: gateway is closed")
+
+
+def test_ci_runs_the_readme_test_command():
+    text = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```sh\n(.*?)\n```", text, re.S)
+    test_command = next(c for c in commands if c.endswith("-m pytest"))
+    assert test_command in (ROOT / ".ci" / "run").read_text()
