@@ -79,8 +79,8 @@ class RetryGateway:
             ``readers`` are accepted and ignored; any other name is a TypeError.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0, synchronous: str = "FULL",
-                 max_delay: float = 2.0, base_delay: float = 0.001, **ignored: Any) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0,
+                 synchronous: str = "FULL", max_delay: float = 2.0, base_delay: float = 0.001, **ignored: Any) -> None:
         if set(ignored) - IGNORED_OPTIONS:
             raise TypeError(f"unexpected options: {sorted(set(ignored) - IGNORED_OPTIONS)}")
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:

@@ -25,7 +25,7 @@ from typing import Any
 import apsw
 
 from .connection import TransactionGuard, run_sql
-from .errors import GatewayClosed, RequestTimeout
+from .errors import GatewayClosed
 from .request import STOP, Kind, Request, wait_for
 from .requestqueue import RequestQueue, fail_pending
 from .result import Result

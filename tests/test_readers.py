@@ -151,7 +151,7 @@ def test_inline_threads_past_the_limit_read_through_the_writer(db_path):
 def test_close_closes_the_reader_connections(db_path):
     for mode in ("inline", "threads"):
         db = Gateway(db_path, readers=3, read_mode=mode).start()
-        threads = [threading.Thread(target=lambda: db.execute("SELECT 1")) for _ in range(6)]
+        threads = [threading.Thread(target=db.execute, args=("SELECT 1",)) for _ in range(6)]
         for t in threads:
             t.start()
         for t in threads:
