@@ -41,7 +41,7 @@ T = TypeVar("T")
 
 # Gateway options that mean nothing without a queue and a worker: accepted and
 # ignored, so that one configuration can build either class.
-IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers"})
+IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers", "read_mode"})
 _RING = 4096  # recent latencies kept for percentiles
 
 _Unit = Callable[[apsw.Connection, TransactionGuard], T]
@@ -181,6 +181,28 @@ class RetryGateway:
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         return self._done(self.transaction, fn, *args, **kwargs)
+
+    def run_exclusive(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
+                      **kwargs: Any) -> T:
+        """``fn(apsw_connection, ...)`` on this thread's connection, outside any transaction.
+
+        Not exclusive here: the old way has no writer to pause, other threads go
+        on. Afterwards the connection is closed (the next call opens a new one),
+        so nothing prepared past the transaction guard stays in its cache.
+        """
+        self._check_running()
+        handle = self._handle()
+        handle.guard.active = False
+        try:
+            return fn(handle.conn, *args, **kwargs)
+        finally:
+            handle.guard.active = True
+            if not handle.conn.get_autocommit():
+                self._own(handle, self._rollback)
+            with self._lock:
+                self._handles.discard(handle)
+            self._local.handle = None
+            handle.conn.close()
 
     def flush(self, timeout: float | None = None) -> None:
         """Return at once: every call committed before it returned. GatewayClosed if closed."""

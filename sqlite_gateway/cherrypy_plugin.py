@@ -28,7 +28,9 @@ Ten lines for any app::
 
 Config keys: ``engine.sqlite_gateway.<option>`` sets a Gateway option (path,
 queue_size, batch_max, timeout, synchronous, busy_timeout, readers,
-read_mode); ``tools.db.on`` switches the tool on for a path.
+read_mode); ``engine.sqlite_gateway.backend: "retry"`` swaps in the old way
+(``sqlite_gateway.baseline.RetryGateway``) for comparisons; ``tools.db.on``
+switches the tool on for a path.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class GatewayPlugin(SimplePlugin):
             raise TypeError(f"unknown Gateway options: {', '.join(sorted(unknown))}")
         self.path = path
         self.setup = setup
+        # "gateway", or "retry": sqlite_gateway.baseline.RetryGateway, the old way
+        # (per-thread connections, backoff and retry), kept for comparisons.
+        self.backend = "gateway"
         for name in _OPTIONS:
             setattr(self, name, options.get(name))
         self.db: Gateway | None = None
@@ -101,7 +106,14 @@ class GatewayPlugin(SimplePlugin):
             raise ValueError("GatewayPlugin needs a path: pass path= or set "
                              "engine.sqlite_gateway.path in the config")
         options = {n: getattr(self, n) for n in _OPTIONS if getattr(self, n) is not None}
-        db = Gateway(self.path, **options).start()
+        if self.backend == "retry":
+            from .baseline import RetryGateway
+            db: Any = RetryGateway(self.path, **options).start()
+        elif self.backend == "gateway":
+            db = Gateway(self.path, **options).start()
+        else:
+            raise ValueError(f"engine.sqlite_gateway.backend must be 'gateway' or 'retry', "
+                             f"not {self.backend!r}")
         try:
             if self.setup is not None:
                 self.setup(db)

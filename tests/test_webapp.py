@@ -350,3 +350,21 @@ def test_python_dash_m_webapp_serves_and_stops_on_sigterm(tmp_path):
         assert child.wait(30) == 0, log.read_text()
     assert "sqlite_gateway: closed" in log.read_text()
     assert (tmp_path / "main.db").exists()
+
+
+# -- the retry backend (issue 5): same app code, the old way underneath ----------------
+
+def test_the_app_runs_unchanged_on_the_retry_backend(tmp_path):
+    """db.backend: "retry" swaps in RetryGateway; results stay exact, its retries are counted."""
+    with live_app(str(tmp_path / "retry.db"), **{"db.backend": "retry"}) as live:
+        stats = live.get("/api/stats").json
+        assert "retries" in stats and "batch_mean" not in stats  # it is really the old way
+        assert live.post("/api/pages", {"name": "home", "cap": 150}).status == 201
+
+        def viewer(_):
+            return [live.post("/api/pages/home/view").status for _ in range(20)]
+
+        with ThreadPoolExecutor(20) as pool:
+            statuses = collections.Counter(s for b in pool.map(viewer, range(20)) for s in b)
+        assert statuses == {200: 150, 410: 250}
+        assert _count(live.db_path, "SELECT count(*) FROM page_views") == 150

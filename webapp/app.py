@@ -218,6 +218,9 @@ def build_app(config: str | Path | dict[str, Any] | None = None,
     engine = cherrypy.engine
     plugin: GatewayPlugin = install(engine, setup=create_schema)
     _installed["plugin"] = plugin
+    # db.backend: "gateway" (default) or "retry" (the old way, for comparisons);
+    # the app code is the same for both.
+    plugin.backend = global_conf.pop("db.backend", "gateway")
     cherrypy.config.update(global_conf)  # engine.sqlite_gateway.* reaches the plugin
     if db_path is not None:
         plugin.path = db_path
