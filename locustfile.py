@@ -62,6 +62,14 @@ def _json(resp: Any) -> Any:
         return None
 
 
+def _body(resp: Any, status: int) -> Any:
+    """The JSON body of a ``status`` answer, or mark the response failed and return None."""
+    if resp.status_code != status:
+        resp.failure(f"status {resp.status_code}: {resp.text[:80]!r}")
+        return None
+    return _json(resp)
+
+
 def _check_error(resp: Any, expected: tuple[int, ...]) -> None:
     """A refusal the app documents: the status must be one of ``expected`` and the
     body the app's JSON error (``{"error": ..., "status": code}``)."""
@@ -168,10 +176,7 @@ class PageViewer(_Base):
         page = self._page()
         with self.client.get(f"/api/pages/{page}", name="/api/pages/[name]",
                              catch_response=True) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"status {resp.status_code}: {resp.text[:80]!r}")
-                return
-            body = _json(resp)
+            body = _body(resp, 200)
             if body is None:
                 return
             if body.get("name") != page or not isinstance(body.get("views"), int):
@@ -230,10 +235,7 @@ class Bettor(_Base):
         ticket = None
         with self.client.post("/api/bets?async=1", json=bet, name="/api/bets?async=1",
                               catch_response=True) as resp:
-            if resp.status_code != 202:
-                resp.failure(f"status {resp.status_code}: {resp.text[:80]!r}")
-                return
-            body = _json(resp)
+            body = _body(resp, 202)
             if body is None:
                 return
             ticket = body.get("ticket")
@@ -244,10 +246,7 @@ class Bettor(_Base):
         for _ in range(TICKET_POLLS):  # bounded
             with self.client.get(f"/api/tickets/{ticket}", name="/api/tickets/[ticket]",
                                  catch_response=True) as resp:
-                if resp.status_code != 200:
-                    resp.failure(f"status {resp.status_code}: {resp.text[:80]!r}")
-                    return
-                body = _json(resp)
+                body = _body(resp, 200)
                 if body is None:
                     return
                 status = body.get("status")
@@ -274,10 +273,7 @@ class Bettor(_Base):
             return
         with self.client.get(f"/api/accounts/{self.account}", name="/api/accounts/[id]",
                              catch_response=True) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"status {resp.status_code}: {resp.text[:80]!r}")
-                return
-            body = _json(resp)
+            body = _body(resp, 200)
             if body is None:
                 return
             balance = body.get("balance")
@@ -299,10 +295,7 @@ class Admin(_Base):
             return
         with self.client.post("/api/matches", json={"name": f"match-{uuid.uuid4().hex[:8]}"},
                               name="/api/matches", catch_response=True) as resp:
-            if resp.status_code != 201:
-                resp.failure(f"status {resp.status_code}: {resp.text[:80]!r}")
-                return
-            body = _json(resp)
+            body = _body(resp, 201)
             if body is None:
                 return
             if not isinstance(body.get("id"), int):
@@ -331,10 +324,7 @@ class Admin(_Base):
     @task(3)
     def stats(self) -> None:
         with self.client.get("/api/stats", name="/api/stats", catch_response=True) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"status {resp.status_code}: {resp.text[:80]!r}")
-                return
-            body = _json(resp)
+            body = _body(resp, 200)
             if body is None:
                 return
             if not isinstance(body, dict):
