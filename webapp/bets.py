@@ -42,10 +42,14 @@ class Refused(Exception):
         self.reason = reason
 
 
-def place_bet(conn: Any, account: int, match: int, pick: str, stake: int, now: float,
+def place_bet(conn: Any, account: int, match: int, pick: str, stake: int,
               ticket: str | None = None) -> int:
     """On the writer: check, debit, insert; returns the bet id. May run twice
-    (see the README's guarantees): every effect is in the database."""
+    (see the README's guarantees): every effect is in the database.
+
+    ``placed_at`` is stamped here, inside the transaction that saw the match
+    open, not in the handler: a stamp taken before queueing could fall after
+    a close that committed first, and "no bet after the close" must be exact."""
     status = conn.execute("SELECT status FROM matches WHERE id = ?", (match,)).scalar()
     if status is None:
         raise Refused(422, "no such match")
@@ -60,12 +64,16 @@ def place_bet(conn: Any, account: int, match: int, pick: str, stake: int, now: f
         raise Refused(422, "no such account")
     return int(conn.execute(
         "INSERT INTO bets(ticket, account, match, pick, stake, placed_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)", (ticket, account, match, pick, stake, now)).lastrowid)
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (ticket, account, match, pick, stake, time.time())).lastrowid)
 
 
-def close_match(conn: Any, match: int, winner: str, now: float) -> None:
+def close_match(conn: Any, match: int, winner: str) -> None:
+    """On the writer: close an open match, stamping ``closed_at`` there (see
+    place_bet for why)."""
     changed = conn.execute("UPDATE matches SET status = 'closed', winner = ?, closed_at = ?"
-                           " WHERE id = ? AND status = 'open'", (winner, now, match)).rowcount
+                           " WHERE id = ? AND status = 'open'",
+                           (winner, time.time(), match)).rowcount
     if changed != 1:
         exists = conn.execute("SELECT 1 FROM matches WHERE id = ?", (match,)).rows
         raise Refused(409, "match is already closed") if exists else Refused(404, "no such match")
@@ -179,7 +187,7 @@ class Betting:
         db = cherrypy.request.db
         # Through the write-behind FIFO, then the barrier: everything accepted
         # before the close is committed (or refused) once flush() returns.
-        closing = db.submit_transaction(close_match, match, winner, time.time())
+        closing = db.submit_transaction(close_match, match, winner)
         db.flush()
         try:
             closing.result(timeout=0)
@@ -194,8 +202,7 @@ class Betting:
         args = (validate.body_id(body["account"], "account"),
                 validate.body_id(body["match"], "match"),
                 validate.name(body["pick"], "pick"),
-                validate.integer(body["stake"], "stake", 1, MAX_STAKE),
-                time.time())
+                validate.integer(body["stake"], "stake", 1, MAX_STAKE))
         db = cherrypy.request.db
         if write_behind:
             ticket = self.tickets.submit(db, *args)
