@@ -90,7 +90,7 @@ def _settle(db: Any) -> Any:
             raise
         return None
     try:
-        return settlement.run(db)
+        return settlement.run(db, priority="interactive")
     except Exception:  # noqa: BLE001 - logged; the periodic job settles it later
         cherrypy.log("settlement after close failed; the periodic job will retry",
                      context="webapp", severity=logging.ERROR, traceback=True)
