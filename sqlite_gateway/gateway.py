@@ -389,8 +389,9 @@ class Gateway:
         while done < len(rows):
             try:
                 ran, count = self._call(Request(
-                    Kind.TRANSACTION, fn=_run_slice, args=(sql, rows, done, self.background_slice),
-                    priority=lane), timeout)
+                    Kind.TRANSACTION, fn=_run_slice, priority=lane,
+                    args=(sql, rows, done, self.background_slice,
+                          self._queue.interactive_waiting if lane else None)), timeout)
             except BaseException as exc:
                 exc.add_note(f"bulk(): {done} of {len(rows)} parameter sets were committed "
                              "before this error; the rest did not run")
@@ -432,10 +433,11 @@ class Gateway:
 _SLICE_STEP = 16  # parameter sets run between two looks at the clock
 
 
-def _run_slice(conn: Any, sql: str, rows: list[Params], start: int,
-               seconds: float) -> tuple[int, int]:
-    """On the worker: run rows[start:] until ``seconds`` have passed (at least
-    one step); return (parameter sets run, rows changed)."""
+def _run_slice(conn: Any, sql: str, rows: list[Params], start: int, seconds: float,
+               preempted: Callable[[], bool] | None) -> tuple[int, int]:
+    """On the worker: run rows[start:] until ``seconds`` have passed or
+    ``preempted()`` says interactive work waits (after at least one step);
+    return (parameter sets run, rows changed)."""
     deadline = time.monotonic() + seconds
     end = start
     changed = 0
@@ -443,7 +445,7 @@ def _run_slice(conn: Any, sql: str, rows: list[Params], start: int,
         step = rows[end:end + _SLICE_STEP]
         changed += conn.executemany(sql, step).rowcount
         end += len(step)
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (preempted is not None and preempted()):
             break
     return end - start, changed
 

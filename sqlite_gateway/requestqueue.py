@@ -133,6 +133,11 @@ class RequestQueue:
         return min((other[0].seq for other in self._lanes if other and other is not lane),
                    default=float("inf"))
 
+    def interactive_waiting(self) -> bool:
+        """True while interactive work is queued (a lock-free snapshot: a
+        background slice polls it to yield the writer early)."""
+        return bool(self._lanes[0])
+
     def requeue(self, requests: list[Request]) -> None:
         """Put back, at the head of their lanes, requests a batch took but did
         not start (the worker's slice ended). Their order and numbers are kept;

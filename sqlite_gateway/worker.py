@@ -169,12 +169,13 @@ class Worker:
             try:
                 self._exec(self._sql["begin"])
                 offender = None
-                # Background work holds the writer for one slice at most: the
-                # requests not started by then go back to the head of their
-                # lane (order kept), behind any interactive work queued meanwhile.
+                # Background work holds the writer for one slice at most, and
+                # yields early once interactive work waits: the requests not
+                # started by then go back to the head of their lane (order kept).
                 deadline = time.monotonic() + self.background_slice if todo[0].priority else 0.0
                 for index, request in enumerate(todo):
-                    if deadline and index and time.monotonic() >= deadline:
+                    if deadline and index and (time.monotonic() >= deadline
+                                               or self.queue.interactive_waiting()):
                         self.queue.requeue(todo[index:])
                         todo = todo[:index]
                         break

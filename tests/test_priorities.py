@@ -10,6 +10,7 @@ import pytest
 from conftest import WorkerBlocker, scalar
 
 from sqlite_gateway import Gateway
+from sqlite_gateway.gateway import _SLICE_STEP, _run_slice
 from sqlite_gateway.request import Kind, Request
 from sqlite_gateway.requestqueue import RequestQueue
 from sqlite_gateway.stats import Stats
@@ -98,10 +99,12 @@ def test_background_work_that_waited_too_long_is_served_next():
     assert starving.get_batch(10, 0)[0].sql == "SELECT 'bg'"
 
 
-def test_a_background_batch_yields_the_writer_after_its_slice(db_path):
+@pytest.mark.parametrize("slice_", [0.001, 60.0], ids=["slice-used-up", "interactive-arrived"])
+def test_a_background_batch_yields_the_writer_after_its_slice_or_to_interactive_work(
+        db_path, slice_):
     queue = RequestQueue(100)
     worker = Worker(db_path, queue, Stats(), batch_max=256, synchronous="FULL",
-                    busy_timeout=5.0, background_slice=0.001)
+                    busy_timeout=5.0, background_slice=slice_)
     worker.open()
     try:
         queue.put(Request(Kind.EXECUTE, "CREATE TABLE log(id INTEGER PRIMARY KEY, tag TEXT)"))
@@ -118,7 +121,7 @@ def test_a_background_batch_yields_the_writer_after_its_slice(db_path):
                for i in range(3)]
         for request in bgs:
             queue.put(request)
-        assert worker.run_once(timeout=0)  # bg0 alone: its slice is used up
+        assert worker.run_once(timeout=0)  # bg0 alone: slice used up or web arrived
         assert bgs[0].future.done() and not bgs[1].future.done()
         assert worker.run_once(timeout=0)  # the interactive request, ahead of bg1
         assert web.future.done() and not bgs[1].future.done()
@@ -153,6 +156,22 @@ def test_bulk_commits_every_row_in_slices_and_lets_interactive_work_in(db_path):
         web_id = scalar(db.path, "SELECT id FROM t WHERE v = -1")
         assert web_id < scalar(db.path, "SELECT max(id) FROM t"), "the web write waited for the job"
         assert db.stats()["commits"] - before > 2, "the job was not cut into slices"
+
+
+def test_a_bulk_slice_ends_early_once_interactive_work_waits():
+    class Conn:
+        calls = 0
+
+        def executemany(self, sql, rows):
+            Conn.calls += 1
+            return type("R", (), {"rowcount": len(rows)})()
+
+    rows = [(i,) for i in range(1000)]
+    waiting = iter([False, False, True])
+    ran, changed = _run_slice(Conn(), "INSERT", rows, 10, 60.0, lambda: next(waiting))
+    assert Conn.calls == 3 and ran == changed == 3 * _SLICE_STEP
+    ran, _ = _run_slice(Conn(), "INSERT", rows, 0, 60.0, None)  # nobody waits: all of it
+    assert ran == 1000
 
 
 def test_bulk_stops_at_the_first_failing_slice_and_says_how_far_it_got(gateway):
