@@ -122,10 +122,10 @@ def test_a_commit_whose_wal_write_or_fsync_fails_fails_its_batch_and_the_gateway
     for future in futures:  # the COMMIT failed: every request of the batch gets its error
         assert isinstance(future.exception(ANSWER_S), apsw.IOError)
     assert vfs.faults.injected[fault[:-1]] == 1
-    assert "reopening its connection" in caplog.text
-    # The same gateway serves again.
+    # The same gateway serves again, on a new connection (opened after the answers).
     assert db.state is State.RUNNING
     commit_rows(db, range(51, 61))
+    assert "reopening its connection after IOError" in caplog.text
     assert db.execute("SELECT count(*) FROM acked WHERE id <= 60").scalar() == 60
     db.close()
     # A failed COMMIT is not acknowledged, and its outcome is unknown (after a
