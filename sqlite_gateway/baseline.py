@@ -41,7 +41,8 @@ T = TypeVar("T")
 
 # Gateway options that mean nothing without a queue and a worker: accepted and
 # ignored, so that one configuration can build either class.
-IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers", "read_mode"})
+IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers", "read_mode",
+                             "hang_timeout"})
 _RING = 4096  # recent latencies kept for percentiles
 
 _Unit = Callable[[apsw.Connection, TransactionGuard], T]
