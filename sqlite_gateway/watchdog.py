@@ -63,7 +63,7 @@ class Watchdog:
 
     def check(self, now: float) -> bool:
         """Look at the worker once; True once it has given the worker up."""
-        since, running = self.worker.current_step()
+        since, running = self.worker.turn.current()
         if since is None or now - since < self.hang_timeout:
             return False
         if self._interrupted != since:
@@ -78,6 +78,7 @@ class Watchdog:
         reason = (f"the worker has been stuck in {what} for {now - since:.1f} s "
                   f"(hang_timeout={self.hang_timeout:g} s): a transaction fn that never "
                   "returns cannot be stopped; restart the process")
-        if self.worker.give_up(reason):
-            logger.critical("watchdog: gateway on %s is broken: %s", self.worker.path, reason)
+        if not self.worker.give_up(reason, since):
+            return False  # it moved on at the last moment (or is already dead)
+        logger.critical("watchdog: gateway on %s is broken: %s", self.worker.path, reason)
         return True

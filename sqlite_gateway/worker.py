@@ -15,8 +15,8 @@ the worker's own BEGIN/COMMIT fails, the whole batch gets that error. After
 an I/O error anywhere, or a ROLLBACK that fails, the worker closes its
 connection and opens a new one (nothing cached from before the fault is
 trusted, and SQLite drops a half-done transaction); it dies only if it cannot
-reopen. The watchdog (``watchdog.py``) times each step through
-``_turn_lock``: it can interrupt the running request's SQL, or give the
+reopen. The worker marks each step in its :class:`~sqlite_gateway.turn.Turn`;
+the watchdog reads it to interrupt the running request's SQL, or to give the
 worker up (``give_up``) when it is stuck in a Python fn.
 """
 
@@ -36,6 +36,7 @@ from .errors import GatewayClosed, GatewayError
 from .request import STOP, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
+from .turn import GivenUp, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,6 @@ _SINGLE_MEMO = 4096  # SQL texts remembered as single statements
 # (After a failed fsync, what the OS kept of the written pages is unknown.)
 _RESET_AFTER = (apsw.IOError, apsw.CorruptError)
 _REOPEN_DELAYS = (0.0, 0.1, 1.0)  # seconds before each attempt to reopen; then the worker dies
-
-
-class _GivenUp(Exception):
-    """The worker returned from a step after the watchdog had given it up."""
 
 
 class _Outcome:
@@ -81,16 +78,8 @@ class Worker:
         self.ready: Future[None] = Future()  # done once the connection is open (or failed)
         # Set once the worker will run nothing more: it stopped, or was given up.
         self.stopped = threading.Event()
-        self.death: str | None = None  # why the worker died or was given up, if it was
+        self.turn = Turn()  # the current step, read by the watchdog
         self.thread_ident: int | None = None
-        # _turn_lock guards death, _running, _since and _committing. The worker
-        # holds it only to switch steps; the watchdog and timed-out callers hold
-        # it to interrupt a request or give the worker up, so an interrupt can
-        # never hit the next request, nor a give-up race a step's start.
-        self._turn_lock = threading.Lock()
-        self._running: Request | None = None  # whose own code (SQL or fn) runs now
-        self._since: float | None = None  # when the current step began; None: idle
-        self._committing = False  # the batch's COMMIT has been started
         self._suspect = False  # an I/O error was seen: reopen after this turn
         self._conn: apsw.Connection | None = None
         self._guard = TransactionGuard()
@@ -157,19 +146,23 @@ class Worker:
             self.stopped.set()
         logger.info("worker stopped on %s", self.path)
 
-    def give_up(self, reason: str) -> bool:
+    @property
+    def death(self) -> str | None:
+        """Why the worker died or was given up; None while it serves."""
+        return self.turn.death
+
+    def give_up(self, reason: str, step: float | None = None) -> bool:
         """Fail everything in flight and queued; refuse everything later.
 
         Thread-safe: the worker calls it as it dies, the watchdog when the
-        worker is stuck. A stuck worker that returns later finds it out at
-        its next step, commits nothing and stops. True for the call that
-        gave it up.
+        worker is stuck in the step that began at ``step`` (nothing happens
+        if it has moved on). A stuck worker that returns later finds out at
+        its next step, commits nothing and stops. True if it gave up.
         """
-        with self._turn_lock:
-            if self.death is not None:
-                return False
-            self.death = reason
-            inflight, committing = self._inflight, self._committing
+        committing = self.turn.die(reason, step)
+        if committing is None:
+            return False
+        inflight = self._inflight
         message = f"gateway is broken: {reason}"
         self.queue.close(message)
         note = ("its batch was being committed: it may be committed" if committing
@@ -179,15 +172,8 @@ class Worker:
         self.stopped.set()
         return True
 
-    # -- what the watchdog and timed-out callers see -------------------------
-
-    def current_step(self) -> tuple[float | None, Request | None]:
-        """(when the current step began or None when idle, the request running or None)."""
-        with self._turn_lock:
-            return self._since, self._running
-
-    def interrupt(self, request: Request | None = None) -> bool:
-        """Stop the SQL statement of ``request`` (None: of any request) if it runs now.
+    def interrupt(self, request: Request) -> bool:
+        """Stop ``request``'s running SQL statement, if its code runs now.
 
         Thread-safe. True if it was running: its statement then raises
         ``apsw.InterruptError`` on the worker (a fn may catch it; a statement
@@ -195,32 +181,10 @@ class Worker:
         code is not affected: SQLite resets the flag when the next statement
         starts on an idle connection.
         """
-        with self._turn_lock:
-            running, conn = self._running, self._conn
-            if running is None or conn is None or (request is not None and running is not request):
-                return False
-            conn.interrupt()
-        logger.warning("interrupted the running statement of %r", running)
+        if not self.turn.interrupt(request, self._conn):
+            return False
+        logger.warning("interrupted the running statement of %r", request)
         return True
-
-    def _mark(self, request: Request | None, committing: bool = False) -> None:
-        """Start a step the watchdog times: BEGIN, a request's own code, or the COMMIT."""
-        with self._turn_lock:
-            if self.death is not None:
-                raise _GivenUp
-            self._running = request
-            self._since = time.monotonic()
-            self._committing = committing
-
-    def _unmark(self) -> None:
-        with self._turn_lock:
-            self._running = None
-
-    def _idle(self) -> None:
-        with self._turn_lock:
-            self._running = None
-            self._since = None
-            self._committing = False
 
     # -- one turn -----------------------------------------------------------
 
@@ -242,14 +206,16 @@ class Worker:
                 self._run_exclusive(batch[0])
             else:
                 self._run_batch(batch)
-        except _GivenUp:
-            # Everyone was answered by give_up(); run() closes the connection,
-            # which rolls back whatever this batch had done.
+        except GivenUp:
+            # give_up() answered the batch (unless it took this one just as the
+            # watchdog struck: answered here). run() closes the connection,
+            # which rolls back whatever the batch had done.
             logger.warning("worker on %s returned after it was given up; stopping", self.path)
+            fail_pending(batch, lambda: GatewayClosed(f"gateway is broken: {self.death}"))
             return False
         # (On any other exception the worker dies: give_up() answers _inflight.)
         self._inflight = []
-        self._idle()
+        self.turn.idle()
         if self._suspect:
             self._suspect = False
             self._reopen("an I/O error in the last batch")
@@ -302,7 +268,7 @@ class Worker:
         while True:
             outcomes: list[_Outcome] = []
             try:
-                self._mark(None)  # BEGIN may wait up to busy_timeout for a lock
+                self.turn.begin(None)  # BEGIN may wait up to busy_timeout for a lock
                 self._exec(self._sql["begin"])
                 offender = None
                 for request in todo:
@@ -318,7 +284,7 @@ class Worker:
                         break
                     outcomes.append(outcome)
                 if offender is None:
-                    self._mark(None, committing=True)
+                    self.turn.begin(None, committing=True)
                     self._exec(self._sql["commit"])
             except apsw.Error as exc:
                 # BEGIN, RELEASE or COMMIT itself failed (busy past the busy
@@ -374,16 +340,16 @@ class Worker:
             # Same outcome as autocommit for that statement alone: on error
             # SQLite undoes the statement (or, for OR FAIL, keeps its earlier
             # rows; for OR ROLLBACK, ends the transaction: see _run_batch).
-            self._mark(request)
+            self.turn.begin(request)
             try:
                 return _Outcome(request, True, run_sql(conn, self._guard, sql, request.params))
             except BaseException as exc:
                 self._suspect |= isinstance(exc, _RESET_AFTER)
                 return _Outcome(request, False, exc)
             finally:
-                self._unmark()
+                self.turn.end_request()
         self._exec(self._sql["savepoint"])
-        self._mark(request)
+        self.turn.begin(request)
         try:
             if kind is Kind.EXECUTE:
                 statements: list[str] = []
@@ -402,13 +368,13 @@ class Worker:
                 finally:
                     handle.close()
         except BaseException as exc:  # every failure goes back to its own caller
-            self._unmark()
+            self.turn.end_request()
             self._suspect |= isinstance(exc, _RESET_AFTER)
             if not conn.get_autocommit():
                 self._exec(self._sql["rollback_to"])
                 self._exec(self._sql["release"])
             return _Outcome(request, False, exc)
-        self._unmark()
+        self.turn.end_request()
         if not conn.get_autocommit():
             self._exec(self._sql["release"])
         return _Outcome(request, True, value)
@@ -425,7 +391,7 @@ class Worker:
         guard = self._guard
         guard.active = False
         guard.allowed = False
-        self._mark(request)
+        self.turn.begin(request)
         try:
             value = request.fn(conn, *request.args, **(request.kwargs or {}))
             outcome = _Outcome(request, True, value)
@@ -433,7 +399,7 @@ class Worker:
             self._suspect |= isinstance(exc, _RESET_AFTER)
             outcome = _Outcome(request, False, exc)
         finally:
-            self._unmark()
+            self.turn.end_request()
             guard.active = True
         # Transaction control may now sit prepared in the statement cache,
         # where a caller's identical SQL would find it past the guard.

@@ -18,6 +18,12 @@ from conftest import WorkerBlocker, scalar
 
 from sqlite_gateway import Gateway, GatewayClosed, RequestTimeout
 from sqlite_gateway.gateway import State
+from sqlite_gateway.request import Kind, Request
+from sqlite_gateway.requestqueue import RequestQueue
+from sqlite_gateway.stats import Stats
+from sqlite_gateway.turn import GivenUp
+from sqlite_gateway.watchdog import Watchdog
+from sqlite_gateway.worker import Worker
 
 ENDLESS = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
            "SELECT count(*) FROM c")  # never ends by itself
@@ -166,3 +172,29 @@ def test_hang_timeout_and_vfs_are_checked(db_path):
         Gateway(db_path, vfs="no-such-vfs")
     with Gateway(db_path, hang_timeout=None, vfs=apsw.vfs_names()[0]) as db:
         assert db._watchdog is None and db.execute("SELECT 1").scalar() == 1
+
+
+def test_the_watchdog_gives_up_only_a_step_that_stays_stuck_past_the_grace(db_path):
+    """Driven by hand, no threads: check(now) with made-up times."""
+    queue = RequestQueue(10)
+    worker = Worker(db_path, queue, Stats(), batch_max=10, synchronous="FULL", busy_timeout=0.1)
+    dog = Watchdog(worker, hang_timeout=2.0, name="test")
+    fn = Request(Kind.TRANSACTION, fn=lambda conn: None)
+    queue.put(fn)
+    worker._inflight = queue.get_batch(10)
+    assert fn.claim()
+    worker.turn.begin(fn)
+    since, _ = worker.turn.current()
+    assert not dog.check(since + 1.9)  # not yet hung
+    assert not dog.check(since + 2.0)  # hung: interrupted first (no SQL runs here)
+    worker.turn.end_request()
+    worker.turn.begin(None, committing=True)  # ...and it moved on: a new step
+    # Past the grace of the first step, but this one is new: interrupted, not given up.
+    assert not dog.check(since + 3.5) and worker.death is None
+    assert dog.check(since + 3.5 + dog.grace)  # still the same step: given up
+    assert "stuck in BEGIN/COMMIT" in worker.death
+    assert "may be committed" in str(fn.future.exception(0))
+    with pytest.raises(GatewayClosed, match="broken"):
+        queue.put(Request(Kind.FLUSH))
+    with pytest.raises(GivenUp):  # the worker, if it ever returns, stops here
+        worker.turn.begin(None)
