@@ -8,13 +8,15 @@ CherryPy plugin, with every committed row there.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import apsw
 import pytest
 from cherrypy.process.wspbus import Bus
-from conftest import WorkerBlocker, scalar
+from conftest import ROOT, WorkerBlocker, scalar
 from webapp_fixtures import live_app
 
 from sqlite_gateway import Gateway, GatewayClosed
@@ -210,3 +212,12 @@ def test_the_webapp_keeps_serving_after_its_worker_dies(tmp_path):
         assert reply.status == 200, reply.text
         assert live.db is not broken
         assert live.get("/api/pages/home").json["views"] == 2
+
+
+def test_the_fault_figures_script_runs_and_loses_nothing():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--markdown"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 11, proc.stdout
+    assert all(" | 0 of " in row and row.endswith("| ok |") for row in rows), proc.stdout
