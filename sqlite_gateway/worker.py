@@ -401,8 +401,6 @@ class Worker:
         finally:
             self.turn.end_request()
             guard.active = True
-        # Transaction control may now sit prepared in the statement cache,
-        # where a caller's identical SQL would find it past the guard.
         failed = None
         if not conn.get_autocommit():  # never leave a transaction open behind it
             try:
@@ -413,6 +411,8 @@ class Worker:
         if failed:
             self._reopen(failed)
         elif guard.allowed:
+            # Transaction control may now sit prepared in the statement cache,
+            # where a caller's identical SQL would find it past the guard.
             self._reopen("transaction control in an exclusive fn", logging.DEBUG)
 
     def _answer(self, outcomes: list[_Outcome]) -> None:
