@@ -42,7 +42,7 @@ T = TypeVar("T")
 # Gateway options that mean nothing without a queue and a worker: accepted and
 # ignored, so that one configuration can build either class.
 IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers", "read_mode",
-                             "background_slice"})
+                             "background_slice", "hang_timeout"})
 BULK_CHUNK = 500  # parameter sets per unit in bulk(): the old way's usual batching
 _RING = 4096  # recent latencies kept for percentiles
 

@@ -9,6 +9,13 @@
   traceback (that goes to the log): ``Overloaded`` and ``GatewayClosed`` ->
   503 with Retry-After, ``RequestTimeout`` -> 504, ``apsw.ConstraintError``
   -> 409, anything else -> 500.
+- A broken gateway (its worker died, or the watchdog gave up a hung one) is
+  replaced: the first request that finds it broken asks the plugin, on the
+  channel ``"sqlite-gateway-renew"``, to close it and start a new Gateway on
+  the same file (at most one attempt per second), then runs on the new one;
+  if none can be made it answers 503. ``engine.graceful()`` replaces it too.
+  After a hung fn the stuck thread still holds the write lock: writes then
+  fail with ``apsw.BusyError`` until the process is restarted.
 
 Ten lines for any app::
 
@@ -28,7 +35,7 @@ Ten lines for any app::
 
 Config keys: ``engine.sqlite_gateway.<option>`` sets a Gateway option (path,
 queue_size, batch_max, timeout, synchronous, busy_timeout, readers,
-read_mode); ``engine.sqlite_gateway.backend: "retry"`` swaps in the old way
+read_mode, vfs, hang_timeout); ``engine.sqlite_gateway.backend: "retry"`` swaps in the old way
 (``sqlite_gateway.baseline.RetryGateway``) for comparisons; ``tools.db.on``
 switches the tool on for a path.
 """
@@ -38,6 +45,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,11 +56,11 @@ from cherrypy.process.plugins import SimplePlugin
 from cherrypy.process.wspbus import Bus
 
 from .errors import GatewayClosed, Overloaded, RequestTimeout
-from .gateway import Gateway
+from .gateway import Gateway, State
 
 CHANNEL = "sqlite-gateway"
 _OPTIONS = ("queue_size", "batch_max", "timeout", "synchronous", "busy_timeout", "readers",
-            "read_mode")
+            "read_mode", "vfs", "hang_timeout")
 RETRY_AFTER_S = 1  # what a 503 tells the client to wait
 
 
@@ -86,20 +95,55 @@ class GatewayPlugin(SimplePlugin):
         for name in _OPTIONS:
             setattr(self, name, options.get(name))
         self.db: Gateway | None = None
+        # _lock is held while replacing self.db (start, stop, renew), so that
+        # request threads that find the gateway broken replace it only once.
+        self._lock = threading.RLock()
+        self._renew_failed_at = float("-inf")
 
     def subscribe(self) -> None:
         super().subscribe()
         self.bus.subscribe(CHANNEL, self.get)
+        self.bus.subscribe(CHANNEL + "-renew", self.renew)
 
     def unsubscribe(self) -> None:
         super().unsubscribe()
         self.bus.unsubscribe(CHANNEL, self.get)
+        self.bus.unsubscribe(CHANNEL + "-renew", self.renew)
 
     def get(self) -> Gateway | None:
         """The running gateway (what the ``sqlite-gateway`` channel returns)."""
         return self.db
 
+    def renew(self, broken: Gateway) -> Gateway | None:
+        """Replace ``broken`` (if it is still the current gateway) with a new one.
+
+        Thread-safe; what the ``sqlite-gateway-renew`` channel calls. Returns
+        the current gateway, or None if none could be made (it is tried again
+        a second later at the earliest; the error goes to the log).
+        """
+        with self._lock:
+            if self.db is not broken:
+                return self.db  # another thread replaced it already
+            if time.monotonic() - self._renew_failed_at < RETRY_AFTER_S:
+                return None
+            self.bus.log(f"sqlite_gateway: the gateway on {self.path} is broken (the reason "
+                         "is logged above); replacing it", level=logging.ERROR)
+            self.stop()  # returns at once: a broken gateway has nothing to drain
+            try:
+                self.start()
+            except Exception:
+                self.bus.log(f"sqlite_gateway: could not reopen {self.path}",
+                             level=logging.ERROR, traceback=True)
+                self._renew_failed_at = time.monotonic()
+                self.db = broken  # so that the next request tries again
+                return None
+            return self.db
+
     def start(self) -> None:
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
         if self.db is not None:
             return
         if not self.path:
@@ -126,7 +170,8 @@ class GatewayPlugin(SimplePlugin):
     start.priority = 67  # type: ignore[attr-defined]
 
     def stop(self) -> None:
-        db, self.db = self.db, None
+        with self._lock:
+            db, self.db = self.db, None
         if db is not None:
             db.close()  # drains: everything accepted is committed first
             self.bus.log(f"sqlite_gateway: closed {self.path} ({db.stats()['requests']} requests)")
@@ -176,7 +221,14 @@ class GatewayTool(cherrypy.Tool):
         dbs = [db for db in cherrypy.engine.publish(self.channel) if db is not None]
         if not dbs:
             raise cherrypy.HTTPError(503, "the database is not available")
-        cherrypy.request.db = dbs[0]
+        db = dbs[0]
+        if isinstance(db, Gateway) and db.state is State.BROKEN:
+            renewed = [new for new in cherrypy.engine.publish(self.channel + "-renew", db)
+                       if new is not None]
+            if not renewed:
+                raise GatewayClosed("the database gateway is broken and is being restarted")
+            db = renewed[0]
+        cherrypy.request.db = db
 
     def _setup(self) -> None:
         super()._setup()

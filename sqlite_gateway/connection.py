@@ -61,10 +61,13 @@ class TransactionGuard:
         return apsw.SQLITE_OK
 
 
-def open_write_connection(path: str, *, synchronous: str, busy_timeout: float) -> tuple[
-        apsw.Connection, TransactionGuard]:
-    """Open and configure the one write connection (call on the worker thread)."""
-    conn = apsw.Connection(path)
+def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
+                          vfs: str | None = None) -> tuple[apsw.Connection, TransactionGuard]:
+    """Open and configure the one write connection (call on the worker thread).
+
+    ``vfs`` names a registered SQLite VFS (None: the default one).
+    """
+    conn = apsw.Connection(path, vfs=vfs)
     try:
         # Set first, so that switching to WAL also waits for an outside lock.
         conn.set_busy_timeout(int(busy_timeout * 1000))

@@ -49,18 +49,23 @@ class Overloaded(GatewayError):
 class RequestTimeout(GatewayError, TimeoutError):
     """The caller stopped waiting for its answer.
 
-    If the request had not started it will never run; if it had started it
-    may still commit (the worker cannot take back a running request).
+    If the request had not started it will never run. If it had started it
+    may still commit, unless ``interrupted``: its running SQL statement was
+    then stopped (``Connection.interrupt()``), so it fails with
+    ``apsw.InterruptError`` unless it was just finishing.
     """
 
-    def __init__(self, timeout: float, started: bool) -> None:
-        if started:
+    def __init__(self, timeout: float, started: bool, interrupted: bool = False) -> None:
+        if interrupted:
+            state = "its running statement was interrupted, so it will most likely not commit"
+        elif started:
             state = "it had started and may still commit"
         else:
             state = "it had not started and will not run"
         super().__init__(f"no answer within {timeout:g} s; {state}")
         self.timeout = timeout
         self.started = started
+        self.interrupted = interrupted
 
 
 class TransactionControlError(GatewayError):

@@ -8,7 +8,8 @@ Lifecycle (``_state``, guarded by ``_state_lock``)::
 
     NEW --start()--> RUNNING --close()--> CLOSING --worker drained--> CLOSED
                         |                    |
-                        +--worker died-------+------------------> BROKEN
+                        +--worker died, or---+------------------> BROKEN
+                           the watchdog gave it up (hang_timeout)
 
 Whether a request is *accepted* is decided by the queue under its own mutex
 (closed by ``close()`` or by the dying worker), so no request can slip in
@@ -28,6 +29,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, Literal, TypeVar, Union
 
+import apsw
+
 from .connection import SYNCHRONOUS
 from .errors import GatewayClosed, GatewayError, NestedCallError
 from .request import Kind, Params, Request, check_params, check_priority, check_sql, wait_for
@@ -35,6 +38,7 @@ from .requestqueue import RequestQueue, fail_pending
 from .readers import ReaderLanes, ThreadReaders
 from .result import Result
 from .stats import Stats
+from .watchdog import Watchdog
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -55,9 +59,10 @@ class State(enum.Enum):
     RUNNING = "running"  # the worker accepts and runs requests
     CLOSING = "closing"  # close() called: nothing new accepted, the worker drains
     CLOSED = "closed"  # the worker has stopped and closed its connection; final
-    BROKEN = "broken"  # the worker died; every call fails with its reason; final
+    BROKEN = "broken"  # the worker died or hung; every call fails with its reason; final
 
 
+_SQL_KINDS = (Kind.EXECUTE, Kind.EXECUTEMANY)  # requests that are SQL only
 _WRITES_MEMO = 4096  # SQL texts remembered as writes (cleared when full)
 _EXIT_CLOSE_TIMEOUT = 30.0  # how long the exit hook waits for one gateway to drain
 _open_gateways: weakref.WeakSet[Gateway] = weakref.WeakSet()
@@ -90,6 +95,16 @@ class Gateway:
             in place, no hand-off; up to ``readers`` threads, the reads of
             others go through the writer) or ``"threads"`` (``readers``
             threads, each owning a connection, fed by a queue).
+        vfs: the name of a registered SQLite VFS for every connection the
+            gateway opens (None: SQLite's default).
+        hang_timeout: seconds one step of the worker (a statement, a
+            transaction or exclusive fn, a COMMIT) may run. Past it the
+            running SQL is interrupted (the request fails with
+            ``apsw.InterruptError``); if the step still has not ended about a
+            second later (a Python fn that never returns), the gateway is
+            broken: every waiting and later call raises GatewayClosed, and
+            the stuck thread keeps the write lock until the process exits.
+            Must exceed ``busy_timeout``; None: no watchdog.
         background_slice: seconds background work may hold the writer at a
             time: a background batch takes no more requests once it has run
             that long, and :meth:`bulk` cuts its rows into requests of about
@@ -111,7 +126,8 @@ class Gateway:
     def __init__(self, path: str | os.PathLike[str], *, queue_size: int = 10_000,
                  batch_max: int = 256, timeout: float | None = 30.0,
                  synchronous: str = "FULL", busy_timeout: float = 5.0, readers: int = 0,
-                 read_mode: str = "inline", background_slice: float = 0.01) -> None:
+                 read_mode: str = "inline", vfs: str | None = None,
+                 hang_timeout: float | None = 60.0, background_slice: float = 0.01) -> None:
         path = os.fspath(path)
         if not isinstance(path, str) or not path or path == ":memory:" or path.startswith(
                 "file::memory:"):
@@ -130,6 +146,14 @@ class Gateway:
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, "
                              f"not {synchronous!r}")
+        if vfs is not None and (not isinstance(vfs, str) or vfs not in apsw.vfs_names()):
+            raise ValueError(f"vfs must name a registered SQLite VFS "
+                             f"({', '.join(apsw.vfs_names())}), not {vfs!r}")
+        if hang_timeout is not None:
+            _check_seconds("hang_timeout", hang_timeout)
+            if hang_timeout <= busy_timeout:
+                raise ValueError(f"hang_timeout ({hang_timeout!r} s) must exceed busy_timeout "
+                                 f"({busy_timeout!r} s): waiting for a lock is not a hang")
         self.path = path
         self.timeout = timeout
         self.background_slice = float(background_slice)
@@ -137,7 +161,9 @@ class Gateway:
         self._stats = Stats()
         self._worker = Worker(path, self._queue, self._stats, batch_max=batch_max,
                               synchronous=synchronous.upper(), busy_timeout=busy_timeout,
-                              background_slice=self.background_slice)
+                              vfs=vfs, background_slice=self.background_slice)
+        self._watchdog = None if hang_timeout is None else Watchdog(
+            self._worker, hang_timeout, f"sqlite-gateway-watchdog:{os.path.basename(path)}")
         # _state_lock is held while reading-then-changing _state and _thread
         # (start and close); request acceptance is the queue's own mutex.
         self._state_lock = threading.Lock()
@@ -147,9 +173,9 @@ class Gateway:
         # SQL texts a reader sent on to the writer (set ops are atomic under the GIL).
         self._writes: set[str] = set()
         if readers and read_mode == "inline":
-            self._readers = ThreadReaders(path, readers, busy_timeout)
+            self._readers = ThreadReaders(path, readers, busy_timeout, vfs)
         elif readers:
-            self._readers = ReaderLanes(path, readers, busy_timeout, queue_size)
+            self._readers = ReaderLanes(path, readers, busy_timeout, queue_size, vfs)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -189,6 +215,8 @@ class Gateway:
                 raise
             if isinstance(self._readers, ReaderLanes):
                 self._readers.start()  # after the writer has put the file in WAL mode
+            if self._watchdog is not None:
+                self._watchdog.start()
             self._state = State.RUNNING
             _open_gateways.add(self)
             # If the gateway is dropped without close(), let the worker finish and exit.
@@ -203,7 +231,8 @@ class Gateway:
         Idempotent and thread-safe; calls after it raise :class:`GatewayClosed`.
         Returns when the worker has stopped, or after ``timeout`` seconds; in
         that case (a transaction fn that hangs) the requests still queued are
-        answered with :class:`GatewayClosed`, so nobody waits forever.
+        answered with :class:`GatewayClosed`, so nobody waits forever. On a
+        broken gateway it returns at once: there is nothing left to drain.
         """
         self._check_not_worker("close")
         with self._state_lock:
@@ -218,8 +247,13 @@ class Gateway:
         assert thread is not None
         if self._readers is not None:
             self._readers.close()
-        thread.join(timeout)
-        if thread.is_alive():
+        # "stopped" is also set when the worker is given up: a stuck thread
+        # is never waited for.
+        if self._worker.stopped.wait(timeout) and self._worker.death is None:
+            thread.join()  # it has closed its connection and is about to exit
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if not self._worker.stopped.is_set():
             logger.warning("gateway on %s: worker still busy after %s s; failing queued requests",
                            self.path, timeout)
             fail_pending(self._queue.drain(),
@@ -427,7 +461,10 @@ class Gateway:
 
     def _call(self, request: Request, timeout: Timeout) -> Any:
         self._enqueue(request)
-        return wait_for(request, self.timeout if timeout is DEFAULT else timeout)
+        # A caller who gives up on a running statement stops it. Not a fn's:
+        # it may be running Python, which cannot be stopped (the watchdog's job).
+        interrupt = self._worker.interrupt if request.kind in _SQL_KINDS else None
+        return wait_for(request, self.timeout if timeout is DEFAULT else timeout, interrupt)
 
 
 _SLICE_STEP = 16  # parameter sets run between two looks at the clock

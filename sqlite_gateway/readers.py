@@ -55,12 +55,12 @@ class _ReadGuard(TransactionGuard):
 class Reader:
     """One read-only connection, owned by one thread."""
 
-    def __init__(self, path: str, busy_timeout: float) -> None:
+    def __init__(self, path: str, busy_timeout: float, vfs: str | None = None) -> None:
         self.lock = threading.Lock()  # held while reading; close() takes it too
         self.closed = False
         self.served = 0  # reads answered here (written by the owner only)
         self.passed = 0  # statements sent on to the writer
-        self.conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+        self.conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs)
         self.conn.set_busy_timeout(int(busy_timeout * 1000))
         self.guard = _ReadGuard()
         self.conn.authorizer = self.guard
@@ -95,10 +95,12 @@ class ThreadReaders:
     leaves its connection to be closed when a new thread needs the place.
     """
 
-    def __init__(self, path: str, size: int, busy_timeout: float) -> None:
+    def __init__(self, path: str, size: int, busy_timeout: float,
+                 vfs: str | None = None) -> None:
         self._path = path
         self._size = size
         self._busy_timeout = busy_timeout
+        self._vfs = vfs
         self._local = threading.local()
         # _lock guards _owned and _closed. Each reader's own .lock is held
         # while it reads, so close() never closes a connection in use.
@@ -146,7 +148,7 @@ class ThreadReaders:
                     self._retire(self._owned.pop(dead))
             if len(self._owned) >= self._size:
                 return None
-            reader = Reader(self._path, self._busy_timeout)
+            reader = Reader(self._path, self._busy_timeout, self._vfs)
             self._owned[thread] = reader
         self._local.reader = reader
         return reader
@@ -163,9 +165,11 @@ class ThreadReaders:
 class ReaderLanes:
     """``"threads"`` mode: reader threads, each owning one connection, fed by a queue."""
 
-    def __init__(self, path: str, size: int, busy_timeout: float, queue_size: int) -> None:
+    def __init__(self, path: str, size: int, busy_timeout: float, queue_size: int,
+                 vfs: str | None = None) -> None:
         self._path = path
         self._busy_timeout = busy_timeout
+        self._vfs = vfs
         self._queue = RequestQueue(queue_size)
         self._threads = [threading.Thread(target=self._run, daemon=True,
                                           name=f"sqlite-gateway-reader-{i}")
@@ -185,7 +189,7 @@ class ReaderLanes:
 
     def _run(self) -> None:
         try:
-            reader = Reader(self._path, self._busy_timeout)
+            reader = Reader(self._path, self._busy_timeout, self._vfs)
         except BaseException as exc:
             logger.critical("reader could not open %s", self._path, exc_info=True)
             self._queue.close(f"gateway is broken: a reader could not open: {exc}")

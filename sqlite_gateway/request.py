@@ -11,7 +11,7 @@ import _thread
 import enum
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Union
 
 from .errors import RequestTimeout
@@ -62,13 +62,25 @@ class Request:
         self._claimed: bool | None = None
 
     def set_result(self, value: Any) -> None:
-        """Answer the request (the worker's side; exactly once)."""
-        self.future.set_result(value)
+        """Answer the request; a no-op if it was answered already.
+
+        Normally only the worker answers, once. But when the watchdog gives a
+        stuck worker up it answers the worker's requests from its own thread,
+        and the worker may return later: the first answer wins (the Future
+        sets it atomically), and the lock is released only by the winner.
+        """
+        try:
+            self.future.set_result(value)
+        except InvalidStateError:
+            return
         self._answered.release()
 
     def set_exception(self, exc: BaseException) -> None:
-        """Answer the request with an error (the worker's side; exactly once)."""
-        self.future.set_exception(exc)
+        """Answer the request with an error; a no-op if it was answered already."""
+        try:
+            self.future.set_exception(exc)
+        except InvalidStateError:
+            return
         self._answered.release()
 
     def wait(self, timeout: float | None) -> bool:
@@ -79,23 +91,36 @@ class Request:
         """Mark the request running; False if its caller cancelled it first.
 
         Only the first call asks the Future (the caller may be cancelling it
-        at that moment); later calls, for a re-run, repeat that answer.
+        at that moment); later calls, for a re-run, repeat that answer. If
+        another thread claimed it at the same moment (the watchdog failing a
+        stuck worker's batch), that thread owns it and this call says False.
         """
-        if self._claimed is None:  # first look: PENDING or CANCELLED
-            self._claimed = self.future.set_running_or_notify_cancel()
-        return self._claimed
+        claimed = self._claimed
+        if claimed is None:  # first look: PENDING or CANCELLED
+            try:
+                claimed = self.future.set_running_or_notify_cancel()
+            except RuntimeError:  # already RUNNING or FINISHED: claimed elsewhere
+                return False
+            self._claimed = claimed
+        return claimed
 
     def __repr__(self) -> str:
         what = self.sql if self.fn is None else getattr(self.fn, "__qualname__", self.fn)
         return f"<Request #{self.seq} {self.kind.value} {what!r}>"
 
 
-def wait_for(request: Request, timeout: float | None) -> Any:
+def wait_for(request: Request, timeout: float | None,
+             interrupt: Callable[[Request], bool] | None = None) -> Any:
     """Wait for ``request``'s answer in the caller's thread; return or raise it.
+
+    Args:
+        interrupt: called with the request when the wait times out after it
+            had started; True if it stopped the request's running SQL.
 
     Raises:
         RequestTimeout: no answer within ``timeout``. The request is cancelled
-            if it had not started (then it never runs).
+            if it had not started (then it never runs); if it had, its running
+            SQL statement is interrupted when ``interrupt`` can.
         BaseException: what the request raised, the same object, with the
             worker-side frames in its traceback.
     """
@@ -103,7 +128,8 @@ def wait_for(request: Request, timeout: float | None) -> Any:
     if not request.wait(timeout) and not future.done():
         started = not future.cancel()
         if not (started and future.done()):  # answered in the meantime: fall through
-            raise RequestTimeout(timeout or 0.0, started)
+            interrupted = started and interrupt is not None and interrupt(request)
+            raise RequestTimeout(timeout or 0.0, started, interrupted)
     # Answered: result() returns the value or raises the worker's exception
     # object itself (Future drops its own reference to it as it raises).
     return future.result(0)

@@ -8,6 +8,16 @@ the data is committed (and, with ``synchronous=FULL``, on disk).
 
 The worker is given the queue and its settings, never the Gateway, so an
 abandoned gateway can still be garbage-collected.
+
+Faults. An error in a caller's SQL goes back to that caller (SQLite undoes
+the statement, or the whole transaction, and the others are re-run). When
+the worker's own BEGIN/COMMIT fails, the whole batch gets that error. After
+an I/O error anywhere, or a ROLLBACK that fails, the worker closes its
+connection and opens a new one (nothing cached from before the fault is
+trusted, and SQLite drops a half-done transaction); it dies only if it cannot
+reopen. The worker marks each step in its :class:`~sqlite_gateway.turn.Turn`;
+the watchdog reads it to interrupt the running request's SQL, or to give the
+worker up (``give_up``) when it is stuck in a Python fn.
 """
 
 from __future__ import annotations
@@ -26,10 +36,15 @@ from .errors import GatewayClosed, GatewayError
 from .request import STOP, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
+from .turn import GivenUp, Turn
 
 logger = logging.getLogger(__name__)
 
 _SINGLE_MEMO = 4096  # SQL texts remembered as single statements
+# After these errors the connection's state is not trusted: it is reopened.
+# (After a failed fsync, what the OS kept of the written pages is unknown.)
+_RESET_AFTER = (apsw.IOError, apsw.CorruptError)
+_REOPEN_DELAYS = (0.0, 0.1, 1.0)  # seconds before each attempt to reopen; then the worker dies
 
 
 class _Outcome:
@@ -52,7 +67,7 @@ class Worker:
 
     def __init__(self, path: str, queue: RequestQueue, stats: Stats, *,
                  batch_max: int, synchronous: str, busy_timeout: float,
-                 background_slice: float = 0.01) -> None:
+                 vfs: str | None = None, background_slice: float = 0.01) -> None:
         self.path = path
         self.queue = queue
         self.stats = stats
@@ -60,9 +75,13 @@ class Worker:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.background_slice = background_slice
+        self.vfs = vfs
         self.ready: Future[None] = Future()  # done once the connection is open (or failed)
-        self.death: str | None = None  # why the worker died, if it did
+        # Set once the worker will run nothing more: it stopped, or was given up.
+        self.stopped = threading.Event()
+        self.turn = Turn()  # the current step, read by the watchdog
         self.thread_ident: int | None = None
+        self._suspect = False  # an I/O error was seen: reopen after this turn
         self._conn: apsw.Connection | None = None
         self._guard = TransactionGuard()
         self._inflight: list[Request] = []
@@ -88,12 +107,22 @@ class Worker:
 
     def open(self) -> None:
         self._conn, self._guard = open_write_connection(
-            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout)
+            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
+            vfs=self.vfs)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the connection (SQLite rolls back an open transaction)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.close()
+        except apsw.Error as exc:
+            # The checkpoint SQLite runs on close failed (an I/O error); the
+            # connection is closed all the same, and the WAL keeps the commits.
+            logger.warning("closing the write connection to %s: %s: %s",
+                           self.path, type(exc).__name__, exc)
+            conn.close(True)
 
     def run(self) -> None:
         self.thread_ident = threading.get_ident()
@@ -103,6 +132,7 @@ class Worker:
             # start() re-raises this; no request can have been accepted yet.
             self.queue.close(f"gateway could not open {self.path!r}: {exc}")
             self.ready.set_exception(exc)
+            self.stopped.set()
             return
         self.ready.set_result(None)
         logger.info("worker started on %s", self.path)
@@ -111,18 +141,51 @@ class Worker:
                 pass
         except BaseException as exc:
             logger.critical("sqlite_gateway worker died", exc_info=True)
-            self._die(f"worker died: {type(exc).__name__}: {exc}")
+            self.give_up(f"worker died: {type(exc).__name__}: {exc}")
         finally:
             self.close()
+            self.stopped.set()
         logger.info("worker stopped on %s", self.path)
 
-    def _die(self, reason: str) -> None:
-        """Fail everything in flight and queued; refuse everything later."""
-        self.death = reason
+    @property
+    def death(self) -> str | None:
+        """Why the worker died or was given up; None while it serves."""
+        return self.turn.death
+
+    def give_up(self, reason: str, step: float | None = None) -> bool:
+        """Fail everything in flight and queued; refuse everything later.
+
+        Thread-safe: the worker calls it as it dies, the watchdog when the
+        worker is stuck in the step that began at ``step`` (nothing happens
+        if it has moved on). A stuck worker that returns later finds out at
+        its next step, commits nothing and stops. True if it gave up.
+        """
+        committing = self.turn.die(reason, step)
+        if committing is None:
+            return False
+        inflight = self._inflight
         message = f"gateway is broken: {reason}"
         self.queue.close(message)
-        fail_pending(self._inflight + self.queue.drain(), lambda: GatewayClosed(message))
-        self._inflight = []
+        note = ("its batch was being committed: it may be committed" if committing
+                else "it was not committed")
+        fail_pending(inflight, lambda: GatewayClosed(f"{message}; {note}"))
+        fail_pending(self.queue.drain(), lambda: GatewayClosed(message))
+        self.stopped.set()
+        return True
+
+    def interrupt(self, request: Request) -> bool:
+        """Stop ``request``'s running SQL statement, if its code runs now.
+
+        Thread-safe. True if it was running: its statement then raises
+        ``apsw.InterruptError`` on the worker (a fn may catch it; a statement
+        that was just finishing may still complete). A request running Python
+        code is not affected: SQLite resets the flag when the next statement
+        starts on an idle connection.
+        """
+        if not self.turn.interrupt(request, self._conn):
+            return False
+        logger.warning("interrupted the running statement of %r", request)
+        return True
 
     # -- one turn -----------------------------------------------------------
 
@@ -139,12 +202,51 @@ class Worker:
         if not batch:
             return True
         self._inflight = batch
-        if batch[0].kind is Kind.EXCLUSIVE:
-            self._run_exclusive(batch[0])
-        else:
-            self._run_batch(batch)
+        try:
+            if batch[0].kind is Kind.EXCLUSIVE:
+                self._run_exclusive(batch[0])
+            else:
+                self._run_batch(batch)
+        except GivenUp:
+            # give_up() answered the batch (unless it took this one just as the
+            # watchdog struck: answered here). run() closes the connection,
+            # which rolls back whatever the batch had done.
+            logger.warning("worker on %s returned after it was given up; stopping", self.path)
+            fail_pending(batch, lambda: GatewayClosed(f"gateway is broken: {self.death}"))
+            return False
+        # (On any other exception the worker dies: give_up() answers _inflight.)
         self._inflight = []
+        self.turn.idle()
+        if self._suspect:
+            self._suspect = False
+            self._reopen("an I/O error in the last batch")
         return True
+
+    def _reopen(self, cause: str, level: int = logging.WARNING) -> None:
+        """Replace the connection after an I/O error or a failed ROLLBACK.
+
+        Closing drops a half-done transaction; the new connection reads the
+        file afresh (in WAL mode, frames that no commit covers are ignored),
+        so no page cached before the fault is trusted. Per-connection settings
+        made in ``run_exclusive`` (``PRAGMA max_page_count``...) are lost.
+
+        Raises:
+            apsw.Error: every attempt failed; the worker then dies.
+        """
+        logger.log(level, "worker on %s: reopening its connection after %s", self.path, cause)
+        self.close()
+        error: apsw.Error | None = None
+        for delay in _REOPEN_DELAYS:
+            time.sleep(delay)
+            try:
+                self.open()
+                return
+            except apsw.Error as exc:
+                logger.warning("worker on %s: reopening failed: %s: %s",
+                               self.path, type(exc).__name__, exc)
+                error = exc
+        assert error is not None
+        raise error
 
     def _exec(self, sql: str) -> None:
         """Run one of the worker's own statements (``_sql`` texts), past the guard."""
@@ -167,6 +269,7 @@ class Worker:
         while True:
             outcomes: list[_Outcome] = []
             try:
+                self.turn.begin(None)  # BEGIN may wait up to busy_timeout for a lock
                 self._exec(self._sql["begin"])
                 offender = None
                 # Background work holds the writer for one slice at most, and
@@ -191,18 +294,29 @@ class Worker:
                         break
                     outcomes.append(outcome)
                 if offender is None:
+                    self.turn.begin(None, committing=True)
                     self._exec(self._sql["commit"])
             except apsw.Error as exc:
                 # BEGIN, RELEASE or COMMIT itself failed (busy past the busy
-                # timeout, disk full, I/O error): nothing of the batch is
-                # committed, so every request of it gets that error.
-                if not conn.get_autocommit():
-                    self._exec(self._sql["rollback"])
+                # timeout, disk full, I/O error): every request of the batch
+                # gets that error. After an I/O error on COMMIT the outcome is
+                # unknown (SQLite may have written the frames before a failed
+                # fsync); nothing is acknowledged, and the connection is reopened.
+                reopen = isinstance(exc, _RESET_AFTER)
+                if not reopen and not conn.get_autocommit():
+                    try:
+                        self._exec(self._sql["rollback"])
+                    except apsw.Error as rollback_exc:
+                        logger.warning("worker on %s: ROLLBACK failed: %s: %s", self.path,
+                                       type(rollback_exc).__name__, rollback_exc)
+                        reopen = True
                 self.stats.record_batch(len(todo), committed=False, reruns=reruns)
                 # A flush marker still succeeds: the requests before it have failed,
                 # and "committed or failed" is all a barrier promises.
                 self._answer([_Outcome(r, True, None) if r.kind is Kind.FLUSH
                               else _Outcome(r, False, exc) for r in todo if r.claim()])
+                if reopen:
+                    self._reopen(f"{type(exc).__name__}: {exc}")
                 return
             if offender is None:
                 self.stats.record_batch(len(outcomes), committed=True, reruns=reruns)
@@ -236,11 +350,16 @@ class Worker:
             # Same outcome as autocommit for that statement alone: on error
             # SQLite undoes the statement (or, for OR FAIL, keeps its earlier
             # rows; for OR ROLLBACK, ends the transaction: see _run_batch).
+            self.turn.begin(request)
             try:
                 return _Outcome(request, True, run_sql(conn, self._guard, sql, request.params))
             except BaseException as exc:
+                self._suspect |= isinstance(exc, _RESET_AFTER)
                 return _Outcome(request, False, exc)
+            finally:
+                self.turn.end_request()
         self._exec(self._sql["savepoint"])
+        self.turn.begin(request)
         try:
             if kind is Kind.EXECUTE:
                 statements: list[str] = []
@@ -259,10 +378,13 @@ class Worker:
                 finally:
                     handle.close()
         except BaseException as exc:  # every failure goes back to its own caller
+            self.turn.end_request()
+            self._suspect |= isinstance(exc, _RESET_AFTER)
             if not conn.get_autocommit():
                 self._exec(self._sql["rollback_to"])
                 self._exec(self._sql["release"])
             return _Outcome(request, False, exc)
+        self.turn.end_request()
         if not conn.get_autocommit():
             self._exec(self._sql["release"])
         return _Outcome(request, True, value)
@@ -279,21 +401,29 @@ class Worker:
         guard = self._guard
         guard.active = False
         guard.allowed = False
+        self.turn.begin(request)
         try:
             value = request.fn(conn, *request.args, **(request.kwargs or {}))
             outcome = _Outcome(request, True, value)
         except BaseException as exc:
+            self._suspect |= isinstance(exc, _RESET_AFTER)
             outcome = _Outcome(request, False, exc)
         finally:
+            self.turn.end_request()
             guard.active = True
-            if not conn.get_autocommit():  # never leave a transaction open behind it
+        failed = None
+        if not conn.get_autocommit():  # never leave a transaction open behind it
+            try:
                 self._exec(self._sql["rollback"])
-        if guard.allowed:
+            except apsw.Error as exc:
+                failed = f"a failed ROLLBACK: {type(exc).__name__}: {exc}"
+        self._answer([outcome])
+        if failed:
+            self._reopen(failed)
+        elif guard.allowed:
             # Transaction control may now sit prepared in the statement cache,
             # where a caller's identical SQL would find it past the guard.
-            self.close()
-            self.open()
-        self._answer([outcome])
+            self._reopen("transaction control in an exclusive fn", logging.DEBUG)
 
     def _answer(self, outcomes: list[_Outcome]) -> None:
         """Complete each future; the only place a request's future is completed."""
