@@ -269,7 +269,7 @@ def assert_healthy(db: Gateway, path: str) -> None:
 @pytest.mark.parametrize("options", [{}, {"readers": 2}, {"readers": 2, "read_mode": "threads"}],
                          ids=["writer-only", "readers-inline", "reader-threads"])
 def test_random_sql_and_parameters_get_a_result_or_a_clear_error(tmp_path, monkeypatch,
-                                                                 options):
+                                                                 options, request):
     monkeypatch.chdir(tmp_path)  # whatever the SQL names, files land here
     path = str(tmp_path / "fuzz.db")
     ran: list[int] = []
@@ -285,6 +285,8 @@ def test_random_sql_and_parameters_get_a_result_or_a_clear_error(tmp_path, monke
             assert db.execute("SELECT 1").scalar() == 1  # the worker lives on
 
         fuzz()
+        # The figure a long run reports (pytest -s shows it).
+        print(f"\nfuzz {request.node.callspec.id}: {len(ran)} examples, {sum(ran)} calls")
         assert len(ran) >= examples(300) // 2, ran  # (hypothesis may stop early on its own)
         assert_healthy(db, path)
 
@@ -371,8 +373,13 @@ class Lifecycle(RuleBasedStateMachine):
     requests are drained, so an accepted submit must end committed.
     """
 
+    runs = 0  # state machines run, steps taken, calls made (for the long run's figures)
+    steps = 0
+    calls = 0
+
     def __init__(self) -> None:
         super().__init__()
+        Lifecycle.runs += 1
         self.dir = tempfile.mkdtemp(prefix="sqlite-gateway-fuzz-")
         self.path = f"{self.dir}/life.db"
         self.db: Gateway | None = None
@@ -442,6 +449,7 @@ class Lifecycle(RuleBasedStateMachine):
         if closer is not None:
             closer.join(JOIN_TIMEOUT)
             assert not closer.is_alive(), "close() did not return"
+        Lifecycle.calls += len(results)
         for (op, k1, k2, params, _), ok, value in results:
             self._learn(op, k1, k2, ok, value, params)
         if new is not None:
@@ -501,6 +509,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @invariant()
     def database_matches_the_model(self) -> None:
+        Lifecycle.steps += 1
         if self.db is not None:
             rows = self.db.execute("SELECT k FROM kv").rows  # readers see every answered write
         else:
@@ -523,6 +532,9 @@ class Lifecycle(RuleBasedStateMachine):
 def test_random_call_sequences_with_close_and_reopen_keep_every_answered_write():
     began = time.monotonic()
     run_state_machine_as_test(Lifecycle, settings=settings(max_examples=examples(150)))
+    print(f"\nlifecycle: {Lifecycle.runs} runs, {Lifecycle.steps} steps, "
+          f"{Lifecycle.calls} concurrent calls")
+    assert Lifecycle.calls > 0
     assert time.monotonic() - began < 280
 
 
