@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import apsw
 import pytest
 from conftest import read_only
-from fuzz_settings import examples
+from fuzz_settings import TIMEOUT, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule,
@@ -265,7 +264,7 @@ def assert_healthy(db: Gateway, path: str) -> None:
 # -- (a) random SQL and parameters, several threads ---------------------------------
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(TIMEOUT)
 @pytest.mark.parametrize("options", [{}, {"readers": 2}, {"readers": 2, "read_mode": "threads"}],
                          ids=["writer-only", "readers-inline", "reader-threads"])
 def test_random_sql_and_parameters_get_a_result_or_a_clear_error(tmp_path, monkeypatch,
@@ -528,14 +527,12 @@ class Lifecycle(RuleBasedStateMachine):
         assert {row[0] for row in rows} == self.model
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(TIMEOUT)
 def test_random_call_sequences_with_close_and_reopen_keep_every_answered_write():
-    began = time.monotonic()
     run_state_machine_as_test(Lifecycle, settings=settings(max_examples=examples(150)))
     print(f"\nlifecycle: {Lifecycle.runs} runs, {Lifecycle.steps} steps, "
           f"{Lifecycle.calls} concurrent calls")
     assert Lifecycle.calls > 0
-    assert time.monotonic() - began < 280
 
 
 def test_issue6_a_thread_that_reuses_the_dead_workers_ident_is_not_taken_for_it(db_path):

@@ -18,7 +18,7 @@ from typing import Any
 import cherrypy
 import pytest
 from conftest import ROOT, read_only
-from fuzz_settings import examples
+from fuzz_settings import TIMEOUT, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from webapp_fixtures import live_fixture, shared_live_fixture  # noqa: F401
@@ -254,6 +254,7 @@ class TestBadInput:
             assert re.match(r"HTTP/1\.[01] 4\d\d ", answer), answer
             assert not TRACE.search(answer), answer
 
+    @pytest.mark.timeout(TIMEOUT)
     @settings(max_examples=examples(150))
     @given(data=st.data())
     def test_random_json_to_every_endpoint_is_never_a_500(self, shared_live, data):
