@@ -202,30 +202,40 @@ def _run_in_fn(sql: Any, params: Any, then: str) -> Callable[..., Any]:
     return fn
 
 
-CALL = st.one_of(
+_CALL = st.one_of(
     st.tuples(st.just("execute"), st.one_of(SQL, NOT_SQL), PARAMS),
     st.tuples(st.just("executemany"), SQL, SEQ_OF_PARAMS),
+    st.tuples(st.just("bulk"), SQL, SEQ_OF_PARAMS),
     st.tuples(st.just("submit"), SQL, PARAMS),
     st.tuples(st.just("transaction"), SQL, PARAMS, st.sampled_from(("return", "boom", "many"))),
     st.tuples(st.just("submit_transaction"), SQL, PARAMS, st.sampled_from(("return", "boom"))),
     st.tuples(st.just("flush")),
 )
+# Mostly the two lanes; now and then a priority that does not exist.
+_PRIORITY = st.one_of(st.sampled_from(("interactive", "background")),
+                      st.sampled_from(("interactive", "background")),
+                      st.sampled_from((None, "", "urgent", "INTERACTIVE", 0, 1)))
+CALL = st.tuples(_CALL, _PRIORITY).map(lambda pair: (*pair[0], pair[1]))
 
 
 def call(db: Gateway, spec: tuple[Any, ...]) -> tuple[bool, Any]:
-    """Make one fuzzed call; (True, value) or (False, the exception)."""
-    kind = spec[0]
+    """Make one fuzzed call (its last item is the priority); (True, value) or (False, exc)."""
+    kind, *args, priority = spec
     try:
         if kind == "execute":
-            return True, db.execute(spec[1], spec[2], timeout=CALL_TIMEOUT)
+            return True, db.execute(*args, timeout=CALL_TIMEOUT, priority=priority)
         if kind == "executemany":
-            return True, db.executemany(spec[1], spec[2], timeout=CALL_TIMEOUT)
+            return True, db.executemany(*args, timeout=CALL_TIMEOUT, priority=priority)
+        if kind == "bulk":
+            return True, db.bulk(*args, timeout=CALL_TIMEOUT, priority=priority)
         if kind == "submit":
-            return True, db.submit(spec[1], spec[2]).result(CALL_TIMEOUT)
+            return True, db.submit(*args, priority=priority).result(CALL_TIMEOUT)
         if kind == "transaction":
-            return True, db.transaction(_run_in_fn(*spec[1:]), timeout=CALL_TIMEOUT)
+            return True, db.transaction(_run_in_fn(*args), timeout=CALL_TIMEOUT,
+                                        priority=priority)
         if kind == "submit_transaction":
-            return True, db.submit_transaction(_run_in_fn(*spec[1:])).result(CALL_TIMEOUT)
+            future = db.submit_transaction(_run_in_fn(*args), priority=priority)
+            return True, future.result(CALL_TIMEOUT)
         db.flush(timeout=CALL_TIMEOUT)
         return True, None
     except BaseException as exc:  # classified by the caller
