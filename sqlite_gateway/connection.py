@@ -11,13 +11,24 @@ from typing import Any
 
 import apsw
 
-from .errors import GatewayError, TransactionControlError
+from .errors import ConnectionSettingError, GatewayError, TransactionControlError
 from .request import Params, check_params, check_sql
 from .result import Result
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _TRANSACTION_OPS = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT})
+
+# PRAGMAs whose setting belongs to the gateway, on its one shared writer: its
+# options (synchronous, busy_timeout, wal_autocheckpoint), WAL and foreign keys
+# as it opened them, and those that would stop or change every later caller's
+# writes (query_only made BEGIN fail for good; ignore_check_constraints voids
+# the CHECKs; max_page_count fills the file; writable_schema, schema_version
+# and locking_mode can corrupt the file or lock others out).
+_OWNED_PRAGMAS = frozenset({
+    "synchronous", "busy_timeout", "wal_autocheckpoint", "journal_mode", "foreign_keys",
+    "query_only", "ignore_check_constraints", "max_page_count", "writable_schema",
+    "schema_version", "locking_mode"})
 
 _REFUSED = (
     "explicit transaction control (BEGIN, COMMIT, ROLLBACK, END, SAVEPOINT, "
@@ -44,15 +55,20 @@ class TransactionGuard:
     its connection, so no such statement stays in apsw's statement cache.
     """
 
-    __slots__ = ("active", "refused", "allowed")
+    __slots__ = ("active", "refused", "allowed", "refused_pragma")
 
     def __init__(self) -> None:
         self.active = True
         self.refused = False
         self.allowed = False
+        self.refused_pragma: str | None = None
 
     def __call__(self, op: int, p1: str | None, p2: str | None,
                  db: str | None, trigger: str | None) -> int:
+        if (op == apsw.SQLITE_PRAGMA and p2 is not None and self.active
+                and (p1 or "").lower() in _OWNED_PRAGMAS):
+            self.refused_pragma = (p1 or "").lower()
+            return apsw.SQLITE_DENY
         if op in _TRANSACTION_OPS:
             if self.active:
                 self.refused = True
@@ -69,6 +85,9 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
     """
     conn = apsw.Connection(path, vfs=vfs)
     try:
+        # No SQL may corrupt the file on purpose (e.g. writes to an FTS5 index's
+        # shadow tables): SQLite's SQLITE_DBCONFIG_DEFENSIVE.
+        conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         # Set first, so that switching to WAL also waits for an outside lock.
         conn.set_busy_timeout(int(busy_timeout * 1000))
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
@@ -99,6 +118,7 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     before = conn.total_changes()
     cursor = conn.cursor()
     guard.refused = False
+    guard.refused_pragma = None
     if trace is not None:
         def record(_cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
             trace.append(statement)
@@ -117,6 +137,11 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     except apsw.AuthError:
         if guard.refused:
             raise TransactionControlError(_REFUSED) from None
+        if guard.refused_pragma is not None:
+            raise ConnectionSettingError(
+                f"PRAGMA {guard.refused_pragma} = ... is refused: the gateway owns that setting "
+                "of its shared write connection (set synchronous, busy_timeout and the like "
+                "as Gateway options; run other maintenance with db.run_exclusive(fn))") from None
         raise
     finally:
         cursor.close()

@@ -7,6 +7,7 @@
      +-- Overloaded               the queue is full; nothing was enqueued
      +-- RequestTimeout           the caller stopped waiting (also a TimeoutError)
      +-- TransactionControlError  BEGIN/COMMIT/SAVEPOINT/... given to execute()
+ +-- ConnectionSettingError   a PRAGMA that would change the writer's settings
      +-- NestedCallError          a gateway call made from inside a transaction fn
 
 Errors raised by SQLite itself are *not* wrapped: an ``apsw.ConstraintError``
@@ -73,6 +74,16 @@ class TransactionControlError(GatewayError):
 
     Every call already runs atomically inside the gateway's own transaction;
     statements that must commit together belong in ``Gateway.transaction(fn)``.
+    """
+
+
+class ConnectionSettingError(GatewayError):
+    """A PRAGMA would set what the gateway owns on its shared write connection.
+
+    ``synchronous``, ``busy_timeout``, ``journal_mode``, ``foreign_keys``,
+    ``query_only`` and the like would change every later caller's writes (or
+    stop them all); the options of :class:`~sqlite_gateway.Gateway` set them.
+    Reading such a PRAGMA (``PRAGMA synchronous``) is fine.
     """
 
 

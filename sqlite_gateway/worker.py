@@ -131,6 +131,7 @@ class Worker:
         except BaseException as exc:
             # start() re-raises this; no request can have been accepted yet.
             self.queue.close(f"gateway could not open {self.path!r}: {exc}")
+            self.thread_ident = None  # see the end of run()
             self.ready.set_exception(exc)
             self.stopped.set()
             return
@@ -144,6 +145,9 @@ class Worker:
             self.give_up(f"worker died: {type(exc).__name__}: {exc}")
         finally:
             self.close()
+            # The OS reuses a dead thread's ident at once: keep it, and the next
+            # thread to get it would be taken for this worker (NestedCallError).
+            self.thread_ident = None
             self.stopped.set()
         logger.info("worker stopped on %s", self.path)
 

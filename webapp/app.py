@@ -113,8 +113,17 @@ class _MethodNotAllowed:
         raise cherrypy.HTTPError(405, f"use {' or '.join(self.allowed)} here")
 
 
-def _respond(handler: Callable[..., Any], *args: str, **query: Any) -> bytes:
-    """Run a handler; a dict or list answer goes out as JSON, a str as HTML."""
+def _respond(handler: Callable[..., Any], /, *args: str, **query: Any) -> bytes:
+    """Run a handler; a dict or list answer goes out as JSON, a str as HTML.
+
+    The query string arrives as keyword arguments (``handler`` among them is
+    one too: positional-only above). A query name that the path already fills
+    (``/api/pages/x?name=y``, or ``self``) would be a TypeError, so a 500: it
+    is refused as bad input instead.
+    """
+    clash = sorted(set(query) & _path_parameters(handler, len(args)))
+    if clash:
+        raise cherrypy.HTTPError(400, f"query parameter(s) {', '.join(clash)} clash with the path")
     result = handler(*args, **query)
     response = cherrypy.serving.response
     if isinstance(result, (dict, list)):
@@ -122,6 +131,13 @@ def _respond(handler: Callable[..., Any], *args: str, **query: Any) -> bytes:
         return json.dumps(result).encode()
     response.headers["Content-Type"] = "text/html;charset=utf-8"
     return str(result).encode()
+
+
+def _path_parameters(handler: Callable[..., Any], count: int) -> set[str]:
+    """The names of the parameters that ``self`` and ``count`` path segments fill."""
+    function = getattr(handler, "__func__", handler)
+    bound = 1 if function is not handler else 0  # a bound method's self
+    return set(function.__code__.co_varnames[:bound + count])
 
 
 _SEG = r"([^/]+)"
@@ -149,7 +165,7 @@ def make_router(pages: pageviews.PageViews, betting: bets.Betting,
     return router
 
 
-def index() -> str:
+def index(**_query: Any) -> str:
     names = [row[0] for row in cherrypy.request.db.execute(
         "SELECT name FROM pages ORDER BY name LIMIT 50").rows]
     links = "".join(f'<li><a href="/pages/{html.escape(n)}">{html.escape(n)}</a></li>'

@@ -8,6 +8,7 @@ and JS, plain SVG polylines, nothing fetched but /api/stats*.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -16,6 +17,7 @@ from typing import Any
 import cherrypy
 
 HISTORY = 300  # samples kept (5 minutes at the page's 1 s poll)
+_COUNT = re.compile(r"[0-9]{1,4}")
 _SAMPLED = ("queued", "batch_mean", "batch_max", "latency_p50_ms", "latency_p99_ms", "commits",
             "requests")
 
@@ -38,8 +40,9 @@ class Dashboard:
         figures["commits_per_s"] = sample["commits_per_s"]
         return figures
 
-    def history(self, n: str = "120", **_query: Any) -> dict[str, Any]:
-        if not n.isdigit() or not 1 <= int(n) <= HISTORY:
+    def history(self, n: object = "120", **_query: Any) -> dict[str, Any]:
+        # n may come as a list (?n=1&n=2) or with thousands of digits (int() refuses).
+        if not isinstance(n, str) or not _COUNT.fullmatch(n) or not 1 <= int(n) <= HISTORY:
             raise cherrypy.HTTPError(400, f"n must be a whole number from 1 to {HISTORY}")
         with self._lock:
             samples = list(self._samples)[-int(n):]

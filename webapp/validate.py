@@ -14,6 +14,7 @@ from typing import Any
 import cherrypy
 
 MAX_BODY = 64 * 1024  # bytes of JSON a POST may carry
+DRAIN_MAX = 8 * 1024 * 1024  # a larger body is read (and dropped) up to this before the 413
 MAX_ID = 2**63 - 1  # SQLite's largest INTEGER PRIMARY KEY
 NAME_MAX = 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -34,10 +35,10 @@ def json_body(*required: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
         raise cherrypy.HTTPError(415, "send a JSON body with Content-Type: application/json")
     length = request.headers.get("Content-Length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-        raise cherrypy.HTTPError(413, f"the body may hold at most {MAX_BODY} bytes")
+        _too_large(request.rfile, int(length) if length.isdigit() else DRAIN_MAX + 1)
     raw = request.rfile.read(MAX_BODY + 1)  # the body is not pre-processed (app config)
     if len(raw) > MAX_BODY:
-        raise cherrypy.HTTPError(413, f"the body may hold at most {MAX_BODY} bytes")
+        _too_large(request.rfile, None)
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -51,6 +52,22 @@ def json_body(*required: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
     if extra:
         raise cherrypy.HTTPError(400, f"unknown field(s): {', '.join(extra)[:200]}")
     return body
+
+
+def _too_large(rfile: Any, length: int | None) -> None:
+    """Answer 413. Up to DRAIN_MAX bytes of the body (``length``, or unknown
+    when chunked) are read and dropped first: the server closes the connection
+    after a 413, and a client still sending would get a reset, not the answer.
+    Past DRAIN_MAX it is not worth reading (server.max_request_body_size in
+    app.conf refuses such a body before the app, in plain text)."""
+    left = DRAIN_MAX if length is None else length
+    if left <= DRAIN_MAX:
+        while left > 0:
+            chunk = rfile.read(min(left, 64 * 1024))
+            if not chunk:
+                break
+            left -= len(chunk)
+    raise cherrypy.HTTPError(413, f"the body may hold at most {MAX_BODY} bytes")
 
 
 def name(value: object, field: str) -> str:
