@@ -28,7 +28,7 @@ Ten lines for any app::
 
 Config keys: ``engine.sqlite_gateway.<option>`` sets a Gateway option (path,
 queue_size, batch_max, timeout, synchronous, busy_timeout, readers,
-read_mode); ``engine.sqlite_gateway.backend: "retry"`` swaps in the old way
+read_mode, autocheckpoint); ``engine.sqlite_gateway.backend: "retry"`` swaps in the old way
 (``sqlite_gateway.baseline.RetryGateway``) for comparisons; ``tools.db.on``
 switches the tool on for a path.
 """
@@ -51,7 +51,7 @@ from .gateway import Gateway
 
 CHANNEL = "sqlite-gateway"
 _OPTIONS = ("queue_size", "batch_max", "timeout", "synchronous", "busy_timeout", "readers",
-            "read_mode")
+            "read_mode", "autocheckpoint")
 RETRY_AFTER_S = 1  # what a 503 tells the client to wait
 
 

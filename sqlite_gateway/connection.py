@@ -61,9 +61,14 @@ class TransactionGuard:
         return apsw.SQLITE_OK
 
 
-def open_write_connection(path: str, *, synchronous: str, busy_timeout: float) -> tuple[
+def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
+                          autocheckpoint: int = 1000) -> tuple[
         apsw.Connection, TransactionGuard]:
-    """Open and configure the one write connection (call on the worker thread)."""
+    """Open and configure the one write connection (call on the worker thread).
+
+    ``autocheckpoint`` is SQLite's ``wal_autocheckpoint`` in pages (0: never
+    checkpoint after a commit; beside Litestream, which checkpoints itself).
+    """
     conn = apsw.Connection(path)
     try:
         # Set first, so that switching to WAL also waits for an outside lock.
@@ -73,6 +78,7 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float) -
             raise GatewayError(f"could not put {path!r} in WAL mode (journal_mode is {mode!r})")
         conn.execute(f"PRAGMA synchronous={synchronous}")  # validated against SYNCHRONOUS
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.wal_autocheckpoint(autocheckpoint)
         guard = TransactionGuard()
         conn.authorizer = guard
     except BaseException:

@@ -51,13 +51,15 @@ class Worker:
     """
 
     def __init__(self, path: str, queue: RequestQueue, stats: Stats, *,
-                 batch_max: int, synchronous: str, busy_timeout: float) -> None:
+                 batch_max: int, synchronous: str, busy_timeout: float,
+                 autocheckpoint: int = 1000) -> None:
         self.path = path
         self.queue = queue
         self.stats = stats
         self.batch_max = batch_max
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
+        self.autocheckpoint = autocheckpoint
         self.ready: Future[None] = Future()  # done once the connection is open (or failed)
         self.death: str | None = None  # why the worker died, if it did
         self.thread_ident: int | None = None
@@ -86,7 +88,8 @@ class Worker:
 
     def open(self) -> None:
         self._conn, self._guard = open_write_connection(
-            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout)
+            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
+            autocheckpoint=self.autocheckpoint)
 
     def close(self) -> None:
         if self._conn is not None:
