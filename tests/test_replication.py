@@ -348,3 +348,44 @@ def test_a_lost_machine_loses_nothing_acknowledged_before_the_last_sync(litestre
     assert all(n == 2 for _, n in halves) and {i for i, _ in halves} == tx
     print(f"acknowledged {len(acked)}, restored {len(restored)}, "
           f"acknowledged but missing from the restore: {len(acked - restored)}")
+
+
+# -- the demo app switches it on by config ----------------------------------------------------
+
+def test_the_app_replicates_when_switched_on_and_syncs_at_engine_stop(litestream, tmp_path):
+    from webapp_fixtures import live_app
+
+    from helpers.replication import ReplicationPlugin
+    from webapp import app as webapp_app
+
+    conf = {"helpers.replication.on": True, "helpers.replication.replica": str(tmp_path / "r"),
+            "helpers.replication.sync_interval": 0.2}
+    with live_app(str(tmp_path / "app.db"), **conf) as live:
+        plugins = [j for j in webapp_app._installed["jobs"] if isinstance(j, ReplicationPlugin)]
+        assert len(plugins) == 1 and plugins[0].replicator.running
+        replicator = plugins[0].replicator
+        # Litestream owns checkpointing: the app switched the writer's off.
+        assert live.db.run_exclusive(
+            lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchall()[0][0]) == 0
+        assert live.post("/api/pages", {"name": "home", "cap": 1000}).status == 201
+        for _ in range(20):
+            assert live.post("/api/pages/home/view").status == 200
+    assert not replicator.running  # stopped with the engine, after the gateway drained
+    conn = apsw.Connection(restore(tmp_path / "r", tmp_path / "restored.db"),
+                           flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert conn.execute("SELECT views FROM pages WHERE name = 'home'").fetchall() == [(20,)]
+    finally:
+        conn.close()
+
+
+def test_the_app_leaves_replication_off_by_default(tmp_path):
+    from webapp_fixtures import live_app
+
+    from helpers.replication import ReplicationPlugin
+    from webapp import app as webapp_app
+
+    with live_app(str(tmp_path / "app.db")) as live:
+        assert not [j for j in webapp_app._installed["jobs"] if isinstance(j, ReplicationPlugin)]
+        assert live.db.run_exclusive(
+            lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchall()[0][0]) == 1000
