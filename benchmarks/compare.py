@@ -85,6 +85,7 @@ import apsw
 # Run as a script from a checkout: make the library importable without installing it.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from figures import percentile  # noqa: E402
 from sqlite_gateway import Gateway  # noqa: E402
 from sqlite_gateway.baseline import RetryGateway  # noqa: E402
 
@@ -383,13 +384,6 @@ class Caller:
             if self.think_s:
                 pause = min(rng.expovariate(1 / self.think_s), 10 * self.think_s)
                 time.sleep(max(0.0, min(pause, deadline - clock())))
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of a sorted sequence (0.0 when empty)."""
-    if not ordered:
-        return 0.0
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
 def half_wait(ordered: Sequence[float]) -> float:
@@ -799,7 +793,7 @@ def draw_chart(path: str, results: list[tuple[dict[str, Any], Cells]],
                 labels["ceiling (1 thread, one transaction)"] = ax.axhline(
                     points[0][1], color="black", linestyle="--", linewidth=1)
                 continue
-            labels[name], = ax.plot(*zip(*points), marker="o", color=colours[name],
+            labels[name], = ax.plot(*zip(*points, strict=False), marker="o", color=colours[name],
                                     linewidth=2.5 if name.startswith("gateway") else 1.5)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -923,7 +917,8 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_chart:
         problem = draw_chart(args.chart, results, args.strategies, args.threads)
         shown = os.path.relpath(args.chart)
-        print(problem or f"chart: {os.path.abspath(args.chart) if shown.startswith('..') else shown}")
+        where = os.path.abspath(args.chart) if shown.startswith("..") else shown
+        print(problem or f"chart: {where}")
     print(f"total time: {time.monotonic() - began:.0f} s")
     for cell in failed:
         print(f"FAILED: {describe(cell)}", file=sys.stderr)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
@@ -48,6 +47,7 @@ import apsw
 # Run as a script from a checkout: make the library importable without installing it.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from figures import percentile  # noqa: E402
 from sqlite_gateway import Gateway  # noqa: E402
 
 BATCH_ON = 256  # Gateway's default batch_max: group commit on
@@ -96,14 +96,6 @@ def check_database(path: str, ops: int) -> dict[str, Any]:
         conn.close()
     return {"log_rows": log_rows, "counter_sum": counter_sum,
             "correct": counter_sum == log_rows == ops}
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of a sorted list (0.0 when empty)."""
-    if not ordered:
-        return 0.0
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[rank - 1]
 
 
 class Caller:
@@ -242,10 +234,10 @@ def print_report(header: list[tuple[str, str]], rows: list[tuple[str, ...]],
         print(f"{key + ':':<{width + 1}} {value}")
     print()
     widths = [max(len(COLUMNS[i]), *(len(row[i]) for row in rows)) for i in range(len(COLUMNS))]
-    print("  ".join(name.rjust(w) for name, w in zip(COLUMNS, widths)))
+    print("  ".join(name.rjust(w) for name, w in zip(COLUMNS, widths, strict=False)))
     print("  ".join("-" * w for w in widths))
     for row in rows:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=False)))
 
 
 def progress(cell: dict[str, Any]) -> None:

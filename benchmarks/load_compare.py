@@ -311,9 +311,9 @@ def print_table(header: list[str], rows: list[list[str]], markdown: bool) -> Non
         return
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=False)))
     for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)))
 
 
 def report(cells: list[Cell], markdown: bool) -> None:

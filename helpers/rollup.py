@@ -2,8 +2,9 @@
 
 Each chunk is one ``db.transaction``: it takes the lowest ids older than the
 cut-off (at most ``chunk`` rows), adds their counts per (page, hour) into
-``hourly_views`` and deletes them. The writer is held for one chunk at a time,
-so web requests queued meanwhile run between chunks.
+``hourly_views`` and deletes them. Chunks run at background priority: the
+writer is held for one chunk at a time, and web requests queued meanwhile run
+before the next chunk.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def run(db: Any, *, keep_seconds: float = 3600.0, chunk: int = 500,
     # Bounded: rows older than the cut-off can only be added by writers that
     # back-date them; those wait for the next run.
     for _ in range(seen // chunk + 1):
-        moved = db.transaction(_roll_chunk, cutoff, chunk)
+        moved = db.transaction(_roll_chunk, cutoff, chunk, priority="background")
         if not moved:
             break
         rows += moved

@@ -17,8 +17,9 @@ from cherrypy.process.wspbus import Bus
 from .periodic import PeriodicJob
 
 
-def run(db: Any) -> dict[str, int]:
-    """Settle every closed match.
+def run(db: Any, *, priority: str = "background") -> dict[str, int]:
+    """Settle every closed match; each match's transaction at ``priority``
+    (the web app's close handler, whose caller waits, passes "interactive").
 
     Returns:
         ``{"matches": matches settled, "bets": bets paid (winning or not)}``.
@@ -30,7 +31,7 @@ def run(db: Any) -> dict[str, int]:
     db.flush()
     matches = bets = 0
     for match_id in closed:
-        paid = db.transaction(_settle, match_id)
+        paid = db.transaction(_settle, match_id, priority=priority)
         if paid is not None:
             matches += 1
             bets += paid

@@ -34,14 +34,16 @@ import apsw
 
 from .connection import SYNCHRONOUS, Connection, TransactionGuard, run_sql
 from .errors import GatewayClosed, GatewayError, NestedCallError
-from .request import Params, check_params, check_sql
+from .request import Params, check_params, check_priority, check_sql
 from .result import Result
 
 T = TypeVar("T")
 
 # Gateway options that mean nothing without a queue and a worker: accepted and
 # ignored, so that one configuration can build either class.
-IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers", "read_mode"})
+IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers", "read_mode",
+                             "background_slice"})
+BULK_CHUNK = 500  # parameter sets per unit in bulk(): the old way's usual batching
 _RING = 4096  # recent latencies kept for percentiles
 
 _Unit = Callable[[apsw.Connection, TransactionGuard], T]
@@ -75,12 +77,17 @@ class RetryGateway:
         synchronous: ``"FULL"``, ``"NORMAL"``, ``"OFF"`` or ``"EXTRA"``.
         max_delay: the cap of one backoff sleep, in seconds.
         base_delay: the first backoff cap; it doubles on each attempt.
-        **ignored: ``queue_size``, ``batch_max``, ``busy_timeout`` and
-            ``readers`` are accepted and ignored; any other name is a TypeError.
+        **ignored: ``queue_size``, ``batch_max``, ``busy_timeout``,
+            ``readers``, ``read_mode`` and ``background_slice`` are accepted
+            and ignored; any other name is a TypeError.
+
+    Every call also accepts the gateway's ``priority=`` keyword and ignores
+    it: the old way has no queue to order.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0,
-                 synchronous: str = "FULL", max_delay: float = 2.0, base_delay: float = 0.001, **ignored: Any) -> None:
+                 synchronous: str = "FULL", max_delay: float = 2.0, base_delay: float = 0.001,
+                 **ignored: Any) -> None:
         if set(ignored) - IGNORED_OPTIONS:
             raise TypeError(f"unexpected options: {sorted(set(ignored) - IGNORED_OPTIONS)}")
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
@@ -129,7 +136,8 @@ class RetryGateway:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def execute(self, sql: str, params: Params = (), *, timeout: float | None = None) -> Result:
+    def execute(self, sql: str, params: Params = (), *, timeout: float | None = None,
+                priority: str = "interactive") -> Result:
         """Run ``sql`` (one or more statements) as one unit; return once committed.
 
         Raises:
@@ -139,11 +147,13 @@ class RetryGateway:
             GatewayClosed: the gateway is closed.
         """
         sql, params = check_sql(sql), check_params(params)
+        check_priority(priority)
         return self._call(lambda conn, guard: run_sql(conn, guard, sql, params), timeout)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
-                    timeout: float | None = None) -> Result:
+                    timeout: float | None = None, priority: str = "interactive") -> Result:
         """Run one statement once per parameter set, all as one unit."""
+        check_priority(priority)
         if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
             raise TypeError("seq_of_params must be an iterable of parameter sets")
         sql, many = check_sql(sql), [check_params(p) for p in seq_of_params]  # replayable
@@ -151,7 +161,7 @@ class RetryGateway:
                           timeout)
 
     def transaction(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
-                    **kwargs: Any) -> T:
+                    priority: str = "interactive", **kwargs: Any) -> T:
         """Run ``fn(conn, *args, **kwargs)`` as one unit; return its value.
 
         ``conn`` offers ``execute``/``executemany`` returning :class:`Result`.
@@ -161,6 +171,7 @@ class RetryGateway:
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        check_priority(priority)
 
         def unit(conn: apsw.Connection, guard: TransactionGuard) -> T:
             handle = Connection(conn, guard)
@@ -170,20 +181,34 @@ class RetryGateway:
                 handle.close()
         return self._call(unit, timeout)
 
-    def submit(self, sql: str, params: Params = ()) -> Future[Result]:
+    def submit(self, sql: str, params: Params = (), *,
+               priority: str = "interactive") -> Future[Result]:
         """Run ``sql`` now in this thread (no queue); return a done Future.
         Input and state errors raise at once; SQLite's errors are in the Future."""
+        check_priority(priority)
         return self._done(self.execute, check_sql(sql), check_params(params))
 
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
-                           **kwargs: Any) -> Future[T]:
+                           priority: str = "interactive", **kwargs: Any) -> Future[T]:
         """Run :meth:`transaction` now, in this thread; return a done Future."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        check_priority(priority)
         return self._done(self.transaction, fn, *args, **kwargs)
 
+    def bulk(self, sql: str, seq_of_params: Iterable[Params], *, timeout: float | None = None,
+             priority: str = "background") -> int:
+        """Run one statement per parameter set in units of BULK_CHUNK, each
+        retried on its own; return the rows changed. Not atomic as a whole."""
+        check_priority(priority)
+        if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
+            raise TypeError("seq_of_params must be an iterable of parameter sets")
+        rows = list(seq_of_params)
+        return sum(self.executemany(sql, rows[start:start + BULK_CHUNK], timeout=timeout).rowcount
+                   for start in range(0, len(rows), BULK_CHUNK))
+
     def run_exclusive(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
-                      **kwargs: Any) -> T:
+                      priority: str = "interactive", **kwargs: Any) -> T:
         """``fn(apsw_connection, ...)`` on this thread's connection, outside any transaction.
 
         Not exclusive here: the old way has no writer to pause, other threads go

@@ -22,6 +22,7 @@ import enum
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -29,7 +30,7 @@ from typing import Any, Literal, TypeVar, Union
 
 from .connection import SYNCHRONOUS
 from .errors import GatewayClosed, GatewayError, NestedCallError
-from .request import Kind, Params, Request, check_params, check_sql, wait_for
+from .request import Kind, Params, Request, check_params, check_priority, check_sql, wait_for
 from .requestqueue import RequestQueue, fail_pending
 from .readers import ReaderLanes, ThreadReaders
 from .result import Result
@@ -94,6 +95,19 @@ class Gateway:
             in place, no hand-off; up to ``readers`` threads, the reads of
             others go through the writer) or ``"threads"`` (``readers``
             threads, each owning a connection, fed by a queue).
+        background_slice: seconds background work may hold the writer at a
+            time: a background batch takes no more requests once it has run
+            that long, and :meth:`bulk` cuts its rows into requests of about
+            that length. Interactive work waits at most about this long
+            behind background work.
+
+    Priorities: every write call takes ``priority="interactive"`` (the
+    default: web handlers) or ``"background"`` (helpers' bulk jobs).
+    Interactive requests go first; within one priority requests run in the
+    order they were accepted; :meth:`flush` still waits for everything
+    accepted before it, of both priorities. Background work is never starved
+    for long: a background request that has waited about a second is served
+    next.
 
     Raises:
         ValueError, TypeError: an option is out of range or of the wrong type.
@@ -102,7 +116,8 @@ class Gateway:
     def __init__(self, path: str | os.PathLike[str], *, queue_size: int = 10_000,
                  batch_max: int = 256, timeout: float | None = 30.0,
                  synchronous: str = "FULL", busy_timeout: float = 5.0, readers: int = 0,
-                 read_mode: str = "inline", autocheckpoint: int = 1000) -> None:
+                 read_mode: str = "inline", background_slice: float = 0.01,
+                 autocheckpoint: int = 1000) -> None:
         path = os.fspath(path)
         if not isinstance(path, str) or not path or path == ":memory:" or path.startswith(
                 "file::memory:"):
@@ -113,6 +128,7 @@ class Gateway:
         if timeout is not None:
             _check_seconds("timeout", timeout)
         _check_seconds("busy_timeout", busy_timeout, zero_ok=True)
+        _check_seconds("background_slice", background_slice)
         if not isinstance(readers, int) or isinstance(readers, bool) or readers < 0:
             raise ValueError(f"readers must be a whole number >= 0, not {readers!r}")
         if (not isinstance(autocheckpoint, int) or isinstance(autocheckpoint, bool)
@@ -126,10 +142,12 @@ class Gateway:
                              f"not {synchronous!r}")
         self.path = path
         self.timeout = timeout
+        self.background_slice = float(background_slice)
         self._queue = RequestQueue(queue_size)
         self._stats = Stats()
         self._worker = Worker(path, self._queue, self._stats, batch_max=batch_max,
                               synchronous=synchronous.upper(), busy_timeout=busy_timeout,
+                              background_slice=self.background_slice,
                               autocheckpoint=autocheckpoint)
         # _state_lock is held while reading-then-changing _state and _thread
         # (start and close); request acceptance is the queue's own mutex.
@@ -234,7 +252,8 @@ class Gateway:
 
     # -- requests ---------------------------------------------------------------
 
-    def execute(self, sql: str, params: Params = (), *, timeout: Timeout = DEFAULT) -> Result:
+    def execute(self, sql: str, params: Params = (), *, timeout: Timeout = DEFAULT,
+                priority: str = "interactive") -> Result:
         """Run ``sql`` (one or more statements) atomically; return once committed.
 
         With ``readers``, SQL that SQLite judges read-only runs on a reader
@@ -252,6 +271,7 @@ class Gateway:
                 started it will not run; if it had, it may still commit.
         """
         sql, params = check_sql(sql), check_params(params)
+        lane = check_priority(priority)
         readers = self._readers
         if readers is not None and sql not in self._writes and self._state is State.RUNNING and (
                 threading.get_ident() != self._worker.thread_ident):
@@ -264,20 +284,26 @@ class Gateway:
             if len(self._writes) >= _WRITES_MEMO:
                 self._writes.clear()
             self._writes.add(sql)  # SQLite judged it a write: next time, straight to the writer
-        return self._call(Request(Kind.EXECUTE, sql, params), timeout)  # type: ignore[no-any-return]
+        return self._call(Request(Kind.EXECUTE, sql, params, priority=lane),  # type: ignore[no-any-return]
+                          timeout)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
-                    timeout: Timeout = DEFAULT) -> Result:
-        """Run one statement once per parameter set, all atomically (like execute)."""
+                    timeout: Timeout = DEFAULT, priority: str = "interactive") -> Result:
+        """Run one statement once per parameter set, all atomically (like execute).
+
+        All of it is one request: it holds the writer until done. For a long
+        job beside interactive traffic, :meth:`bulk` cuts it into slices.
+        """
+        lane = check_priority(priority)
         if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
             raise TypeError("seq_of_params must be an iterable of parameter sets, "
                             f"not {type(seq_of_params).__name__}")
         params = [check_params(p) for p in seq_of_params]  # materialised here, not on the worker
-        return self._call(Request(Kind.EXECUTEMANY, check_sql(sql), params),  # type: ignore[no-any-return]
-                          timeout)
+        return self._call(Request(Kind.EXECUTEMANY, check_sql(sql), params,  # type: ignore[no-any-return]
+                                  priority=lane), timeout)
 
     def transaction(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
-                    **kwargs: Any) -> T:
+                    priority: str = "interactive", **kwargs: Any) -> T:
         """Run ``fn(conn, *args, **kwargs)`` atomically on the worker; return its value.
 
         ``conn`` offers ``execute`` and ``executemany``. If fn raises, its
@@ -288,32 +314,38 @@ class Gateway:
         back the whole transaction (``INSERT OR ROLLBACK``): keep its side
         effects inside the database. A fn that never returns cannot be
         stopped: its caller gets RequestTimeout and the process needs a restart.
+        (``timeout`` and ``priority`` are the gateway's; every other keyword
+        goes to fn.)
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs)
+        request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs,
+                          priority=check_priority(priority))
         return self._call(request, timeout)  # type: ignore[no-any-return]
 
-    def submit(self, sql: str, params: Params = ()) -> Future[Result]:
+    def submit(self, sql: str, params: Params = (), *,
+               priority: str = "interactive") -> Future[Result]:
         """Write-behind: enqueue ``sql`` and return its future at once.
 
-        Submissions run in the order they were accepted. The future's result
+        Submissions of one priority run in the order they were accepted. The future's result
         is set only after the commit; its exception is SQLite's own error.
         Cancelling the future before the request starts stops it from running.
 
         Raises:
             Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
         """
-        request = Request(Kind.EXECUTE, check_sql(sql), check_params(params))
+        request = Request(Kind.EXECUTE, check_sql(sql), check_params(params),
+                          priority=check_priority(priority))
         self._enqueue(request)
         return request.future
 
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
-                           **kwargs: Any) -> Future[T]:
+                           priority: str = "interactive", **kwargs: Any) -> Future[T]:
         """Write-behind form of :meth:`transaction`; returns its future at once."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs)
+        request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs,
+                          priority=check_priority(priority))
         self._enqueue(request)
         return request.future
 
@@ -329,7 +361,7 @@ class Gateway:
         self._call(request, timeout)
 
     def run_exclusive(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
-                      **kwargs: Any) -> T:
+                      priority: str = "interactive", **kwargs: Any) -> T:
         """Run ``fn(apsw_connection, ...)`` alone, between batches, outside any transaction.
 
         For maintenance that cannot run inside a transaction: checkpoints,
@@ -339,8 +371,44 @@ class Gateway:
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        return self._call(Request(Kind.EXCLUSIVE, fn=fn, args=args, kwargs=kwargs),  # type: ignore[no-any-return]
-                          timeout)
+        request = Request(Kind.EXCLUSIVE, fn=fn, args=args, kwargs=kwargs,
+                          priority=check_priority(priority))
+        return self._call(request, timeout)  # type: ignore[no-any-return]
+
+    def bulk(self, sql: str, seq_of_params: Iterable[Params], *, timeout: Timeout = DEFAULT,
+             priority: str = "background") -> int:
+        """Run one statement per parameter set, in slices; return the rows changed.
+
+        For long jobs beside interactive traffic: the rows are cut into
+        requests that each hold the writer for about ``background_slice``
+        seconds, sent one after another. Each slice is atomic and committed
+        on its own; the whole job is not. Returns once the last slice is
+        committed. ``timeout`` applies to each slice.
+
+        Raises:
+            the first slice's error (the same object, e.g.
+            ``apsw.ConstraintError``), with a note saying how many parameter
+            sets were committed before it; the rest are not run.
+            TypeError, ValueError, Overloaded, GatewayClosed: as executemany.
+        """
+        if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
+            raise TypeError("seq_of_params must be an iterable of parameter sets, "
+                            f"not {type(seq_of_params).__name__}")
+        sql, lane = check_sql(sql), check_priority(priority)
+        rows = [check_params(p) for p in seq_of_params]
+        done = changed = 0
+        while done < len(rows):
+            try:
+                ran, count = self._call(Request(
+                    Kind.TRANSACTION, fn=_run_slice, args=(sql, rows, done, self.background_slice),
+                    priority=lane), timeout)
+            except BaseException as exc:
+                exc.add_note(f"bulk(): {done} of {len(rows)} parameter sets were committed "
+                             "before this error; the rest did not run")
+                raise
+            done += ran
+            changed += count
+        return changed
 
     def stats(self) -> dict[str, Any]:
         """Figures since start: queued now, requests, errors, batches, commits,
@@ -370,6 +438,25 @@ class Gateway:
     def _call(self, request: Request, timeout: Timeout) -> Any:
         self._enqueue(request)
         return wait_for(request, self.timeout if timeout is DEFAULT else timeout)
+
+
+_SLICE_STEP = 16  # parameter sets run between two looks at the clock
+
+
+def _run_slice(conn: Any, sql: str, rows: list[Params], start: int,
+               seconds: float) -> tuple[int, int]:
+    """On the worker: run rows[start:] until ``seconds`` have passed (at least
+    one step); return (parameter sets run, rows changed)."""
+    deadline = time.monotonic() + seconds
+    end = start
+    changed = 0
+    while end < len(rows):
+        step = rows[end:end + _SLICE_STEP]
+        changed += conn.executemany(sql, step).rowcount
+        end += len(step)
+        if time.monotonic() >= deadline:
+            break
+    return end - start, changed
 
 
 def _check_int(name: str, value: object) -> None:

@@ -125,6 +125,19 @@ STOP = _Marker("STOP")
 """Put last by ``close()``: the worker finishes what came before, then exits."""
 
 
+PRIORITIES = {"interactive": 0, "background": 1}
+"""Priority names and their queue lanes: lane 0 is served first."""
+
+
+def check_priority(priority: object) -> int:
+    """Return the lane of a priority name; raise a teaching error otherwise."""
+    lane = PRIORITIES.get(priority) if isinstance(priority, str) else None
+    if lane is None:
+        raise ValueError(f"priority must be one of {', '.join(map(repr, PRIORITIES))}, "
+                         f"not {priority!r}")
+    return lane
+
+
 def check_sql(sql: object) -> str:
     """Return ``sql`` if it is a non-empty str; raise a teaching error otherwise."""
     if not isinstance(sql, str):

@@ -4,14 +4,22 @@ One mutex guards everything here; the worker sleeps on one condition of it.
 The queue decides acceptance: once ``close()`` has run, ``put()`` refuses with
 :class:`GatewayClosed`, so nothing can slip in behind the stop.
 
-Requests are kept in one deque per priority (lane 0 first) and numbered in
-the order they were accepted; within a lane they leave in that order. The
-bound covers all lanes together. Only one lane is used today.
+Requests are kept in one deque per priority (lane 0, interactive, first;
+lane 1, background) and numbered in the order they were accepted; within a
+lane they leave in that order (write-behind order is per priority). The bound
+covers all lanes together. Two rules keep the lanes honest:
+
+- A FLUSH barrier is answered only after every request accepted before it,
+  in any lane: while an older request waits in another lane, that lane is
+  served first (up to the barrier's number), whatever its priority.
+- Background work is not starved: once its oldest request has waited
+  ``starve_after`` seconds, the next batch comes from its lane.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -19,9 +27,15 @@ from .errors import GatewayClosed, Overloaded
 from .request import STOP, Kind, Request, _Marker
 
 
+LANES = 2  # 0: interactive, 1: background (see request.PRIORITIES)
+STARVE_AFTER = 1.0  # seconds a background request waits at most behind interactive work
+
+
 class RequestQueue:
-    def __init__(self, maxsize: int, lanes: int = 1) -> None:
+    def __init__(self, maxsize: int, lanes: int = LANES,
+                 starve_after: float = STARVE_AFTER) -> None:
         self.maxsize = maxsize
+        self.starve_after = starve_after
         # _mutex guards _lanes, _count, _seq and _closed. _not_empty is
         # notified when a request arrives or the queue closes (the worker waits).
         self._mutex = threading.Lock()
@@ -74,8 +88,10 @@ class RequestQueue:
         """Wait for work; return the next batch, ``[]`` on timeout, or STOP.
 
         A batch is either one EXCLUSIVE request alone, or up to ``batch_max``
-        consecutive other requests of the first non-empty lane. It takes what
-        is there now: it never waits for a batch to fill.
+        consecutive other requests of one lane: the first non-empty lane,
+        unless a barrier or a starving background request says otherwise
+        (see the module docstring). It takes what is there now: it never
+        waits for a batch to fill.
         """
         with self._not_empty:
             while not self._count:
@@ -83,13 +99,50 @@ class RequestQueue:
                     return STOP
                 if not self._not_empty.wait(timeout):
                     return []
-            lane = next(lane for lane in self._lanes if lane)
+            lane, limit = self._pick_lane()
             batch = [lane.popleft()]
             if batch[0].kind is not Kind.EXCLUSIVE:
-                while lane and len(batch) < batch_max and lane[0].kind is not Kind.EXCLUSIVE:
+                while lane and len(batch) < batch_max:
+                    head = lane[0]
+                    if head.kind is Kind.EXCLUSIVE or head.seq > limit or (
+                            head.kind is Kind.FLUSH and self._oldest_elsewhere(lane) < head.seq):
+                        break
                     batch.append(lane.popleft())
             self._count -= len(batch)
             return batch
+
+    def _pick_lane(self) -> tuple[deque[Request], float]:
+        """The lane to serve next, and the highest seq it may give (mutex held)."""
+        lanes = [lane for lane in self._lanes if lane]
+        lane = lanes[0]
+        if len(lanes) > 1:
+            head = lane[0]
+            if head.kind is Kind.FLUSH:
+                # The barrier waits for older work elsewhere: serve that first,
+                # but only what is older than the barrier.
+                oldest = min(lanes, key=lambda other: other[0].seq)
+                if oldest is not lane:
+                    return oldest, head.seq - 1
+            last = lanes[-1]
+            if time.monotonic() - last[0].enqueued >= self.starve_after:
+                return last, float("inf")
+        return lane, float("inf")
+
+    def _oldest_elsewhere(self, lane: deque[Request]) -> float:
+        """The lowest seq waiting at the head of any other lane (mutex held)."""
+        return min((other[0].seq for other in self._lanes if other and other is not lane),
+                   default=float("inf"))
+
+    def requeue(self, requests: list[Request]) -> None:
+        """Put back, at the head of their lanes, requests a batch took but did
+        not start (the worker's slice ended). Their order and numbers are kept;
+        they were accepted already, so neither the bound nor close() refuses them.
+        """
+        with self._mutex:
+            for request in reversed(requests):
+                self._lanes[request.priority].appendleft(request)
+            self._count += len(requests)
+            self._not_empty.notify()
 
     def drain(self) -> list[Request]:
         """Remove and return every queued request (for the fail-everything path)."""

@@ -52,13 +52,14 @@ class Worker:
 
     def __init__(self, path: str, queue: RequestQueue, stats: Stats, *,
                  batch_max: int, synchronous: str, busy_timeout: float,
-                 autocheckpoint: int = 1000) -> None:
+                 background_slice: float = 0.01, autocheckpoint: int = 1000) -> None:
         self.path = path
         self.queue = queue
         self.stats = stats
         self.batch_max = batch_max
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
+        self.background_slice = background_slice
         self.autocheckpoint = autocheckpoint
         self.ready: Future[None] = Future()  # done once the connection is open (or failed)
         self.death: str | None = None  # why the worker died, if it did
@@ -170,7 +171,15 @@ class Worker:
             try:
                 self._exec(self._sql["begin"])
                 offender = None
-                for request in todo:
+                # Background work holds the writer for one slice at most: the
+                # requests not started by then go back to the head of their
+                # lane (order kept), behind any interactive work queued meanwhile.
+                deadline = time.monotonic() + self.background_slice if todo[0].priority else 0.0
+                for index, request in enumerate(todo):
+                    if deadline and index and time.monotonic() >= deadline:
+                        self.queue.requeue(todo[index:])
+                        todo = todo[:index]
+                        break
                     # A caller that gave up before its request started has
                     # cancelled it: skip it, it never runs.
                     if not request.claim():

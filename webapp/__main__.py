@@ -1,4 +1,4 @@
-"""``python -m webapp [--config F] [--port N] [--db PATH] [--backend gateway|retry]``: serve the demo.
+"""``python -m webapp [--config F] [--port N] [--db PATH] [--backend B]``: serve the demo.
 
 Binds 127.0.0.1 (the config's host); Ctrl-C or SIGTERM stops it gracefully
 (the HTTP server first, then the helper jobs, then the gateway drains).

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import Future
@@ -47,9 +46,11 @@ def place_bet(conn: Any, account: int, match: int, pick: str, stake: int,
     """On the writer: check, debit, insert; returns the bet id. May run twice
     (see the README's guarantees): every effect is in the database.
 
-    ``placed_at`` is stamped here, inside the transaction that saw the match
-    open, not in the handler: a stamp taken before queueing could fall after
-    a close that committed first, and "no bet after the close" must be exact."""
+    ``placed_at`` is stamped by SQLite while the statement holds the write
+    lock (``unixepoch('subsec')``, ms), not in the handler: a stamp taken
+    before queueing, or before the lock, could fall after a close that
+    committed first, and "no bet after the close" must be exact on both
+    backends."""
     status = conn.execute("SELECT status FROM matches WHERE id = ?", (match,)).scalar()
     if status is None:
         raise Refused(422, "no such match")
@@ -64,16 +65,16 @@ def place_bet(conn: Any, account: int, match: int, pick: str, stake: int,
         raise Refused(422, "no such account")
     return int(conn.execute(
         "INSERT INTO bets(ticket, account, match, pick, stake, placed_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (ticket, account, match, pick, stake, time.time())).lastrowid)
+        " VALUES (?, ?, ?, ?, ?, unixepoch('subsec'))",
+        (ticket, account, match, pick, stake)).lastrowid)
 
 
 def close_match(conn: Any, match: int, winner: str) -> None:
-    """On the writer: close an open match, stamping ``closed_at`` there (see
-    place_bet for why)."""
-    changed = conn.execute("UPDATE matches SET status = 'closed', winner = ?, closed_at = ?"
-                           " WHERE id = ? AND status = 'open'",
-                           (winner, time.time(), match)).rowcount
+    """On the writer: close an open match, stamping ``closed_at`` under the
+    write lock (see place_bet for why)."""
+    changed = conn.execute("UPDATE matches SET status = 'closed', winner = ?,"
+                           " closed_at = unixepoch('subsec') WHERE id = ? AND status = 'open'",
+                           (winner, match)).rowcount
     if changed != 1:
         exists = conn.execute("SELECT 1 FROM matches WHERE id = ?", (match,)).rows
         raise Refused(409, "match is already closed") if exists else Refused(404, "no such match")
@@ -89,7 +90,7 @@ def _settle(db: Any) -> Any:
             raise
         return None
     try:
-        return settlement.run(db)
+        return settlement.run(db, priority="interactive")
     except Exception:  # noqa: BLE001 - logged; the periodic job settles it later
         cherrypy.log("settlement after close failed; the periodic job will retry",
                      context="webapp", severity=logging.ERROR, traceback=True)
