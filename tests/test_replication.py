@@ -389,3 +389,13 @@ def test_the_app_leaves_replication_off_by_default(tmp_path):
         assert not [j for j in webapp_app._installed["jobs"] if isinstance(j, ReplicationPlugin)]
         assert live.db.run_exclusive(
             lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchall()[0][0]) == 1000
+
+
+def test_replication_lag_script_smoke_run(litestream):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "replication_lag.py"), "--seconds", "1.5",
+         "--sample-every", "0.3", "--sync-interval", "0.2", "--monitor-interval", "0.1"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 and rows[1].rstrip().endswith("| ok |"), proc.stdout
