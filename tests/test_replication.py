@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,12 +21,15 @@ from pathlib import Path
 
 import apsw
 import pytest
-from conftest import ROOT, child_python
+from conftest import ROOT, child_python, run_python
+from webapp_fixtures import live_app
 
+from helpers.replication import ReplicationPlugin
 from sqlite_gateway import Gateway
 from sqlite_gateway.replication import (ReplicationError, Replicator, config_text,
                                         find_litestream, restore)
 from sqlite_gateway.replication.litestream import sync
+from webapp import app as webapp_app
 
 pytestmark = pytest.mark.timeout(120)
 FAST = {"sync_interval": 0.2, "monitor_interval": 0.1}  # a sync every 0.1-0.3 s
@@ -353,11 +357,6 @@ def test_a_lost_machine_loses_nothing_acknowledged_before_the_last_sync(litestre
 # -- the demo app switches it on by config ----------------------------------------------------
 
 def test_the_app_replicates_when_switched_on_and_syncs_at_engine_stop(litestream, tmp_path):
-    from webapp_fixtures import live_app
-
-    from helpers.replication import ReplicationPlugin
-    from webapp import app as webapp_app
-
     conf = {"helpers.replication.on": True, "helpers.replication.replica": str(tmp_path / "r"),
             "helpers.replication.sync_interval": 0.2}
     with live_app(str(tmp_path / "app.db"), **conf) as live:
@@ -380,11 +379,6 @@ def test_the_app_replicates_when_switched_on_and_syncs_at_engine_stop(litestream
 
 
 def test_the_app_leaves_replication_off_by_default(tmp_path):
-    from webapp_fixtures import live_app
-
-    from helpers.replication import ReplicationPlugin
-    from webapp import app as webapp_app
-
     with live_app(str(tmp_path / "app.db")) as live:
         assert not [j for j in webapp_app._installed["jobs"] if isinstance(j, ReplicationPlugin)]
         assert live.db.run_exclusive(
@@ -399,3 +393,18 @@ def test_replication_lag_script_smoke_run(litestream):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 2 and rows[1].rstrip().endswith("| ok |"), proc.stdout
+
+
+def test_readme_durability_example_runs_as_written(litestream, tmp_path):
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Durability\n.*?```python\n(.*?)```", text, re.S)
+    assert block, "no python block in the Durability section"
+    proc = run_python(f"import os; os.chdir({str(tmp_path)!r})\n" + block.group(1))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "durable-restored.db")
+    conn = apsw.Connection(str(tmp_path / "durable-restored.db"),
+                           flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert conn.execute("SELECT text FROM notes").fetchall() == [("kept",)]
+    finally:
+        conn.close()
