@@ -148,7 +148,7 @@ class Replicator:
         (default ``stop_timeout``) bounds the sync and the wait, each.
         """
         timeout = self.stop_timeout if timeout is None else timeout
-        if self.running:
+        if self.running and os.path.exists(self.db_path):  # nothing to sync without it
             try:
                 self.sync(timeout)
             except ReplicationError as exc:
