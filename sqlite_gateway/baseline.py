@@ -42,7 +42,7 @@ T = TypeVar("T")
 # Gateway options that mean nothing without a queue and a worker: accepted and
 # ignored, so that one configuration can build either class.
 IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers", "read_mode",
-                             "background_slice", "hang_timeout"})
+                             "background_slice", "hang_timeout", "autocheckpoint"})
 BULK_CHUNK = 500  # parameter sets per unit in bulk(): the old way's usual batching
 _RING = 4096  # recent latencies kept for percentiles
 
@@ -78,7 +78,8 @@ class RetryGateway:
         max_delay: the cap of one backoff sleep, in seconds.
         base_delay: the first backoff cap; it doubles on each attempt.
         **ignored: ``queue_size``, ``batch_max``, ``busy_timeout``,
-            ``readers``, ``read_mode`` and ``background_slice`` are accepted
+            ``readers``, ``read_mode``, ``background_slice``, ``hang_timeout``
+            and ``autocheckpoint`` are accepted
             and ignored; any other name is a TypeError.
 
     Every call also accepts the gateway's ``priority=`` keyword and ignores

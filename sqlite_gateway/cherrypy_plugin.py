@@ -35,7 +35,8 @@ Ten lines for any app::
 
 Config keys: ``engine.sqlite_gateway.<option>`` sets a Gateway option (path,
 queue_size, batch_max, timeout, synchronous, busy_timeout, readers,
-read_mode, vfs, hang_timeout); ``engine.sqlite_gateway.backend: "retry"`` swaps in the old way
+read_mode, vfs, hang_timeout, autocheckpoint, background_slice);
+``engine.sqlite_gateway.backend: "retry"`` swaps in the old way
 (``sqlite_gateway.baseline.RetryGateway``) for comparisons; ``tools.db.on``
 switches the tool on for a path.
 """
@@ -60,7 +61,8 @@ from .gateway import Gateway, State
 
 CHANNEL = "sqlite-gateway"
 _OPTIONS = ("queue_size", "batch_max", "timeout", "synchronous", "busy_timeout", "readers",
-            "read_mode", "vfs", "hang_timeout")
+            "read_mode", "vfs", "hang_timeout", "autocheckpoint",
+            "background_slice")
 RETRY_AFTER_S = 1  # what a 503 tells the client to wait
 
 

@@ -78,10 +78,13 @@ class TransactionGuard:
 
 
 def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
-                          vfs: str | None = None) -> tuple[apsw.Connection, TransactionGuard]:
+                          vfs: str | None = None, autocheckpoint: int = 1000) -> tuple[
+        apsw.Connection, TransactionGuard]:
     """Open and configure the one write connection (call on the worker thread).
 
     ``vfs`` names a registered SQLite VFS (None: the default one).
+    ``autocheckpoint`` is SQLite's ``wal_autocheckpoint`` in pages (0: never
+    checkpoint after a commit; beside Litestream, which checkpoints itself).
     """
     conn = apsw.Connection(path, vfs=vfs)
     try:
@@ -95,6 +98,7 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
             raise GatewayError(f"could not put {path!r} in WAL mode (journal_mode is {mode!r})")
         conn.execute(f"PRAGMA synchronous={synchronous}")  # validated against SYNCHRONOUS
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.wal_autocheckpoint(autocheckpoint)
         guard = TransactionGuard()
         conn.authorizer = guard
     except BaseException:

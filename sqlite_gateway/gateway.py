@@ -88,6 +88,11 @@ class Gateway:
             be lost on power loss), ``"OFF"`` or ``"EXTRA"``.
         busy_timeout: seconds the worker waits for a lock held by another
             process before the batch fails with ``apsw.BusyError``.
+        autocheckpoint: the writer's ``wal_autocheckpoint``: after a commit
+            that leaves at least this many pages in the WAL, the writer runs a
+            PASSIVE checkpoint (SQLite's default, 1000). 0 switches it off:
+            use 0 beside Litestream, which then owns checkpointing (and the
+            WAL grows until something checkpoints).
         readers: read-only connections that serve ``execute()`` calls whose
             statements cannot write (as SQLite judges them), beside the
             writer. 0 sends every statement through the one writer.
@@ -127,7 +132,8 @@ class Gateway:
                  batch_max: int = 256, timeout: float | None = 30.0,
                  synchronous: str = "FULL", busy_timeout: float = 5.0, readers: int = 0,
                  read_mode: str = "inline", vfs: str | None = None,
-                 hang_timeout: float | None = 60.0, background_slice: float = 0.01) -> None:
+                 hang_timeout: float | None = 60.0, background_slice: float = 0.01,
+                 autocheckpoint: int = 1000) -> None:
         path = os.fspath(path)
         if not isinstance(path, str) or not path or path == ":memory:" or path.startswith(
                 "file::memory:"):
@@ -141,6 +147,10 @@ class Gateway:
         _check_seconds("background_slice", background_slice)
         if not isinstance(readers, int) or isinstance(readers, bool) or readers < 0:
             raise ValueError(f"readers must be a whole number >= 0, not {readers!r}")
+        if (not isinstance(autocheckpoint, int) or isinstance(autocheckpoint, bool)
+                or autocheckpoint < 0):
+            raise ValueError("autocheckpoint must be a whole number of WAL pages >= 0 "
+                             f"(0: off), not {autocheckpoint!r}")
         if read_mode not in ("inline", "threads"):
             raise ValueError(f"read_mode must be 'inline' or 'threads', not {read_mode!r}")
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
@@ -161,7 +171,8 @@ class Gateway:
         self._stats = Stats()
         self._worker = Worker(path, self._queue, self._stats, batch_max=batch_max,
                               synchronous=synchronous.upper(), busy_timeout=busy_timeout,
-                              vfs=vfs, background_slice=self.background_slice)
+                              vfs=vfs, background_slice=self.background_slice,
+                              autocheckpoint=autocheckpoint)
         self._watchdog = None if hang_timeout is None else Watchdog(
             self._worker, hang_timeout, f"sqlite-gateway-watchdog:{os.path.basename(path)}")
         # _state_lock is held while reading-then-changing _state and _thread

@@ -67,7 +67,8 @@ class Worker:
 
     def __init__(self, path: str, queue: RequestQueue, stats: Stats, *,
                  batch_max: int, synchronous: str, busy_timeout: float,
-                 vfs: str | None = None, background_slice: float = 0.01) -> None:
+                 vfs: str | None = None, background_slice: float = 0.01,
+                 autocheckpoint: int = 1000) -> None:
         self.path = path
         self.queue = queue
         self.stats = stats
@@ -76,6 +77,7 @@ class Worker:
         self.busy_timeout = busy_timeout
         self.background_slice = background_slice
         self.vfs = vfs
+        self.autocheckpoint = autocheckpoint
         self.ready: Future[None] = Future()  # done once the connection is open (or failed)
         # Set once the worker will run nothing more: it stopped, or was given up.
         self.stopped = threading.Event()
@@ -108,7 +110,7 @@ class Worker:
     def open(self) -> None:
         self._conn, self._guard = open_write_connection(
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
-            vfs=self.vfs)
+            vfs=self.vfs, autocheckpoint=self.autocheckpoint)
 
     def close(self) -> None:
         """Close the connection (SQLite rolls back an open transaction)."""

@@ -13,7 +13,7 @@ from typing import Any
 import apsw
 import pytest
 from cherrypy.process.wspbus import Bus
-from conftest import ROOT, WorkerBlocker
+from conftest import ROOT, WorkerBlocker, run_python
 
 from helpers import maintenance, rollup, settlement
 from helpers.periodic import PeriodicJob
@@ -179,6 +179,72 @@ def test_backup_retention_keeps_the_newest(db: Gateway, tmp_path: Path) -> None:
             for _ in range(4)]
     assert len(set(made)) == 4
     assert sorted(str(p) for p in tmp_path.glob("backup-*.db")) == sorted(made[-2:])
+
+
+def test_a_backup_under_load_has_every_row_committed_before_it_and_never_stops_the_writer(
+        db: Gateway, tmp_path: Path) -> None:
+    stop = threading.Event()
+    acked: list[int] = []
+
+    def write() -> None:
+        for n in range(1_000_000):  # bounded; stop ends it first
+            if stop.is_set():
+                return
+            acked.append(db.execute("INSERT INTO accounts(name, balance) VALUES (?, 1)",
+                                    (f"w{n}",)).lastrowid)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert wait_for(lambda: len(acked) >= 200)
+        before = set(acked)
+        backup, _ = maintenance.backup(db.path, tmp_path / "backups")
+        during = len(acked)
+        # The copy has its own read-only connection: it runs even while the
+        # writer is held by someone else, and the writer is never asked for.
+        blocker = WorkerBlocker(db)
+        try:
+            second, _ = maintenance.backup(db.path, tmp_path / "backups")
+        finally:
+            blocker.done()
+        assert wait_for(lambda: len(acked) > during)  # writes went on
+    finally:
+        stop.set()
+        writer.join(30)
+    restored = maintenance.restore(tmp_path / "backups", tmp_path / "restored.db")  # newest
+    conn = apsw.Connection(restored, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        rows = {r[0] for r in conn.execute("SELECT id FROM accounts")}
+    finally:
+        conn.close()
+    assert Path(second).name > Path(backup).name
+    assert before <= rows <= set(acked)
+
+
+def test_backup_and_restore_from_the_command_line(db: Gateway, tmp_path: Path) -> None:
+    db.executemany("INSERT INTO accounts(name, balance) VALUES (?, 7)",
+                   [(f"u{i}",) for i in range(50)])
+    cli = "import sys; from helpers.maintenance import main; sys.exit(main(sys.argv[1:]))"
+    made = []
+    for _ in range(3):
+        done = run_python(cli, "backup", db.path, "--dir", str(tmp_path / "b"), "--keep", "2")
+        assert done.returncode == 0, done.stderr
+        made.append(done.stdout.strip())
+    assert [str(p) for p in maintenance.backups(tmp_path / "b")] == made[-2:]
+    done = run_python(cli, "restore", str(tmp_path / "b"), "--to", str(tmp_path / "r.db"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "r.db")
+    conn = apsw.Connection(str(tmp_path / "r.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert conn.execute("SELECT count(*), sum(balance) FROM accounts").fetchall() == [
+            (50, 350)]
+    finally:
+        conn.close()
+    again = run_python(cli, "restore", str(tmp_path / "b"), "--to", str(tmp_path / "r.db"))
+    assert again.returncode == 1 and "will not overwrite" in again.stderr
+    empty = run_python(cli, "restore", str(tmp_path), "--to", str(tmp_path / "x.db"))
+    assert empty.returncode == 1 and "no backup-*.db backup" in empty.stderr
 
 
 def test_checkpoint_can_be_switched_off(db: Gateway) -> None:

@@ -35,7 +35,8 @@ DEFAULT_CONFIG = HERE / "app.conf"
 SCHEMA = HERE / "schema.sql"
 # (module of helpers/, class name): each is a PeriodicJob plugin; see helpers/.
 _JOBS = (("rollup", "RollupJob"), ("settlement", "SettlementJob"),
-         ("maintenance", "MaintenanceJob"))
+         ("maintenance", "MaintenanceJob"), ("replication", "ReplicationPlugin"))
+_OFF_BY_DEFAULT = {"replication"}  # needs the litestream binary: on only when asked
 _HELPER_PREFIX = "helpers."
 
 # What build_app put on the engine and the tree, so that teardown() can undo it.
@@ -199,7 +200,7 @@ def _subscribe_jobs(engine: Any, settings: dict[str, dict[str, Any]]) -> list[An
     jobs = []
     for module_name, class_name in _JOBS:
         options = dict(settings.get(module_name, {}))
-        if options.pop("on", True) is False:
+        if options.pop("on", module_name not in _OFF_BY_DEFAULT) is False:
             continue
         full = f"helpers.{module_name}"
         try:
@@ -231,12 +232,19 @@ def build_app(config: str | Path | dict[str, Any] | None = None,
     conf = load_config(config)
     global_conf = conf.pop("global", {})
     helper_settings = _split_helper_settings(global_conf)
+    backend = global_conf.pop("db.backend", "gateway")
+    if helper_settings.get("replication", {}).get("on") is True:
+        # Litestream owns checkpointing: no autocheckpoint on the writer, no
+        # checkpoint in the maintenance job (unless the config says otherwise).
+        helper_settings.setdefault("maintenance", {}).setdefault("checkpoint", False)
+        if backend == "gateway":
+            global_conf.setdefault("engine.sqlite_gateway.autocheckpoint", 0)
     engine = cherrypy.engine
     plugin: GatewayPlugin = install(engine, setup=create_schema)
     _installed["plugin"] = plugin
     # db.backend: "gateway" (default) or "retry" (the old way, for comparisons);
     # the app code is the same for both.
-    plugin.backend = global_conf.pop("db.backend", "gateway")
+    plugin.backend = backend
     cherrypy.config.update(global_conf)  # engine.sqlite_gateway.* reaches the plugin
     if db_path is not None:
         plugin.path = db_path

