@@ -47,7 +47,8 @@ def run(db: Any, *, backup_dir: str | os.PathLike[str] | None = None, keep: int 
     _check_keep(keep)
     done: dict[str, Any] = {"optimized": False, "checkpoint": None}
     if optimize or checkpoint:
-        done = db.run_exclusive(_maintain, checkpoint=checkpoint, optimize=optimize)
+        done = db.run_exclusive(_maintain, checkpoint=checkpoint, optimize=optimize,
+                                priority="background")
     done["backup"] = done["removed"] = None
     if backup_dir is not None:
         done["backup"], done["removed"] = backup(db.path, backup_dir, keep=keep)

@@ -30,3 +30,13 @@ def test_compare_benchmark_smoke_run():
             if line.strip()[:1].isdigit() and len(line.split()) > 5]
     assert len(rows) == 2 * 2 * 5  # workloads x thread counts x strategies
     assert all(row[-1] == "ok" for row in rows), proc.stdout
+
+
+def test_priority_and_overload_benchmarks_smoke_run():
+    for script, args in (("priority.py", ["--seconds", "0.5", "--web-threads", "4"]),
+                         ("overload.py", ["--quick", "--factor", "3", "--rows", "50"])):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (script, proc.stdout, proc.stderr)
+        assert "phase" in proc.stdout or "web alone" in proc.stdout, proc.stdout
+    assert "missing from the database 0, refused yet stored 0" in proc.stdout

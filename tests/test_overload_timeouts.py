@@ -83,3 +83,12 @@ def test_memory_stays_bounded_under_a_flood(small):
     assert refused == 995
     assert small.stats()["queued"] == 5
     blocker.done()
+    # Once the load drops, the queue drains and full loads are taken again.
+    for _ in range(1000):  # bounded: 10 s
+        if small.stats()["queued"] == 0:
+            break
+        time.sleep(0.01)
+    assert small.stats()["queued"] == 0
+    again = [small.submit("INSERT INTO t VALUES (?)", (i,)) for i in range(1000, 1005)]
+    assert [f.result(10).rowcount for f in again] == [1] * 5
+    assert small.execute("SELECT count(*) FROM t").scalar() == 10
