@@ -478,7 +478,7 @@ class Gateway:
         return wait_for(request, self.timeout if timeout is DEFAULT else timeout, interrupt)
 
 
-_SLICE_STEP = 16  # parameter sets run between two looks at the clock
+_SLICE_STEP = 4  # parameter sets run between two looks at the clock
 
 
 def _run_slice(conn: Any, sql: str, rows: list[Params], start: int, seconds: float,
