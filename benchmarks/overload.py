@@ -47,7 +47,7 @@ import apsw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from figures import percentile  # noqa: E402
+from figures import percentile, print_table  # noqa: E402
 from sqlite_gateway import Gateway, Overloaded  # noqa: E402
 from sqlite_gateway.result import Result  # noqa: E402
 
@@ -212,15 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{(lat[-1] if lat else 0) * 1000:.1f}",
                      f"{percentile(ref, 0.99) * 1e6:.0f}" if ref else "-",
                      f"{phase.max_queued:,}", f"{phase.rss_mb:.0f}"))
-    if args.markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-        for row in (head, *rows):
-            print("  ".join(str(x).rjust(w) for x, w in zip(row, widths, strict=True)))
+    print_table(head, rows, args.markdown)
     drained = "never (60 s)" if drained_after is None else f"{drained_after:.2f} s"
     print(f"queue empty again {drained} after the overload ended; RSS at start "
           f"{rss_start:.0f} MB")

@@ -48,7 +48,7 @@ import apsw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from figures import percentile  # noqa: E402
+from figures import percentile, print_table  # noqa: E402
 from sqlite_gateway import Gateway  # noqa: E402
 
 CELLS = ("web alone", "+ bulk, sliced", "+ bulk, unsliced")
@@ -161,15 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(r["cell"], f"{r['web_per_s']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
              f"{r['max_ms']:.1f}", f"{r['bulk_rows_per_s']:,.0f}", f"{r['p99_ms'] / base:.2f}x",
              "ok" if r["ok"] else "FAIL " + r["check"]) for r in results]
-    if args.markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-        for row in (head, *rows):
-            print("  ".join(str(x).rjust(w) for x, w in zip(row, widths, strict=True)))
+    print_table(head, rows, args.markdown)
     ratio = results[1]["p99_ms"] / base
     print(f"goal: sliced bulk job raises the web p99 by less than 2x: "
           f"{'PASS' if ratio < 2 else 'MISS'} ({ratio:.2f}x)")

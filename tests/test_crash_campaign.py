@@ -7,28 +7,11 @@ also shown to catch what they look for, on a database damaged on purpose.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import apsw
 import pytest
+from conftest import load_benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_campaign() -> ModuleType:
-    path = ROOT / "benchmarks" / "crash_campaign.py"
-    spec = importlib.util.spec_from_file_location("crash_campaign", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("crash_campaign", module)  # dataclasses look the module up
-    spec.loader.exec_module(module)
-    return module
-
-
-campaign = _load_campaign()
+campaign = load_benchmark("crash_campaign")
 
 
 @pytest.mark.timeout(90)

@@ -7,27 +7,12 @@ cell is ``benchmarks/load_compare.py``'s :func:`run_cell`, loaded by path.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import load_benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_compare() -> ModuleType:
-    path = ROOT / "benchmarks" / "load_compare.py"
-    spec = importlib.util.spec_from_file_location("load_compare", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("load_compare", module)  # dataclasses look the module up
-    spec.loader.exec_module(module)
-    return module
-
-
-load_compare = _load_compare()
+load_compare = load_benchmark("load_compare")
 
 pytestmark = pytest.mark.skipif(
     not load_compare.locust_available(),
