@@ -34,7 +34,7 @@ import apsw
 
 from .connection import SYNCHRONOUS, Connection, TransactionGuard, run_sql
 from .errors import GatewayClosed, GatewayError, NestedCallError
-from .request import Params, check_params, check_priority, check_sql
+from .request import Params, check_many, check_params, check_priority, check_sql
 from .result import Result
 
 T = TypeVar("T")
@@ -155,9 +155,7 @@ class RetryGateway:
                     timeout: float | None = None, priority: str = "interactive") -> Result:
         """Run one statement once per parameter set, all as one unit."""
         check_priority(priority)
-        if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
-            raise TypeError("seq_of_params must be an iterable of parameter sets")
-        sql, many = check_sql(sql), [check_params(p) for p in seq_of_params]  # replayable
+        sql, many = check_sql(sql), check_many(seq_of_params)  # replayable
         return self._call(lambda conn, guard: run_sql(conn, guard, sql, many, many=True),
                           timeout)
 
@@ -202,9 +200,7 @@ class RetryGateway:
         """Run one statement per parameter set in units of BULK_CHUNK, each
         retried on its own; return the rows changed. Not atomic as a whole."""
         check_priority(priority)
-        if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
-            raise TypeError("seq_of_params must be an iterable of parameter sets")
-        rows = list(seq_of_params)
+        rows = check_many(seq_of_params)
         return sum(self.executemany(sql, rows[start:start + BULK_CHUNK], timeout=timeout).rowcount
                    for start in range(0, len(rows), BULK_CHUNK))
 

@@ -33,7 +33,8 @@ import apsw
 
 from .connection import SYNCHRONOUS
 from .errors import GatewayClosed, GatewayError, NestedCallError
-from .request import Kind, Params, Request, check_params, check_priority, check_sql, wait_for
+from .request import (Kind, Params, Request, check_many, check_params, check_priority, check_sql,
+                      wait_for)
 from .requestqueue import RequestQueue, fail_pending
 from .readers import ReaderLanes, ThreadReaders
 from .result import Result
@@ -329,10 +330,7 @@ class Gateway:
         job beside interactive traffic, :meth:`bulk` cuts it into slices.
         """
         lane = check_priority(priority)
-        if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
-            raise TypeError("seq_of_params must be an iterable of parameter sets, "
-                            f"not {type(seq_of_params).__name__}")
-        params = [check_params(p) for p in seq_of_params]  # materialised here, not on the worker
+        params = check_many(seq_of_params)  # materialised here, not on the worker
         return self._call(Request(Kind.EXECUTEMANY, check_sql(sql), params,  # type: ignore[no-any-return]
                                   priority=lane), timeout)
 
@@ -425,11 +423,8 @@ class Gateway:
             sets were committed before it; the rest are not run.
             TypeError, ValueError, Overloaded, GatewayClosed: as executemany.
         """
-        if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
-            raise TypeError("seq_of_params must be an iterable of parameter sets, "
-                            f"not {type(seq_of_params).__name__}")
+        rows = check_many(seq_of_params)
         sql, lane = check_sql(sql), check_priority(priority)
-        rows = [check_params(p) for p in seq_of_params]
         done = changed = 0
         while done < len(rows):
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import _thread
 import enum
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Union
 
@@ -162,6 +162,15 @@ def check_priority(priority: object) -> int:
         raise ValueError(f"priority must be one of {', '.join(map(repr, PRIORITIES))}, "
                          f"not {priority!r}")
     return lane
+
+
+def check_many(seq_of_params: object) -> list[Params]:
+    """Materialise an iterable of parameter sets (each checked by
+    :func:`check_params`) in the caller's thread; a str or bytes is refused."""
+    if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
+        raise TypeError("seq_of_params must be an iterable of parameter sets, "
+                        f"not {type(seq_of_params).__name__}")
+    return [check_params(p) for p in seq_of_params]
 
 
 def check_sql(sql: object) -> str:
