@@ -86,6 +86,7 @@ import apsw
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from figures import percentile  # noqa: E402
+from group_commit import check_database  # noqa: E402  (the same tables: counters = log rows)
 from sqlite_gateway import Gateway  # noqa: E402
 from sqlite_gateway.baseline import RetryGateway  # noqa: E402
 
@@ -476,18 +477,6 @@ def create_schema(path: str) -> None:
                              [(page,) for page in range(PAGES)])
     finally:
         conn.close()
-
-
-def check_database(path: str, pageviews: int) -> dict[str, Any]:
-    """Counters equal log rows, and the log holds one row per pageview answered."""
-    conn = apsw.Connection(path)
-    try:
-        log_rows = conn.execute("SELECT count(*) FROM log").fetchall()[0][0]
-        counter_sum = conn.execute("SELECT sum(n) FROM counters").fetchall()[0][0]
-    finally:
-        conn.close()
-    return {"log_rows": log_rows, "counter_sum": counter_sum,
-            "correct": counter_sum == log_rows == pageviews}
 
 
 def run_child(spec: dict[str, Any], tick: Callable[[], None]) -> dict[str, Any]:
