@@ -41,7 +41,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any
 
 import apsw
 
@@ -87,12 +86,13 @@ def capacity(seconds: float, rows: int) -> float:
 
 
 class Phase:
-    """What the producers saw in one phase (each list is appended by one thread
-    at a time or by list.append, atomic under the GIL)."""
+    """What the producers saw in one phase. The lists grow by list.append
+    (atomic under the GIL); ``offered`` is added to under the producers' lock
+    as each producer ends; refused and accepted are derived from them."""
 
     def __init__(self, name: str, rate: float, seconds: float) -> None:
         self.name, self.rate, self.seconds = name, rate, seconds
-        self.offered = self.accepted = self.refused = 0
+        self.offered = 0
         self.latencies: list[float] = []
         self.refusals: list[float] = []
         self.max_queued = 0
@@ -100,8 +100,16 @@ class Phase:
         self.committed = 0
         self.ended = 0.0
 
+    @property
+    def refused(self) -> int:
+        return len(self.refusals)
 
-def produce(db: Gateway, phase: Phase, producers: int, accepted: set[int],
+    @property
+    def accepted(self) -> int:
+        return self.offered - self.refused
+
+
+def produce(db: Gateway, phase: Phase, producers: int, rows: int, accepted: set[int],
             failed: list[int], next_op: list[int], lock: threading.Lock) -> None:
     per_thread = phase.rate / producers
     began = time.perf_counter()
@@ -112,6 +120,8 @@ def produce(db: Gateway, phase: Phase, producers: int, accepted: set[int],
         while True:
             now = time.perf_counter()
             if now >= deadline:
+                with lock:  # += on a shared int is not atomic across threads
+                    phase.offered += sent
                 return
             due = int((now - began) * per_thread) - sent
             for _ in range(due):
@@ -120,15 +130,12 @@ def produce(db: Gateway, phase: Phase, producers: int, accepted: set[int],
                     next_op[0] += 1
                 start = time.perf_counter()
                 try:
-                    future = db.submit(WRITE, (ARGS.rows, op))
+                    future = db.submit(WRITE, (rows, op))
                 except Overloaded:
                     phase.refusals.append(time.perf_counter() - start)
-                    phase.refused += 1
                     continue
                 finally:
-                    phase.offered += 1
                     sent += 1
-                phase.accepted += 1
                 accepted.add(op)  # only the number: the benchmark keeps no futures
                 future.add_done_callback(lambda f, s=start, op=op: done(f, s, op))
             time.sleep(TICK)
@@ -150,11 +157,7 @@ def produce(db: Gateway, phase: Phase, producers: int, accepted: set[int],
     phase.rss_mb = rss_mb()
 
 
-ARGS: Any = None
-
-
 def main(argv: list[str] | None = None) -> int:
-    global ARGS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--factor", type=float, default=10.0)
     parser.add_argument("--queue-size", type=int, default=10_000)
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--producers", type=int, default=4)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--markdown", action="store_true")
-    ARGS = args = parser.parse_args(argv)
+    args = parser.parse_args(argv)
     scale = 1 / 3 if args.quick else 1.0
     print(f"- machine: {platform.machine()}, {os.cpu_count()} cpus, Python "
           f"{platform.python_version()}, SQLite {apsw.sqlite_lib_version()}")
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             next_op, lock = [0], threading.Lock()
             drained_after = None
             for phase in phases:
-                produce(db, phase, args.producers, accepted_ops, errors, next_op, lock)
+                produce(db, phase, args.producers, args.rows, accepted_ops, errors, next_op, lock)
                 phase.committed = db.stats()["requests"]  # cumulative; differenced below
                 if phase.name == "overload":
                     # Recovery: how long until the queue is empty again (bounded).
