@@ -101,7 +101,7 @@ class Run:
 
 
 def gateway(path: str, **options: Any) -> Gateway:
-    db = Gateway(path, vfs=VFS.name, **options).start()
+    db = Gateway(path, vfs=VFS.name, readers=0, **options).start()  # every call on the writer
     db.execute("CREATE TABLE IF NOT EXISTS acked(id INTEGER PRIMARY KEY);"
                "CREATE TABLE IF NOT EXISTS blobs(b BLOB)")
     return db

@@ -24,11 +24,13 @@ def run(db: Any, *, priority: str = "background") -> dict[str, int]:
     Returns:
         ``{"matches": matches settled, "bets": bets paid (winning or not)}``.
     """
+    # The barrier first: a close submitted write-behind is visible to a read
+    # (which sees what is committed) only once it has committed.
+    db.flush()
     closed = [row[0] for row in
               db.execute("SELECT id FROM matches WHERE status = 'closed' ORDER BY id").rows]
     if not closed:
         return {"matches": 0, "bets": 0}
-    db.flush()
     matches = bets = 0
     for match_id in closed:
         paid = db.transaction(_settle, match_id, priority=priority)

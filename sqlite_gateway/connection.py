@@ -6,7 +6,7 @@ apsw connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apsw
@@ -108,42 +108,48 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
 
 
 def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
-            params: Any, many: bool = False, trace: list[str] | None = None) -> Result:
+            params: Any, many: bool = False,
+            tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
     """Run caller SQL to completion and copy its rows out.
 
     Every row is fetched here: apsw cursors are lazy, and in a string of
     several statements the later ones run only as the cursor is consumed.
-    With ``trace``, the text of each statement run is appended to it.
+    ``tracer`` is set as the cursor's exec tracer: called with each statement
+    before it runs, it may refuse it (apsw then raises ``ExecTraceAbort``).
 
     Raises:
         TransactionControlError: the SQL holds BEGIN/COMMIT/SAVEPOINT/...
+        ConnectionSettingError: a PRAGMA sets what the gateway owns.
         apsw.Error: whatever SQLite raised, unchanged.
     """
     before = conn.total_changes()
     cursor = conn.cursor()
-    guard.refused = False
-    guard.refused_pragma = None
-    if trace is not None:
-        def record(_cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
-            trace.append(statement)
-            return True
-        cursor.exec_trace = record
+    if tracer is not None:
+        cursor.exec_trace = tracer
     try:
         if many:
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, params)
-        try:
-            columns = tuple(d[0] for d in cursor.get_description())
-        except apsw.ExecutionCompleteError:
-            columns = ()
-        rows = tuple(cursor.fetchall())
+        # The first row, if any, before the description: asking a finished
+        # cursor for its description raises, and an exception costs more than
+        # the statement itself (an INSERT has no rows, so no description).
+        first = cursor.fetchone()
+        if first is None:
+            columns: tuple[str, ...] = ()
+            rows: tuple[Any, ...] = ()
+        else:
+            columns = tuple([d[0] for d in cursor.get_description()])
+            rest = cursor.fetchall()
+            rows = (first, *rest) if rest else (first,)
     except apsw.AuthError:
-        if guard.refused:
+        refused, pragma = guard.refused, guard.refused_pragma
+        guard.refused, guard.refused_pragma = False, None
+        if refused:
             raise TransactionControlError(_REFUSED) from None
-        if guard.refused_pragma is not None:
+        if pragma is not None:
             raise ConnectionSettingError(
-                f"PRAGMA {guard.refused_pragma} = ... is refused: the gateway owns that setting "
+                f"PRAGMA {pragma} = ... is refused: the gateway owns that setting "
                 "of its shared write connection (set synchronous, busy_timeout and the like "
                 "as Gateway options; run other maintenance with db.run_exclusive(fn))") from None
         raise
@@ -171,7 +177,15 @@ class Connection:
         if not self._open:
             raise GatewayError("this conn handle was used after its transaction fn returned; "
                                "it is valid only inside that call")
-        return self._conn
+        conn = self._conn
+        if conn.get_autocommit():
+            # A statement of this fn (OR ROLLBACK, a trigger's RAISE(ROLLBACK))
+            # ended the whole transaction: anything run now would commit on its
+            # own, outside the fn's atomic unit.
+            raise GatewayError("the transaction was rolled back as a whole (INSERT OR "
+                               "ROLLBACK or RAISE(ROLLBACK)); nothing more can run in this "
+                               "transaction fn")
+        return conn
 
     def execute(self, sql: str, params: Params = ()) -> Result:
         """Run ``sql`` (one or more statements) inside the fn's transaction."""
@@ -186,7 +200,9 @@ class Connection:
 
     @property
     def in_transaction(self) -> bool:
-        return bool(self._check_open().in_transaction)
+        if not self._open:
+            raise GatewayError("this conn handle was used after its transaction fn returned")
+        return bool(self._conn.in_transaction)
 
     def close(self) -> None:
         """Invalidate the handle (called by the worker when the fn returns)."""

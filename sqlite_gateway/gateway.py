@@ -32,11 +32,12 @@ from typing import Any, Literal, TypeVar, Union
 import apsw
 
 from .connection import SYNCHRONOUS
-from .errors import GatewayClosed, GatewayError, NestedCallError
-from .request import (Kind, Params, Request, check_many, check_params, check_priority, check_sql,
-                      wait_for)
+from .errors import GatewayClosed, GatewayError, NestedCallError, RequestTimeout
+from .failures import FailureLog, PostFailure
+from .request import (FUTURE, POST, WAIT, Kind, Params, Request, capture_params, check_many,
+                      check_params, check_priority, check_sql, check_timeout)
 from .requestqueue import RequestQueue, fail_pending
-from .readers import ReaderLanes, ThreadReaders
+from .readers import ReaderLanes, ReaderPool
 from .result import Result
 from .stats import Stats
 from .watchdog import Watchdog
@@ -64,7 +65,10 @@ class State(enum.Enum):
 
 
 _SQL_KINDS = (Kind.EXECUTE, Kind.EXECUTEMANY)  # requests that are SQL only
-_WRITES_MEMO = 4096  # SQL texts remembered as writes (cleared when full)
+_WRITES_MEMO = 4096  # SQL texts SQLite judged writes (cleared when full)
+# Signals (Ctrl-C) are delivered to the main thread: it never runs the
+# writer's own steps in place, so a KeyboardInterrupt cannot land in a COMMIT.
+_MAIN_THREAD = threading.main_thread().ident
 _EXIT_CLOSE_TIMEOUT = 30.0  # how long the exit hook waits for one gateway to drain
 _open_gateways: weakref.WeakSet[Gateway] = weakref.WeakSet()
 
@@ -89,18 +93,28 @@ class Gateway:
             be lost on power loss), ``"OFF"`` or ``"EXTRA"``.
         busy_timeout: seconds the worker waits for a lock held by another
             process before the batch fails with ``apsw.BusyError``.
+        inline: when True (the default) and the writer is idle with nothing
+            queued, a synchronous write call runs in its caller's thread,
+            under the writer's lock, with every step the worker would take:
+            no thread hand-off (the main thread never does: Ctrl-C must not
+            land in a COMMIT). Under load every call goes through the worker.
+            A transaction fn run in place delays only its own caller if it
+            keeps running Python past its timeout; its SQL is still stopped
+            at the deadline.
         autocheckpoint: the writer's ``wal_autocheckpoint``: after a commit
             that leaves at least this many pages in the WAL, the writer runs a
             PASSIVE checkpoint (SQLite's default, 1000). 0 switches it off:
             use 0 beside Litestream, which then owns checkpointing (and the
             WAL grows until something checkpoints).
-        readers: read-only connections that serve ``execute()`` calls whose
-            statements cannot write (as SQLite judges them), beside the
-            writer. 0 sends every statement through the one writer.
-        read_mode: ``"inline"`` (each calling thread owns a reader and reads
-            in place, no hand-off; up to ``readers`` threads, the reads of
-            others go through the writer) or ``"threads"`` (``readers``
-            threads, each owning a connection, fed by a queue).
+        readers: the most read-only connections that serve ``execute()``
+            calls whose statements cannot write (as SQLite judges them),
+            beside the writer; opened as needed, shared by every thread.
+            0 sends every statement through the one writer.
+        read_mode: ``"inline"`` (a thread takes a free reader, reads in
+            place, no hand-off, and gives it back; with more threads reading
+            at once than ``readers``, the others wait for a free one) or
+            ``"threads"`` (``readers`` threads, each owning a connection,
+            fed by a queue: for callers that must not block).
         vfs: the name of a registered SQLite VFS for every connection the
             gateway opens (None: SQLite's default).
         hang_timeout: seconds one step of the worker (a statement, a
@@ -110,6 +124,7 @@ class Gateway:
             second later (a Python fn that never returns), the gateway is
             broken: every waiting and later call raises GatewayClosed, and
             the stuck thread keeps the write lock until the process exits.
+            A read on a reader is stopped the same way past it.
             Must exceed ``busy_timeout``; None: no watchdog.
         background_slice: seconds background work may hold the writer at a
             time: a background batch takes no more requests once it has run
@@ -131,10 +146,10 @@ class Gateway:
 
     def __init__(self, path: str | os.PathLike[str], *, queue_size: int = 10_000,
                  batch_max: int = 256, timeout: float | None = 30.0,
-                 synchronous: str = "FULL", busy_timeout: float = 5.0, readers: int = 0,
+                 synchronous: str = "FULL", busy_timeout: float = 5.0, readers: int = 8,
                  read_mode: str = "inline", vfs: str | None = None,
                  hang_timeout: float | None = 60.0, background_slice: float = 0.01,
-                 autocheckpoint: int = 1000) -> None:
+                 autocheckpoint: int = 1000, inline: bool = True) -> None:
         path = os.fspath(path)
         if not isinstance(path, str) or not path or path == ":memory:" or path.startswith(
                 "file::memory:"):
@@ -152,6 +167,8 @@ class Gateway:
                 or autocheckpoint < 0):
             raise ValueError("autocheckpoint must be a whole number of WAL pages >= 0 "
                              f"(0: off), not {autocheckpoint!r}")
+        if not isinstance(inline, bool):
+            raise ValueError(f"inline must be True or False, not {inline!r}")
         if read_mode not in ("inline", "threads"):
             raise ValueError(f"read_mode must be 'inline' or 'threads', not {read_mode!r}")
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
@@ -167,9 +184,11 @@ class Gateway:
                                  f"({busy_timeout!r} s): waiting for a lock is not a hang")
         self.path = path
         self.timeout = timeout
+        self.inline = inline
         self.background_slice = float(background_slice)
         self._queue = RequestQueue(queue_size)
         self._stats = Stats()
+        self._failures = FailureLog()
         self._worker = Worker(path, self._queue, self._stats, batch_max=batch_max,
                               synchronous=synchronous.upper(), busy_timeout=busy_timeout,
                               vfs=vfs, background_slice=self.background_slice,
@@ -181,13 +200,15 @@ class Gateway:
         self._state_lock = threading.Lock()
         self._state = State.NEW
         self._thread: threading.Thread | None = None
-        self._readers: ThreadReaders | ReaderLanes | None = None
-        # SQL texts a reader sent on to the writer (set ops are atomic under the GIL).
+        self._readers: ReaderPool | ReaderLanes | None = None
+        # SQL texts SQLite judged writes on a reader: sent straight to the
+        # writer from then on (set operations are atomic).
         self._writes: set[str] = set()
         if readers and read_mode == "inline":
-            self._readers = ThreadReaders(path, readers, busy_timeout, vfs)
+            self._readers = ReaderPool(path, readers, busy_timeout, vfs, hang_timeout)
         elif readers:
-            self._readers = ReaderLanes(path, readers, busy_timeout, queue_size, vfs)
+            self._readers = ReaderLanes(path, readers, busy_timeout, queue_size, vfs,
+                                        hang_timeout)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -307,20 +328,21 @@ class Gateway:
         """
         sql, params = check_sql(sql), check_params(params)
         lane = check_priority(priority)
+        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         readers = self._readers
-        if readers is not None and sql not in self._writes and self._state is State.RUNNING and (
-                threading.get_ident() != self._worker.thread_ident):
+        if readers is not None and sql not in self._writes and self._state is State.RUNNING:
             reason = self._queue.closed_reason
             if reason is not None:
                 raise GatewayClosed(reason)
-            result = readers.read(sql, params, self.timeout if timeout is DEFAULT else timeout)
+            self._check_not_worker("execute")
+            result = readers.read(sql, params, wait)
             if result is not None:
                 return result
             if len(self._writes) >= _WRITES_MEMO:
                 self._writes.clear()
             self._writes.add(sql)  # SQLite judged it a write: next time, straight to the writer
-        return self._call(Request(Kind.EXECUTE, sql, params, priority=lane),  # type: ignore[no-any-return]
-                          timeout)
+        return self._call(Request(Kind.EXECUTE, sql, params, priority=lane,  # type: ignore[no-any-return]
+                                  answer=WAIT), wait)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
                     timeout: Timeout = DEFAULT, priority: str = "interactive") -> Result:
@@ -330,9 +352,10 @@ class Gateway:
         job beside interactive traffic, :meth:`bulk` cuts it into slices.
         """
         lane = check_priority(priority)
+        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         params = check_many(seq_of_params)  # materialised here, not on the worker
         return self._call(Request(Kind.EXECUTEMANY, check_sql(sql), params,  # type: ignore[no-any-return]
-                                  priority=lane), timeout)
+                                  priority=lane, answer=WAIT), wait)
 
     def transaction(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
                     priority: str = "interactive", **kwargs: Any) -> T:
@@ -351,35 +374,91 @@ class Gateway:
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs,
-                          priority=check_priority(priority))
-        return self._call(request, timeout)  # type: ignore[no-any-return]
+                          priority=check_priority(priority), answer=WAIT)
+        return self._call(request, wait)  # type: ignore[no-any-return]
 
-    def submit(self, sql: str, params: Params = (), *,
-               priority: str = "interactive") -> Future[Result]:
+    def submit(self, sql: str, params: Params = (), *, priority: str = "interactive",
+               block: bool = False, timeout: float | None = None) -> Future[Result]:
         """Write-behind: enqueue ``sql`` and return its future at once.
 
-        Submissions of one priority run in the order they were accepted. The future's result
-        is set only after the commit; its exception is SQLite's own error.
-        Cancelling the future before the request starts stops it from running.
+        Submissions of one priority run in the order they were accepted. The
+        future's result is set only after the commit; its exception is
+        SQLite's own error. Cancelling the future before the request starts
+        stops it from running. ``params`` are copied at the call: changing
+        the list or dict afterwards changes nothing.
+
+        Its done-callbacks run on the worker thread as it answers: an error in
+        one is logged and goes no further, but one that blocks stalls every
+        caller behind it. Keep them short.
+
+        Args:
+            block: wait for room instead of raising Overloaded when the queue
+                is nearly full, like ``queue.Queue.put(block=True)``. Only for
+                ``priority="background"`` producers (importers, helper
+                threads): they fill the queue up to 90 %, the rest stays for
+                web requests.
+            timeout: with ``block``, the longest wait for room (None: no
+                limit); then Overloaded.
 
         Raises:
             Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
         """
-        request = Request(Kind.EXECUTE, check_sql(sql), check_params(params),
-                          priority=check_priority(priority))
-        self._enqueue(request)
-        return request.future
+        request = Request(Kind.EXECUTE, check_sql(sql), capture_params(params),
+                          priority=self._lane_for(priority, block, timeout), answer=FUTURE)
+        self._enqueue(request, block, timeout)
+        return request.future  # type: ignore[return-value]
 
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
-                           priority: str = "interactive", **kwargs: Any) -> Future[T]:
-        """Write-behind form of :meth:`transaction`; returns its future at once."""
+                           priority: str = "interactive", block: bool = False,
+                           timeout: float | None = None, **kwargs: Any) -> Future[T]:
+        """Write-behind form of :meth:`transaction`; returns its future at once.
+
+        ``fn``'s arguments are passed as they are (not copied): do not change
+        them until the future is done. ``block`` and ``timeout`` are as in
+        :meth:`submit` (every other keyword goes to fn).
+        """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs,
-                          priority=check_priority(priority))
-        self._enqueue(request)
-        return request.future
+                          priority=self._lane_for(priority, block, timeout), answer=FUTURE)
+        self._enqueue(request, block, timeout)
+        return request.future  # type: ignore[return-value]
+
+    def post(self, sql: str, params: Params = (), *, priority: str = "interactive",
+             block: bool = False, timeout: float | None = None) -> None:
+        """Fire-and-forget write-behind: enqueue ``sql`` and return at once, no future.
+
+        For logs that need no answer per row (a page view, an audit row):
+        the cheapest write there is. Order is kept with every other call of
+        the same priority, and :meth:`flush` covers posted writes as it covers
+        submitted ones. A failed post keeps nothing and is never silent: it is
+        counted in ``stats()["post_failures"]``, the first after each flush is
+        logged at ERROR, and :meth:`failures` returns it. ``flush()`` does not
+        raise for it. ``params`` are copied at the call; ``block`` and
+        ``timeout`` as in :meth:`submit`.
+
+        Use :meth:`submit` when the caller needs to know that this row
+        committed (a bet, a payment); ``post`` when a lost row would only be
+        logged, and the next flush is the point where the job checks.
+
+        Raises:
+            Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
+        """
+        request = Request(Kind.EXECUTE, check_sql(sql), capture_params(params),
+                          priority=self._lane_for(priority, block, timeout), answer=POST,
+                          report=self._failures.report)
+        self._enqueue(request, block, timeout)
+
+    def failures(self) -> list[PostFailure]:
+        """Return the :meth:`post` failures since the last call, and forget them.
+
+        Thread-safe; each failure is returned to exactly one caller. At most
+        1000 are kept between two calls; the rest are only counted
+        (``stats()["post_failures"]``).
+        """
+        return self._failures.take()
 
     def flush(self, timeout: Timeout = DEFAULT) -> None:
         """Barrier: return once every request accepted before it is committed or failed.
@@ -389,8 +468,9 @@ class Gateway:
                 requests are still queued and will still run).
             GatewayClosed: the gateway is closed or broken.
         """
-        request = Request(Kind.FLUSH)
-        self._call(request, timeout)
+        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
+        self._call(Request(Kind.FLUSH, answer=WAIT), wait)
+        self._failures.barrier()
 
     def run_exclusive(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
                       priority: str = "interactive", **kwargs: Any) -> T:
@@ -403,9 +483,10 @@ class Gateway:
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         request = Request(Kind.EXCLUSIVE, fn=fn, args=args, kwargs=kwargs,
-                          priority=check_priority(priority))
-        return self._call(request, timeout)  # type: ignore[no-any-return]
+                          priority=check_priority(priority), answer=WAIT)
+        return self._call(request, wait)  # type: ignore[no-any-return]
 
     def bulk(self, sql: str, seq_of_params: Iterable[Params], *, timeout: Timeout = DEFAULT,
              priority: str = "background") -> int:
@@ -425,13 +506,14 @@ class Gateway:
         """
         rows = check_many(seq_of_params)
         sql, lane = check_sql(sql), check_priority(priority)
+        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         done = changed = 0
         while done < len(rows):
             try:
                 ran, count = self._call(Request(
-                    Kind.TRANSACTION, fn=_run_slice, priority=lane,
+                    Kind.TRANSACTION, fn=_run_slice, priority=lane, answer=WAIT,
                     args=(sql, rows, done, self.background_slice,
-                          self._queue.interactive_waiting if lane else None)), timeout)
+                          self._queue.interactive_waiting if lane else None)), wait)
             except BaseException as exc:
                 exc.add_note(f"bulk(): {done} of {len(rows)} parameter sets were committed "
                              "before this error; the rest did not run")
@@ -445,6 +527,7 @@ class Gateway:
         batch_mean, batch_max, latency p50/p99/max in ms (wait + run, over the
         most recent requests). Approximate: a snapshot taken while work goes on."""
         figures = self._stats.snapshot(len(self._queue))
+        figures["post_failures"] = self._failures.total
         figures["state"] = self.state.value
         figures["reads"] = self._readers.reads if self._readers else 0
         figures["reads_to_writer"] = self._readers.to_writer if self._readers else 0
@@ -453,24 +536,64 @@ class Gateway:
     # -- plumbing ---------------------------------------------------------------
 
     def _check_not_worker(self, what: str) -> None:
-        if threading.get_ident() == self._worker.thread_ident:
+        ident = threading.get_ident()
+        if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
             raise NestedCallError(
-                f"Gateway.{what}() was called from inside a transaction fn, on the worker "
-                "thread; it would wait for itself. Use the conn argument the fn receives.")
+                f"Gateway.{what}() was called from inside a transaction fn (on the worker "
+                "thread, or in place in its caller's thread); it would wait for itself. "
+                "Use the conn argument the fn receives.")
 
-    def _enqueue(self, request: Request) -> None:
+    def _lane_for(self, priority: str, block: bool, timeout: float | None) -> int:
+        lane = check_priority(priority)
+        if block:
+            if block is not True:
+                raise ValueError(f"block must be True or False, not {block!r}")
+            if not lane:
+                raise ValueError("block=True is for background producers: pass "
+                                 "priority='background' (interactive callers fail fast "
+                                 "with Overloaded, so a web request never waits for room)")
+            check_timeout(timeout)
+        elif block is not False:
+            raise ValueError(f"block must be True or False, not {block!r}")
+        return lane
+
+    def _enqueue(self, request: Request, block: bool = False,
+                 timeout: float | None = None) -> None:
         if self._state is State.NEW:
             raise GatewayError("gateway is not started: call start() or use "
                                "'with Gateway(path) as db:'")
         self._check_not_worker(request.kind.value)
-        self._queue.put(request)
+        self._queue.put(request, block, timeout)
 
-    def _call(self, request: Request, timeout: Timeout) -> Any:
-        self._enqueue(request)
+    def _call(self, request: Request, timeout: float | None) -> Any:
+        """Run a WAIT request: in place when the writer is idle, else via the worker."""
+        if self._state is State.NEW:
+            raise GatewayError("gateway is not started: call start() or use "
+                               "'with Gateway(path) as db:'")
+        worker = self._worker
+        ident = threading.get_ident()
+        if ident == worker.thread_ident or ident == worker.inline_ident:
+            self._check_not_worker(request.kind.value)
+        if (self.inline and ident != _MAIN_THREAD and not len(self._queue)
+                and request.kind is not Kind.EXCLUSIVE and worker.writer.acquire(False)):
+            try:
+                accepted = self._queue.accept_inline(request)
+                if accepted:
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    worker.run_inline(request, deadline)
+            finally:
+                worker.writer.release()
+            if accepted:
+                if (deadline is not None and isinstance(request.error, apsw.InterruptError)
+                        and time.monotonic() >= deadline):
+                    request.error = None  # stopped at the caller's deadline: nothing committed
+                    raise RequestTimeout(timeout or 0.0, started=True, interrupted=True)
+                return request.wait(0)
+        self._queue.put(request)
         # A caller who gives up on a running statement stops it. Not a fn's:
         # it may be running Python, which cannot be stopped (the watchdog's job).
-        interrupt = self._worker.interrupt if request.kind in _SQL_KINDS else None
-        return wait_for(request, self.timeout if timeout is DEFAULT else timeout, interrupt)
+        interrupt = worker.interrupt if request.kind in _SQL_KINDS else None
+        return request.wait(timeout, interrupt)
 
 
 _SLICE_STEP = 4  # parameter sets run between two looks at the clock
@@ -500,8 +623,8 @@ def _check_int(name: str, value: object) -> None:
 
 def _check_seconds(name: str, value: object, zero_ok: bool = False) -> None:
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or value < 0 or (value == 0 and not zero_ok) or value != value):
-        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+            or not 0 <= value < float("inf") or (value == 0 and not zero_ok)):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, not {value!r}")
 
 
 @atexit.register

@@ -2,35 +2,50 @@
 
 Two ways to run them, chosen by ``Gateway(read_mode=...)``:
 
-- ``"inline"``: each calling thread owns a read-only connection (up to
-  ``readers`` threads) and runs its reads in place: no hand-off at all.
-- ``"threads"``: ``readers`` threads, each owning one connection for its
-  whole life, fed by a queue (one hand-off each way, like the writer).
+- ``"inline"`` (:class:`ReaderPool`): up to ``readers`` connections shared
+  by every calling thread. A thread takes a free one for one read, runs it in
+  place (no hand-off) and gives it back; when all are busy it waits for the
+  next one given back. Any number of threads can read: a web app need not
+  tell the gateway its thread count.
+- ``"threads"`` (:class:`ReaderLanes`): ``readers`` threads, each owning one
+  connection for its whole life, fed by a queue (one hand-off each way, like
+  the writer; for callers that must not block, such as an event loop).
 
-Routing asks SQLite, not the SQL text: an exec tracer lets a statement run
-only if ``sqlite3_stmt_readonly`` says it cannot write; anything else is
-sent back to the writer. Connections are opened read-only as well, so a
-write cannot slip through a reader even if routing were wrong.
-Read-your-writes holds because each read is a fresh statement in autocommit
-(a fresh WAL snapshot) that starts after the caller's earlier answers, which
-came after their COMMIT.
+Routing asks SQLite, not the SQL text: the first time a text is seen, an
+exec tracer lets each statement run only if ``sqlite3_stmt_readonly`` says
+it cannot write; a text SQLite judged read-only is remembered and runs
+untraced from then on, and anything else goes to the writer. Connections are
+opened read-only as well, so a write cannot slip through a reader even if
+routing were wrong. Read-your-writes holds because each read is a fresh
+statement in autocommit (a fresh WAL snapshot) that starts after the
+caller's earlier answers, which came after their COMMIT.
+
+Deadlines: SQLite calls a progress handler every few hundred VM steps; past
+the caller's deadline, or once the gateway closes, it stops the statement
+(``apsw.InterruptError``), so a runaway read never outlives its caller's
+patience and ``close()`` never waits for one.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import apsw
 
 from .connection import TransactionGuard, run_sql
-from .errors import GatewayClosed
-from .request import STOP, Kind, Request, wait_for
+from .errors import GatewayClosed, RequestTimeout
+from .request import FUTURE, STOP, Kind, Request, wait_for
 from .requestqueue import RequestQueue, fail_pending
 from .result import Result
 
 logger = logging.getLogger(__name__)
+
+_PROGRESS_STEPS = 1000  # VM steps between two looks at the deadline (a point read takes ~100)
+_READS_MEMO = 4096  # SQL texts remembered as read-only (cleared when full)
+_CLOSE_WAIT = 5.0  # seconds close() waits for reads in progress to stop
 
 
 class _ReadGuard(TransactionGuard):
@@ -53,18 +68,25 @@ class _ReadGuard(TransactionGuard):
 
 
 class Reader:
-    """One read-only connection, owned by one thread."""
+    """One read-only connection, used by one thread at a time."""
 
-    def __init__(self, path: str, busy_timeout: float, vfs: str | None = None) -> None:
-        self.lock = threading.Lock()  # held while reading; close() takes it too
+    def __init__(self, path: str, busy_timeout: float, vfs: str | None,
+                 known_reads: set[str]) -> None:
+        self.stop = False  # set by close(): the running statement stops
         self.closed = False
-        self.served = 0  # reads answered here (written by the owner only)
-        self.passed = 0  # statements sent on to the writer
+        self.deadline: float | None = None  # the running read's caller's deadline
+        self.served = 0  # reads answered here
+        self.passed = 0  # texts SQLite judged writes, sent on to the writer
+        self._known = known_reads  # shared by the pool: texts SQLite judged read-only
         self.conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs)
         self.conn.set_busy_timeout(int(busy_timeout * 1000))
         self.guard = _ReadGuard()
         self.conn.authorizer = self.guard
-        self.conn.exec_trace = self._only_reads
+        self.conn.set_progress_handler(self._should_stop, _PROGRESS_STEPS)
+
+    def _should_stop(self) -> bool:
+        deadline = self.deadline
+        return self.stop or (deadline is not None and time.monotonic() >= deadline)
 
     def _only_reads(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
         if cursor.is_readonly:
@@ -72,105 +94,171 @@ class Reader:
         self.guard.to_writer = True
         return False  # apsw raises ExecTraceAbort before the statement steps
 
-    def read(self, sql: str, params: Any) -> Result | None:
-        """The statement's Result, or None when it must run on the writer."""
+    def read(self, sql: str, params: Any, deadline: float | None,
+             timeout: float | None, hang_limit: float | None = None) -> Result | None:
+        """The statement's Result, or None when SQLite says it must run on the writer.
+
+        Args:
+            deadline: when the caller stops waiting (monotonic), or None.
+            timeout: the caller's timeout, for the error message.
+            hang_limit: when the read has run past the gateway's
+                ``hang_timeout`` (monotonic), or None: then it is stopped
+                with ``apsw.InterruptError``, as the watchdog stops the writer.
+
+        Raises:
+            RequestTimeout: stopped at ``deadline`` (nothing to undo: a read).
+            GatewayClosed: stopped because the gateway is closing.
+            apsw.Error: SQLite's own error.
+        """
+        known = sql in self._known
         self.guard.to_writer = False
+        if hang_limit is not None and (deadline is None or hang_limit < deadline):
+            self.deadline = hang_limit
+        else:
+            self.deadline = deadline
         try:
-            return run_sql(self.conn, self.guard, sql, params)
-        except (apsw.ExecTraceAbort, apsw.AuthError):
-            if self.guard.to_writer:
+            result = run_sql(self.conn, self.guard, sql, params,
+                             tracer=None if known else self._only_reads)
+        except (apsw.ExecTraceAbort, apsw.AuthError, apsw.ReadOnlyError):
+            if self.guard.to_writer or known:
+                self._known.discard(sql)
+                self.passed += 1
                 return None
             raise
+        except apsw.InterruptError:
+            if self.stop:
+                raise GatewayClosed("gateway closed while this read ran") from None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RequestTimeout(timeout or 0.0, started=True, interrupted=True) from None
+            raise
+        finally:
+            self.deadline = None
+        if not known:
+            if len(self._known) >= _READS_MEMO:
+                self._known.clear()
+            self._known.add(sql)
+        self.served += 1
+        return result
 
     def close(self) -> None:
         self.closed = True
-        self.conn.close()
+        try:
+            self.conn.close()
+        except apsw.Error as exc:  # closing a read-only connection: nothing to lose
+            logger.debug("closing a reader: %s: %s", type(exc).__name__, exc)
 
 
-class ThreadReaders:
-    """``"inline"`` mode: each calling thread owns one reader and reads in place.
+class ReaderPool:
+    """``"inline"`` mode: a pool of up to ``size`` readers shared by every thread.
 
-    A thread's first read opens its connection (up to ``size`` threads; the
-    reads of threads past that go through the writer). A thread that ends
-    leaves its connection to be closed when a new thread needs the place.
+    Thread-safe. ``list.pop()`` and ``list.append()`` are atomic, so taking
+    and giving back a free reader needs no lock; ``_lock`` guards opening new
+    ones, waiting for one, and closing.
     """
 
     def __init__(self, path: str, size: int, busy_timeout: float,
-                 vfs: str | None = None) -> None:
+                 vfs: str | None = None, hang_timeout: float | None = None) -> None:
         self._path = path
         self._size = size
+        self._hang_timeout = hang_timeout
         self._busy_timeout = busy_timeout
         self._vfs = vfs
-        self._local = threading.local()
-        # _lock guards _owned and _closed. Each reader's own .lock is held
-        # while it reads, so close() never closes a connection in use.
+        self._known: set[str] = set()
+        self._free: list[Reader] = []  # a stack: the most recently used (warm cache) on top
+        self._all: list[Reader] = []
         self._lock = threading.Lock()
-        self._owned: dict[threading.Thread, Reader] = {}
+        self._given_back = threading.Condition(self._lock)
+        self._waiting = 0
         self._closed = False
-        self._retired = [0, 0]  # served, passed: of readers already closed
 
     @property
     def reads(self) -> int:
-        return self._retired[0] + sum(r.served for r in list(self._owned.values()))
+        return sum(reader.served for reader in list(self._all))
 
     @property
     def to_writer(self) -> int:
-        return self._retired[1] + sum(r.passed for r in list(self._owned.values()))
-
-    def _retire(self, reader: Reader) -> None:
-        self._retired[0] += reader.served
-        self._retired[1] += reader.passed
-        reader.close()
+        return sum(reader.passed for reader in list(self._all))
 
     def read(self, sql: str, params: Any, timeout: float | None) -> Result | None:
-        reader: Reader | None = getattr(self._local, "reader", None)
-        if reader is None:
-            reader = self._adopt()
-            if reader is None:
-                return None  # no place left: the writer serves this thread
-        with reader.lock:
-            if reader.closed:
-                raise GatewayClosed("gateway is closed")
-            result = reader.read(sql, params)
-        if result is None:
-            reader.passed += 1
-        else:
-            reader.served += 1
-        return result
+        """Run a read in the calling thread; None when it must go to the writer.
 
-    def _adopt(self) -> Reader | None:
-        thread = threading.current_thread()
-        with self._lock:
+        Waits for a free reader when all ``size`` are busy (within ``timeout``).
+        """
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        hang = self._hang_timeout
+        try:
+            reader = self._free.pop()
+        except IndexError:
+            reader = self._take(deadline, timeout)
+        try:
             if self._closed:
                 raise GatewayClosed("gateway is closed")
-            if len(self._owned) >= self._size:
-                for dead in [t for t in self._owned if not t.is_alive()]:
-                    self._retire(self._owned.pop(dead))
-            if len(self._owned) >= self._size:
-                return None
-            reader = Reader(self._path, self._busy_timeout, self._vfs)
-            self._owned[thread] = reader
-        self._local.reader = reader
-        return reader
+            return reader.read(sql, params, deadline, timeout,
+                               None if hang is None else now + hang)
+        finally:
+            self._give_back(reader)
+
+    def _take(self, deadline: float | None, timeout: float | None) -> Reader:
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise GatewayClosed("gateway is closed")
+                if self._free:
+                    return self._free.pop()
+                if len(self._all) < self._size:
+                    reader = Reader(self._path, self._busy_timeout, self._vfs, self._known)
+                    self._all.append(reader)
+                    return reader
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise RequestTimeout(timeout or 0.0, started=False)
+                self._waiting += 1
+                try:
+                    self._given_back.wait(remaining)
+                finally:
+                    self._waiting -= 1
+
+    def _give_back(self, reader: Reader) -> None:
+        if self._closed:
+            with self._lock:
+                reader.close()
+                self._given_back.notify_all()
+            return
+        self._free.append(reader)
+        if self._waiting:
+            with self._lock:
+                self._given_back.notify()
 
     def close(self) -> None:
+        """Stop reads in progress and close every connection; bounded."""
         with self._lock:
             self._closed = True
-            owned, self._owned = list(self._owned.values()), {}
-        for reader in owned:
-            with reader.lock:  # waits for a read in progress to finish
-                self._retire(reader)
+            for reader in self._all:
+                reader.stop = True  # the progress handler stops a running statement
+            free, self._free = self._free, []
+            for reader in free:
+                reader.close()
+            busy = [reader for reader in self._all if reader not in free]
+            deadline = time.monotonic() + _CLOSE_WAIT
+            while busy and time.monotonic() < deadline:
+                self._given_back.wait(0.05)  # each closes itself as it is given back
+                busy = [reader for reader in busy if not reader.closed]
+            self._given_back.notify_all()
 
 
 class ReaderLanes:
     """``"threads"`` mode: reader threads, each owning one connection, fed by a queue."""
 
     def __init__(self, path: str, size: int, busy_timeout: float, queue_size: int,
-                 vfs: str | None = None) -> None:
+                 vfs: str | None = None, hang_timeout: float | None = None) -> None:
         self._path = path
+        self._hang_timeout = hang_timeout
         self._busy_timeout = busy_timeout
         self._vfs = vfs
+        self._known: set[str] = set()
         self._queue = RequestQueue(queue_size)
+        self._readers: list[Reader] = []
         self._threads = [threading.Thread(target=self._run, daemon=True,
                                           name=f"sqlite-gateway-reader-{i}")
                          for i in range(size)]
@@ -183,18 +271,24 @@ class ReaderLanes:
             thread.start()
 
     def read(self, sql: str, params: Any, timeout: float | None) -> Result | None:
-        request = Request(Kind.EXECUTE, sql, params)
+        request = Request(Kind.EXECUTE, sql, params, answer=FUTURE)
+        # The reader stops the statement itself at the caller's deadline.
+        now, hang = time.monotonic(), self._hang_timeout
+        request.args = (None if timeout is None else now + timeout, timeout,
+                        None if hang is None else now + hang)
         self._queue.put(request)
         return wait_for(request, timeout)  # type: ignore[no-any-return]
 
     def _run(self) -> None:
         try:
-            reader = Reader(self._path, self._busy_timeout, self._vfs)
+            reader = Reader(self._path, self._busy_timeout, self._vfs, self._known)
         except BaseException as exc:
             logger.critical("reader could not open %s", self._path, exc_info=True)
             self._queue.close(f"gateway is broken: a reader could not open: {exc}")
             fail_pending(self._queue.drain(), lambda: GatewayClosed("reader failed to open"))
             return
+        with self._lock:
+            self._readers.append(reader)
         try:
             while True:
                 batch = self._queue.get_batch(1)
@@ -204,8 +298,10 @@ class ReaderLanes:
                 for request in batch:
                     if not request.claim():
                         continue
+                    deadline, timeout, hang_limit = request.args
                     try:
-                        result = reader.read(request.sql or "", request.params)
+                        result = reader.read(request.sql or "", request.params, deadline,
+                                             timeout, hang_limit)
                     except BaseException as exc:  # goes back to its own caller
                         request.set_exception(exc)
                         del exc  # break the frame <-> exception cycle
@@ -218,6 +314,12 @@ class ReaderLanes:
             reader.close()
 
     def close(self) -> None:
+        """Stop reads in progress, answer what is queued, stop the threads; bounded."""
         self._queue.close("gateway is closed")
+        fail_pending(self._queue.drain(), lambda: GatewayClosed("gateway is closed"))
+        with self._lock:
+            for reader in self._readers:
+                reader.stop = True
+        deadline = time.monotonic() + _CLOSE_WAIT
         for thread in self._threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))

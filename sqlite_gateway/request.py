@@ -1,14 +1,28 @@
 """A request travelling from a caller to the worker, and the queue markers.
 
-A :class:`Request` carries its own stdlib :class:`concurrent.futures.Future`:
-the caller waits on it, the worker completes it exactly once (or never runs
-it, when the caller cancelled it before it started).
+A :class:`Request` is answered in one of three ways, chosen by who asked:
+
+- ``WAIT`` (the synchronous calls: ``execute``, ``transaction``...): the
+  caller blocks on a bare lock that the answer releases; the value or the
+  exception is kept on the request. No Future: a ``concurrent.futures.Future``
+  allocates a Condition and an RLock and its ``result()`` takes them again,
+  which cost about 3 us a call at one thread on the 2-core build machine.
+- ``FUTURE`` (``submit``): a stdlib :class:`concurrent.futures.Future` the
+  caller holds (a subclass whose done-callbacks cannot hurt the worker).
+- ``POST`` (fire-and-forget ``post``): nobody waits; a failure is handed to
+  the gateway's failure log instead.
+
+Whatever the way, the first answer wins (the watchdog may answer a stuck
+worker's requests while the worker later returns), and a request whose
+caller gave up before it started never runs.
 """
 
 from __future__ import annotations
 
 import _thread
 import enum
+import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -17,6 +31,8 @@ from typing import Any, Union
 from .errors import RequestTimeout
 
 Params = Union[Sequence[Any], Mapping[str, Any]]
+
+logger = logging.getLogger(__name__)
 
 
 class Kind(enum.Enum):
@@ -27,11 +43,43 @@ class Kind(enum.Enum):
     FLUSH = "flush"  # barrier: answered once everything before it is done
 
 
+class Answer(enum.Enum):
+    FUTURE = "future"
+    WAIT = "wait"
+    POST = "post"
+
+
+FUTURE, WAIT, POST = Answer.FUTURE, Answer.WAIT, Answer.POST
+
+_new_lock = _thread.allocate_lock
+
+
+class GatewayFuture(Future):  # type: ignore[type-arg]
+    """The stdlib Future that ``submit()`` hands out, with contained callbacks.
+
+    Done-callbacks run on the worker thread as it answers. The stdlib Future
+    logs an ``Exception`` from a callback but lets ``SystemExit`` or
+    ``KeyboardInterrupt`` through, which would end the worker; here every
+    error of a callback is logged and goes no further. A callback that
+    blocks still stalls the worker, and every caller behind it: keep
+    callbacks short, and hand slow work to another thread.
+    """
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        def contained(future: Future[Any]) -> None:
+            try:
+                fn(future)
+            except BaseException:
+                logger.exception("a done-callback of %r raised; the gateway goes on", future)
+        super().add_done_callback(contained)
+
+
 class Request:
     """One unit of work; created by the facade, run by the worker."""
 
     __slots__ = ("kind", "sql", "params", "fn", "args", "kwargs", "future", "seq",
-                 "priority", "enqueued", "_answered", "_claimed")
+                 "priority", "enqueued", "answer", "value", "error", "report",
+                 "_answered", "_start", "_done", "_claimed")
 
     def __init__(
         self,
@@ -42,6 +90,8 @@ class Request:
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         priority: int = 0,
+        answer: Answer = FUTURE,
+        report: Callable[[Request, BaseException], None] | None = None,
     ) -> None:
         self.kind = kind
         self.sql = sql
@@ -49,60 +99,131 @@ class Request:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.future: Future[Any] = Future()
         self.seq = 0  # given by the queue when the request is accepted
         self.priority = priority
         self.enqueued = time.monotonic()
-        # Held until the answer is set. A waiting caller blocks on this bare
-        # lock rather than on the Future's Condition: the cheapest wake-up in
-        # CPython (a thread ping-pong measured 48 us with Future.result(), 34 us
-        # with a bare lock, on the 2-core build machine).
-        self._answered = _thread.allocate_lock()
-        self._answered.acquire()
+        self.answer = answer
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.report = report  # POST: where a failure goes
         self._claimed: bool | None = None
+        if answer is FUTURE:
+            self.future: GatewayFuture | None = GatewayFuture()
+            self._answered: _thread.LockType | None = None
+            self._start: _thread.LockType | None = None
+            self._done: _thread.LockType | None = None
+        else:
+            self.future = None
+            # Held until the answer is set: the waiting caller blocks on it, the
+            # cheapest wake-up in CPython (a thread ping-pong measured 48 us with
+            # Future.result(), 34 us with a bare lock, on the 2-core build machine).
+            self._answered = _new_lock()
+            self._answered.acquire()
+            # A one-shot token: whoever takes it first decides whether the
+            # request runs (the worker's claim) or never runs (the caller's
+            # give-up). Lock.acquire(False) is atomic, so exactly one wins.
+            self._start = _new_lock()
+            self._done = _new_lock()  # the same, for the answer: the first one wins
+
+    @property
+    def done(self) -> bool:
+        if self.future is not None:
+            return self.future.done()
+        assert self._answered is not None
+        return self._answered.locked() is False
 
     def set_result(self, value: Any) -> None:
-        """Answer the request; a no-op if it was answered already.
-
-        Normally only the worker answers, once. But when the watchdog gives a
-        stuck worker up it answers the worker's requests from its own thread,
-        and the worker may return later: the first answer wins (the Future
-        sets it atomically), and the lock is released only by the winner.
-        """
-        try:
-            self.future.set_result(value)
-        except InvalidStateError:
+        """Answer the request; a no-op if it was answered already (first wins)."""
+        future = self.future
+        if future is not None:
+            try:
+                future.set_result(value)
+            except InvalidStateError:
+                pass
             return
-        self._answered.release()
+        self._finish(value, None)
 
     def set_exception(self, exc: BaseException) -> None:
         """Answer the request with an error; a no-op if it was answered already."""
-        try:
-            self.future.set_exception(exc)
-        except InvalidStateError:
+        future = self.future
+        if future is not None:
+            try:
+                future.set_exception(exc)
+            except InvalidStateError:
+                pass
             return
-        self._answered.release()
+        if self._finish(None, exc) and self.report is not None:
+            self.report(self, exc)
 
-    def wait(self, timeout: float | None) -> bool:
-        """Block until answered; False if ``timeout`` seconds passed first."""
-        return self._answered.acquire(True, -1 if timeout is None else timeout)
+    def _finish(self, value: Any, error: BaseException | None) -> bool:
+        # The worker and the watchdog may answer at the same moment (a stuck
+        # worker that returns late): the first to take the token answers.
+        assert self._done is not None and self._answered is not None
+        if not self._done.acquire(False):
+            return False
+        self.value = value
+        self.error = error
+        self._answered.release()
+        return True
 
     def claim(self) -> bool:
-        """Mark the request running; False if its caller cancelled it first.
+        """Mark the request running; False if its caller gave it up first.
 
-        Only the first call asks the Future (the caller may be cancelling it
-        at that moment); later calls, for a re-run, repeat that answer. If
-        another thread claimed it at the same moment (the watchdog failing a
-        stuck worker's batch), that thread owns it and this call says False.
+        Only the first call decides; later calls, for a re-run, repeat that
+        answer. If another thread claimed it at the same moment (the watchdog
+        failing a stuck worker's batch), that thread owns it: False here.
         """
         claimed = self._claimed
-        if claimed is None:  # first look: PENDING or CANCELLED
-            try:
-                claimed = self.future.set_running_or_notify_cancel()
-            except RuntimeError:  # already RUNNING or FINISHED: claimed elsewhere
-                return False
+        if claimed is None:
+            if self.future is not None:
+                try:
+                    claimed = self.future.set_running_or_notify_cancel()
+                except RuntimeError:  # already RUNNING or FINISHED: claimed elsewhere
+                    return False
+            else:
+                assert self._start is not None
+                claimed = self._start.acquire(False)
             self._claimed = claimed
         return claimed
+
+    def cancel(self) -> bool:
+        """Give the request up; True if it had not started (it will never run)."""
+        if self.future is not None:
+            return self.future.cancel()
+        assert self._start is not None
+        return self._start.acquire(False)
+
+    def wait(self, timeout: float | None,
+             interrupt: Callable[[Request], bool] | None = None) -> Any:
+        """Wait for a WAIT request's answer in the caller's thread; return or raise it.
+
+        Args:
+            timeout: seconds (already checked: finite and >= 0), or None.
+            interrupt: called with the request when the wait times out after it
+                had started; True if it stopped the request's running SQL.
+
+        Raises:
+            RequestTimeout: no answer within ``timeout``. The request never runs
+                if it had not started; if it had, its running SQL statement is
+                interrupted when ``interrupt`` can.
+            BaseException: what the request raised, the same object.
+        """
+        answered = self._answered
+        assert answered is not None
+        if not answered.acquire(True, -1 if timeout is None else timeout):
+            if self.cancel():
+                raise RequestTimeout(timeout or 0.0, started=False)
+            if not answered.acquire(False):  # not answered in the meantime
+                interrupted = interrupt is not None and interrupt(self)
+                raise RequestTimeout(timeout or 0.0, True, interrupted)
+        error = self.error
+        if error is not None:
+            self.error = None  # the caller's traceback must not keep the request alive
+            try:
+                raise error
+            finally:
+                del error
+        return self.value
 
     def __repr__(self) -> str:
         what = self.sql if self.fn is None else getattr(self.fn, "__qualname__", self.fn)
@@ -111,28 +232,23 @@ class Request:
 
 def wait_for(request: Request, timeout: float | None,
              interrupt: Callable[[Request], bool] | None = None) -> Any:
-    """Wait for ``request``'s answer in the caller's thread; return or raise it.
+    """Wait for ``request``'s answer (any answer mode but POST); return or raise it.
 
-    Args:
-        interrupt: called with the request when the wait times out after it
-            had started; True if it stopped the request's running SQL.
-
-    Raises:
-        RequestTimeout: no answer within ``timeout``. The request is cancelled
-            if it had not started (then it never runs); if it had, its running
-            SQL statement is interrupted when ``interrupt`` can.
-        BaseException: what the request raised, the same object, with the
-            worker-side frames in its traceback.
+    See :meth:`Request.wait`; a FUTURE request is waited for on its Future.
     """
     future = request.future
-    if not request.wait(timeout) and not future.done():
+    if future is None:
+        return request.wait(timeout, interrupt)
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        if future.done():
+            return future.result(0)
         started = not future.cancel()
-        if not (started and future.done()):  # answered in the meantime: fall through
-            interrupted = started and interrupt is not None and interrupt(request)
-            raise RequestTimeout(timeout or 0.0, started, interrupted)
-    # Answered: result() returns the value or raises the worker's exception
-    # object itself (Future drops its own reference to it as it raises).
-    return future.result(0)
+        if started and future.done():
+            return future.result(0)
+        interrupted = started and interrupt is not None and interrupt(request)
+        raise RequestTimeout(timeout or 0.0, started, interrupted) from None
 
 
 class _Marker:
@@ -148,7 +264,7 @@ class _Marker:
 
 
 STOP = _Marker("STOP")
-"""Put last by ``close()``: the worker finishes what came before, then exits."""
+"""Returned by the queue once it is closed and empty: the worker exits."""
 
 
 PRIORITIES = {"interactive": 0, "background": 1}
@@ -164,6 +280,23 @@ def check_priority(priority: object) -> int:
     return lane
 
 
+def check_timeout(timeout: object) -> float | None:
+    """Return a per-call timeout in seconds (None: no limit) or raise at once.
+
+    Checked before anything is queued, so a bad value never leaves a request
+    behind that runs anyway.
+    """
+    if timeout is None:
+        return None
+    if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < math.inf:
+        return timeout
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and (
+            0 <= timeout < math.inf):
+        return float(timeout)
+    raise ValueError(f"timeout must be a finite number of seconds >= 0, or None for no limit; "
+                     f"not {timeout!r}")
+
+
 def check_many(seq_of_params: object) -> list[Params]:
     """Materialise an iterable of parameter sets (each checked by
     :func:`check_params`) in the caller's thread; a str or bytes is refused."""
@@ -175,9 +308,11 @@ def check_many(seq_of_params: object) -> list[Params]:
 
 def check_sql(sql: object) -> str:
     """Return ``sql`` if it is a non-empty str; raise a teaching error otherwise."""
-    if not isinstance(sql, str):
-        raise TypeError(f"sql must be a str, not {type(sql).__name__}")
-    if not sql.strip():
+    if type(sql) is not str:
+        if not isinstance(sql, str):
+            raise TypeError(f"sql must be a str, not {type(sql).__name__}")
+        sql = str(sql)
+    if not sql or sql.isspace():
         raise ValueError("sql is empty")
     return sql
 
@@ -202,3 +337,36 @@ def check_params(params: object) -> Params:
             "params must be a sequence (tuple, list) or a mapping (dict), "
             f"not {type(params).__name__}")
     return params
+
+
+_FROZEN = frozenset({int, float, str, bytes, type(None), bool})
+
+
+def capture_params(params: object) -> Params:
+    """Check ``params`` and copy them as they are now (for write-behind calls).
+
+    A write-behind call runs later, on the worker: the caller may reuse and
+    change its list or dict meanwhile, so the container is copied, and
+    mutable byte buffers among the values are frozen into ``bytes``.
+    """
+    checked = check_params(params)
+    if type(checked) is tuple:
+        values: Iterable[Any] = checked
+    elif isinstance(checked, Mapping):
+        checked = dict(checked)
+        values = checked.values()
+    else:
+        checked = tuple(checked)
+        values = checked
+    for value in values:
+        if type(value) not in _FROZEN:
+            return _freeze(checked)
+    return checked
+
+
+def _freeze(params: Params) -> Params:
+    def frozen(value: Any) -> Any:
+        return bytes(value) if isinstance(value, (bytearray, memoryview)) else value
+    if isinstance(params, dict):
+        return {key: frozen(value) for key, value in params.items()}
+    return tuple(frozen(value) for value in params)

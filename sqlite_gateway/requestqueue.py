@@ -44,6 +44,10 @@ class RequestQueue:
         self._count = 0
         self._seq = 0
         self._closed: str | None = None  # the reason, once nothing more is accepted
+        # Blocking producers wait on _not_full until the queue is below high_water.
+        self.high_water = max(1, maxsize * 9 // 10)
+        self._not_full = threading.Condition(self._mutex)
+        self._blocked = 0  # producers waiting on _not_full
 
     def __len__(self) -> int:
         return self._count  # a snapshot: approximate by the time it is read
@@ -52,23 +56,68 @@ class RequestQueue:
     def closed_reason(self) -> str | None:
         return self._closed
 
-    def put(self, request: Request) -> None:
-        """Accept ``request`` or raise at once; never blocks on a full queue.
+    def put(self, request: Request, block: bool = False, timeout: float | None = None) -> None:
+        """Accept ``request`` or raise.
+
+        Fail-fast (``block`` False, every web request): refused at once when
+        ``maxsize`` requests wait. Blocking (background producers): waits, up
+        to ``timeout`` seconds (None: no limit), until fewer than the
+        high-water mark (90 % of ``maxsize``) wait; the room above it stays
+        for fail-fast callers, so a blocked producer never turns web requests
+        into Overloaded.
 
         Raises:
-            GatewayClosed: ``close()`` has run (the reason says why).
-            Overloaded: ``maxsize`` requests are already waiting.
+            GatewayClosed: ``close()`` has run (the reason says why), also
+                while blocked.
+            Overloaded: the queue is full (fail-fast), or stayed above the
+                high-water mark for ``timeout`` seconds (blocking).
         """
         with self._mutex:
             if self._closed is not None:
                 raise GatewayClosed(self._closed)
-            if self._count >= self.maxsize:
-                raise Overloaded(self.maxsize)
+            if self._count >= (self.high_water if block else self.maxsize):
+                if not block:
+                    raise Overloaded(self.maxsize)
+                self._wait_for_room(timeout)
             self._seq += 1
             request.seq = self._seq
             self._lanes[request.priority].append(request)
             self._count += 1
             self._not_empty.notify()
+
+    def _wait_for_room(self, timeout: float | None) -> None:
+        """Block until the queue is below its high-water mark (mutex held)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._blocked += 1
+        try:
+            while self._count >= self.high_water:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise Overloaded(self.maxsize)
+                self._not_full.wait(remaining)
+                if self._closed is not None:
+                    raise GatewayClosed(self._closed)
+        finally:
+            self._blocked -= 1
+
+    def accept_inline(self, request: Request) -> bool:
+        """Number ``request`` for running in its caller's thread, if nothing waits.
+
+        The caller holds the writer lock, so no batch is in flight either:
+        accepting it now keeps every ordering the queue promises. False (and
+        nothing done) when other requests wait: the caller must enqueue.
+
+        Raises:
+            GatewayClosed: ``close()`` has run.
+        """
+        with self._mutex:
+            if self._closed is not None:
+                raise GatewayClosed(self._closed)
+            if self._count:
+                return False
+            self._seq += 1
+            request.seq = self._seq
+            return True
 
     def close(self, reason: str) -> bool:
         """Refuse new requests from now on; True for the call that closed it.
@@ -82,10 +131,26 @@ class RequestQueue:
                 return False
             self._closed = reason
             self._not_empty.notify_all()
+            self._not_full.notify_all()
             return True
 
     def get_batch(self, batch_max: int, timeout: float | None = None) -> list[Request] | _Marker:
-        """Wait for work; return the next batch, ``[]`` on timeout, or STOP.
+        """Wait for work, then take it: :meth:`wait` followed by :meth:`take`."""
+        ready = self.wait(timeout)
+        return self.take(batch_max) if ready else []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a request waits or the queue is closed; False on timeout."""
+        with self._not_empty:
+            while not self._count:
+                if self._closed is not None:
+                    return True  # take() then says STOP
+                if not self._not_empty.wait(timeout):
+                    return False
+            return True
+
+    def take(self, batch_max: int) -> list[Request] | _Marker:
+        """Return the next batch, ``[]`` if nothing waits, or STOP once closed and empty.
 
         A batch is either one EXCLUSIVE request alone, or up to ``batch_max``
         consecutive other requests of one lane: the first non-empty lane,
@@ -93,12 +158,9 @@ class RequestQueue:
         (see the module docstring). It takes what is there now: it never
         waits for a batch to fill.
         """
-        with self._not_empty:
-            while not self._count:
-                if self._closed is not None:
-                    return STOP
-                if not self._not_empty.wait(timeout):
-                    return []
+        with self._mutex:
+            if not self._count:
+                return STOP if self._closed is not None else []
             lane, limit = self._pick_lane()
             batch = [lane.popleft()]
             if batch[0].kind is not Kind.EXCLUSIVE:
@@ -109,6 +171,8 @@ class RequestQueue:
                         break
                     batch.append(lane.popleft())
             self._count -= len(batch)
+            if self._blocked:
+                self._not_full.notify_all()
             return batch
 
     def _pick_lane(self) -> tuple[deque[Request], float]:
@@ -156,6 +220,8 @@ class RequestQueue:
             for lane in self._lanes:
                 lane.clear()
             self._count = 0
+            if self._blocked:
+                self._not_full.notify_all()
             return taken
 
 
@@ -167,5 +233,5 @@ def fail_pending(requests: list[Request], make_error: Callable[[], BaseException
     caller's traceback never grows from another's.
     """
     for request in requests:
-        if request.claim() and not request.future.done():
+        if request.claim():
             request.set_exception(make_error())

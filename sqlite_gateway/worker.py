@@ -45,17 +45,7 @@ _SINGLE_MEMO = 4096  # SQL texts remembered as single statements
 # (After a failed fsync, what the OS kept of the written pages is unknown.)
 _RESET_AFTER = (apsw.IOError, apsw.CorruptError)
 _REOPEN_DELAYS = (0.0, 0.1, 1.0)  # seconds before each attempt to reopen; then the worker dies
-
-
-class _Outcome:
-    """What one request produced, held until the batch commits."""
-
-    __slots__ = ("request", "ok", "value")
-
-    def __init__(self, request: Request, ok: bool, value: Any) -> None:
-        self.request = request
-        self.ok = ok
-        self.value = value
+_PROGRESS_STEPS = 1000  # SQLite VM steps between two looks at an in-place caller's deadline
 
 
 class Worker:
@@ -83,6 +73,11 @@ class Worker:
         self.stopped = threading.Event()
         self.turn = Turn()  # the current step, read by the watchdog
         self.thread_ident: int | None = None
+        # Held while a batch runs: by this thread, or by a caller that runs its
+        # own request in place because the worker was idle (see run_inline).
+        self.writer = threading.Lock()
+        self.inline_ident: int | None = None  # that caller's thread, while it runs
+        self.deadline: float | None = None  # that caller's deadline (monotonic)
         self._suspect = False  # an I/O error was seen: reopen after this turn
         self._conn: apsw.Connection | None = None
         self._guard = TransactionGuard()
@@ -111,6 +106,13 @@ class Worker:
         self._conn, self._guard = open_write_connection(
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
             vfs=self.vfs, autocheckpoint=self.autocheckpoint)
+        # A request run in its caller's thread has no other thread to stop it
+        # at its deadline: SQLite asks this every _PROGRESS_STEPS VM steps.
+        self._conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+
+    def _past_deadline(self) -> bool:
+        deadline = self.deadline
+        return deadline is not None and time.monotonic() >= deadline
 
     def close(self) -> None:
         """Close the connection (SQLite rolls back an open transaction)."""
@@ -146,7 +148,8 @@ class Worker:
             logger.critical("sqlite_gateway worker died", exc_info=True)
             self.give_up(f"worker died: {type(exc).__name__}: {exc}")
         finally:
-            self.close()
+            with self.writer:  # not under a caller running its request in place
+                self.close()
             # The OS reuses a dead thread's ident at once: keep it, and the next
             # thread to get it would be taken for this worker (NestedCallError).
             self.thread_ident = None
@@ -196,17 +199,47 @@ class Worker:
     # -- one turn -----------------------------------------------------------
 
     def run_once(self, timeout: float | None = None) -> bool:
-        """Take one batch, run it, commit, answer. False once STOP is reached.
+        """Take one batch, run it, commit, answer. False once the queue is
+        closed and drained (the worker then exits).
 
         Args:
             timeout: how long to wait for work (None: until some arrives).
         """
-        batch = self.queue.get_batch(self.batch_max, timeout)
-        if batch is STOP:
-            return False
-        assert isinstance(batch, list)
-        if not batch:
+        if not self.queue.wait(timeout):
             return True
+        # The writer lock is taken before the batch leaves the queue: a caller
+        # that finds the queue empty and the lock free knows nothing is in
+        # flight, so running its request in place cannot overtake any other.
+        with self.writer:
+            batch = self.queue.take(self.batch_max)
+            if batch is STOP:
+                return False
+            assert isinstance(batch, list)
+            return self._serve(batch) if batch else True
+
+    def run_inline(self, request: Request, deadline: float | None) -> bool:
+        """Run ``request`` (accepted by ``queue.accept_inline``) in the calling thread.
+
+        The caller holds :attr:`writer`, so the worker is idle and stays so
+        until this returns: one batch of one, with every step the worker
+        would take (turn marks for the watchdog, savepoint, COMMIT, stats,
+        the answer). Saves the two thread hand-offs that cost more than a
+        small transaction itself when the gateway is not busy.
+        """
+        self.inline_ident = threading.get_ident()
+        self.deadline = deadline
+        try:
+            return self._serve([request])
+        except BaseException as exc:
+            logger.critical("sqlite_gateway writer failed in a caller's thread", exc_info=True)
+            self.give_up(f"writer failed: {type(exc).__name__}: {exc}")
+            return False
+        finally:
+            self.inline_ident = None
+            self.deadline = None
+
+    def _serve(self, batch: list[Request]) -> bool:
+        """Run one batch (writer lock held); False if the worker was given up."""
         self._inflight = batch
         try:
             if batch[0].kind is Kind.EXCLUSIVE:
@@ -268,12 +301,12 @@ class Worker:
         assert conn is not None
         if all(request.kind is Kind.FLUSH for request in batch):
             # Barriers alone: everything before them is already answered.
-            self._answer([_Outcome(r, True, None) for r in batch if r.claim()])
+            self._answer([r for r in batch if r.claim()])
             return
         todo = batch
         reruns = 0
         while True:
-            outcomes: list[_Outcome] = []
+            ran: list[Request] = []  # claimed and run, their outcome kept on them
             try:
                 self.turn.begin(None)  # BEGIN may wait up to busy_timeout for a lock
                 self._exec(self._sql["begin"])
@@ -292,21 +325,23 @@ class Worker:
                     # cancelled it: skip it, it never runs.
                     if not request.claim():
                         continue
-                    outcome = self._run_one(request)
-                    if conn.get_autocommit():
-                        # This request ended the whole transaction (OR ROLLBACK,
-                        # RAISE(ROLLBACK)): the work before it is gone too.
-                        offender = outcome
+                    if not self._run_one(request):
+                        # It ended the whole transaction (OR ROLLBACK,
+                        # RAISE(ROLLBACK)), or failed keeping part of its
+                        # writes: the work before it must be undone too.
+                        offender = request
                         break
-                    outcomes.append(outcome)
+                    ran.append(request)
                 if offender is None:
                     self.turn.begin(None, committing=True)
                     self._exec(self._sql["commit"])
+                elif not conn.get_autocommit():
+                    self._exec(self._sql["rollback"])
             except apsw.Error as exc:
-                # BEGIN, RELEASE or COMMIT itself failed (busy past the busy
-                # timeout, disk full, I/O error): every request of the batch
-                # gets that error. After an I/O error on COMMIT the outcome is
-                # unknown (SQLite may have written the frames before a failed
+                # BEGIN, RELEASE, COMMIT or ROLLBACK itself failed (busy past
+                # the busy timeout, disk full, I/O error): every request of the
+                # batch gets that error. After an I/O error on COMMIT the outcome
+                # is unknown (SQLite may have written the frames before a failed
                 # fsync); nothing is acknowledged, and the connection is reopened.
                 reopen = isinstance(exc, _RESET_AFTER)
                 if not reopen and not conn.get_autocommit():
@@ -319,81 +354,107 @@ class Worker:
                 self.stats.record_batch(len(todo), committed=False, reruns=reruns)
                 # A flush marker still succeeds: the requests before it have failed,
                 # and "committed or failed" is all a barrier promises.
-                self._answer([_Outcome(r, True, None) if r.kind is Kind.FLUSH
-                              else _Outcome(r, False, exc) for r in todo if r.claim()])
+                failed = [r for r in todo if r.claim()]
+                for request in failed:
+                    if request.kind is not Kind.FLUSH:
+                        request.value, request.error = None, exc
+                self._answer(failed)
                 if reopen:
                     self._reopen(f"{type(exc).__name__}: {exc}")
                 return
             if offender is None:
-                self.stats.record_batch(len(outcomes), committed=True, reruns=reruns)
-                logger.debug("committed a batch of %d", len(outcomes))
-                self._answer(outcomes)
+                self.stats.record_batch(len(ran), committed=True, reruns=reruns)
+                self._answer(ran)
                 return
             # Answer the offender, then run the others again in a new transaction.
             # Bounded: each round removes one request.
-            if offender.ok:
-                offender = _Outcome(offender.request, False, GatewayError(
+            if offender.error is None:
+                offender.value, offender.error = None, GatewayError(
                     "the transaction fn rolled back the whole transaction and returned "
-                    "normally; its writes before that are undone"))
-            self.stats.record_batch(len(outcomes) + 1, committed=False)
+                    "normally; its writes before that are undone")
+            self.stats.record_batch(len(ran) + 1, committed=False)
             self._answer([offender])
             reruns += 1
-            todo = [r for r in todo if r is not offender.request and r.claim()]
-            logger.debug("whole transaction rolled back by %r; re-running %d requests",
-                         offender.request, len(todo))
+            todo = [r for r in todo if r is not offender and r.claim()]
+            logger.debug("transaction undone because of %r; re-running %d requests",
+                         offender, len(todo))
             if not todo:
                 return
 
-    def _run_one(self, request: Request) -> _Outcome:
-        """Run one request in its own savepoint; never raises apsw errors of its own."""
+    def _run_one(self, request: Request) -> bool:
+        """Run one request; keep its value or error on it (answered after COMMIT).
+
+        Returns False when the batch's transaction must be undone because of
+        it: it ended the whole transaction, or it failed after writing rows
+        that its failure did not undo. Never raises apsw errors of its own.
+        """
         kind = request.kind
         if kind is Kind.FLUSH:
-            return _Outcome(request, True, None)
+            request.value = request.error = None
+            return True
         conn = self._conn
         assert conn is not None
-        sql = request.sql or ""
-        if kind is Kind.EXECUTE and self._single.get(sql):
-            # Same outcome as autocommit for that statement alone: on error
-            # SQLite undoes the statement (or, for OR FAIL, keeps its earlier
-            # rows; for OR ROLLBACK, ends the transaction: see _run_batch).
-            self.turn.begin(request)
+        turn = self.turn
+        if kind is Kind.EXECUTE and self._single.get(request.sql):  # type: ignore[arg-type]
+            # One statement, no savepoint: SQLite undoes a failed statement by
+            # itself, except under OR FAIL (statement or table level) or a
+            # trigger's RAISE(FAIL), which keep the rows written before the
+            # error. total_changes() sees those rows: then the transaction is
+            # undone and the others re-run, so a failed call never keeps
+            # anything, whatever ran before it.
+            before = conn.total_changes()
+            turn.begin(request)
             try:
-                return _Outcome(request, True, run_sql(conn, self._guard, sql, request.params))
+                request.value = run_sql(conn, self._guard, request.sql or "", request.params)
+                request.error = None
+                return not conn.get_autocommit()
             except BaseException as exc:
                 self._suspect |= isinstance(exc, _RESET_AFTER)
-                return _Outcome(request, False, exc)
+                request.value, request.error = None, exc
+                return conn.total_changes() == before and not conn.get_autocommit()
             finally:
-                self.turn.end_request()
+                turn.end_request()
         self._exec(self._sql["savepoint"])
-        self.turn.begin(request)
+        turn.begin(request)
         try:
-            if kind is Kind.EXECUTE:
-                statements: list[str] = []
-                value: Any = run_sql(conn, self._guard, sql, request.params,
-                                     trace=statements)
-                if len(self._single) >= _SINGLE_MEMO:
-                    self._single.clear()
-                self._single[sql] = len(statements) == 1
-            elif kind is Kind.EXECUTEMANY:
-                value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
-            else:
+            if kind is Kind.TRANSACTION:
                 handle = Connection(conn, self._guard)
                 try:
                     assert request.fn is not None
-                    value = request.fn(handle, *request.args, **(request.kwargs or {}))
+                    if request.kwargs:
+                        value: Any = request.fn(handle, *request.args, **request.kwargs)
+                    else:
+                        value = request.fn(handle, *request.args)
                 finally:
                     handle.close()
+            elif kind is Kind.EXECUTE:
+                statements: list[str] = []
+
+                def record(_cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
+                    statements.append(statement)
+                    return True
+                value = run_sql(conn, self._guard, request.sql or "", request.params,
+                                tracer=record)
+                if len(self._single) >= _SINGLE_MEMO:
+                    self._single.clear()
+                self._single[request.sql or ""] = len(statements) == 1
+            else:
+                value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
         except BaseException as exc:  # every failure goes back to its own caller
-            self.turn.end_request()
+            turn.end_request()
             self._suspect |= isinstance(exc, _RESET_AFTER)
-            if not conn.get_autocommit():
-                self._exec(self._sql["rollback_to"])
-                self._exec(self._sql["release"])
-            return _Outcome(request, False, exc)
-        self.turn.end_request()
-        if not conn.get_autocommit():
+            request.value, request.error = None, exc
+            if conn.get_autocommit():
+                return False
+            self._exec(self._sql["rollback_to"])
             self._exec(self._sql["release"])
-        return _Outcome(request, True, value)
+            return True
+        turn.end_request()
+        request.value, request.error = value, None
+        if conn.get_autocommit():
+            return False
+        self._exec(self._sql["release"])
+        return True
 
     def _run_exclusive(self, request: Request) -> None:
         """Run fn(raw apsw connection) alone, outside any transaction.
@@ -409,11 +470,11 @@ class Worker:
         guard.allowed = False
         self.turn.begin(request)
         try:
-            value = request.fn(conn, *request.args, **(request.kwargs or {}))
-            outcome = _Outcome(request, True, value)
+            request.value = request.fn(conn, *request.args, **(request.kwargs or {}))
+            request.error = None
         except BaseException as exc:
             self._suspect |= isinstance(exc, _RESET_AFTER)
-            outcome = _Outcome(request, False, exc)
+            request.value, request.error = None, exc
         finally:
             self.turn.end_request()
             guard.active = True
@@ -423,7 +484,7 @@ class Worker:
                 self._exec(self._sql["rollback"])
             except apsw.Error as exc:
                 failed = f"a failed ROLLBACK: {type(exc).__name__}: {exc}"
-        self._answer([outcome])
+        self._answer([request])
         if failed:
             self._reopen(failed)
         elif guard.allowed:
@@ -431,16 +492,21 @@ class Worker:
             # where a caller's identical SQL would find it past the guard.
             self._reopen("transaction control in an exclusive fn", logging.DEBUG)
 
-    def _answer(self, outcomes: list[_Outcome]) -> None:
-        """Complete each future; the only place a request's future is completed."""
+    def _answer(self, requests: list[Request]) -> None:
+        """Answer each request with the outcome kept on it (after its COMMIT).
+
+        The worker's answers; the fail-everything path (``fail_pending``) and a
+        timed-out caller's give-up are the others, and the first answer wins.
+        """
         now = time.monotonic()
         errors = 0
-        for outcome in outcomes:
-            if outcome.ok:
-                outcome.request.set_result(outcome.value)
+        for request in requests:
+            error = request.error
+            if error is None:
+                request.set_result(request.value)
             else:
                 errors += 1
-                outcome.request.set_exception(outcome.value)
-        self.stats.record_answers((now - o.request.enqueued for o in outcomes), errors)
+                request.set_exception(error)
+        self.stats.record_answers([now - r.enqueued for r in requests], errors)
         # Break reference cycles: an exception's frames hold this list.
-        outcomes.clear()
+        requests.clear()

@@ -109,10 +109,10 @@ def _die_at_commit(worker):
 def _die_after_commit(worker):
     answer = worker._answer
 
-    def boom(outcomes):
-        if any(o.request.kind.value == "execute" for o in outcomes):
+    def boom(requests):
+        if any(r.kind.value == "execute" for r in requests):
             raise RuntimeError("injected fault")
-        return answer(outcomes)
+        return answer(requests)
     worker._answer = boom
 
 
@@ -189,7 +189,7 @@ def test_the_plugin_replaces_a_broken_gateway_on_request_and_on_graceful(db_path
         assert second.execute("SELECT count(*) FROM t").scalar() == 1
         _die_in_batch(second._worker)
         with pytest.raises(GatewayClosed):
-            second.execute("SELECT 1")
+            second.execute("INSERT INTO t VALUES (3)")
         start = time.monotonic()
         bus.graceful()  # a broken gateway is closed at once and replaced
         assert time.monotonic() - start < ANSWER_S

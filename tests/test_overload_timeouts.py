@@ -30,7 +30,7 @@ def test_a_full_queue_raises_overloaded_at_once_and_keeps_what_it_accepted(small
     assert time.monotonic() - start < 1.0
     assert info.value.queue_size == 5
     with pytest.raises(Overloaded):
-        small.execute("SELECT 1")
+        small.execute("INSERT INTO t VALUES (100)")
     blocker.done()
     assert [f.result(10).rowcount for f in accepted] == [1] * 5
     assert small.execute("SELECT group_concat(x) FROM t").scalar() == "0,1,2,3,4"
@@ -65,7 +65,7 @@ def test_the_gateway_default_timeout_applies(db_path):
     with Gateway(db_path, timeout=0.2) as db:
         blocker = WorkerBlocker(db)
         with pytest.raises(RequestTimeout):
-            db.execute("SELECT 1")
+            db.execute("CREATE TABLE t(x)")
         with pytest.raises(RequestTimeout):
             db.flush()
         blocker.done()

@@ -12,7 +12,8 @@ from sqlite_gateway import Gateway, GatewayClosed, GatewayError, Overloaded, Req
 
 def test_all_lists_exactly_the_public_names():
     assert sorted(sqlite_gateway.__all__) == sorted(
-        ["Gateway", "Result", "GatewayError", "GatewayClosed", "Overloaded", "RequestTimeout"])
+        ["Gateway", "Result", "GatewayError", "GatewayClosed", "Overloaded", "RequestTimeout",
+         "PostFailure"])
     public = {name for name, value in vars(sqlite_gateway).items()
               if not name.startswith("_") and not isinstance(value, types.ModuleType)
               and name != "annotations"}

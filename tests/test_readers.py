@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import apsw
 import pytest
 
-from sqlite_gateway import Gateway
+from sqlite_gateway import Gateway, GatewayClosed, RequestTimeout
 from sqlite_gateway.errors import TransactionControlError
 from sqlite_gateway.readers import Reader
 
@@ -101,7 +102,7 @@ def test_a_write_is_routed_to_the_writer_and_commits(rdb, sql):
 def test_a_reader_connection_cannot_write_at_all(db_path):
     with Gateway(db_path) as db:
         db.execute("CREATE TABLE t(x)")
-        reader = Reader(db_path, busy_timeout=1.0)
+        reader = Reader(db_path, 1.0, None, set())
         try:
             with pytest.raises(apsw.ReadOnlyError):
                 reader.conn.exec_trace = None  # even with routing switched off
@@ -123,29 +124,107 @@ def test_read_errors_keep_their_class(rdb):
     assert rdb.execute("SELECT 1").scalar() == 1
 
 
-def test_inline_threads_past_the_limit_read_through_the_writer(db_path):
+def test_threads_past_the_readers_count_wait_for_a_free_reader_not_for_the_writer(db_path):
     with Gateway(db_path, readers=1) as db:
-        db.transaction(lambda conn: conn.execute("CREATE TABLE t(x)"))
-        has_place, release = threading.Event(), threading.Event()
+        db.execute("CREATE TABLE t(x)")
+        first_in, release = threading.Event(), threading.Event()
+        db._readers._known.add(SLOW_READ)  # type: ignore[union-attr]
 
         def holder():
-            assert db.execute("SELECT 1").scalar() == 1
-            has_place.set()
-            assert release.wait(10)
+            # A read that keeps its reader busy until released (a user function
+            # on that connection would be simpler, but readers open lazily).
+            first_in.set()
+            db.execute(SLOW_READ, timeout=30)
 
         a = threading.Thread(target=holder)
         a.start()
-        assert has_place.wait(10)
-        assert db.stats()["reads"] == 1
-        assert db.execute("SELECT 2").scalar() == 2  # no place left: served by the writer
-        assert db.stats()["reads"] == 1
-        release.set()
-        a.join(10)
-        # A thread that has ended gives its place to the next one.
-        b = threading.Thread(target=lambda: db.execute("SELECT 3"))
+        assert first_in.wait(10)
+        time.sleep(0.2)
+        before = db.stats()
+        answers = []
+        b = threading.Thread(target=lambda: answers.append(db.execute("SELECT 2").scalar()))
         b.start()
         b.join(10)
-        assert db.stats()["reads"] == 2
+        a.join(60)
+        assert answers == [2]
+        figures = db.stats()
+        assert figures["reads"] == before["reads"] + 2  # both served by the one reader
+        assert figures["reads_to_writer"] == before["reads_to_writer"]
+
+
+SLOW_READ = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
+             "SELECT count(*) FROM c")
+ENDLESS = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+           "SELECT count(*) FROM c")  # never ends by itself
+BOUND_S = 10  # a bound that detects a hang, not a timing goal
+
+
+def test_many_threads_past_the_readers_count_all_read_on_readers(db_path):
+    """A text is a write only if SQLite says so: crowding never sends reads to the writer."""
+    with Gateway(db_path, readers=4) as db:
+        db.execute("CREATE TABLE t(x)")
+        db.execute("INSERT INTO t VALUES (1)")
+        to_writer = db.stats()["reads_to_writer"]  # the two writes above, judged by SQLite
+        errors = []
+
+        def reads():
+            try:
+                for _ in range(50):
+                    assert db.execute("SELECT x FROM t").scalar() == 1
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reads) for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        figures = db.stats()
+        assert figures["reads"] >= 2000 and figures["reads_to_writer"] == to_writer
+        assert len(_open_connections(db_path)) <= 1 + 4  # the writer and at most 4 readers
+
+
+@pytest.mark.parametrize("mode", ["inline", "threads"])
+def test_a_runaway_read_stops_at_its_callers_deadline_and_close_is_bounded(db_path, mode):
+    db = Gateway(db_path, readers=2, read_mode=mode).start()
+    start = time.monotonic()
+    with pytest.raises(RequestTimeout):
+        db.execute(ENDLESS, timeout=0.3)
+    assert time.monotonic() - start < BOUND_S
+    assert db.execute("SELECT 1").scalar() == 1  # the reader serves on
+    # One with no deadline of its own: close() stops it and returns.
+    outcome = []
+
+    def endless():
+        try:
+            db.execute(ENDLESS, timeout=None)
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    t = threading.Thread(target=endless)
+    t.start()
+    time.sleep(0.3)
+    start = time.monotonic()
+    db.close(timeout=BOUND_S)
+    t.join(BOUND_S)
+    assert time.monotonic() - start < BOUND_S and not t.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], GatewayClosed)
+
+
+def test_the_read_counters_never_go_down_as_threads_come_and_go(db_path):
+    with Gateway(db_path, readers=2) as db:
+        db.execute("CREATE TABLE t(x)")
+        seen = []
+        for _ in range(10):
+            threads = [threading.Thread(target=db.execute, args=("SELECT count(*) FROM t",))
+                       for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            seen.append(db.stats()["reads"])
+        assert seen == sorted(seen) and seen[-1] == 40
 
 
 def test_close_closes_the_reader_connections(db_path):

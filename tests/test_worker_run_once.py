@@ -141,13 +141,31 @@ def test_single_statements_skip_the_savepoint_with_autocommit_semantics(worker, 
     assert scalar(db_path, "SELECT group_concat(v, '') FROM (SELECT v FROM t ORDER BY v)") == "abcd"
 
 
-def test_or_fail_keeps_its_earlier_rows_exactly_as_in_autocommit(worker, db_path):
-    sql = "INSERT OR FAIL INTO t(v) VALUES (?), (?)"
-    for params in (("m", "n"), ("p", "p")):  # the first run learns; the second fails midway
-        r = put(worker, sql, params)
+@pytest.mark.parametrize("table, sql, schema", [
+    ("t", "INSERT OR FAIL INTO t(v) VALUES (?), (?)", None),
+    # table-level ON CONFLICT FAIL, and a trigger's RAISE(FAIL), keep earlier rows too
+    ("f", "INSERT INTO f(v) VALUES (?), (?)", "CREATE TABLE f(v UNIQUE ON CONFLICT FAIL)"),
+    ("r", "INSERT INTO r(v) VALUES (?), (?)",
+     "CREATE TABLE r(v); CREATE TRIGGER r_no_dup BEFORE INSERT ON r "
+     "WHEN EXISTS (SELECT 1 FROM r WHERE v = NEW.v) BEGIN SELECT RAISE(FAIL, 'dup'); END"),
+])
+def test_a_failed_statement_keeps_nothing_even_where_sqlite_keeps_its_earlier_rows(
+        worker, db_path, table, sql, schema):
+    if schema:
+        put(worker, schema)
         assert worker.run_once(timeout=0)
-    assert isinstance(r.future.exception(0), apsw.ConstraintError)
-    assert scalar(db_path, "SELECT group_concat(v, '') FROM (SELECT v FROM t ORDER BY v)") == "mnp"
+    first = put(worker, sql, ("m", "n"))  # the first run learns: one statement
+    assert worker.run_once(timeout=0)
+    assert first.future.result(0).rowcount == 2
+    before = put(worker, f"INSERT INTO {table}(v) VALUES ('a')")
+    bad = put(worker, sql, ("p", "p"))  # no savepoint now: fails after writing 'p' once
+    after = put(worker, f"INSERT INTO {table}(v) VALUES ('z')")
+    assert worker.run_once(timeout=0)
+    assert isinstance(bad.future.exception(0), apsw.Error)
+    assert before.future.result(0).rowcount == 1 and after.future.result(0).rowcount == 1
+    assert scalar(db_path, f"SELECT group_concat(v, '') FROM (SELECT v FROM {table} ORDER BY v)"
+                  ) == "amnz"
+    assert worker.stats.snapshot(0)["reruns"] >= 1  # undone, and the others run again
 
 
 def test_several_statements_always_get_a_savepoint(worker, db_path):
