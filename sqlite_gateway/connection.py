@@ -13,7 +13,7 @@ import apsw
 
 from .errors import ConnectionSettingError, GatewayError, TransactionControlError
 from .request import Params, check_params, check_sql
-from .result import Result
+from .result import Result, make_result
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -123,14 +123,18 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         apsw.Error: whatever SQLite raised, unchanged.
     """
     before = conn.total_changes()
-    cursor = conn.cursor()
-    if tracer is not None:
-        cursor.exec_trace = tracer
+    cursor = None
     try:
-        if many:
-            cursor.executemany(sql, params)
+        if tracer is None and not many:
+            cursor = conn.execute(sql, params)
         else:
-            cursor.execute(sql, params)
+            cursor = conn.cursor()
+            if tracer is not None:
+                cursor.exec_trace = tracer
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
         # The first row, if any, before the description: asking a finished
         # cursor for its description raises, and an exception costs more than
         # the statement itself (an INSERT has no rows, so no description).
@@ -142,7 +146,11 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             columns = tuple([d[0] for d in cursor.get_description()])
             rest = cursor.fetchall()
             rows = (first, *rest) if rest else (first,)
-    except apsw.AuthError:
+    except BaseException as exc:
+        if cursor is not None:
+            cursor.close()  # reset its statement now, not when the exception is freed
+        if not isinstance(exc, apsw.AuthError):
+            raise
         refused, pragma = guard.refused, guard.refused_pragma
         guard.refused, guard.refused_pragma = False, None
         if refused:
@@ -153,9 +161,8 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
                 "of its shared write connection (set synchronous, busy_timeout and the like "
                 "as Gateway options; run other maintenance with db.run_exclusive(fn))") from None
         raise
-    finally:
-        cursor.close()
-    return Result(rows, conn.total_changes() - before, conn.last_insert_rowid(), columns)
+    # (A cursor read to its end has reset its statement: no close() needed.)
+    return make_result(rows, conn.total_changes() - before, conn.last_insert_rowid(), columns)
 
 
 class Connection:

@@ -574,8 +574,9 @@ class Gateway:
         ident = threading.get_ident()
         if ident == worker.thread_ident or ident == worker.inline_ident:
             self._check_not_worker(request.kind.value)
-        if (self.inline and ident != _MAIN_THREAD and not len(self._queue)
-                and request.kind is not Kind.EXCLUSIVE and worker.writer.acquire(False)):
+        if (self.inline and worker.last_batch == 1 and ident != _MAIN_THREAD
+                and not len(self._queue) and request.kind is not Kind.EXCLUSIVE
+                and worker.writer.acquire(False)):
             try:
                 accepted = self._queue.accept_inline(request)
                 if accepted:
