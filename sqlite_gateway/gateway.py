@@ -22,6 +22,7 @@ import atexit
 import enum
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -515,8 +516,12 @@ class Gateway:
                     args=(sql, rows, done, self.background_slice,
                           self._queue.interactive_waiting if lane else None)), wait)
             except BaseException as exc:
-                exc.add_note(f"bulk(): {done} of {len(rows)} parameter sets were committed "
-                             "before this error; the rest did not run")
+                note = (f"bulk(): {done} of {len(rows)} parameter sets were committed "
+                        "before this error; the rest did not run")
+                if sys.version_info >= (3, 11):
+                    exc.add_note(note)
+                else:  # no add_note() before 3.11: the same attribute, by hand
+                    exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
                 raise
             done += ran
             changed += count

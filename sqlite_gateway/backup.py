@@ -1,0 +1,171 @@
+"""Online backups of a SQLite database file, and restoring one; no web framework needed.
+
+:func:`backup` uses SQLite's online backup API from its own read-only
+connection, in one step: one read transaction, so the copy is a consistent
+snapshot of the last commit before it started (WAL included), and a gateway's
+writer goes on committing meanwhile. Each backup is written under a temporary
+name as ``backup-YYYYmmddTHHMMSSffffff.db`` (UTC), fsynced and renamed, so a
+backup file that exists is complete; only the newest ``keep`` are kept.
+:func:`restore` copies one (or the newest in a folder) to a new database file
+and checks its integrity. From a shell (``sqlite_gateway.cli``)::
+
+    sqlite-gateway backup app.db --dir backups --keep 7
+    sqlite-gateway restore backups --to restored.db   # the newest one
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from pathlib import Path
+
+import apsw
+
+__all__ = ["PREFIX", "SUFFIX", "backup", "backups", "check_keep", "prune", "restore"]
+
+PREFIX, SUFFIX = "backup-", ".db"
+
+StrPath = str | os.PathLike[str]
+
+
+def check_keep(keep: object) -> None:
+    """Raise ``ValueError`` unless ``keep`` (how many backups to keep) is an int >= 1."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be an int >= 1, not {keep!r}")
+
+
+def backup(db_path: StrPath, backup_dir: StrPath, *, keep: int = 3) -> tuple[str, list[str]]:
+    """Copy the database at ``db_path`` into a new backup file in ``backup_dir``,
+    then delete all but the newest ``keep``; return (the new path, those deleted).
+
+    Thread-safe, and safe beside a running gateway: it never uses the gateway's
+    writer, which goes on committing. The copy holds one read transaction on its
+    own read-only connection, so it has every row committed before it started
+    and nothing half-done. Returns once the file is complete and durable
+    (fsynced, renamed into place, and the folder fsynced).
+
+    Raises:
+        ValueError: ``keep`` is not an int >= 1 (checked before anything is written).
+        apsw.CantOpenError: no database at ``db_path``.
+        OSError: the folder cannot be created or written.
+    """
+    check_keep(keep)
+    # Opened first, so that a wrong path fails before anything is created.
+    source = apsw.Connection(os.fspath(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    directory = Path(backup_dir)
+    utc = datetime.timezone.utc  # datetime.UTC needs Python 3.11
+    stamp = datetime.datetime.now(utc).strftime("%Y%m%dT%H%M%S%f")
+    target = directory / f"{PREFIX}{stamp}{SUFFIX}"
+    tmp = directory / f".{target.name}.tmp"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _copy(source, tmp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    finally:
+        source.close()
+    os.replace(tmp, target)
+    _fsync_dir(directory)
+    return str(target), [str(p) for p in prune(directory, keep)]
+
+
+def _copy(source: apsw.Connection, to_path: Path) -> None:
+    """Copy ``source`` into a new file at ``to_path`` in one backup step, and fsync it.
+
+    One step (-1: every page) is one read transaction on ``source``: a
+    consistent snapshot. Steps of N pages would restart whenever another
+    connection commits in between, which under load may never finish.
+    """
+    dest = apsw.Connection(str(to_path))
+    try:
+        with dest.backup("main", source, "main") as copy:
+            copy.step(-1)
+        dest.execute("PRAGMA journal_mode=DELETE").fetchall()  # one self-contained file
+    finally:
+        dest.close()
+    fd = os.open(to_path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def backups(backup_dir: StrPath) -> list[Path]:
+    """The backups in ``backup_dir``, oldest first (timestamps sort by name)."""
+    return sorted(Path(backup_dir).glob(f"{PREFIX}*{SUFFIX}"))
+
+
+def prune(backup_dir: StrPath, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` backups in ``backup_dir``; return those deleted.
+
+    ``keep=0`` deletes them all. Files that vanish meanwhile are skipped.
+    """
+    found = backups(backup_dir)
+    old = found[:-keep] if keep > 0 else found
+    for path in old:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return old
+
+
+def restore(backup_path: StrPath, to_path: StrPath) -> str:
+    """Copy a backup (or the newest backup in a folder) to a new database file at
+    ``to_path``, check its integrity, and return its path.
+
+    Returns once the new file is complete and durable; it appears under its
+    name only after the integrity check passed. Stop the app before you put the
+    restored file in the database's place (and remove the old ``-wal`` and
+    ``-shm`` files with it).
+
+    Raises:
+        FileExistsError: ``to_path`` exists (restore never overwrites).
+        FileNotFoundError: no such backup, or no backup in the folder.
+        RuntimeError: ``PRAGMA integrity_check`` is not ``ok``.
+    """
+    to = Path(to_path)
+    if to.exists():
+        raise FileExistsError(f"will not overwrite {to}")
+    source_path = Path(backup_path)
+    if source_path.is_dir():
+        found = backups(source_path)
+        if not found:
+            raise FileNotFoundError(f"no {PREFIX}*{SUFFIX} backup in {source_path}")
+        source_path = found[-1]
+    if not source_path.is_file():
+        raise FileNotFoundError(str(source_path))
+    tmp = to.with_name(f".{to.name}.tmp")
+    source = apsw.Connection(str(source_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        _copy(source, tmp)
+    except BaseException:  # e.g. not a database: leave no half-written file behind
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    finally:
+        source.close()
+    check = apsw.Connection(str(tmp))
+    try:
+        verdict = [row[0] for row in check.execute("PRAGMA integrity_check")]
+    finally:
+        check.close()
+    if verdict != ["ok"]:
+        tmp.unlink()
+        raise RuntimeError(f"restored copy of {source_path} fails integrity_check: {verdict}")
+    os.replace(tmp, to)
+    _fsync_dir(to.parent)
+    return str(to)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
