@@ -127,7 +127,7 @@ def test_read_errors_keep_their_class(rdb):
 def test_threads_past_the_readers_count_wait_for_a_free_reader_not_for_the_writer(db_path):
     with Gateway(db_path, readers=1) as db:
         db.execute("CREATE TABLE t(x)")
-        first_in, release = threading.Event(), threading.Event()
+        first_in = threading.Event()
         db._readers._known.add(SLOW_READ)  # type: ignore[union-attr]
 
         def holder():
