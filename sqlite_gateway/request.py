@@ -112,25 +112,31 @@ class Request:
             self._answered: _thread.LockType | None = None
             self._start: _thread.LockType | None = None
             self._done: _thread.LockType | None = None
-        else:
-            self.future = None
-            # Held until the answer is set: the waiting caller blocks on it, the
-            # cheapest wake-up in CPython (a thread ping-pong measured 48 us with
-            # Future.result(), 34 us with a bare lock, on the 2-core build machine).
-            self._answered = _new_lock()
-            self._answered.acquire()
-            # A one-shot token: whoever takes it first decides whether the
-            # request runs (the worker's claim) or never runs (the caller's
-            # give-up). Lock.acquire(False) is atomic, so exactly one wins.
-            self._start = _new_lock()
-            self._done = _new_lock()  # the same, for the answer: the first one wins
+            return
+        self.future = None
+        # A one-shot token for the answer: the worker and the watchdog may
+        # answer at the same moment (a stuck worker that returns late), and
+        # Lock.acquire(False) is atomic, so exactly one of them does.
+        self._done = _new_lock()
+        if answer is POST:  # nobody waits, nobody can cancel
+            self._answered = self._start = None
+            return
+        # Held until the answer is set: the waiting caller blocks on it, the
+        # cheapest wake-up in CPython (a thread ping-pong measured 48 us with
+        # Future.result(), 34 us with a bare lock, on the 2-core build machine).
+        self._answered = _new_lock()
+        self._answered.acquire()
+        # The same kind of token for the start: whoever takes it first decides
+        # whether the request runs (the worker's claim) or never runs (the
+        # caller giving up at its timeout).
+        self._start = _new_lock()
 
     @property
     def done(self) -> bool:
         if self.future is not None:
             return self.future.done()
-        assert self._answered is not None
-        return self._answered.locked() is False
+        assert self._done is not None
+        return self._done.locked()
 
     def set_result(self, value: Any) -> None:
         """Answer the request; a no-op if it was answered already (first wins)."""
@@ -156,14 +162,13 @@ class Request:
             self.report(self, exc)
 
     def _finish(self, value: Any, error: BaseException | None) -> bool:
-        # The worker and the watchdog may answer at the same moment (a stuck
-        # worker that returns late): the first to take the token answers.
-        assert self._done is not None and self._answered is not None
+        assert self._done is not None
         if not self._done.acquire(False):
             return False
         self.value = value
         self.error = error
-        self._answered.release()
+        if self._answered is not None:
+            self._answered.release()
         return True
 
     def claim(self) -> bool:
@@ -181,8 +186,7 @@ class Request:
                 except RuntimeError:  # already RUNNING or FINISHED: claimed elsewhere
                     return False
             else:
-                assert self._start is not None
-                claimed = self._start.acquire(False)
+                claimed = self._start is None or self._start.acquire(False)
             self._claimed = claimed
         return claimed
 
@@ -190,8 +194,7 @@ class Request:
         """Give the request up; True if it had not started (it will never run)."""
         if self.future is not None:
             return self.future.cancel()
-        assert self._start is not None
-        return self._start.acquire(False)
+        return self._start is not None and self._start.acquire(False)
 
     def wait(self, timeout: float | None,
              interrupt: Callable[[Request], bool] | None = None) -> Any:

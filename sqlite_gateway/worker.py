@@ -33,7 +33,7 @@ import apsw
 
 from .connection import Connection, TransactionGuard, open_write_connection, run_sql
 from .errors import GatewayClosed, GatewayError
-from .request import STOP, Kind, Request
+from .request import POST, STOP, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
 from .turn import GivenUp, Turn
@@ -433,7 +433,12 @@ class Worker:
             before = conn.total_changes()
             turn.begin(request)
             try:
-                request.value = run_sql(conn, self._guard, request.sql or "", request.params)
+                if request.answer is POST:  # no Result to build: nobody reads it
+                    for _row in conn.execute(request.sql or "", request.params):
+                        pass  # (INSERT ... RETURNING: run it to its end)
+                else:
+                    request.value = run_sql(conn, self._guard, request.sql or "",
+                                            request.params)
                 request.error = None
                 return not conn.get_autocommit()
             except BaseException as exc:
@@ -534,7 +539,8 @@ class Worker:
         for request in requests:
             error = request.error
             if error is None:
-                request.set_result(request.value)
+                if request.answer is not POST:  # nobody waits for a posted write
+                    request.set_result(request.value)
             else:
                 errors += 1
                 request.set_exception(error)
