@@ -82,6 +82,9 @@ class Root:
                  **fixed: Resource) -> None:
         self.index = index
         self.api = api
+        # No icon (the pages say href="data:,"); present, so that tree.mount()
+        # does not hang CherryPy's own favicon handler here.
+        self.favicon_ico = None
         self._page = page
         for name, resource in fixed.items():
             setattr(self, name, resource)
