@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .gateway import State
 
 PREFIX = "sqlite_gateway"
 
 
+@runtime_checkable
 class _HasStats(Protocol):
     def stats(self) -> Mapping[str, Any]: ...
 
@@ -45,6 +46,9 @@ _COUNTERS = {
     "reruns": ("reruns", "Requests run again after another request rolled back their batch"),
     "reads": ("reads", "Reads served by reader connections"),
     "reads_to_writer": ("reads_to_writer", "Reads that went to the writer"),
+    # sqlite_gateway.baseline.RetryGateway's own
+    "retries": ("retries", "Calls run again after SQLITE_BUSY (the retry backend)"),
+    "busy_errors": ("busy_errors", "SQLITE_BUSY errors met (the retry backend)"),
 }
 _GAUGES = {
     "queued": ("queue_depth", "Requests waiting in the queue now", 1.0),
@@ -79,16 +83,16 @@ class GatewayCollector:
 
     def _stats(self) -> Mapping[str, Any] | None:
         source = self._source
-        if not hasattr(source, "stats"):
-            source = source()  # type: ignore[operator]
-            if source is None:
-                return None
-        return source.stats()  # type: ignore[union-attr]
+        current = source if isinstance(source, _HasStats) else source()
+        return None if current is None else current.stats()
 
     def collect(self) -> Iterator[Any]:
         """The metric families of one ``stats()`` snapshot (prometheus_client calls this)."""
-        from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                            StateSetMetricFamily)
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            StateSetMetricFamily,
+        )
 
         figures = self._stats()
         if figures is None:

@@ -23,9 +23,8 @@ from typing import Any
 import apsw
 import cherrypy
 
-from sqlite_gateway import Overloaded
-
 from helpers import settlement
+from sqlite_gateway import Overloaded
 
 from . import validate
 from .security import admin_only, json_post

@@ -200,11 +200,11 @@ class BodyReader:
 
     def __call__(self, entity: Any) -> None:
         request = cherrypy.serving.request
-        if not self._slots.acquire(blocking=False):
-            # Every slot is taken: cut the overdue reads off; their threads give
-            # their slots back as soon as they see the end of their bodies.
-            if not (self._cut_overdue() and self._slots.acquire(timeout=REAP_WAIT_S)):
-                raise cherrypy.HTTPError(503, "too many request bodies on the way; retry")
+        # When every slot is taken, cut the overdue reads off: their threads give
+        # their slots back as soon as they see the end of their bodies.
+        if not self._slots.acquire(blocking=False) and not (
+                self._cut_overdue() and self._slots.acquire(timeout=REAP_WAIT_S)):
+            raise cherrypy.HTTPError(503, "too many request bodies on the way; retry")
         me = threading.get_ident()
         with self._lock:
             self._reading[me] = (time.monotonic() + self.deadline, request)
