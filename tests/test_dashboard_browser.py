@@ -71,8 +71,13 @@ return out;
 def test_dashboard_renders_and_its_charts_update(live, browser):
     browser.get(live.url + "/dashboard")
     assert browser.title == "sqlite-gateway dashboard"
-    first = _wait(lambda: (lambda s: s if s["samples"] >= 2 else None)(
-        browser.execute_script(SNAPSHOT)), 20, "two samples")
+    def snapshot_when(ready):
+        def probe():
+            state = browser.execute_script(SNAPSHOT)
+            return state if ready(state) else None
+        return probe
+
+    first = _wait(snapshot_when(lambda s: s["samples"] >= 2), 20, "two samples")
     for name, chart in first["charts"].items():
         assert chart["lines"] and all(chart["lines"]), name
         # The time axis: 120 samples back (0.2 s apart in the tests) to now.
@@ -85,9 +90,8 @@ def test_dashboard_renders_and_its_charts_update(live, browser):
     for _ in range(50):
         assert live.post("/api/pages/hot/view").status == 200
 
-    later = _wait(lambda: (lambda s: s if s["charts"]["commits"]["max"] > 0
-                           and s["requests"] >= 51 else None)(
-        browser.execute_script(SNAPSHOT)), 20, "commits/s above zero")
+    later = _wait(snapshot_when(lambda s: s["charts"]["commits"]["max"] > 0
+                                and s["requests"] >= 51), 20, "commits/s above zero")
     assert later["charts"]["commits"]["lines"] != first["charts"]["commits"]["lines"]
     assert later["status"] == "live"
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

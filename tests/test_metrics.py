@@ -15,7 +15,7 @@ from sqlite_gateway.baseline import RetryGateway
 from sqlite_gateway.metrics import GatewayCollector
 
 prometheus_client = pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def scrape(collector: GatewayCollector) -> dict[str, float]:
