@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from webapp_fixtures import ADMIN, live_fixture, shared_live_fixture  # noqa: F401
 
 from webapp import app as webapp_app
-from webapp import security, validate
+from webapp import bodies, validate
 from webapp.tree import Api
 
 NAME, INT, ID = "name", "int", "id"  # what a field must hold (webapp/validate.py)
@@ -150,7 +150,7 @@ class TestBadInput:
         huge = b'{"name": "' + b"x" * (5 * 1024 * 1024) + b'"}'
         reply = _post(shared_live, path, huge)  # the server reads it all, then answers
         assert_clean_error(reply)
-        assert reply.status == 413 and str(security.MAX_BODY) in reply.json["error"]
+        assert reply.status == 413 and str(bodies.MAX_BODY) in reply.json["error"]
         chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(huge), huge)
         answer = _raw(shared_live.port, (
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -163,7 +163,7 @@ class TestBadInput:
     def test_a_body_past_the_servers_limit_is_refused_before_the_app(self, shared_live):
         answer = _raw(shared_live.port, (
             "POST /api/pages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {security.DRAIN_MAX + 1}\r\n\r\n").encode())
+            f"Content-Length: {bodies.DRAIN_MAX + 1}\r\n\r\n").encode())
         assert answer.startswith(b"HTTP/1.1 413 ") and not TRACE.search(answer.decode())
 
     @pytest.mark.parametrize("meta", META, ids=range(len(META)))
@@ -331,7 +331,7 @@ def test_every_route_is_covered_here(shared_live):
 
 def test_production_config_limits_bodies():
     config = webapp_app.load_config(webapp_app.DEFAULT_CONFIG)
-    assert config["global"]["server.max_request_body_size"] >= security.DRAIN_MAX
+    assert config["global"]["server.max_request_body_size"] >= bodies.DRAIN_MAX
     assert config["global"].get("request.show_tracebacks", False) is False
     # A client that stops sending is answered within 5 s.
     assert 0 < config["global"]["server.socket_timeout"] <= 5

@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT, read_only
 from webapp_fixtures import ADMIN, ADMIN_TOKEN, free_port, live_app, live_fixture  # noqa: F401
 
-from webapp import security
+from webapp import bodies, security
 
 
 def _count(path, sql, params=()):
@@ -197,7 +197,7 @@ def test_a_trickled_body_is_cut_off_when_others_need_its_slot(tmp_path):
                     trickle.sendall(b" ")
                     answer = trickle.recv(65536)
                 except TimeoutError:
-                    if time.monotonic() - start > security.BODY_DEADLINE_S:
+                    if time.monotonic() - start > bodies.BODY_DEADLINE_S:
                         live.post("/api/pages", {"name": "b", "cap": 1})  # needs the slot
                 except OSError:
                     break

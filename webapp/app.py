@@ -30,7 +30,7 @@ from helpers.rollup import RollupJob
 from helpers.settlement import SettlementJob
 from sqlite_gateway.cherrypy_plugin import GatewayPlugin, install
 
-from . import bets, dashboard, home, pageviews, security
+from . import bets, bodies, dashboard, home, pageviews, security
 from .tree import Api, Root
 
 HERE = Path(__file__).resolve().parent
@@ -172,10 +172,10 @@ def build_app(config: str | Path | dict[str, Any] | None = None,
             "tools.guard.allowed_hosts": tuple(settings["allowed_hosts"]),
             "tools.headers.on": True,
             # Bodies are read only by the POSTs marked json_post (security.py), as
-            # JSON, by security.BodyReader (bounded, timed, a few threads at once).
+            # JSON, by bodies.BodyReader (bounded, timed, a few threads at once).
             "request.process_request_body": False,
             "tools.json_in.content_type": "application/json",
-            "tools.json_in.processor": security.BodyReader(slots),
+            "tools.json_in.processor": bodies.BodyReader(slots),
             # tools.admin is switched on per method (security.admin_only).
             "tools.admin.realm": security.REALM,
             "tools.admin.checkpassword": security.AdminCheck(token),
