@@ -50,6 +50,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -80,8 +81,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The app's admin credential, shared by the app and Locust (admin actions need it).
+ADMIN_TOKEN = os.environ.get("SQLITE_GATEWAY_ADMIN_TOKEN") or secrets.token_urlsafe(16)
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(os.environ, SQLITE_GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     env.update(extra)
     return env

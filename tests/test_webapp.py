@@ -54,7 +54,7 @@ def _wait_tickets(live, tickets, seconds=30):
 
 
 def _setup_betting(live, balance, match_name="final"):
-    account = live.post("/api/accounts", {"name": "alice", "balance": balance})
+    account = live.post("/api/accounts", {"name": "alice", "balance": balance}, admin=True)
     match = live.post("/api/matches", {"name": match_name})
     assert (account.status, match.status) == (201, 201)
     return account.json["id"], match.json["id"]
@@ -87,10 +87,14 @@ def test_pages_create_conflict_unknown_and_html(live):
     assert (again.status, again.json["error"]) == (409, "page exists")
     assert live.post("/api/pages/nope/view").status == 404
     assert live.get("/api/pages/nope").status == 404
-    page = live.get("/pages/p")
-    assert page.status == 200 and "View 1 of 1" in page.text
+    page = live.get("/pages/p")  # shows the count; its script posts the view
+    assert page.status == 200 and '<span id="views">0</span> of <span id="cap">1</span>' in (
+        page.text)
     assert page.headers["Content-Type"].startswith("text/html")
-    assert live.get("/pages/p").status == 410
+    assert 'data-view-url="/api/pages/p/view"' in page.text
+    assert live.post("/api/pages/p/view").status == 200
+    assert '<span id="views">1</span>' in live.get("/pages/p").text
+    assert live.post("/api/pages/p/view").status == 410
     assert live.get("/pages/nope").status == 404
     index = live.get("/")
     assert index.status == 200 and 'href="/dashboard"' in index.text and "/pages/p" in index.text
@@ -135,7 +139,7 @@ def test_bets_before_a_close_count_and_bets_after_it_are_refused(live):
               for i in range(30)]
     assert all(r.status == 202 for r in before)
     assert all(r.json["status_url"] == f"/api/tickets/{r.json['ticket']}" for r in before)
-    closed = live.post(f"/api/matches/{match}/close", {"winner": "red"})
+    closed = live.post(f"/api/matches/{match}/close", {"winner": "red"}, admin=True)
     assert closed.status == 200 and closed.json["closed"] is True
     # The close was a barrier: every ticket accepted before it is already final.
     for r in before:
@@ -150,9 +154,9 @@ def test_bets_before_a_close_count_and_bets_after_it_are_refused(live):
     shown = live.get(f"/api/matches/{match}").json
     assert shown["bets"] == 30 and shown["winner"] == "red" and shown["status"] != "open"
     assert live.get(f"/api/accounts/{account}").json["balance"] >= 10_000 - 300
-    again = live.post(f"/api/matches/{match}/close", {"winner": "blue"})
+    again = live.post(f"/api/matches/{match}/close", {"winner": "blue"}, admin=True)
     assert again.status == 409
-    assert live.post("/api/matches/999/close", {"winner": "x"}).status == 404
+    assert live.post("/api/matches/999/close", {"winner": "x"}, admin=True).status == 404
 
 
 @pytest.mark.skipif(not _have("helpers.settlement"), reason="helpers.settlement not written yet")
@@ -161,7 +165,7 @@ def test_close_settles_the_bets_placed_before_it(live):
     for pick in ("red", "blue", "red"):
         assert live.post("/api/bets", {"account": account, "match": match, "pick": pick,
                                        "stake": 100}).status == 201
-    closed = live.post(f"/api/matches/{match}/close", {"winner": "red"})
+    closed = live.post(f"/api/matches/{match}/close", {"winner": "red"}, admin=True)
     assert closed.status == 200 and closed.json["settled"] == {"matches": 1, "bets": 3}
     assert live.get(f"/api/matches/{match}").json["status"] == "settled"
     assert live.get(f"/api/accounts/{account}").json["balance"] == 1000 - 300 + 2 * 200
@@ -222,7 +226,7 @@ class TestOneSharedServer:
     def test_bad_input_gets_a_4xx_json_answer_never_a_500(self, shared_live, path, raw, headers,
                                                           status):
         server = shared_live
-        r = server.request("POST", path, raw=raw, headers=headers)
+        r = server.request("POST", path, raw=raw, headers=headers, admin=True)
         assert r.status == status, r.text
         assert r.headers["Content-Type"] == "application/json"
         assert isinstance(r.json["error"], str) and "Traceback" not in r.text
@@ -233,7 +237,7 @@ class TestOneSharedServer:
         server = shared_live
         r = server.post("/api/pages", {"name": name, "cap": 3})
         assert r.status == 201, r.text
-        assert server.post("/api/accounts", {"name": name, "balance": 5}).status == 201
+        assert server.post("/api/accounts", {"name": name, "balance": 5}, admin=True).status == 201
         assert _count(server.db_path, "SELECT count(*) FROM pages WHERE name = ?", (name,)) == 1
         tables = "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
         assert _count(server.db_path, tables) == 6  # schema.sql's six, none dropped
@@ -257,13 +261,45 @@ class TestOneSharedServer:
         assert r.headers["Content-Type"] == "application/json" and "error" in r.json
 
 
+def _wait_samples(live, count, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples = live.get(f"/api/stats/history?n={count}").json["samples"]
+        if len(samples) >= count:
+            return samples
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} samples after {seconds} s")
+
+
 def test_stats_history_checks_n(live):
     assert live.get("/api/stats/history?n=abc").status == 400
     assert live.get("/api/stats/history?n=100000").status == 400
-    for _ in range(3):
-        assert live.get("/api/stats").status == 200
-    samples = live.get("/api/stats/history?n=2").json["samples"]
+    samples = _wait_samples(live, 2)
     assert len(samples) == 2 and samples[-1]["commits"] >= 0 and "commits_per_s" in samples[-1]
+
+
+def test_the_dashboard_figures_come_from_the_server_not_from_viewers(live):
+    """A second viewer changed the commits-per-second figure: each GET /api/stats
+    took a sample. Now the server samples on its own; viewers only read."""
+    assert live.post("/api/pages", {"name": "hot", "cap": 1000}).status == 201
+    before = _wait_samples(live, 3)
+    for _ in range(30):  # 30 viewers' polls in far less than 30 sampling intervals
+        assert live.get("/api/stats").status == 200
+    after = live.get("/api/stats/history?n=300").json["samples"]
+    # No sample was added per poll: the history grows with time, not with viewers.
+    elapsed = after[-1]["t"] - before[-1]["t"]
+    assert len(after) - len(before) <= elapsed / 0.2 + 2
+    for _ in range(40):
+        assert live.post("/api/pages/hot/view").status == 200
+    deadline = time.monotonic() + 30
+    window = None
+    while time.monotonic() < deadline:
+        window = live.get("/api/stats").json["window"]
+        if window["commits_per_s"] > 0:
+            break
+        time.sleep(0.1)
+    assert window and window["commits_per_s"] > 0 and 0 < window["window_s"] <= 10.5
+    assert live.get("/api/stats").json["window"]["window_s"] <= 10.5
 
 
 # -- overload and stop ----------------------------------------------------------
@@ -360,7 +396,7 @@ def test_python_dash_m_webapp_serves_and_stops_on_sigterm(tmp_path):
 
 def test_the_app_runs_unchanged_on_the_retry_backend(tmp_path):
     """db.backend: "retry" swaps in RetryGateway; results stay exact, its retries are counted."""
-    with live_app(str(tmp_path / "retry.db"), **{"db.backend": "retry"}) as live:
+    with live_app(str(tmp_path / "retry.db"), **{"engine.sqlite_gateway.backend": "retry"}) as live:
         stats = live.get("/api/stats").json
         assert "retries" in stats and "batch_mean" not in stats  # it is really the old way
         _twenty_viewers_hit_a_cap_of_150_exactly(live)

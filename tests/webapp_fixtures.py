@@ -7,6 +7,7 @@ apps, config), however the test ends, so the next test starts clean.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -23,6 +24,8 @@ from sqlite_gateway.cherrypy_plugin import CHANNEL
 from webapp import app as webapp_app
 
 _HELPERS_OFF = {f"helpers.{job}.on": False for job in ("rollup", "settlement", "maintenance")}
+ADMIN_TOKEN = "test-admin-token"  # the tests pass it explicitly (webapp.admin_token)
+ADMIN = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_TOKEN}".encode()).decode()}
 
 
 def free_port() -> int:
@@ -56,9 +59,11 @@ class Live:
         return dbs[0]
 
     def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                headers: dict[str, str] | None = None, timeout: float = 30) -> Reply:
-        """One request on a fresh connection; ``body`` goes as JSON, ``raw`` as is."""
-        headers = dict(headers or {})
+                headers: dict[str, str] | None = None, timeout: float = 30,
+                admin: bool = False) -> Reply:
+        """One request on a fresh connection; ``body`` goes as JSON, ``raw`` as is;
+        ``admin`` adds the admin credential."""
+        headers = {**(ADMIN if admin else {}), **(headers or {})}
         if body is not None:
             raw = json.dumps(body).encode()
             headers.setdefault("Content-Type", "application/json")
@@ -75,6 +80,9 @@ class Live:
         return self.request("GET", path)
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Reply:
+        """A JSON POST; without a body it sends ``{}`` (a page view takes no fields)."""
+        if body is None and kwargs.get("raw") is None:
+            body = {}
         return self.request("POST", path, body, **kwargs)
 
 
@@ -87,7 +95,8 @@ def live_app(db_path: str, helpers: bool = False, **global_conf: Any) -> Iterato
     port = free_port()
     config = webapp_app.load_config(webapp_app.DEFAULT_CONFIG)
     overrides = {"server.socket_port": port, "server.socket_host": "127.0.0.1",
-                 "log.screen": False, "engine.autoreload.on": False}
+                 "log.screen": False, "engine.autoreload.on": False,
+                 "webapp.admin_token": ADMIN_TOKEN, "webapp.sample_interval": 0.2}
     if not helpers:
         overrides.update(_HELPERS_OFF)
     config["global"].update(overrides)

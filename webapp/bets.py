@@ -4,7 +4,7 @@ A bet is one transaction fn on the writer: the match must be open, the
 stake comes off the balance (the CHECK balance >= 0 refuses an overdraft),
 the bet row goes in. ``POST /api/bets`` waits for the commit (201);
 ``POST /api/bets?async=1`` enqueues the same fn and answers 202 with a ticket
-at once (DECISIONS 17). Every ticket ends ``committed`` or ``refused``: the
+at once. Every ticket ends ``committed`` or ``refused``: the
 gateway answers every Future it accepted, a graceful stop included (it
 drains). Closing a match goes through the same FIFO, so a bet accepted after
 the close is refused by the open check, and one accepted before it is settled.
@@ -12,7 +12,7 @@ the close is refused by the open check, and one accepted before it is settled.
 
 from __future__ import annotations
 
-import importlib
+import functools
 import logging
 import threading
 import uuid
@@ -23,9 +23,12 @@ from typing import Any
 import apsw
 import cherrypy
 
+from helpers import settlement
 from sqlite_gateway import Overloaded
 
 from . import validate
+from .security import admin_only, json_post
+from .tree import Collection, Resource
 
 MAX_BALANCE = 10**12
 MAX_STAKE = 10**9
@@ -80,21 +83,15 @@ def close_match(conn: Any, match: int, winner: str) -> None:
         raise Refused(409, "match is already closed") if exists else Refused(404, "no such match")
 
 
-def _settle(db: Any) -> Any:
-    """Pay out at once with helpers.settlement.run when it exists; else the
-    periodic job (or nobody yet) does it. A failure here only delays payment."""
+def _settle(db: Any) -> dict[str, int] | None:
+    """Pay out at once; if that fails, the periodic settlement job pays later."""
     try:
-        settlement = importlib.import_module("helpers.settlement")
-    except ModuleNotFoundError as exc:
-        if exc.name != "helpers.settlement":
-            raise
-        return None
-    try:
-        return settlement.run(db, priority="interactive")
+        result: dict[str, int] = settlement.run(db, priority="interactive")
     except Exception:  # noqa: BLE001 - logged; the periodic job settles it later
         cherrypy.log("settlement after close failed; the periodic job will retry",
                      context="webapp", severity=logging.ERROR, traceback=True)
         return None
+    return result
 
 
 class TicketBook:
@@ -136,13 +133,12 @@ def _reason(exc: BaseException) -> str:
     return f"not placed: {type(exc).__name__}"
 
 
-class Betting:
-    """Handlers for /api/accounts, /api/matches, /api/bets, /api/tickets."""
+class AccountList(Resource):
+    """``/api/accounts``: POST {name, balance} (admin: it hands out money)."""
 
-    def __init__(self) -> None:
-        self.tickets = TicketBook()
-
-    def create_account(self, **_query: Any) -> dict[str, Any]:
+    @admin_only
+    @json_post
+    def POST(self, /, **_query: Any) -> dict[str, Any]:
         body = validate.json_body("name", "balance")
         name = validate.name(body["name"], "name")
         balance = validate.integer(body["balance"], "balance", 0, MAX_BALANCE)
@@ -154,8 +150,16 @@ class Betting:
         cherrypy.response.status = 201
         return {"id": res.lastrowid}
 
-    def show_account(self, ident: str, **_query: Any) -> dict[str, Any]:
-        account = validate.path_id(ident, "account")
+
+class Account(Resource):
+    """``/api/accounts/<id>``: GET."""
+
+    def __init__(self, ident: str) -> None:
+        super().__init__()
+        self.ident = ident
+
+    def GET(self, /, **_query: Any) -> dict[str, Any]:
+        account = validate.path_id(self.ident, "account")
         rows = cherrypy.request.db.execute(
             "SELECT id, name, balance FROM accounts WHERE id = ?", (account,)).dicts()
         if not rows:
@@ -163,15 +167,28 @@ class Betting:
         row: dict[str, Any] = rows[0]
         return row
 
-    def create_match(self, **_query: Any) -> dict[str, Any]:
+
+class MatchList(Resource):
+    """``/api/matches``: POST {name} opens a match."""
+
+    @json_post
+    def POST(self, /, **_query: Any) -> dict[str, Any]:
         body = validate.json_body("name")
         name = validate.name(body["name"], "name")
         res = cherrypy.request.db.execute("INSERT INTO matches(name) VALUES (?)", (name,))
         cherrypy.response.status = 201
         return {"id": res.lastrowid}
 
-    def show_match(self, ident: str, **_query: Any) -> dict[str, Any]:
-        match = validate.path_id(ident, "match")
+
+class Match(Resource):
+    """``/api/matches/<id>``: GET."""
+
+    def __init__(self, ident: str) -> None:
+        super().__init__()
+        self.ident = ident
+
+    def GET(self, /, **_query: Any) -> dict[str, Any]:
+        match = validate.path_id(self.ident, "match")
         rows = cherrypy.request.db.execute(
             "SELECT id, name, status, winner, closed_at,"
             " (SELECT count(*) FROM bets WHERE bets.match = matches.id) AS bets"
@@ -181,8 +198,18 @@ class Betting:
         row: dict[str, Any] = rows[0]
         return row
 
-    def close_match(self, ident: str, **_query: Any) -> dict[str, Any]:
-        match = validate.path_id(ident, "match")
+
+class MatchClose(Resource):
+    """``/api/matches/<id>/close``: POST {winner} (admin: it decides who is paid)."""
+
+    def __init__(self, ident: str) -> None:
+        super().__init__()
+        self.ident = ident
+
+    @admin_only
+    @json_post
+    def POST(self, /, **_query: Any) -> dict[str, Any]:
+        match = validate.path_id(self.ident, "match")
         body = validate.json_body("winner")
         winner = validate.name(body["winner"], "winner")
         db = cherrypy.request.db
@@ -194,10 +221,18 @@ class Betting:
             closing.result(timeout=0)
         except Refused as exc:
             raise cherrypy.HTTPError(exc.status, exc.reason) from None
-        settled = _settle(db)  # {"matches": n, "bets": n}, or None: left to the job
-        return {"closed": True, "settled": settled if isinstance(settled, dict) else None}
+        return {"closed": True, "settled": _settle(db)}
 
-    def place_bet(self, **query: Any) -> dict[str, Any]:
+
+class BetList(Resource):
+    """``/api/bets``: POST {account, match, pick, stake}; ``?async=1`` for write-behind."""
+
+    def __init__(self, tickets: TicketBook) -> None:
+        super().__init__()
+        self.tickets = tickets
+
+    @json_post
+    def POST(self, /, **query: Any) -> dict[str, Any]:
         write_behind = validate.flag(query, "async")
         body = validate.json_body("account", "match", "pick", "stake")
         args = (validate.body_id(body["account"], "account"),
@@ -216,8 +251,17 @@ class Betting:
         cherrypy.response.status = 201
         return {"id": bet}
 
-    def show_ticket(self, segment: str, **_query: Any) -> dict[str, Any]:
-        ticket = validate.ticket(segment)
+
+class Ticket(Resource):
+    """``/api/tickets/<ticket>``: GET pending, committed or refused (with the reason)."""
+
+    def __init__(self, tickets: TicketBook, segment: str) -> None:
+        super().__init__()
+        self.tickets = tickets
+        self.segment = segment
+
+    def GET(self, /, **_query: Any) -> dict[str, Any]:
+        ticket = validate.ticket(self.segment)
         future = self.tickets.get(ticket)
         if future is None:  # forgotten (bounded memory) or from before a restart
             bet = cherrypy.request.db.execute("SELECT id FROM bets WHERE ticket = ?",
@@ -231,3 +275,12 @@ class Betting:
         if exc is not None:
             return {"status": "refused", "reason": _reason(exc), "bet": None}
         return {"status": "committed", "reason": None, "bet": future.result()}
+
+
+def collections(tickets: TicketBook) -> dict[str, Collection]:
+    """/api/accounts[/<id>], /api/matches[/<id>[/close]], /api/tickets/<ticket>."""
+    return {
+        "accounts": Collection(AccountList(), Account),
+        "matches": Collection(MatchList(), Match, {"close": MatchClose}),
+        "tickets": Collection(None, functools.partial(Ticket, tickets)),
+    }

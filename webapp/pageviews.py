@@ -14,7 +14,9 @@ from typing import Any
 
 import cherrypy
 
-from . import validate
+from . import layout, validate
+from .security import json_post
+from .tree import Collection, Resource
 
 MAX_CAP = 10**9
 
@@ -32,10 +34,11 @@ def record_view(conn: Any, name: str, now: float) -> tuple[bool, int, int] | Non
     return counted, rows[0][0], rows[0][1]
 
 
-class PageViews:
-    """Handlers for /api/pages and /pages/<name> (uses ``cherrypy.request.db``)."""
+class PageList(Resource):
+    """``/api/pages``: POST {name, cap} creates a page."""
 
-    def create(self, **_query: Any) -> dict[str, Any]:
+    @json_post
+    def POST(self, /, **_query: Any) -> dict[str, Any]:
         body = validate.json_body("name", "cap")
         name = validate.name(body["name"], "name")
         cap = validate.integer(body["cap"], "cap", 0, MAX_CAP)
@@ -47,17 +50,39 @@ class PageViews:
         cherrypy.response.status = 201
         return {"name": name, "views": 0, "cap": cap}
 
-    def show(self, name: str, **_query: Any) -> dict[str, Any]:
-        name = validate.path_name(name, "page")
-        rows = cherrypy.request.db.execute(
-            "SELECT name, views, cap FROM pages WHERE name = ?", (name,)).dicts()
-        if not rows:
-            raise cherrypy.HTTPError(404, "no such page")
-        row: dict[str, Any] = rows[0]
-        return row
 
-    def view(self, name: str, **_query: Any) -> dict[str, Any]:
-        name = validate.path_name(name, "page")
+def _page_row(name: str) -> dict[str, Any]:
+    name = validate.path_name(name, "page")
+    rows = cherrypy.request.db.execute(
+        "SELECT name, views, cap FROM pages WHERE name = ?", (name,)).dicts()
+    if not rows:
+        raise cherrypy.HTTPError(404, "no such page")
+    row: dict[str, Any] = rows[0]
+    return row
+
+
+class Page(Resource):
+    """``/api/pages/<name>``: GET shows it (it counts no view)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def GET(self, /, **_query: Any) -> dict[str, Any]:
+        return _page_row(self.name)
+
+
+class PageView(Resource):
+    """``/api/pages/<name>/view``: POST {} counts one view; 410 once the cap is reached."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    @json_post
+    def POST(self, /, **_query: Any) -> dict[str, Any]:
+        validate.json_body()
+        name = validate.path_name(self.name, "page")
         outcome = cherrypy.request.db.transaction(record_view, name, time.time())
         if outcome is None:
             raise cherrypy.HTTPError(404, "no such page")
@@ -67,18 +92,33 @@ class PageViews:
             return {"error": "cap reached", "views": views, "cap": cap}
         return {"views": views, "cap": cap}
 
-    def html_view(self, name: str, **_query: Any) -> str:
-        """A tiny HTML page that counts a view of itself."""
-        name = validate.path_name(name, "page")
-        outcome = cherrypy.request.db.transaction(record_view, name, time.time())
-        title = html.escape(name)
-        if outcome is None:
+
+class PageHtml(Resource):
+    """``/pages/<name>``: the page for a browser. Showing it changes nothing (a
+    GET or HEAD never counts); its script posts the view, as a JSON POST."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def GET(self, /, **_query: Any) -> str:
+        try:
+            row = _page_row(self.name)
+        except cherrypy.HTTPError:
             cherrypy.response.status = 404
-            body = "<p>No such page.</p>"
-        elif not outcome[0]:
-            cherrypy.response.status = 410
-            body = f"<p>This page has reached its cap of {outcome[2]} views.</p>"
-        else:
-            body = f"<p>View {outcome[1]} of {outcome[2]}.</p>"
-        return (f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>'
-                f'</head><body><h1>{title}</h1>{body}<p><a href="/">home</a></p></body></html>')
+            return layout.page("no such page", "<h1>No such page</h1>"
+                               '<p><a href="/">Back to the list of pages</a>.</p>')
+        title = html.escape(row["name"])
+        view_url = html.escape(layout.href("api", "pages", row["name"], "view"))
+        body = (f"<h1>{title}</h1>"
+                f'<p class="big"><span id="views">{row["views"]}</span> of '
+                f'<span id="cap">{row["cap"]}</span> views</p>'
+                f'<p id="outcome" class="muted">counting this view&hellip;</p>'
+                f'<p><a href="/">All pages</a></p>')
+        return layout.page(row["name"], body, script="page.js",
+                           data=f' data-view-url="{view_url}"')
+
+
+def collection() -> Collection:
+    """/api/pages, /api/pages/<name>, /api/pages/<name>/view."""
+    return Collection(PageList(), Page, {"view": PageView})
