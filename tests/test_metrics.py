@@ -9,13 +9,13 @@ import sys
 
 import pytest
 from conftest import ROOT
+import prometheus_client
+from prometheus_client.parser import text_string_to_metric_families
 
 from sqlite_gateway import Gateway
 from sqlite_gateway.baseline import RetryGateway
 from sqlite_gateway.metrics import GatewayCollector
 
-prometheus_client = pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families
 
 
 def scrape(collector: GatewayCollector) -> dict[str, float]:

@@ -209,7 +209,8 @@ class TestBadInput:
     def test_sql_meta_characters_in_every_path_segment_are_404(self, shared_live, meta):
         for method, path in SEGMENTS:
             url = path.format(urllib.parse.quote(f"zz{meta}", safe=""))
-            body = {"winner": "red"} if path.endswith("/close") else {} if method == "POST" else None
+            body = ({"winner": "red"} if path.endswith("/close")
+                    else {} if method == "POST" else None)
             reply = shared_live.request(method, url, body, admin=True)
             if reply.headers["Content-Type"].startswith("text/html"):  # /pages/<name>
                 assert path.startswith(HTML) and reply.status == 404

@@ -42,7 +42,8 @@ def _matches_table(rows: list[tuple[int, str, int, int]]) -> str:
 
 API = """<h2>API</h2>
 <table class="api"><tbody>
-<tr><td><code>POST /api/pages</code> <code>{name, cap}</code></td><td>a page with a view cap</td></tr>
+<tr><td><code>POST /api/pages</code> <code>{name, cap}</code></td>
+    <td>a page with a view cap</td></tr>
 <tr><td><code>GET /api/pages/&lt;name&gt;</code></td><td>its views and cap</td></tr>
 <tr><td><code>POST /api/pages/&lt;name&gt;/view</code> <code>{}</code></td>
 <td>count one view (410 at the cap)</td></tr>
@@ -50,7 +51,8 @@ API = """<h2>API</h2>
 <tr><td><code>POST /api/matches</code> <code>{name}</code></td><td>open a match</td></tr>
 <tr><td><code>POST /api/bets[?async=1]</code> <code>{account, match, pick, stake}</code></td>
 <td>201, or 202 with a ticket</td></tr>
-<tr><td><code>POST /api/matches/&lt;id&gt;/close</code> <code>{winner}</code></td><td>admin</td></tr>
+<tr><td><code>POST /api/matches/&lt;id&gt;/close</code> <code>{winner}</code></td>
+    <td>admin</td></tr>
 <tr><td><code>GET /api/stats</code>, <code>GET /metrics</code></td>
 <td>gateway figures (JSON, Prometheus)</td></tr>
 </tbody></table>
