@@ -136,10 +136,16 @@ class Gateway:
                  hang_timeout: float | None = 60.0, background_slice: float = 0.01,
                  autocheckpoint: int = 1000) -> None:
         path = os.fspath(path)
-        if not isinstance(path, str) or not path or path == ":memory:" or path.startswith(
-                "file::memory:"):
+        if not isinstance(path, str) or not path or path == ":memory:":
             raise ValueError(f"path must name a database file, not {path!r} "
                              "(the gateway needs WAL, which needs a file)")
+        if path[:5].lower() == "file:":
+            # SQLite would take it as a file name, not a URI: a file named
+            # "file:x.db?mode=ro" would be created (and the writer cannot be read-only).
+            raise ValueError(f"URI file names are not supported, not {path!r}: pass a plain "
+                             "path (the gateway opens the writer read-write and its readers "
+                             "read-only itself); for a file whose name starts with 'file:', "
+                             "write './file:...'")
         _check_int("queue_size", queue_size)
         _check_int("batch_max", batch_max)
         if timeout is not None:
@@ -222,8 +228,15 @@ class Gateway:
             try:
                 self._worker.ready.result()  # bounded by the busy timeout
             except BaseException:
-                thread.join()
                 self._state = State.CLOSED
+                # If the worker opens after all, the closed queue makes it close
+                # its connection and end.
+                self._queue.close("gateway is closed: start() did not complete")
+                if self._worker.ready.done():
+                    thread.join()  # it is ending (it failed to open, or will stop now)
+                # Otherwise this is Ctrl-C (or another signal's exception) while the
+                # worker waits for a lock another process holds: return at once and
+                # leave the daemon thread to the busy timeout, not the caller.
                 raise
             if isinstance(self._readers, ReaderLanes):
                 self._readers.start()  # after the writer has put the file in WAL mode
@@ -248,6 +261,10 @@ class Gateway:
         """
         self._check_not_worker("close")
         with self._state_lock:
+            if self._state is State.CLOSED:
+                # Closed already, or start() failed or was interrupted, or this is
+                # a forked child's copy: nothing of ours to drain or wait for.
+                return
             if self._state is State.NEW:
                 self._state = State.CLOSED
                 self._queue.close("gateway is closed")
