@@ -293,6 +293,22 @@ class Gateway:
                 _open_gateways.discard(self)
                 logger.info("gateway closed on %s", self.path)
 
+    def _disown(self, reason: str) -> None:
+        """In a forked child (one thread, at the fork): refuse every call at once.
+
+        The parent's worker, watchdog and reader threads did not come along,
+        and its SQLite connections must not be used here. A lock that one of
+        the parent's threads held at the fork stays locked here, so this
+        takes none: it swaps in a fresh state lock and an already closed queue.
+        """
+        self._state_lock = threading.Lock()
+        self._state = State.CLOSED
+        queue = RequestQueue(1)
+        queue.close(reason)
+        self._queue = queue
+        self._readers = None
+        self._finalizer.detach()
+
     def __enter__(self) -> Gateway:
         return self.start()
 
@@ -519,6 +535,19 @@ def _check_seconds(name: str, value: object, zero_ok: bool = False) -> None:
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
             or value < 0 or (value == 0 and not zero_ok) or value != value):
         raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+
+
+def _after_fork_in_child() -> None:
+    """A forked child cannot use its parent's gateways: refuse their calls at once."""
+    parent, child = os.getppid(), os.getpid()
+    for gateway in list(_open_gateways):
+        gateway._disown(f"this gateway was started in process {parent}; a forked child "
+                        f"(process {child}) must make its own Gateway after the fork")
+    _open_gateways.clear()  # and the child's exit does not wait for the parent's workers
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
