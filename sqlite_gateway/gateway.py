@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar, Union
 import apsw
 
 from .connection import SYNCHRONOUS
-from .errors import GatewayClosed, GatewayError, NestedCallError
+from .errors import GatewayClosed, GatewayError, NestedCallError, RequestTimeout
 from .request import (Kind, Params, Request, check_many, check_params, check_priority, check_sql,
                       wait_for)
 from .requestqueue import RequestQueue, fail_pending
@@ -453,21 +453,23 @@ class Gateway:
         Raises:
             the first slice's error (the same object, e.g.
             ``apsw.ConstraintError``), with a note saying how many parameter
-            sets were committed before it; the rest are not run.
+            sets are known committed before it and what became of that slice:
+            rolled back, not accepted, or (the caller stopped waiting: a
+            RequestTimeout after it started, Ctrl-C) it may still commit, all
+            of it or none. No later slice is sent.
             TypeError, ValueError, Overloaded, GatewayClosed: as executemany.
         """
         rows = check_many(seq_of_params)
         sql, lane = check_sql(sql), check_priority(priority)
         done = changed = 0
         while done < len(rows):
+            request = Request(Kind.TRANSACTION, fn=_run_slice, priority=lane,
+                              args=(sql, rows, done, self.background_slice,
+                                    self._queue.interactive_waiting if lane else None))
             try:
-                ran, count = self._call(Request(
-                    Kind.TRANSACTION, fn=_run_slice, priority=lane,
-                    args=(sql, rows, done, self.background_slice,
-                          self._queue.interactive_waiting if lane else None)), timeout)
+                ran, count = self._call(request, timeout)
             except BaseException as exc:
-                exc.add_note(f"bulk(): {done} of {len(rows)} parameter sets were committed "
-                             "before this error; the rest did not run")
+                exc.add_note(_bulk_note(exc, request, done, len(rows)))
                 raise
             done += ran
             changed += count
@@ -507,6 +509,23 @@ class Gateway:
 
 
 _SLICE_STEP = 4  # parameter sets run between two looks at the clock
+
+
+def _bulk_note(exc: BaseException, request: Request, done: int, total: int) -> str:
+    """What bulk() knows of the file when ``request`` (its slice from ``done``) raised."""
+    known = f"bulk(): {done} of {total} parameter sets were committed before this error"
+    future = request.future
+    if future.cancelled():
+        fate = "the slice after them had not started and will not run"
+    elif future.done():  # the worker answered: the slice's own error
+        fate = ("the slice after them was rolled back" if not isinstance(exc, GatewayClosed)
+                else "the error says whether the slice after them may be committed")
+    elif isinstance(exc, GatewayError) and not isinstance(exc, RequestTimeout):
+        fate = "the slice after them was not accepted"  # refused at once (closed, full)
+    else:  # the caller stopped waiting on an accepted slice (a timeout after it started, ^C)
+        fate = (f"the slice that starts at parameter set {done} was accepted and may still "
+                "commit (all of it or none of it)")
+    return f"{known}; {fate}; no later slice was sent"
 
 
 def _run_slice(conn: Any, sql: str, rows: list[Params], start: int, seconds: float,
