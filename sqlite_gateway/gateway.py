@@ -78,7 +78,8 @@ class Gateway:
 
     Args:
         path: the database file (created if missing). ``:memory:`` is refused:
-            the gateway needs WAL, which needs a file.
+            the gateway needs WAL, which needs a file; so are URI file names
+            (``file:...``): the gateway opens its connections in the modes it needs.
         queue_size: most requests waiting at once; past it calls raise
             :class:`Overloaded` at once.
         batch_max: most requests committed together in one transaction.
@@ -124,6 +125,11 @@ class Gateway:
     accepted before it, of both priorities. Background work is never starved
     for long: a background request that has waited about a second is served
     next.
+
+    Processes: a gateway serves the process that started it. In a child
+    forked after ``start()`` its calls raise :class:`GatewayClosed` at once:
+    make (or start) the gateway after the fork, e.g. in gunicorn's
+    ``post_fork`` hook or lazily in the app factory.
 
     Raises:
         ValueError, TypeError: an option is out of range or of the wrong type.
@@ -208,7 +214,9 @@ class Gateway:
         """Start the worker and open the write connection; return self.
 
         Returns once the connection is open and configured (WAL, synchronous,
-        foreign keys, busy timeout).
+        foreign keys, busy timeout). If another process holds the file's lock
+        that can take up to ``busy_timeout``; Ctrl-C (KeyboardInterrupt) stops
+        the wait at once and leaves the gateway closed.
 
         Raises:
             GatewayError: already started or closed (a closed gateway stays

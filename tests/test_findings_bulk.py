@@ -11,10 +11,9 @@ import threading
 
 import apsw
 import pytest
+from conftest import scalar
 
 from sqlite_gateway import Gateway, GatewayClosed, RequestTimeout
-
-from conftest import scalar
 
 HELD = 40  # the parameter set whose slice is held up on the worker
 

@@ -11,11 +11,10 @@ import json
 
 import apsw
 import pytest
+from conftest import run_python
 
 from sqlite_gateway import Gateway
 from sqlite_gateway.errors import ConnectionSettingError
-
-from conftest import run_python
 
 MODES = [{}, {"readers": 2}, {"readers": 2, "read_mode": "threads"}]
 MODE_IDS = ["writer-only", "readers-inline", "readers-threads"]

@@ -11,10 +11,9 @@ import signal
 import subprocess
 
 import pytest
+from conftest import child_python
 
 from sqlite_gateway import Gateway, GatewayClosed
-
-from conftest import child_python
 
 # Holds an exclusive lock on a rollback-journal file until its stdin closes.
 _HOLDER = """
