@@ -525,14 +525,18 @@ def _bulk_note(exc: BaseException, request: Request, done: int, total: int) -> s
     future = request.future
     if future.cancelled():
         fate = "the slice after them had not started and will not run"
-    elif future.done():  # the worker answered: the slice's own error
-        fate = ("the slice after them was rolled back" if not isinstance(exc, GatewayClosed)
-                else "the error says whether the slice after them may be committed")
-    elif isinstance(exc, GatewayError) and not isinstance(exc, RequestTimeout):
-        fate = "the slice after them was not accepted"  # refused at once (closed, full)
-    else:  # the caller stopped waiting on an accepted slice (a timeout after it started, ^C)
+    elif isinstance(exc, RequestTimeout) or (not future.done()
+                                             and not isinstance(exc, GatewayError)):
+        # The caller stopped waiting (a timeout after it started, Ctrl-C) on an
+        # accepted slice: it may commit all the same (it may even have by now).
         fate = (f"the slice that starts at parameter set {done} was accepted and may still "
                 "commit (all of it or none of it)")
+    elif not future.done():
+        fate = "the slice after them was not accepted"  # refused at once (closed, full)
+    elif isinstance(exc, GatewayClosed):  # answered by a gateway that broke meanwhile
+        fate = "the error says whether the slice after them may be committed"
+    else:
+        fate = "the slice after them was rolled back"  # its own error
     return f"{known}; {fate}; no later slice was sent"
 
 
