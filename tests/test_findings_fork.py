@@ -74,9 +74,10 @@ else:
 exit_seconds = time.monotonic() - ended
 db.execute("INSERT INTO t VALUES ('parent, after the fork')")  # the parent's gateway goes on
 rows = sorted(r[0] for r in db.execute("SELECT x FROM t").rows)
+check = db.execute("PRAGMA integrity_check").scalar()
 db.close()
 print(json.dumps({"child": child, "status": status, "exit_seconds": exit_seconds,
-                  "rows": rows}))
+                  "rows": rows, "check": check}))
 """
 
 
@@ -96,6 +97,7 @@ def test_a_forked_child_gets_gatewayclosed_at_once_and_exits_promptly(db_path, r
     assert report["exit_seconds"] < 15, report
     assert report["rows"] == ["child, own gateway", "child, started after the fork", "parent",
                               "parent, after the fork"]
+    assert report["check"] == "ok"
 
 
 _MULTIPROCESSING = """
