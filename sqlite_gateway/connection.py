@@ -19,16 +19,49 @@ SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _TRANSACTION_OPS = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT})
 
-# PRAGMAs whose setting belongs to the gateway, on its one shared writer: its
-# options (synchronous, busy_timeout, wal_autocheckpoint), WAL and foreign keys
-# as it opened them, and those that would stop or change every later caller's
-# writes (query_only made BEGIN fail for good; ignore_check_constraints voids
-# the CHECKs; max_page_count fills the file; writable_schema, schema_version
-# and locking_mode can corrupt the file or lock others out).
-_OWNED_PRAGMAS = frozenset({
+# PRAGMAs a caller's SQL may not *set* through execute()/transaction() (reading
+# them is fine), on the shared writer or on a reader. Everything else SQLite
+# offers is per-database maintenance or a setting stored in the file
+# (user_version, application_id, auto_vacuum, page_size, encoding, optimize,
+# incremental_vacuum, wal_checkpoint), a one-off action (shrink_memory frees
+# this connection's cache) or a read. run_exclusive(fn) gets the raw connection
+# and may set any of them: maintenance owns the connection for its call.
+_PROCESS_PRAGMAS = frozenset({
+    # Global to the process: every SQLite connection of every library in it
+    # (hard_heap_limit=65536 made every later call fail with NoMemError).
+    "hard_heap_limit", "soft_heap_limit", "temp_store_directory", "data_store_directory"})
+_OWNED_PRAGMAS = _PROCESS_PRAGMAS | frozenset({
+    # The gateway's options and the way it opened the writer: synchronous,
+    # busy_timeout, wal_autocheckpoint, WAL, foreign keys.
     "synchronous", "busy_timeout", "wal_autocheckpoint", "journal_mode", "foreign_keys",
+    # Stop or void every later caller's writes, or endanger the file:
+    # query_only made BEGIN fail for good; ignore_check_constraints voids the
+    # CHECKs; max_page_count fills the file; writable_schema and
+    # schema_version can corrupt it; locking_mode locks other processes out;
+    # cell_size_check=OFF hides corruption; secure_delete=OFF keeps deleted
+    # content; fullfsync/checkpoint_fullfsync weaken durability on macOS;
+    # trusted_schema=ON lets the schema call unsafe functions.
     "query_only", "ignore_check_constraints", "max_page_count", "writable_schema",
-    "schema_version", "locking_mode"})
+    "schema_version", "locking_mode", "cell_size_check", "secure_delete", "fullfsync",
+    "checkpoint_fullfsync", "trusted_schema",
+    # Change the results later callers get from the same SQL: LIKE, the order
+    # of unordered SELECTs, triggers firing triggers, ALTER TABLE RENAME, the
+    # rows an INSERT returns (count_changes), column names, dirty reads.
+    # defer_foreign_keys lasts to the COMMIT, so it would defer the checks of
+    # every other request of the batch, and one violation would fail them all.
+    "case_sensitive_like", "reverse_unordered_selects", "recursive_triggers",
+    "legacy_alter_table", "count_changes", "full_column_names", "short_column_names",
+    "empty_result_callbacks", "read_uncommitted", "defer_foreign_keys",
+    # The connection's memory, threads, temp storage and query plans, for
+    # every later caller (cache_size=1 or automatic_index=0 can make everyone's
+    # queries slow, mmap_size turns an I/O error into a crash, temp_store
+    # moves temp tables into RAM). Tune them once with run_exclusive(fn).
+    "threads", "mmap_size", "cache_size", "default_cache_size", "cache_spill", "temp_store",
+    "automatic_index", "analysis_limit", "journal_size_limit"})
+# ATTACH/DETACH get the same refusal: an attached database stays attached for
+# every later caller, and in WAL mode a transaction over several files is not
+# atomic across them (run_exclusive may attach, and must detach, for its call).
+_ATTACH_OPS = frozenset({apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH})
 
 _REFUSED = (
     "explicit transaction control (BEGIN, COMMIT, ROLLBACK, END, SAVEPOINT, "
@@ -65,9 +98,9 @@ class TransactionGuard:
 
     def __call__(self, op: int, p1: str | None, p2: str | None,
                  db: str | None, trigger: str | None) -> int:
-        if (op == apsw.SQLITE_PRAGMA and p2 is not None and self.active
-                and (p1 or "").lower() in _OWNED_PRAGMAS):
-            self.refused_pragma = (p1 or "").lower()
+        if self.active and ((op == apsw.SQLITE_PRAGMA and p2 is not None
+                             and (p1 or "").lower() in _OWNED_PRAGMAS) or op in _ATTACH_OPS):
+            self.refused_pragma = "ATTACH" if op in _ATTACH_OPS else (p1 or "").lower()
             return apsw.SQLITE_DENY
         if op in _TRANSACTION_OPS:
             if self.active:
@@ -156,13 +189,24 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         if refused:
             raise TransactionControlError(_REFUSED) from None
         if pragma is not None:
-            raise ConnectionSettingError(
-                f"PRAGMA {pragma} = ... is refused: the gateway owns that setting "
-                "of its shared write connection (set synchronous, busy_timeout and the like "
-                "as Gateway options; run other maintenance with db.run_exclusive(fn))") from None
+            raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
     return make_result(rows, conn.total_changes() - before, conn.last_insert_rowid(), columns)
+
+
+def _setting_refused(name: str) -> str:
+    if name == "ATTACH":
+        return ("ATTACH and DETACH are refused: an attached database would stay attached "
+                "for every later caller of the shared connection, and a transaction over "
+                "several files in WAL mode is not atomic across them (to copy from another "
+                "file, attach and detach it inside db.run_exclusive(fn))")
+    if name in _PROCESS_PRAGMAS:
+        return (f"PRAGMA {name} = ... is refused: it would change every SQLite connection "
+                "in this process, not only the gateway's")
+    return (f"PRAGMA {name} = ... is refused: it would change the shared connection for "
+            "every later caller (set synchronous, busy_timeout and the like as Gateway "
+            "options; tune the rest once with db.run_exclusive(fn))")
 
 
 class Connection:

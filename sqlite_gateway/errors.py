@@ -7,7 +7,7 @@
      +-- Overloaded               the queue is full; nothing was enqueued
      +-- RequestTimeout           the caller stopped waiting (also a TimeoutError)
      +-- TransactionControlError  BEGIN/COMMIT/SAVEPOINT/... given to execute()
- +-- ConnectionSettingError   a PRAGMA that would change the writer's settings
+     +-- ConnectionSettingError   a PRAGMA or ATTACH that would change a shared connection
      +-- NestedCallError          a gateway call made from inside a transaction fn
 
 Errors raised by SQLite itself are *not* wrapped: an ``apsw.ConstraintError``
@@ -78,12 +78,17 @@ class TransactionControlError(GatewayError):
 
 
 class ConnectionSettingError(GatewayError):
-    """A PRAGMA would set what the gateway owns on its shared write connection.
+    """A PRAGMA or ATTACH would change a connection every later caller shares.
 
     ``synchronous``, ``busy_timeout``, ``journal_mode``, ``foreign_keys``,
     ``query_only`` and the like would change every later caller's writes (or
     stop them all); the options of :class:`~sqlite_gateway.Gateway` set them.
-    Reading such a PRAGMA (``PRAGMA synchronous``) is fine.
+    ``hard_heap_limit``, ``soft_heap_limit`` and ``temp_store_directory``
+    would change every SQLite connection in the process; ``case_sensitive_like``,
+    ``recursive_triggers``, ``cache_size``, ``mmap_size`` and their kin the
+    results or resources of later callers; an ATTACHed database would stay
+    attached. Reading such a PRAGMA (``PRAGMA synchronous``) is fine, and
+    ``run_exclusive(fn)`` gets the raw connection for tuning it once.
     """
 
 

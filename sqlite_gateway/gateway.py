@@ -83,7 +83,8 @@ class Gateway:
 
     Args:
         path: the database file (created if missing). ``:memory:`` is refused:
-            the gateway needs WAL, which needs a file.
+            the gateway needs WAL, which needs a file; so are URI file names
+            (``file:...``): the gateway opens its connections in the modes it needs.
         queue_size: most requests waiting at once; past it calls raise
             :class:`Overloaded` at once.
         batch_max: most requests committed together in one transaction.
@@ -141,6 +142,11 @@ class Gateway:
     for long: a background request that has waited about a second is served
     next.
 
+    Processes: a gateway serves the process that started it. In a child
+    forked after ``start()`` its calls raise :class:`GatewayClosed` at once:
+    make (or start) the gateway after the fork, e.g. in gunicorn's
+    ``post_fork`` hook or lazily in the app factory.
+
     Raises:
         ValueError, TypeError: an option is out of range or of the wrong type.
     """
@@ -152,10 +158,16 @@ class Gateway:
                  hang_timeout: float | None = 60.0, background_slice: float = 0.01,
                  autocheckpoint: int = 1000, inline: bool = True) -> None:
         path = os.fspath(path)
-        if not isinstance(path, str) or not path or path == ":memory:" or path.startswith(
-                "file::memory:"):
+        if not isinstance(path, str) or not path or path == ":memory:":
             raise ValueError(f"path must name a database file, not {path!r} "
                              "(the gateway needs WAL, which needs a file)")
+        if path[:5].lower() == "file:":
+            # SQLite would take it as a file name, not a URI: a file named
+            # "file:x.db?mode=ro" would be created (and the writer cannot be read-only).
+            raise ValueError(f"URI file names are not supported, not {path!r}: pass a plain "
+                             "path (the gateway opens the writer read-write and its readers "
+                             "read-only itself); for a file whose name starts with 'file:', "
+                             "write './file:...'")
         _check_int("queue_size", queue_size)
         _check_int("batch_max", batch_max)
         if timeout is not None:
@@ -224,7 +236,9 @@ class Gateway:
         """Start the worker and open the write connection; return self.
 
         Returns once the connection is open and configured (WAL, synchronous,
-        foreign keys, busy timeout).
+        foreign keys, busy timeout). If another process holds the file's lock
+        that can take up to ``busy_timeout``; Ctrl-C (KeyboardInterrupt) stops
+        the wait at once and leaves the gateway closed.
 
         Raises:
             GatewayError: already started or closed (a closed gateway stays
@@ -244,8 +258,15 @@ class Gateway:
             try:
                 self._worker.ready.result()  # bounded by the busy timeout
             except BaseException:
-                thread.join()
                 self._state = State.CLOSED
+                # If the worker opens after all, the closed queue makes it close
+                # its connection and end.
+                self._queue.close("gateway is closed: start() did not complete")
+                if self._worker.ready.done():
+                    thread.join()  # it is ending (it failed to open, or will stop now)
+                # Otherwise this is Ctrl-C (or another signal's exception) while the
+                # worker waits for a lock another process holds: return at once and
+                # leave the daemon thread to the busy timeout, not the caller.
                 raise
             if isinstance(self._readers, ReaderLanes):
                 self._readers.start()  # after the writer has put the file in WAL mode
@@ -270,6 +291,10 @@ class Gateway:
         """
         self._check_not_worker("close")
         with self._state_lock:
+            if self._state is State.CLOSED:
+                # Closed already, or start() failed or was interrupted, or this is
+                # a forked child's copy: nothing of ours to drain or wait for.
+                return
             if self._state is State.NEW:
                 self._state = State.CLOSED
                 self._queue.close("gateway is closed")
@@ -297,6 +322,22 @@ class Gateway:
                 self._state = State.CLOSED
                 _open_gateways.discard(self)
                 logger.info("gateway closed on %s", self.path)
+
+    def _disown(self, reason: str) -> None:
+        """In a forked child (one thread, at the fork): refuse every call at once.
+
+        The parent's worker, watchdog and reader threads did not come along,
+        and its SQLite connections must not be used here. A lock that one of
+        the parent's threads held at the fork stays locked here, so this
+        takes none: it swaps in a fresh state lock and an already closed queue.
+        """
+        self._state_lock = threading.Lock()
+        self._state = State.CLOSED
+        queue = RequestQueue(1)
+        queue.close(reason)
+        self._queue = queue
+        self._readers = None
+        self._finalizer.detach()
 
     def __enter__(self) -> Gateway:
         return self.start()
@@ -502,7 +543,10 @@ class Gateway:
         Raises:
             the first slice's error (the same object, e.g.
             ``apsw.ConstraintError``), with a note saying how many parameter
-            sets were committed before it; the rest are not run.
+            sets are known committed before it and what became of that slice:
+            rolled back, not accepted, or (the caller stopped waiting: a
+            RequestTimeout after it started, Ctrl-C) it may still commit, all
+            of it or none. No later slice is sent.
             TypeError, ValueError, Overloaded, GatewayClosed: as executemany.
         """
         rows = check_many(seq_of_params)
@@ -510,14 +554,13 @@ class Gateway:
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         done = changed = 0
         while done < len(rows):
+            request = Request(Kind.TRANSACTION, fn=_run_slice, priority=lane, answer=WAIT,
+                              args=(sql, rows, done, self.background_slice,
+                                    self._queue.interactive_waiting if lane else None))
             try:
-                ran, count = self._call(Request(
-                    Kind.TRANSACTION, fn=_run_slice, priority=lane, answer=WAIT,
-                    args=(sql, rows, done, self.background_slice,
-                          self._queue.interactive_waiting if lane else None)), wait)
+                ran, count = self._call(request, wait)
             except BaseException as exc:
-                note = (f"bulk(): {done} of {len(rows)} parameter sets were committed "
-                        "before this error; the rest did not run")
+                note = _bulk_note(exc, request, done, len(rows))
                 if sys.version_info >= (3, 11):
                     exc.add_note(note)
                 else:  # no add_note() before 3.11: the same attribute, by hand
@@ -605,6 +648,26 @@ class Gateway:
 _SLICE_STEP = 4  # parameter sets run between two looks at the clock
 
 
+def _bulk_note(exc: BaseException, request: Request, done: int, total: int) -> str:
+    """What bulk() knows of the file when ``request`` (its slice from ``done``) raised."""
+    known = f"bulk(): {done} of {total} parameter sets were committed before this error"
+    if isinstance(exc, RequestTimeout) and not exc.started:
+        fate = "the slice after them had not started and will not run"
+    elif isinstance(exc, RequestTimeout) or (not request.done
+                                             and not isinstance(exc, GatewayError)):
+        # The caller stopped waiting (a timeout after it started, Ctrl-C) on an
+        # accepted slice: it may commit all the same (it may even have by now).
+        fate = (f"the slice that starts at parameter set {done} was accepted and may still "
+                "commit (all of it or none of it)")
+    elif not request.done:
+        fate = "the slice after them was not accepted"  # refused at once (closed, full)
+    elif isinstance(exc, GatewayClosed):  # answered by a gateway that broke meanwhile
+        fate = "the error says whether the slice after them may be committed"
+    else:
+        fate = "the slice after them was rolled back"  # its own error
+    return f"{known}; {fate}; no later slice was sent"
+
+
 def _run_slice(conn: Any, sql: str, rows: list[Params], start: int, seconds: float,
                preempted: Callable[[], bool] | None) -> tuple[int, int]:
     """On the worker: run rows[start:] until ``seconds`` have passed or
@@ -631,6 +694,19 @@ def _check_seconds(name: str, value: object, zero_ok: bool = False) -> None:
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
             or not 0 <= value < float("inf") or (value == 0 and not zero_ok)):
         raise ValueError(f"{name} must be a finite number of seconds > 0, not {value!r}")
+
+
+def _after_fork_in_child() -> None:
+    """A forked child cannot use its parent's gateways: refuse their calls at once."""
+    parent, child = os.getppid(), os.getpid()
+    for gateway in list(_open_gateways):
+        gateway._disown(f"this gateway was started in process {parent}; a forked child "
+                        f"(process {child}) must make its own Gateway after the fork")
+    _open_gateways.clear()  # and the child's exit does not wait for the parent's workers
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register

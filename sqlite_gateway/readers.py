@@ -49,8 +49,9 @@ _CLOSE_WAIT = 5.0  # seconds close() waits for reads in progress to stop
 
 
 class _ReadGuard(TransactionGuard):
-    """Also sends to the writer what would change a reader's own state:
-    ATTACH/DETACH and PRAGMAs that set a value."""
+    """Refuses here what the writer refuses (transaction control, ATTACH, the
+    settings in ``_OWNED_PRAGMAS``), so a refused setting is never applied on a
+    reader either; sends to the writer any other PRAGMA that sets a value."""
 
     __slots__ = ("to_writer",)
 
@@ -60,11 +61,11 @@ class _ReadGuard(TransactionGuard):
 
     def __call__(self, op: int, p1: str | None, p2: str | None,
                  db: str | None, trigger: str | None) -> int:
-        if op in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH) or (
-                op == apsw.SQLITE_PRAGMA and p2 is not None):
+        verdict = super().__call__(op, p1, p2, db, trigger)
+        if verdict == apsw.SQLITE_OK and op == apsw.SQLITE_PRAGMA and p2 is not None:
             self.to_writer = True
             return apsw.SQLITE_DENY
-        return super().__call__(op, p1, p2, db, trigger)
+        return verdict
 
 
 class Reader:
