@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="CherryPy config file")
     parser.add_argument("--port", type=int, help="override server.socket_port")
     parser.add_argument("--db", help="override engine.sqlite_gateway.path")
-    parser.add_argument("--backend", choices=("gateway", "retry"),
-                        help="override db.backend: the gateway, or the old retry way")
+    parser.add_argument("--backend", choices=("gateway", "retry", "busy"),
+                        help="override db.backend: the gateway, or an old way (retry, busy)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     if args.port is not None:

@@ -242,8 +242,8 @@ def build_app(config: str | Path | dict[str, Any] | None = None,
     engine = cherrypy.engine
     plugin: GatewayPlugin = install(engine, setup=create_schema)
     _installed["plugin"] = plugin
-    # db.backend: "gateway" (default) or "retry" (the old way, for comparisons);
-    # the app code is the same for both.
+    # db.backend: "gateway" (default), "retry" or "busy" (old ways, for
+    # comparisons); the app code is the same for all three.
     plugin.backend = backend
     cherrypy.config.update(global_conf)  # engine.sqlite_gateway.* reaches the plugin
     if db_path is not None:
