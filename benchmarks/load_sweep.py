@@ -44,7 +44,7 @@ load average before the run (the machine may be shared).
 
 Per cell: offered and served requests/s (answered as expected, over the span
 from the first due time to the last answer), latency p50/p95/p99/max in ms
-over every arrival (a timeout counts as the timeout: a lower bound),
+over every arrival (a timeout counts as the time until the client gave up: a lower bound),
 failures by kind (``timeout``, ``503+RA`` = 503 with Retry-After, a refusal
 the client may retry; ``503``; another status such as ``500``; ``conn`` = the
 connection failed; ``body`` = not the answer the endpoint promises; ``ticket``
@@ -425,7 +425,7 @@ async def _drive(cell: Cell, port: int, token: str, timeout: float, seed: int,
                                             timeout)
         except asyncio.TimeoutError:
             cell.failures["timeout"] += 1
-            cell.latencies.append(timeout * 1000)
+            cell.latencies.append((time.monotonic() - due) * 1000)
             return
         except HTTPError:
             cell.failures["conn"] += 1
@@ -763,8 +763,10 @@ def main(argv: list[str] | None = None) -> int:
             if not capacity or cell.error:
                 print(f"cannot measure the capacity: {cell.error or 'nothing served'}")
                 return 1
-        for backend in args.backends:
-            for fraction in args.fractions:
+        # Fraction by fraction, each backend in turn: the cells compared with each
+        # other run close together in time, should the machine's load drift.
+        for fraction in args.fractions:
+            for backend in args.backends:
                 cell = run_cell(backend, fraction, capacity * fraction / 100, args.seconds,
                                 os.path.join(base, f"{backend}-{fraction:g}"),
                                 timeout=args.timeout, app_cpu=app_cpu)
@@ -772,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  ran {backend} at {fraction:g}%: offered {cell.rate:,.0f}/s, served "
                       f"{cell.served:,.0f}/s, p99 {_ms(cell.p(0.99))} ms, failures "
                       f"{_failures(cell)}", file=sys.stderr, flush=True)
+    after = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"- load average after the run: {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
     app_cpus = sorted({c.app_cpus for c in cells})
     print(f"- pinning: the app on cpu {'/'.join(app_cpus)}, this load generator on cpu "
           f"{generator} (os.sched_setaffinity, every thread)")
