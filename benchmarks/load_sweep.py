@@ -113,42 +113,32 @@ def admin_headers(token: str) -> dict[str, str]:
 
 # --- the request mix: ONE table ---------------------------------------------------------
 # locustfile.py's mix as shares of the arrivals (its users' weights over their think
-# times): page viewers 81%, bettors 15%, the admin 4%. Each row: name, share, method,
-# path, JSON body (None: no body), whether it needs the admin credential, and the
-# statuses that are correct answers (410 cap reached, 409 match closed, 422 overdraft).
-# Paths and bodies are built from the cell's state `s` (see State).
-HOT = "hot"      # most views: pages that never reach their cap
-CAPPED = "capped"  # a page whose cap is reached halfway through a cell
-
-MIX: tuple[tuple[str, float, str, Callable[[Any], str], Callable[[Any], Any], bool,
-                 tuple[int, ...]], ...] = (
-    ("view",        44, "POST", lambda s: f"/api/pages/{s.page()}/view", lambda s: {}, False,
-     (200, 410)),
-    ("view capped",  4, "POST", lambda s: f"/api/pages/{CAPPED}/view", lambda s: {}, False,
-     (200, 410)),
-    ("page html",    8, "GET", lambda s: f"/pages/{s.page()}", lambda s: None, False, (200,)),
-    ("page read",   25, "GET", lambda s: f"/api/pages/{s.page()}", lambda s: None, False,
-     (200,)),
-    ("bet",          7, "POST", lambda s: "/api/bets", lambda s: s.bet(), False,
-     (201, 409, 422)),
-    ("bet async",    5, "POST", lambda s: "/api/bets?async=1", lambda s: s.bet(), False,
-     (202,)),
-    ("balance",      3, "GET", lambda s: f"/api/accounts/{s.account()}", lambda s: None, False,
-     (200,)),
-    ("open match", 1.5, "POST", lambda s: "/api/matches",
-     lambda s: {"name": f"m-{uuid.uuid4().hex[:12]}"}, False, (201,)),
-    ("close match",  1, "POST", lambda s: f"/api/matches/{s.oldest_match()}/close",
-     lambda s: {"winner": "home"}, True, (200, 404, 409)),
-    ("stats",        2, "GET", lambda s: "/api/stats", lambda s: None, False, (200,)),
+# times): page viewers 81%, bettors 15%, the admin 4%. A request's {placeholders} and
+# body are filled from the cell's State; "correct answers" are the statuses that are not
+# failures (410 cap reached, 409 match closed, 422 overdraft are the app's refusals).
+MIX: tuple[tuple[str, float, str, str | None, bool, tuple[int, ...]], ...] = (
+    # name         share  request                             body      admin  correct answers
+    ("view",          44, "POST /api/pages/{page}/view",       "empty",  False, (200, 410)),
+    ("view capped",    4, "POST /api/pages/capped/view",       "empty",  False, (200, 410)),
+    ("page html",      8, "GET /pages/{page}",                 None,     False, (200,)),
+    ("page read",     25, "GET /api/pages/{page}",             None,     False, (200,)),
+    ("bet",            7, "POST /api/bets",                    "bet",    False, (201, 409, 422)),
+    ("bet async",      5, "POST /api/bets?async=1",            "bet",    False, (202,)),
+    ("balance",        3, "GET /api/accounts/{account}",       None,     False, (200,)),
+    ("open match",   1.5, "POST /api/matches",                 "match",  False, (201,)),
+    ("close match",    1, "POST /api/matches/{closing}/close", "winner", True,  (200, 409)),
+    ("stats",          2, "GET /api/stats",                    None,     False, (200,)),
 )
-HOT_PAGES = 5
+CAPPED = "capped"  # the page whose cap is reached halfway through a cell
+HOT_PAGES = 5      # hot-0 .. hot-4, with a cap never reached
 ACCOUNTS = 50
-ACCOUNT_BALANCE = 10**6
+ACCOUNT_BALANCE = 10**6  # stakes are 1..100: an overdraft is possible, never reached
 OPEN_MATCHES = 3
 
 
 class State:
-    """What the requests of one cell refer to; the generator's own bookkeeping."""
+    """What the requests of one cell refer to: the generator's own bookkeeping.
+    ``state[key]`` fills a request's {placeholder}; :meth:`body` makes its body."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -156,25 +146,33 @@ class State:
         self.matches: list[int] = []  # open, oldest first
         self.closed: list[int] = []
 
-    def page(self) -> str:
-        # Skewed like locustfile.py: hot-0 gets about half the traffic.
-        return f"{HOT}-0" if self.rng.random() < 0.5 else f"{HOT}-{self.rng.randrange(HOT_PAGES)}"
-
-    def account(self) -> int:
-        return self.rng.choice(self.accounts)
-
-    def bet(self) -> dict[str, Any]:
-        return {"account": self.account(), "match": self.rng.choice(self.matches),
-                "pick": self.rng.choice(("home", "draw", "away")),
-                "stake": self.rng.randint(1, 100)}
-
-    def oldest_match(self) -> int:
-        # Close the oldest while more than OPEN_MATCHES are open; else close
-        # one closed already: a 409, still a correct answer.
-        if len(self.matches) <= OPEN_MATCHES and self.closed:
+    def __getitem__(self, key: str) -> object:
+        if key == "page":  # skewed like locustfile.py: hot-0 gets about half the traffic
+            return f"hot-{0 if self.rng.random() < 0.5 else self.rng.randrange(HOT_PAGES)}"
+        if key == "account":
+            return self.rng.choice(self.accounts)
+        if key == "closing":
+            # The oldest open match while more than OPEN_MATCHES are open; else one
+            # closed already (409, a correct answer).
+            if len(self.matches) > OPEN_MATCHES or not self.closed:
+                self.closed.append(self.matches.pop(0))
             return self.closed[-1]
-        self.closed.append(self.matches.pop(0))
-        return self.closed[-1]
+        raise KeyError(key)
+
+    def body(self, kind: str | None) -> Any:
+        if kind is None:
+            return None
+        if kind == "empty":
+            return {}
+        if kind == "bet":
+            return {"account": self["account"], "match": self.rng.choice(self.matches),
+                    "pick": self.rng.choice(("home", "draw", "away")),
+                    "stake": self.rng.randint(1, 100)}
+        if kind == "match":
+            return {"name": f"m-{uuid.uuid4().hex[:12]}"}
+        if kind == "winner":
+            return {"winner": self.rng.choice(("home", "draw", "away"))}
+        raise ValueError(f"no body kind {kind!r}")
 
 
 # --- a small HTTP/1.1 client on asyncio streams -----------------------------------------
@@ -382,7 +380,7 @@ async def _setup(client: Client, state: State, cap: int) -> None:
         return json.loads(answer.body)
 
     for i in range(HOT_PAGES):
-        await expect(201, "POST", "/api/pages", {"name": f"{HOT}-{i}", "cap": 10**9}, False)
+        await expect(201, "POST", "/api/pages", {"name": f"hot-{i}", "cap": 10**9}, False)
     await expect(201, "POST", "/api/pages", {"name": CAPPED, "cap": cap}, False)
     for i in range(ACCOUNTS):
         body = await expect(201, "POST", "/api/accounts",
@@ -415,8 +413,9 @@ async def _drive(cell: Cell, port: int, token: str, timeout: float, seed: int,
 
     async def one(kind: int, due: float) -> None:
         nonlocal in_flight
-        name, _share, method, path_of, body_of, admin, expected = MIX[kind]
-        path, body = path_of(state), body_of(state)
+        name, _share, request, body_kind, admin, expected = MIX[kind]
+        method, path = request.format_map(state).split(" ", 1)
+        body = state.body(body_kind)
         gen_lags.append(time.monotonic() - due)
         sent: list[float] = []
         in_flight += 1
