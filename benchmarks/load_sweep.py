@@ -584,6 +584,27 @@ def _failures(cell: Cell) -> str:
     return ", ".join(parts) or "0"
 
 
+def headline(cells: list[Cell], markdown: bool) -> None:
+    """One row per load: each backend's served req/s and p99 (README's table)."""
+    swept = [c for c in cells if c.fraction is not None]
+    backends = [b for b in BACKENDS if any(c.backend == b for c in swept)]
+    by = {(c.backend, c.fraction): c for c in swept}
+    head = ["load", "offered/s"]
+    for b in backends:
+        head += [f"{b} served/s", f"{b} p99 ms"]
+    head += ["failures (" + " / ".join(backends) + ")", "db checks"]
+    rows = []
+    for fraction in sorted({c.fraction for c in swept if c.fraction is not None}):
+        row_cells = [by[(b, fraction)] for b in backends if (b, fraction) in by]
+        row = [f"{fraction:g}%", f"{row_cells[0].rate:,.0f}"]
+        for c in row_cells:
+            row += [f"{c.served:,.0f}", _ms(c.p(0.99))]
+        row += [" / ".join(_failures(c) for c in row_cells),
+                "ok" if all(c.db_ok for c in row_cells) else "FAIL"]
+        rows.append(row)
+    print_table(head, rows, markdown)
+
+
 def report(cells: list[Cell], markdown: bool) -> None:
     rows = []
     for c in cells:
@@ -783,6 +804,8 @@ def main(argv: list[str] | None = None) -> int:
           "(given)")
     print()
     report(cells, args.markdown)
+    print()
+    headline(cells, args.markdown)
     print()
     for line in goals(cells):
         print(line)
