@@ -36,8 +36,8 @@ Ten lines for any app::
 Config keys: ``engine.sqlite_gateway.<option>`` sets a Gateway option (path,
 queue_size, batch_max, timeout, synchronous, busy_timeout, readers,
 read_mode, vfs, hang_timeout, autocheckpoint, background_slice);
-``engine.sqlite_gateway.backend: "retry"`` swaps in the old way
-(``sqlite_gateway.baseline.RetryGateway``) for comparisons; ``tools.db.on``
+``engine.sqlite_gateway.backend: "retry"`` or ``"busy"`` swaps in an old way
+(``sqlite_gateway.baseline.RetryGateway`` or ``BusyGateway``) for comparisons; ``tools.db.on``
 switches the tool on for a path.
 """
 
@@ -91,8 +91,9 @@ class GatewayPlugin(SimplePlugin):
             raise TypeError(f"unknown Gateway options: {', '.join(sorted(unknown))}")
         self.path = path
         self.setup = setup
-        # "gateway", or "retry": sqlite_gateway.baseline.RetryGateway, the old way
-        # (per-thread connections, backoff and retry), kept for comparisons.
+        # "gateway", or an old way kept for comparisons (sqlite_gateway.baseline):
+        # "retry" (per-thread connections, backoff and retry) or "busy"
+        # (per-thread connections, busy timeout, BEGIN IMMEDIATE).
         self.backend = "gateway"
         for name in _OPTIONS:
             setattr(self, name, options.get(name))
@@ -152,14 +153,15 @@ class GatewayPlugin(SimplePlugin):
             raise ValueError("GatewayPlugin needs a path: pass path= or set "
                              "engine.sqlite_gateway.path in the config")
         options = {n: getattr(self, n) for n in _OPTIONS if getattr(self, n) is not None}
-        if self.backend == "retry":
-            from .baseline import RetryGateway
-            db: Any = RetryGateway(self.path, **options).start()
+        if self.backend in ("retry", "busy"):
+            from .baseline import BusyGateway, RetryGateway
+            old_way = RetryGateway if self.backend == "retry" else BusyGateway
+            db: Any = old_way(self.path, **options).start()
         elif self.backend == "gateway":
             db = Gateway(self.path, **options).start()
         else:
-            raise ValueError(f"engine.sqlite_gateway.backend must be 'gateway' or 'retry', "
-                             f"not {self.backend!r}")
+            raise ValueError("engine.sqlite_gateway.backend must be 'gateway', 'retry' or "
+                             f"'busy', not {self.backend!r}")
         try:
             if self.setup is not None:
                 self.setup(db)

@@ -1,9 +1,16 @@
-"""The retry baseline (sqlite_gateway.baseline): correct, bounded, and Gateway-shaped."""
+"""The baselines (sqlite_gateway.baseline): correct, bounded, and Gateway-shaped.
+
+RetryGateway (busy timeout 0, backoff and retry) and BusyGateway (busy timeout,
+BEGIN IMMEDIATE for writes, plain reads) share their plumbing; the tests of
+that run on both (``old_way``), then each one's own behaviour."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -11,7 +18,7 @@ import pytest
 
 from conftest import child_python, scalar
 from sqlite_gateway import GatewayClosed, Result
-from sqlite_gateway.baseline import RetryGateway
+from sqlite_gateway.baseline import BusyGateway, RetryGateway
 from sqlite_gateway.errors import TransactionControlError
 
 # Holds the write lock from outside: BEGIN IMMEDIATE, say so, wait, commit.
@@ -27,24 +34,61 @@ conn.execute("COMMIT")
 """
 
 
-@pytest.fixture
-def retry_db(db_path: str):
-    db = RetryGateway(db_path).start()
+def _counters(db):
     db.execute("CREATE TABLE counters(id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
     db.execute("INSERT INTO counters VALUES (1, 0)")
+    return db
+
+
+@pytest.fixture
+def retry_db(db_path: str):
+    db = _counters(RetryGateway(db_path).start())
     try:
         yield db
     finally:
         db.close()
 
 
-def test_eight_threads_increment_one_counter_exactly(retry_db: RetryGateway, db_path: str):
+@pytest.fixture(params=[RetryGateway, BusyGateway])
+def old_way(request, db_path: str):
+    """Each baseline in turn, on a counters table."""
+    db = _counters(request.param(db_path).start())
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def busy_db(db_path: str):
+    db = _counters(BusyGateway(db_path, busy_timeout=5.0).start())
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@contextlib.contextmanager
+def holding_the_lock(db_path: str, seconds: float) -> Iterator[subprocess.Popen[str]]:
+    """A child process that holds the write lock for ``seconds``; entered once it has it."""
+    with child_python(HOLDER, db_path, str(seconds), stdout=-1) as holder:
+        assert holder.stdout is not None
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(holder.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(30)
+        assert line == ["locked\n"], "the holder never took the lock"
+        yield holder
+
+
+def test_eight_threads_increment_one_counter_exactly(old_way, db_path: str):
     failures: list[BaseException] = []
 
     def bump() -> None:
         try:
             for _ in range(100):
-                retry_db.execute("UPDATE counters SET n = n + 1 WHERE id = 1")
+                old_way.execute("UPDATE counters SET n = n + 1 WHERE id = 1")
         except BaseException as exc:  # reported below
             failures.append(exc)
 
@@ -56,47 +100,47 @@ def test_eight_threads_increment_one_counter_exactly(retry_db: RetryGateway, db_
     assert not any(t.is_alive() for t in threads)
     assert failures == []
     assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 800
-    stats = retry_db.stats()
+    stats = old_way.stats()
     assert stats["errors"] == 0 and stats["requests"] >= 800
     assert stats["retries"] <= stats["busy_errors"]
 
 
-def test_result_is_a_gateway_result(retry_db: RetryGateway):
-    res = retry_db.executemany("INSERT INTO counters VALUES (?, 0)", [(2,), (3,)])
+def test_result_is_a_gateway_result(old_way):
+    res = old_way.executemany("INSERT INTO counters VALUES (?, 0)", [(2,), (3,)])
     assert isinstance(res, Result) and res.rowcount == 2 and res.lastrowid == 3
-    res = retry_db.execute("SELECT id, n FROM counters ORDER BY id")
+    res = old_way.execute("SELECT id, n FROM counters ORDER BY id")
     assert res.rows == ((1, 0), (2, 0), (3, 0)) and res.columns == ("id", "n")
-    future = retry_db.submit("UPDATE counters SET n = 5")
+    future = old_way.submit("UPDATE counters SET n = 5")
     assert future.done() and future.result().rowcount == 3
-    retry_db.flush()
+    old_way.flush()
 
 
-def test_failing_transaction_fn_leaves_no_trace(retry_db: RetryGateway, db_path: str):
+def test_failing_transaction_fn_leaves_no_trace(old_way, db_path: str):
     def fn(conn, new_id: int) -> None:
         conn.execute("INSERT INTO counters VALUES (?, 0)", (new_id,))
         conn.execute("UPDATE counters SET n = 7 WHERE id = 1")
         raise ValueError("changed my mind")
 
     with pytest.raises(ValueError, match="changed my mind"):
-        retry_db.transaction(fn, 42)
+        old_way.transaction(fn, 42)
     assert scalar(db_path, "SELECT count(*) FROM counters") == 1
     assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 0
-    future = retry_db.submit_transaction(fn, 43)
+    future = old_way.submit_transaction(fn, 43)
     assert isinstance(future.exception(0), ValueError)
-    assert retry_db.transaction(lambda conn: conn.execute("SELECT n FROM counters").scalar()) == 0
+    assert old_way.transaction(lambda conn: conn.execute("SELECT n FROM counters").scalar()) == 0
 
 
-def test_sqlite_error_reaches_the_caller_with_its_own_class(retry_db: RetryGateway):
+def test_sqlite_error_reaches_the_caller_with_its_own_class(old_way):
     with pytest.raises(apsw.ConstraintError):
-        retry_db.execute("INSERT INTO counters VALUES (1, 0)")
+        old_way.execute("INSERT INTO counters VALUES (1, 0)")
     with pytest.raises(apsw.SQLError):
-        retry_db.execute("SELECT * FROM no_such_table")
-    assert isinstance(retry_db.submit("INSERT INTO counters VALUES (1, 0)").exception(0),
+        old_way.execute("SELECT * FROM no_such_table")
+    assert isinstance(old_way.submit("INSERT INTO counters VALUES (1, 0)").exception(0),
                       apsw.ConstraintError)
     with pytest.raises(TransactionControlError, match="transaction"):
-        retry_db.execute("UPDATE counters SET n = 1; COMMIT")
-    assert retry_db.execute("SELECT n FROM counters").scalar() == 0  # the UPDATE was undone
-    assert retry_db.stats()["errors"] == 4
+        old_way.execute("UPDATE counters SET n = 1; COMMIT")
+    assert old_way.execute("SELECT n FROM counters").scalar() == 0  # the UPDATE was undone
+    assert old_way.stats()["errors"] == 4
 
 
 def test_outside_lock_holder_busy_past_deadline_then_success(retry_db: RetryGateway,
@@ -125,8 +169,9 @@ def test_outside_lock_holder_busy_past_deadline_then_success(retry_db: RetryGate
     assert stats["errors"] == 1 and stats["busy_errors"] > stats["retries"] > 0
 
 
-def test_close_is_idempotent_and_final(db_path: str):
-    db = RetryGateway(db_path, queue_size=10, readers=2)  # Gateway options, ignored
+@pytest.mark.parametrize("old_way_class", [RetryGateway, BusyGateway])
+def test_close_is_idempotent_and_final(db_path: str, old_way_class):
+    db = old_way_class(db_path, queue_size=10, readers=2)  # Gateway options, ignored
     with db:
         db.execute("CREATE TABLE t(x)")
         done = threading.Event()
@@ -143,15 +188,109 @@ def test_close_is_idempotent_and_final(db_path: str):
     assert db.stats()["state"] == "closed"
     assert scalar(db_path, "SELECT count(*) FROM t") == 1
     with pytest.raises(TypeError, match="batch_size"):
-        RetryGateway(db_path, batch_size=3)
+        old_way_class(db_path, batch_size=3)
 
 
-def test_nested_call_is_refused(retry_db: RetryGateway):
+def test_nested_call_is_refused(old_way):
     from sqlite_gateway.errors import NestedCallError
     with pytest.raises(NestedCallError):
-        retry_db.transaction(lambda conn: retry_db.execute("SELECT 1"))
-    assert retry_db.execute("SELECT 1").scalar() == 1  # the thread is usable again
+        old_way.transaction(lambda conn: old_way.execute("SELECT 1"))
+    assert old_way.execute("SELECT 1").scalar() == 1  # the thread is usable again
 
 
-def test_database_file_is_in_wal_mode(retry_db: RetryGateway, tmp_path: Path, db_path: str):
+def test_database_file_is_in_wal_mode(old_way, tmp_path: Path, db_path: str):
     assert scalar(db_path, "PRAGMA journal_mode") == "wal"
+
+
+# -- BusyGateway: busy timeout, BEGIN IMMEDIATE for writes, plain reads -----------------
+
+def test_busy_read_then_write_transactions_never_fail_on_a_lock_upgrade(busy_db: BusyGateway,
+                                                                        db_path: str):
+    """Each fn reads, then writes: with a deferred BEGIN two such fns deadlock on the
+    upgrade and SQLite fails one at once, whatever the busy timeout; BEGIN IMMEDIATE
+    takes the lock first, so every one waits its turn and the count is exact."""
+    failures: list[BaseException] = []
+
+    def read_then_write(conn) -> None:
+        n = conn.execute("SELECT n FROM counters WHERE id = 1").scalar()
+        conn.execute("UPDATE counters SET n = ? WHERE id = 1", (n + 1,))
+
+    def bump() -> None:
+        try:
+            for _ in range(50):
+                busy_db.transaction(read_then_write)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert failures == []
+    assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 400
+    stats = busy_db.stats()
+    assert stats["errors"] == 0 and stats["retries"] == 0 and stats["busy_errors"] == 0
+
+
+def test_busy_write_waits_for_an_outside_lock_then_reads_do_not(busy_db: BusyGateway,
+                                                               db_path: str):
+    with holding_the_lock(db_path, 1.5) as holder:
+        locked_at = time.monotonic()
+        # A read is a plain statement on a WAL snapshot: it does not wait for the writer.
+        assert busy_db.execute("SELECT n FROM counters WHERE id = 1").scalar() == 0
+        assert time.monotonic() - locked_at < 1.0
+        # A call's timeout below busy_timeout bounds its wait; then BusyError, no retry.
+        began = time.monotonic()
+        with pytest.raises(apsw.BusyError):
+            busy_db.execute("UPDATE counters SET n = n + 1 WHERE id = 1", timeout=0.3)
+        assert 0.25 <= time.monotonic() - began < 1.2
+        # busy_timeout (5 s) outlasts the holder: SQLite's handler waits until it commits.
+        assert busy_db.execute("UPDATE counters SET n = n + 1 WHERE id = 1").rowcount == 1
+        assert time.monotonic() - locked_at >= 1.0
+        assert holder.wait(30) == 0
+    assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 1
+    stats = busy_db.stats()
+    assert stats["busy_errors"] == 1 and stats["errors"] == 1 and stats["retries"] == 0
+
+
+def test_busy_gives_up_after_its_busy_timeout(db_path: str):
+    db = _counters(BusyGateway(db_path, busy_timeout=0.3).start())
+    try:
+        with holding_the_lock(db_path, 1.5):
+            began = time.monotonic()
+            with pytest.raises(apsw.BusyError):
+                db.transaction(lambda conn: conn.execute("UPDATE counters SET n = 9"))
+            assert 0.25 <= time.monotonic() - began < 1.2
+    finally:
+        db.close()
+    assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 0
+
+
+def test_busy_text_with_a_write_runs_as_one_unit(busy_db: BusyGateway, db_path: str):
+    """SQLite says which statements write: a text that reads then writes runs whole
+    as a write; when its last statement fails nothing of it is kept."""
+    res = busy_db.execute("SELECT n FROM counters; UPDATE counters SET n = 3 WHERE id = 1")
+    assert res.rowcount == 1
+    assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 3
+    with pytest.raises(apsw.ConstraintError):
+        busy_db.execute("SELECT 1; UPDATE counters SET n = 4; INSERT INTO counters VALUES (1, 0)")
+    assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 3
+    with pytest.raises(TransactionControlError):
+        busy_db.execute("SELECT 1; BEGIN")
+    assert busy_db.bulk("INSERT INTO counters VALUES (?, 0)", [(i,) for i in range(2, 1200)]) \
+        == 1198
+    assert busy_db.execute("SELECT count(*) FROM counters").scalar() == 1199
+
+
+def test_busy_options_are_checked(db_path: str):
+    for bad in (0, -1, float("nan"), float("inf"), "5", True):
+        with pytest.raises(ValueError, match="busy_timeout"):
+            BusyGateway(db_path, busy_timeout=bad)
+    with pytest.raises(TypeError, match="max_delay"):
+        BusyGateway(db_path, max_delay=1.0)  # RetryGateway's, not BusyGateway's
+    with BusyGateway(db_path, busy_timeout=0.5) as db:
+        with pytest.raises(ValueError, match="timeout"):
+            db.execute("SELECT 1", timeout=-1)
+        assert db.execute("SELECT 1").scalar() == 1

@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="CherryPy config file")
     parser.add_argument("--port", type=int, help="override server.socket_port")
     parser.add_argument("--db", help="override engine.sqlite_gateway.path")
-    parser.add_argument("--backend", choices=("gateway", "retry"),
+    parser.add_argument("--backend", choices=("gateway", "retry", "busy"),
                         help="override engine.sqlite_gateway.backend: the gateway, "
-                             "or the old retry way")
+                             "or an old way to compare (retry, busy)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     global_conf = config.setdefault("global", {})
