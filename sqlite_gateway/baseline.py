@@ -202,6 +202,17 @@ class _PerThreadGateway:
         check_priority(priority)
         return self._done(self.execute, check_sql(sql), check_params(params))
 
+    def post(self, sql: str, params: Params = (), *, priority: str = "interactive",
+             block: bool = False, timeout: float | None = None) -> None:
+        """Run ``sql`` now in this thread, like :meth:`execute`; its error is raised here.
+        (``block`` and ``timeout`` are accepted for the gateway's signature.)"""
+        check_priority(priority)
+        self.execute(check_sql(sql), check_params(params))
+
+    def failures(self) -> list[Any]:
+        """Always empty: :meth:`post` raises its errors in the caller."""
+        return []
+
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
                            priority: str = "interactive", **kwargs: Any) -> Future[T]:
         """Run :meth:`transaction` now, in this thread; return a done Future."""

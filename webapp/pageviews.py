@@ -1,9 +1,14 @@
 """Page views with a cap: never more views than the cap, however many callers.
 
-A view is one transaction fn on the writer: a conditional UPDATE (``views <
-cap``) and, only when it changed the row, the INSERT of the view. The single
-writer runs such fns one after another, so the cap is exact without retries;
-the CHECK (views <= cap) in schema.sql is the last line of defence.
+A view is one statement on the writer, answered once committed: a
+conditional UPDATE (``views < cap``) that returns the new count. The single
+writer runs such statements one after another, so the cap is exact without
+retries; the CHECK (views <= cap) in schema.sql is the last line of defence.
+The view's row in the access log (``page_views``, for the hourly rollup) is
+then posted fire-and-forget (``db.post``): it needs no answer, is committed
+in order within milliseconds, and a failure is logged, never silent. Only
+the log row of a view answered just before a crash can be lost; the count
+the caller was told never is.
 """
 
 from __future__ import annotations
@@ -21,17 +26,22 @@ from .tree import Collection, Resource
 MAX_CAP = 10**9
 
 
-def record_view(conn: Any, name: str, now: float) -> tuple[bool, int, int] | None:
-    """On the writer: count one view if under the cap. Returns (counted, views,
-    cap), or None for an unknown page."""
-    counted = conn.execute("UPDATE pages SET views = views + 1 WHERE name = ? AND views < cap",
-                           (name,)).rowcount == 1
-    if counted:
-        conn.execute("INSERT INTO page_views(page, at) VALUES (?, ?)", (name, now))
-    rows = conn.execute("SELECT views, cap FROM pages WHERE name = ?", (name,)).rows
+COUNT_VIEW = ("UPDATE pages SET views = views + 1 WHERE name = ? AND views < cap "
+              "RETURNING views, cap")
+LOG_VIEW = "INSERT INTO page_views(page, at) VALUES (?, ?)"
+
+
+def count_view(db: Any, name: str, now: float) -> tuple[bool, int, int] | None:
+    """Count one view if under the cap (committed when this returns), then post
+    its log row. Returns (counted, views, cap), or None for an unknown page."""
+    rows = db.execute(COUNT_VIEW, (name,)).rows
+    if rows:
+        db.post(LOG_VIEW, (name, now))
+        return True, rows[0][0], rows[0][1]
+    rows = db.execute("SELECT views, cap FROM pages WHERE name = ?", (name,)).rows
     if not rows:
         return None
-    return counted, rows[0][0], rows[0][1]
+    return False, rows[0][0], rows[0][1]
 
 
 class PageList(Resource):
@@ -83,7 +93,7 @@ class PageView(Resource):
     def POST(self, /, **_query: Any) -> dict[str, Any]:
         validate.json_body()
         name = validate.path_name(self.name, "page")
-        outcome = cherrypy.request.db.transaction(record_view, name, time.time())
+        outcome = count_view(cherrypy.request.db, name, time.time())
         if outcome is None:
             raise cherrypy.HTTPError(404, "no such page")
         counted, views, cap = outcome
