@@ -12,8 +12,12 @@ that holds its work.
   above it is the cost of its own features.
 - :class:`NaiveQueue`: what one writes first: ``queue.Queue`` plus a
   ``threading.Event`` per request, one worker, one transaction per request.
+- :class:`WriteBehindLoop`: the bare write-behind loop (``writebehind.py``): a
+  deque and one Condition, batches of up to 256 single statements (no
+  savepoint: one statement is atomic by itself), one COMMIT each, a sequence
+  number for ``flush()``; optionally a ``concurrent.futures.Future`` per row.
 
-Both run ``fn(conn, *args)`` with ``conn`` the raw apsw connection.
+The first two run ``fn(conn, *args)`` with ``conn`` the raw apsw connection.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import apsw
@@ -135,4 +140,78 @@ class NaiveQueue:
 
     def stop(self) -> None:
         self.queue.put(None)
+        self.thread.join()
+
+
+class WriteBehindLoop:
+    """The bare write-behind loop on ``conn``; ``futures``: a Future per row."""
+
+    def __init__(self, conn: apsw.Connection, futures: bool, batch_max: int = 256) -> None:
+        self.conn, self.futures, self.batch_max = conn, futures, batch_max
+        self.queue: deque[tuple[str, Any, Future[None] | None]] = deque()
+        lock = threading.Lock()  # guards queue, accepted, committed, stopping
+        self.work = threading.Condition(lock)  # the worker waits on it
+        self.flushed = threading.Condition(lock)  # flush() waits on it
+        self.accepted = self.committed = self.failed = 0  # rows; failed: for the check
+        self.stopping = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def submit(self, sql: str, params: Any) -> Future[None] | None:
+        """Queue one statement; its Future (or None) is completed after its COMMIT."""
+        future: Future[None] | None = Future() if self.futures else None
+        with self.work:
+            self.queue.append((sql, params, future))
+            self.accepted += 1
+            self.work.notify()
+        return future
+
+    def flush(self) -> None:
+        """Return once every row submitted before it is committed (or failed)."""
+        with self.flushed:
+            target = self.accepted
+            while self.committed < target:
+                self.flushed.wait()
+
+    def run(self) -> None:
+        conn, q = self.conn, self.queue
+        while True:
+            with self.work:
+                while not q and not self.stopping:
+                    self.work.wait()
+                if not q:
+                    return
+                batch = [q.popleft() for _ in range(min(len(q), self.batch_max))]
+            errors: dict[int, BaseException] = {}
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for i, (sql, params, _) in enumerate(batch):
+                    try:
+                        conn.execute(sql, params)
+                    except apsw.Error as exc:  # SQLite undid that statement alone
+                        errors[i] = exc
+                conn.execute("COMMIT")
+            except apsw.Error as exc:  # BEGIN/COMMIT failed: nothing of the batch is kept
+                if not conn.get_autocommit():
+                    conn.execute("ROLLBACK")
+                errors = dict.fromkeys(range(len(batch)), exc)
+            if self.futures:
+                for i, (_, _, future) in enumerate(batch):
+                    assert future is not None
+                    if i in errors:
+                        future.set_exception(errors[i])
+                    else:
+                        future.set_result(None)
+            with self.work:
+                self.committed += len(batch)
+                self.failed += len(errors)
+                self.flushed.notify_all()
+
+    def start(self) -> WriteBehindLoop:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self.work:
+            self.stopping = True
+            self.work.notify()
         self.thread.join()
