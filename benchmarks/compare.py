@@ -47,12 +47,19 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-import apsw  # noqa: E402
 from goals import GOAL_PLAN, goal_lines  # noqa: E402
-from harness import (Progress, child_cell, csv_of, machine_lines, non_negative,  # noqa: E402
-                     print_header, print_table, ratio, run_child)
-from strategies import (JOIN_GRACE, STRATEGIES, NotAvailable, make_strategy,  # noqa: E402
-                        strategy_class)
+from harness import (  # noqa: E402
+    Progress,
+    child_cell,
+    csv_of,
+    machine_lines,
+    non_negative,
+    print_header,
+    print_table,
+    ratio,
+    run_child,
+)
+from strategies import JOIN_GRACE, STRATEGIES, NotAvailable, make_strategy, strategy_class  # noqa: E402
 from workloads import WORKLOADS, check_database, create_schema, run_cell  # noqa: E402
 
 DEFAULT_THREADS = (1, 8, 32, 64)

@@ -34,7 +34,7 @@ import apsw
 
 
 class _Call:
-    __slots__ = ("fn", "args", "value", "error", "done")
+    __slots__ = ("args", "done", "error", "fn", "value")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Any) -> None:
         self.fn, self.args, self.done = fn, args, done

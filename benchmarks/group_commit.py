@@ -22,9 +22,9 @@ databases live under ``tempfile.gettempdir()``: set ``TMPDIR`` to measure
 another disk; the fsync cost of that disk is what group commit amortises.
 
 After each cell the parent checks the file: ``sum(pages.views) == count(*)
-FROM views``, and ``views`` holds exactly one row per successful operation. The script exits 1 if any cell had an error or
-failed that check. Progress lines (with p50 latencies) go to stderr; the
-header and the table go to stdout.
+FROM views``, and ``views`` holds exactly one row per successful operation.
+The script exits 1 if any cell had an error or failed that check. Progress
+lines (with p50 latencies) go to stderr; the header and the table go to stdout.
 """
 
 from __future__ import annotations
@@ -41,8 +41,16 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import (child_cell, csv_of, machine_lines, percentile, positive,  # noqa: E402
-                     print_header, print_table, run_child)
+from harness import (  # noqa: E402
+    child_cell,
+    csv_of,
+    machine_lines,
+    percentile,
+    positive,
+    print_header,
+    print_table,
+    run_child,
+)
 from workloads import PAGES, check_database, create_schema, pageview  # noqa: E402
 
 from sqlite_gateway import Gateway  # noqa: E402

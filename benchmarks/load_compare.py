@@ -65,8 +65,15 @@ import apsw
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # the harness beside it (tests load by path)
 
-from harness import (csv_of, machine_lines, non_negative, percentile_of_counts,  # noqa: E402
-                     positive, print_header, print_table)
+from harness import (  # noqa: E402
+    csv_of,
+    machine_lines,
+    non_negative,
+    percentile_of_counts,
+    positive,
+    print_header,
+    print_table,
+)
 
 LOCUSTFILE = os.path.join(ROOT, "locustfile.py")
 DEFAULT_CHART = os.path.join(ROOT, "benchmarks", "load_compare.png")

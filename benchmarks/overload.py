@@ -46,8 +46,8 @@ import apsw
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import (machine_lines, percentile, positive, print_header,  # noqa: E402
-                     print_table, whole)
+from harness import machine_lines, percentile, positive, print_header, print_table, whole  # noqa: E402
+
 from sqlite_gateway import Gateway, Overloaded  # noqa: E402
 from sqlite_gateway.result import Result  # noqa: E402
 

@@ -48,8 +48,16 @@ import apsw
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import (machine_lines, non_negative, percentile, positive,  # noqa: E402
-                     print_header, print_table, whole)
+from harness import (  # noqa: E402
+    machine_lines,
+    non_negative,
+    percentile,
+    positive,
+    print_header,
+    print_table,
+    whole,
+)
+
 from sqlite_gateway import Gateway  # noqa: E402
 
 CELLS = ("web alone", "+ bulk, sliced", "+ bulk, unsliced")

@@ -37,11 +37,10 @@ import apsw
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import (machine_lines, percentile, positive, print_header,  # noqa: E402
-                     print_table)
+from harness import machine_lines, percentile, positive, print_header, print_table  # noqa: E402
+
 from sqlite_gateway import Gateway  # noqa: E402
-from sqlite_gateway.replication import (ReplicationError, Replicator,  # noqa: E402
-                                        find_litestream, restore)
+from sqlite_gateway.replication import ReplicationError, Replicator, find_litestream, restore  # noqa: E402
 
 
 def restored_stamps(replica: str, path: str) -> tuple[int, float]:

@@ -143,3 +143,14 @@ def test_goal_lines_judge_the_ratio_from_the_cells():
     assert [v for v, _ in met] == ["PASS", "PASS"]
     assert [v for v, _ in missed] == ["MISS", "MISS"]
     assert "0.90x" in met[0][1] and "starved threads = 2" in missed[1][1]
+
+
+def test_profiling_scripts_smoke_run():
+    proc = run_script("profile_hot.py", "--threads", "2", "--seconds", "0.2",
+                      "--synchronous", "OFF")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1].split()[-1] == "ok", proc.stdout
+    proc = run_script("steps.py", "--n", "200", "--n-commit", "20", "--synchronous", "OFF")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for step in ("Request object", "commit share", "wake-up", "tracer", "bare loop call"):
+        assert step in proc.stdout, proc.stdout
