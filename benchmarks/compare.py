@@ -9,7 +9,8 @@ Run from the repository root::
 Options: ``--workload pageview-fn|pageview-trigger|mixed|point-read|all``,
 ``--threads 1,8,32,64``, ``--readers N`` (gateway+readers; default: the thread
 count), ``--seconds 3``, ``--synchronous FULL|NORMAL``, ``--think-ms 0``,
-``--strategies bare,gateway,...``, ``--markdown``, ``--chart PATH`` (default
+``--strategies bare,gateway,...``, ``--repeat N`` (runs of each cell, round-robin,
+the median kept; 3 with ``--goals``), ``--markdown``, ``--chart PATH`` (default
 ``benchmarks/compare.png``; ``--no-chart`` to skip it).
 
 The workloads are in ``workloads.py`` (``pageview-fn``, each operation a
@@ -58,6 +59,7 @@ from harness import (  # noqa: E402
     print_table,
     ratio,
     run_child,
+    whole,
 )
 from strategies import JOIN_GRACE, STRATEGIES, NotAvailable, make_strategy, strategy_class  # noqa: E402
 from workloads import WORKLOADS, check_database, create_schema, run_cell  # noqa: E402
@@ -125,22 +127,35 @@ def runnable(name: str, workload: str) -> bool:
 
 
 def run_config(config: dict[str, Any], strategies: Sequence[str], threads: Sequence[int],
-               progress: Progress) -> Cells:
-    """Every (strategy, thread count) cell of one configuration; ceiling runs once."""
-    cells: Cells = {}
-    ceiling = None
-    for count in threads:
-        for name in strategies:
-            if not runnable(name, config["workload"]):
-                continue
-            if name == "ceiling" and ceiling is not None:
-                cells[name, count] = {**ceiling, "threads": count}
-                continue
-            cells[name, count] = run_one({**config, "strategy": name, "threads": count},
-                                         progress)
-            if name == "ceiling":
-                ceiling = cells[name, count]
-    return cells
+               progress: Progress, repeat: int = 1) -> Cells:
+    """Every (strategy, thread count) cell of one configuration, ``repeat`` rounds
+    (round-robin, so that a change in the machine's load hits every strategy alike);
+    each cell keeps the run of median ops/s. The ceiling runs once per round."""
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for _ in range(repeat):
+        ceiling = None
+        for count in threads:
+            for name in strategies:
+                if not runnable(name, config["workload"]):
+                    continue
+                if name == "ceiling" and ceiling is not None:
+                    runs.setdefault((name, count), []).append({**ceiling, "threads": count})
+                    continue
+                cell = run_one({**config, "strategy": name, "threads": count}, progress)
+                runs.setdefault((name, count), []).append(cell)
+                if name == "ceiling":
+                    ceiling = cell
+    return {key: median_run(cells) for key, cells in runs.items()}
+
+
+def median_run(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median ops/s, correct only if every run was, with every run's ops/s."""
+    if len(cells) == 1 or any("na" in c for c in cells):
+        return cells[0]
+    ordered = sorted(cells, key=lambda c: c["ops_per_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "runs": [c["ops_per_s"] for c in cells],
+            "correct": all(c.get("correct") for c in cells),
+            "errors": sum(c["errors"] for c in cells)}
 
 
 def cell_count(workload: str, strategies: Sequence[str], threads: Sequence[int]) -> int:
@@ -157,6 +172,8 @@ def describe(cell: dict[str, Any]) -> str:
             f"errors {cell['errors']}  starved {cell['starved']}")
     if cell.get("batch_mean"):
         text += f"  batch {cell['batch_mean']:.1f}"
+    if cell.get("runs"):
+        text += f"  runs {'/'.join(f'{r:,.0f}' for r in cell['runs'])}"
     text += "  ok" if cell.get("correct") else "  FAIL"
     for sample in cell.get("error_samples", []):
         text += f"\n    {sample}"
@@ -226,6 +243,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"threads {','.join(map(str, QUICK_THREADS))}, {QUICK_SECONDS:g} s "
                              "per cell (explicit options win)")
+    parser.add_argument("--repeat", type=whole, default=None,
+                        help="runs of each cell, round-robin; the median is kept "
+                             "(default 1; 3 with --goals)")
     parser.add_argument("--goals", action="store_true",
                         help="run the goal cells of issue 12; PASS/MISS per goal")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
@@ -241,6 +261,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--seconds must be > 0")
     if args.readers is not None and args.readers < 1:
         parser.error("--readers must be >= 1")
+    if args.repeat is None:
+        args.repeat = 3 if args.goals else 1
     return args
 
 
@@ -261,13 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cell:
         return child_cell(args.cell, cell_main)
     plan = plan_of(args)
-    progress = Progress(sum(cell_count(c["workload"], names, counts)
-                            for c, names, counts in plan))
+    progress = Progress(args.repeat * sum(cell_count(c["workload"], names, counts)
+                                          for c, names, counts in plan))
     results: list[tuple[dict[str, Any], Cells]] = []
     began = time.monotonic()
     try:
         for config, names, counts in plan:
-            results.append((config, run_config(config, names, counts, progress)))
+            results.append((config, run_config(config, names, counts, progress,
+                                               args.repeat)))
     finally:
         progress.close()
     every_cell = [cell for _, cells in results for cell in cells.values()]
@@ -278,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = (f"--goals: issue 12's goal cells, {args.seconds:g} s per cell" if args.goals
                 else f"threads {','.join(map(str, args.threads))}, synchronous="
                      f"{args.synchronous}, think {args.think_ms:g} ms, {args.seconds:g} s per cell")
+    if args.repeat > 1:
+        settings += f", {args.repeat} runs per cell (round-robin; the median run is shown)"
     print_header(machine_lines(settings, **extra), args.markdown)
     misses = 0
     for index, ((config, cells), (_, names, counts)) in enumerate(

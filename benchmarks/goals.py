@@ -1,7 +1,8 @@
 """Issue 12's goals, read from the cells of one ``compare.py --goals`` run.
 
-Every ratio comes from the same run (cells run one after another on the same
-machine, each in a fresh process). Goals:
+Every ratio comes from the same run: cells run one after another on the same
+machine, each in a fresh process, ``--repeat`` times round-robin (3 by default
+with ``--goals``), and each side of a ratio is its median run. Goals:
 
 1. writes through ``transaction(fn)`` (``pageview-fn``), 32 threads: the gateway
    >= 0.9x the bare group-commit loop, at FULL and at NORMAL; >= 3x ``busy`` at
@@ -62,9 +63,13 @@ def goal_lines(index: int, cells: dict[tuple[str, int], dict[str, Any]],
             continue
         r = ratio(a["ops_per_s"], b["ops_per_s"])
         verdict = "info" if goal is None else "PASS" if r >= goal else "MISS"
+        spread = ""
+        if a.get("runs") and b.get("runs"):
+            spread = (f"; runs {'/'.join(f'{x:,.0f}' for x in a['runs'])} vs "
+                      f"{'/'.join(f'{x:,.0f}' for x in b['runs'])}")
         out.append((verdict, f"{where}: {product} / {other} = {r:.2f}x ({want}; "
                              f"{a['ops_per_s']:,.0f} vs {b['ops_per_s']:,.0f} ops/s; p99 "
-                             f"{a['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms)"))
+                             f"{a['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms{spread})"))
     product = GOALS[index][0][0]
     mine = ok(product)
     starved = "n/a" if mine is None else mine["starved"]

@@ -111,6 +111,8 @@ def machine_lines(settings: str, **extra: str) -> list[tuple[str, str]]:
         ("apsw", f"{apsw.apsw_version()}, SQLite {apsw.sqlite_lib_version()}"),
         *extra.items(),
         ("cpus", str(os.cpu_count())),
+        # Other work on the machine skews every figure: say how busy it was.
+        ("load average", ", ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"),
         ("platform", platform.platform()),
         ("database dir", tempfile.gettempdir()),
         ("settings", settings),
