@@ -122,6 +122,11 @@ def run_one(spec: dict[str, Any], progress: Progress) -> dict[str, Any]:
     return cell
 
 
+def peewee_version() -> str:
+    from importlib.metadata import version
+    return version("peewee")
+
+
 def runnable(name: str, workload: str) -> bool:
     return workload in strategy_class(name).workloads
 
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [c for c in every_cell if "na" not in c and not c.get("correct")]
 
     peewee = next((c["sqlite"] for c in every_cell if "sqlite" in c), None)
-    extra = {"peewee": f"stdlib sqlite3 with SQLite {peewee}"} if peewee else {}
+    extra = {"peewee": f"{peewee_version()}, stdlib sqlite3 with SQLite {peewee}"} if peewee else {}
     settings = (f"--goals: issue 12's goal cells, {args.seconds:g} s per cell" if args.goals
                 else f"threads {','.join(map(str, args.threads))}, synchronous="
                      f"{args.synchronous}, think {args.think_ms:g} ms, {args.seconds:g} s per cell")

@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_campaign(args.trials, seed=args.seed, threads=args.threads,
                            min_run=args.min_run, max_run=args.max_run,
                            synchronous=args.synchronous, progress=not args.quiet)
-    print_header(report(summary, args))
+    print_header(report(summary, args), align=False)
     for error in summary.child_errors[:5]:
         print(error)
     return 0 if summary.ok else 1

@@ -121,13 +121,14 @@ def machine_lines(settings: str, **extra: str) -> list[tuple[str, str]]:
     return lines
 
 
-def print_header(lines: Sequence[tuple[str, str]], markdown: bool = False) -> None:
-    """``key: value`` lines, or a Markdown list (the command in backticks)."""
+def print_header(lines: Sequence[tuple[str, str]], markdown: bool = False,
+                 align: bool = True) -> None:
+    """``key: value`` lines (values aligned), or a Markdown list (the command in backticks)."""
     if markdown:
         for key, value in lines:
             print(f"- {key}: `{value}`" if key == "command" else f"- {key}: {value}")
         return
-    width = max(len(key) for key, _ in lines)
+    width = max(len(key) for key, _ in lines) if align else 0
     for key, value in lines:
         print(f"{key + ':':<{width + 1}} {value}")
 
