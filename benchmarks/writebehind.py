@@ -232,12 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     print_table(("path", "rows/s (median)", "range", "÷ its floor", "ceiling ÷ path"), rows,
                 args.markdown)
     print()
+    bullet = "- " if args.markdown else ""
     for name, floor in (("submit", "bare+future"), ("post", "bare")):
         if not rates[name]:
-            print(f"n/a  {name} / {floor}: Gateway has no {name}()")
+            print(f"{bullet}n/a  {name} / {floor}: Gateway has no {name}()")
             continue
         r = ratio(median[name], median[floor])
-        print(f"{'PASS' if r >= GOAL else 'MISS'}  {name} / {floor} = {r:.2f}x "
+        print(f"{bullet}{'PASS' if r >= GOAL else 'MISS'}  {name} / {floor} = {r:.2f}x "
               f"(goal >= {GOAL:g}x)")
     print()
     print_table(("producer loop, no barrier", "rows offered", "Overloaded", "first refused at",
