@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         failed |= bool(cell["errors"]) or not cell["correct"]
         rows.append((str(threads), f"{cell['ops_per_s']:,.0f}", f"{cell['p50_ms']:.2f}",
                      f"{cell['p99_ms']:.2f}", str(cell["errors"]),
-                     f"{cell.get('batch_mean') or 0:.1f}", "ok" if cell["correct"] else "FAIL"))
+                     f"{cell['batch_mean']:.1f}" if "batch_mean" in cell else "-",
+                     "ok" if cell["correct"] else "FAIL"))
     print(f"{args.strategy}, {args.workload}, synchronous={args.synchronous}, "
           f"{args.seconds:g} s per run, in-process")
     print_table(("threads", "ops/s", "p50 ms", "p99 ms", "errors", "batch mean", "correct"),
