@@ -23,6 +23,7 @@ The internals change as the library does: a step whose names are gone prints
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -108,8 +109,11 @@ class Bench:
                 (sum(times) / len(times) - zero) / 1000)
 
     def request(self, _: int = 0) -> Any:
+        """A request as ``transaction()`` makes it (answered by a bare lock where the
+        library has that mode, WAIT; else with its Future)."""
+        answer = {"answer": gw_request.WAIT} if hasattr(gw_request, "WAIT") else {}
         return gw_request.Request(gw_request.Kind.TRANSACTION, fn=pageview, args=ARGS,
-                                  kwargs={}, priority=0)
+                                  kwargs={}, priority=0, **answer)
 
     def worker(self) -> Any:
         queue = gw_queue.RequestQueue(10**9)
@@ -229,16 +233,17 @@ def worker_answer(b: Bench) -> Figure:
 def worker_bookkeeping(b: Bench) -> Figure:
     """Per request at one thread: the outcome, the turn's marks, the stats of its batch."""
     stats, turn = gw_stats.Stats(), gw_worker.Turn()
-    outcome = gw_worker._Outcome
+    outcome = getattr(gw_worker, "_Outcome", None)  # gone where outcomes live on the request
 
     def piece(r: Any) -> None:
         turn.begin(None)
         turn.begin(r)
         turn.end_request()
-        o = outcome(r, True, None)
+        if outcome is not None:
+            outcome(r, True, None)
         turn.begin(None, committing=True)
         stats.record_batch(1, committed=True)
-        stats.record_answers([time.monotonic() - o.request.enqueued], 0)
+        stats.record_answers([time.monotonic() - r.enqueued], 0)
         turn.idle()
     return b.each(piece, b.request)
 
@@ -280,7 +285,12 @@ def reader_steps(b: Bench) -> dict[str, Figure]:
     """A point read: the gateway's whole call, the inline readers' part, one Reader,
     run_sql without the tracer and authorizer, and a raw apsw read (the floor)."""
     path, params = b.db_path(), ("p3",)
-    reader = gw_readers.Reader(path, 5.0)
+    try:
+        reader = gw_readers.Reader(path, 5.0)
+        read = reader.read
+    except TypeError:  # Reader(path, busy_timeout, vfs, known_reads); read(..., deadline, timeout)
+        reader = gw_readers.Reader(path, 5.0, None, set())
+        read = functools.partial(reader.read, deadline=None, timeout=None)
     plain = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     guard, run_sql = gw_connection.TransactionGuard(), gw_connection.run_sql
     try:
@@ -290,7 +300,7 @@ def reader_steps(b: Bench) -> dict[str, Figure]:
             return b.interleaved({
                 "gateway": lambda: db.execute(READ_COUNTER, params),
                 "readers": lambda: readers.read(READ_COUNTER, params, 30.0),
-                "reader": lambda: reader.read(READ_COUNTER, params),
+                "reader": lambda: read(READ_COUNTER, params),
                 "run_sql": lambda: run_sql(plain, guard, READ_COUNTER, params),
                 "raw": lambda: plain.execute(READ_COUNTER, params).fetchall()}, b.n)
     finally:
@@ -318,7 +328,7 @@ def whole_calls(b: Bench) -> dict[str, Figure]:
 
 STEPS: list[tuple[str, str, Callable[[Bench], Figure]]] = [
     ("caller", "checks (callable, priority)", caller_checks),
-    ("caller", "Request object (with its Future and lock)", caller_request),
+    ("caller", "Request object, as transaction() makes it", caller_request),
     ("caller", "enqueue: RequestQueue.put", caller_enqueue),
     ("caller", "wait_for, answer already there", caller_wait_answered),
     ("worker", "take: get_batch, one request queued", worker_take),
@@ -346,14 +356,20 @@ def minus(a: Figure, *others: Figure, share: float = 1.0) -> Figure:
             (a[1] - sum(o[1] for o in others)) * share)
 
 
-def measure(b: Bench) -> list[tuple[str, ...]]:
+def measure(b: Bench, notes: list[str]) -> list[tuple[str, ...]]:
+    """The table's rows; why a step is n/a goes to ``notes``."""
     rows: list[tuple[str, ...]] = []
     figures: dict[str, Figure] = {}
+
+    def missing(side: str, step: str, exc: Exception) -> None:
+        rows.append((side, step, "n/a", "-"))
+        notes.append(f"{step}: {type(exc).__name__}: {exc}")
+
     for side, step, fn in STEPS:
         try:
             figures[fn.__name__] = fn(b)
         except Exception as exc:  # an internal name changed: say which, go on
-            rows.append((side, step, "n/a", f"{type(exc).__name__}: {exc}"[:80]))
+            missing(side, step, exc)
             continue
         rows.append((side, step, *us(figures[fn.__name__])))
     parts = ("caller_request", "caller_enqueue", "caller_wait_answered", "worker_take",
@@ -377,14 +393,14 @@ def measure(b: Bench) -> list[tuple[str, ...]]:
             ("floor", "whole: raw apsw point read", *us(got["raw"])),
         ]
     except Exception as exc:
-        rows.append(("reader", "reader_steps", "n/a", f"{type(exc).__name__}: {exc}"[:80]))
+        missing("reader", "the reader's steps (reader_steps)", exc)
     try:
         got = whole_calls(b)
         rows += [("whole", "db.transaction(pageview), 1 thread", *us(got["gateway"])),
                  ("floor", "bare loop call, 1 thread", *us(got["bare"])),
                  ("floor", "naive queue call, 1 thread", *us(got["naive"]))]
     except Exception as exc:
-        rows.append(("whole", "whole_calls", "n/a", f"{type(exc).__name__}: {exc}"[:80]))
+        missing("whole", "the whole calls (whole_calls)", exc)
     return rows
 
 
@@ -397,13 +413,16 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("FULL", "NORMAL", "OFF"))
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sqlite-gateway-steps-") as folder:
-        rows = measure(Bench(folder, args.n, args.n_commit, args.synchronous))
+        rows = measure(Bench(folder, args.n, args.n_commit, args.synchronous), notes)
     print_header(machine_lines(f"one thread, synchronous={args.synchronous}, {args.n:,} "
                                f"iterations per step ({args.n_commit:,} where it commits)"),
                  args.markdown)
     print()
     print_table(("side", "step", "median us", "mean us"), rows, args.markdown, left=2)
+    for note in notes:
+        print(f"{'- ' if args.markdown else ''}n/a: {note}")
     return 0
 
 

@@ -304,10 +304,12 @@ def strategy_class(name: str) -> type[Strategy]:
 def make_strategy(name: str, path: str, synchronous: str, threads: int,
                   readers: int | None = None) -> Strategy:
     """Build strategy ``name``; ``readers`` (None: ``threads``) for gateway+readers."""
+    # readers=0 said explicitly: every statement goes through the writer, whatever the
+    # library's default number of readers.
     if name == "gateway":
-        return GatewayStrategy(path, synchronous)
+        return GatewayStrategy(path, synchronous, readers=0)
     if name == "gateway-nobatch":
-        return GatewayStrategy(path, synchronous, batch_max=1)
+        return GatewayStrategy(path, synchronous, batch_max=1, readers=0)
     if name == "gateway+readers":
         # Each caller thread may own a reader, as a web app sets readers to its pool size.
         return GatewayStrategy(path, synchronous, readers=readers or threads)
