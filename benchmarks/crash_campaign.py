@@ -50,7 +50,10 @@ from typing import Any
 import apsw
 
 # Run as a script from a checkout: make the library importable without installing it.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
+
+from harness import non_negative, print_header, whole  # noqa: E402
 
 from sqlite_gateway import Gateway  # noqa: E402
 
@@ -331,36 +334,35 @@ def run_campaign(trials: int, *, seed: int | None = None, threads: int = 8,
     return summary
 
 
-def report(summary: Summary, args: argparse.Namespace) -> str:
+def report(summary: Summary, args: argparse.Namespace) -> list[tuple[str, str]]:
     final = summary.final
-    lines = [
-        f"crash campaign: SIGKILL after {args.min_run:g}-{args.max_run:g} s of load, "
-        f"{args.threads} threads, synchronous={args.synchronous}, seed {args.seed}",
-        f"trials: {summary.trials}",
-        f"acknowledged writes: {summary.acknowledged:,}",
-        f"lost: {summary.lost}",
-        f"partial: {summary.partial}",
-        f"integrity failures: {summary.integrity_failures}",
-        f"child errors: {len(summary.child_errors)}",
-        "final check of the file itself: " + ("none" if final is None else
-                                               "ok" if final.ok else repr(final)),
+    return [
+        ("crash campaign", f"SIGKILL after {args.min_run:g}-{args.max_run:g} s of load, "
+                           f"{args.threads} threads, synchronous={args.synchronous}, "
+                           f"seed {args.seed}"),
+        ("trials", str(summary.trials)),
+        ("acknowledged writes", f"{summary.acknowledged:,}"),
+        ("lost", str(summary.lost)),
+        ("partial", str(summary.partial)),
+        ("integrity failures", str(summary.integrity_failures)),
+        ("child errors", str(len(summary.child_errors))),
+        ("final check of the file itself", "none" if final is None else
+         "ok" if final.ok else repr(final)),
         # Rows committed whose answer never reached the log: the kill hit in flight.
-        "committed but not acknowledged (in flight at a kill): "
-        + ("-" if final is None else f"{final.rows - summary.acknowledged:,}"),
-        f"total time: {summary.seconds:.1f} s",
+        ("committed but not acknowledged (in flight at a kill)",
+         "-" if final is None else f"{final.rows - summary.acknowledged:,}"),
+        ("total time", f"{summary.seconds:.1f} s"),
     ]
-    lines += summary.child_errors[:5]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=100, help="kills to run (default 100)")
+    parser.add_argument("--trials", type=whole, default=100, help="kills to run (default 100)")
     parser.add_argument("--seed", type=int, default=None, help="seed for delays and loads")
-    parser.add_argument("--threads", type=int, default=8, help="writer threads in the child")
-    parser.add_argument("--min-run", type=float, default=0.05,
+    parser.add_argument("--threads", type=whole, default=8, help="writer threads in the child")
+    parser.add_argument("--min-run", type=non_negative, default=0.05,
                         help="shortest load before the kill, s (default 0.05)")
-    parser.add_argument("--max-run", type=float, default=1.0,
+    parser.add_argument("--max-run", type=non_negative, default=1.0,
                         help="longest load before the kill, s (default 1.0)")
     parser.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL", "EXTRA"))
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -377,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_campaign(args.trials, seed=args.seed, threads=args.threads,
                            min_run=args.min_run, max_run=args.max_run,
                            synchronous=args.synchronous, progress=not args.quiet)
-    print(report(summary, args))
+    print_header(report(summary, args), align=False)
+    for error in summary.child_errors[:5]:
+        print(error)
     return 0 if summary.ok else 1
 
 

@@ -30,9 +30,11 @@ from typing import Any
 import apsw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # the package, and the VFS shim
+# The harness beside it, the package, and the VFS shim from the tests.
+sys.path[:0] = [os.path.join(ROOT, "benchmarks"), ROOT, os.path.join(ROOT, "tests")]
 
 from faultvfs import ALWAYS, FaultVFS  # noqa: E402
+from harness import print_table  # noqa: E402
 
 from sqlite_gateway import Gateway  # noqa: E402
 
@@ -266,15 +268,7 @@ def main() -> int:
               "acked rows lost", "integrity")
     print(f"apsw {apsw.apsw_version()}, SQLite {apsw.sqlite_lib_version()}, "
           f"{os.cpu_count()} cpus; command: .venv/bin/python benchmarks/faults.py --markdown\n")
-    if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = (40, 44, 8, 45, 12, 4)
-        for row in rows:
-            print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)))
+    print_table(header, rows, args.markdown, left=2)
     VFS.unregister()
     return 1 if bad else 0
 

@@ -24,7 +24,10 @@ from collections.abc import Callable
 
 import apsw
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
+
+from harness import print_table, whole  # noqa: E402
 
 from sqlite_gateway import Gateway  # noqa: E402
 
@@ -65,7 +68,7 @@ def direct_figure(calls: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--calls", type=whole, default=20_000)
     calls = parser.parse_args().calls
     rows = [
         ("hand-off only: flush()", gateway_figure(calls, "flush")),
@@ -78,9 +81,7 @@ def main() -> int:
     ]
     print(f"one thread, synchronous=OFF, {calls:,} calls each, "
           f"SQLite {apsw.sqlite_lib_version()}, {os.cpu_count()} cpus")
-    width = max(len(name) for name, _ in rows)
-    for name, us in rows:
-        print(f"{name:<{width}}  {us:8.1f} us/call")
+    print_table(("path", "us/call"), [(name, f"{us:.1f}") for name, us in rows])
     return 0
 
 

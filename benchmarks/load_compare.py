@@ -49,7 +49,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -65,6 +64,18 @@ from typing import Any
 import apsw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # the harness beside it (tests load by path)
+
+from harness import (  # noqa: E402
+    csv_of,
+    machine_lines,
+    non_negative,
+    percentile_of_counts,
+    positive,
+    print_header,
+    print_table,
+)
+
 LOCUSTFILE = os.path.join(ROOT, "locustfile.py")
 DEFAULT_CHART = os.path.join(ROOT, "benchmarks", "load_compare.png")
 BACKENDS = ("gateway", "retry")
@@ -179,19 +190,6 @@ def run_locust(host: str, users: int, seconds: float, out_prefix: str, log_path:
     return entries
 
 
-def _percentile(buckets: dict[int, int], q: float) -> float:
-    total = sum(buckets.values())
-    if not total:
-        return float("nan")
-    rank = q * total
-    seen = 0
-    for value in sorted(buckets):
-        seen += buckets[value]
-        if seen >= rank:
-            return float(value)
-    return float(max(buckets))
-
-
 def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over Locust's JSON entries: requests, failures, req/s, p50/p95/p99 ms,
     and the request count per name."""
@@ -215,8 +213,9 @@ def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
             fails_by_name[e["name"]] = fails_by_name.get(e["name"], 0) + e["num_failures"]
     return {"requests": requests, "failures": failures,
             "rps": requests / span if span > 0 else 0.0,
-            "p50": _percentile(buckets, 0.50), "p95": _percentile(buckets, 0.95),
-            "p99": _percentile(buckets, 0.99), "per_name": per_name,
+            "p50": percentile_of_counts(buckets, 0.50),
+            "p95": percentile_of_counts(buckets, 0.95),
+            "p99": percentile_of_counts(buckets, 0.99), "per_name": per_name,
             "failures_by_name": fails_by_name}
 
 
@@ -307,20 +306,6 @@ def _fmt(value: float, digits: int = 0) -> str:
     return "-" if math.isnan(value) else f"{value:,.{digits}f}"  # NaN -> "-"
 
 
-def print_table(header: list[str], rows: list[list[str]], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join(":---" if i < 2 else "---:" for i in range(len(header))) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-        return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=False)))
-    for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)))
-
-
 def report(cells: list[Cell], markdown: bool) -> None:
     rows = []
     for c in cells:
@@ -331,7 +316,7 @@ def report(cells: list[Cell], markdown: bool) -> None:
                      _fmt(s.get("p99", float("nan"))), str(s.get("failures", "-")),
                      str(s.get("requests", "-")), db])
     print_table(["backend", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures",
-                 "requests", "db checks"], rows, markdown)
+                 "requests", "db checks"], rows, markdown, left=2)
     for c in cells:
         for problem in ([c.error] if c.error else []) + c.problems:
             print(f"- {c.backend} {c.users} users: {problem}")
@@ -351,7 +336,8 @@ def report(cells: list[Cell], markdown: bool) -> None:
         ratio_rows.append([str(users), f"{_fmt(rps, 2)}x", f"{_fmt(p99, 1)}x"])
     if ratio_rows:
         print()
-        print_table(["users", "req/s gateway÷retry", "p99 retry÷gateway"], ratio_rows, markdown)
+        print_table(["users", "req/s gateway÷retry", "p99 retry÷gateway"], ratio_rows, markdown,
+                    left=0)
 
 
 def goal(cells: list[Cell]) -> str:
@@ -402,29 +388,12 @@ def write_chart(cells: list[Cell], path: str, title: str) -> str:
 
 # --- command line -----------------------------------------------------------------------
 
-def _csv_ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of ints: {text!r}") from None
-    if not values or any(v < 1 or v > 1000 for v in values):
-        raise argparse.ArgumentTypeError(f"user counts must be 1..1000: {text!r}")
-    return values
-
-
-def _backends(text: str) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values or any(v not in BACKENDS for v in values):
-        raise argparse.ArgumentTypeError(f"backends are {', '.join(BACKENDS)}: {text!r}")
-    return values
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--users", type=_csv_ints, default=None, help="default 10,25,50")
-    parser.add_argument("--seconds", type=float, default=None, help="per cell, default 20")
-    parser.add_argument("--backends", type=_backends, default=list(BACKENDS))
-    parser.add_argument("--think", type=float, default=0.0,
+    parser.add_argument("--users", type=csv_of(int), default=None, help="default 10,25,50")
+    parser.add_argument("--seconds", type=positive, default=None, help="per cell, default 20")
+    parser.add_argument("--backends", type=csv_of(str, BACKENDS), default=BACKENDS)
+    parser.add_argument("--think", type=non_negative, default=0.0,
                         help="think-time scale for locustfile.py (LOAD_THINK); default 0: "
                              "no think time, the server saturated")
     parser.add_argument("--quick", action="store_true", help="users 10,50, 10 s per cell")
@@ -437,8 +406,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.users = [10, GOAL_USERS] if args.quick else [10, 25, GOAL_USERS]
     if args.seconds is None:
         args.seconds = 10.0 if args.quick else 20.0
-    if not 1 <= args.seconds <= 600 or not 0 <= args.think <= 100:
-        parser.error("--seconds must be 1..600 and --think 0..100")
+    if not 1 <= args.seconds <= 600 or not args.think <= 100 or max(args.users) > 1000:
+        parser.error("--seconds must be 1..600, --think 0..100 and --users 1..1000")
     return args
 
 
@@ -465,15 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     if not supported:
         print("note: `python -m webapp` has no --backend yet; running the default backend only")
         backends = ["gateway"]
-    header = [
-        ("python", platform.python_implementation() + " " + platform.python_version()),
-        ("apsw", f"{apsw.apswversion()}, SQLite {apsw.sqlite_lib_version()}"),
-        ("cpus", str(os.cpu_count())),
-        ("settings", (f"users {','.join(map(str, args.users))}, {args.seconds:g} s per cell, "
-                      f"think x{args.think:g}, backends {','.join(backends)}")),
-    ]
-    for key, value in header:
-        print(f"- {key}: {value}")
+    print_header(machine_lines(f"users {','.join(map(str, args.users))}, {args.seconds:g} s "
+                               f"per cell, think x{args.think:g}, backends {','.join(backends)}"),
+                 markdown=True)
     print()
     cells: list[Cell] = []
     with _workdir(args.keep) as base:

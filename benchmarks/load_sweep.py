@@ -88,7 +88,7 @@ from typing import Any
 import apsw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from figures import percentile, print_table  # noqa: E402
+from harness import percentile, print_table  # noqa: E402
 from load_compare import ROOT, check_db, child_env, free_port, stop_app  # noqa: E402
 
 BACKENDS = ("gateway", "busy", "retry")

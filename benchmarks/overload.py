@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -44,9 +43,11 @@ from concurrent.futures import Future
 
 import apsw
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from figures import percentile, print_table  # noqa: E402
+from harness import machine_lines, percentile, positive, print_header, print_table, whole  # noqa: E402
+
 from sqlite_gateway import Gateway, Overloaded  # noqa: E402
 from sqlite_gateway.result import Result  # noqa: E402
 
@@ -159,16 +160,17 @@ def produce(db: Gateway, phase: Phase, producers: int, rows: int, accepted: set[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--factor", type=float, default=10.0)
-    parser.add_argument("--queue-size", type=int, default=10_000)
-    parser.add_argument("--rows", type=int, default=300)
-    parser.add_argument("--producers", type=int, default=4)
+    parser.add_argument("--factor", type=positive, default=10.0)
+    parser.add_argument("--queue-size", type=whole, default=10_000)
+    parser.add_argument("--rows", type=whole, default=300)
+    parser.add_argument("--producers", type=whole, default=4)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     scale = 1 / 3 if args.quick else 1.0
-    print(f"- machine: {platform.machine()}, {os.cpu_count()} cpus, Python "
-          f"{platform.python_version()}, SQLite {apsw.sqlite_lib_version()}")
+    print_header(machine_lines(f"factor {args.factor:g}, queue_size {args.queue_size:,}, "
+                               f"{args.rows} rows per write, {args.producers} producers"
+                               + (", --quick" if args.quick else "")), markdown=True)
     cap = capacity(2.0 * scale * 1.5, args.rows)
     print(f"- capacity: {cap:,.0f} writes/s ({args.rows} rows each; write-behind, the queue "
           f"never empty); queue_size {args.queue_size:,}")

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -46,9 +45,19 @@ from typing import Any
 
 import apsw
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from figures import percentile, print_table  # noqa: E402
+from harness import (  # noqa: E402
+    machine_lines,
+    non_negative,
+    percentile,
+    positive,
+    print_header,
+    print_table,
+    whole,
+)
+
 from sqlite_gateway import Gateway  # noqa: E402
 
 CELLS = ("web alone", "+ bulk, sliced", "+ bulk, unsliced")
@@ -125,11 +134,11 @@ def run_cell(cell: str, seconds: float, web_threads: int, think: float,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=positive, default=8.0)
     parser.add_argument("--quick", action="store_true", help="2 s per cell")
-    parser.add_argument("--web-threads", type=int, default=16)
-    parser.add_argument("--think", type=float, default=0.002)
-    parser.add_argument("--slice", type=float, default=0.01)
+    parser.add_argument("--web-threads", type=whole, default=16)
+    parser.add_argument("--think", type=non_negative, default=0.002)
+    parser.add_argument("--slice", type=positive, default=0.01)
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -139,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cell:
         print(json.dumps(run_cell(args.cell, *settings)))
         return 0
-    print(f"- machine: {platform.machine()}, {os.cpu_count()} cpus, "
-          f"Python {platform.python_version()}, SQLite {apsw.sqlite_lib_version()}")
-    print(f"- settings: {args.web_threads} web threads, think {args.think * 1000:g} ms, "
-          f"slice {args.slice * 1000:g} ms, {args.seconds:g} s per cell")
+    print_header(machine_lines(f"{args.web_threads} web threads, think "
+                               f"{args.think * 1000:g} ms, slice {args.slice * 1000:g} ms, "
+                               f"{args.seconds:g} s per cell"), args.markdown)
+    print()
     results = []
     for cell in CELLS:
         out = subprocess.run(

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -36,12 +34,13 @@ import time
 import apsw
 
 # Run as a script from a checkout: make the library importable without installing it.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from figures import percentile  # noqa: E402
+from harness import machine_lines, percentile, positive, print_header, print_table  # noqa: E402
+
 from sqlite_gateway import Gateway  # noqa: E402
-from sqlite_gateway.replication import (ReplicationError, Replicator,  # noqa: E402
-                                        find_litestream, restore)
+from sqlite_gateway.replication import ReplicationError, Replicator, find_litestream, restore  # noqa: E402
 
 
 def restored_stamps(replica: str, path: str) -> tuple[int, float]:
@@ -66,12 +65,12 @@ def _quiet(message: str, level: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of the load")
-    parser.add_argument("--rate", type=float, default=200.0, help="writes per second")
-    parser.add_argument("--sync-interval", type=float, default=1.0, help="Litestream's, s")
-    parser.add_argument("--monitor-interval", type=float, default=None,
+    parser.add_argument("--seconds", type=positive, default=20.0, help="length of the load")
+    parser.add_argument("--rate", type=positive, default=200.0, help="writes per second")
+    parser.add_argument("--sync-interval", type=positive, default=1.0, help="Litestream's, s")
+    parser.add_argument("--monitor-interval", type=positive, default=None,
                         help="Litestream's WAL poll, s (default: its own, 1 s)")
-    parser.add_argument("--sample-every", type=float, default=0.5, help="s between restores")
+    parser.add_argument("--sample-every", type=positive, default=0.5, help="s between restores")
     parser.add_argument("--quick", action="store_true", help="4 s of load")
     args = parser.parse_args(argv)
     seconds = 4.0 if args.quick else args.seconds
@@ -80,19 +79,12 @@ def main(argv: list[str] | None = None) -> int:
 
     litestream = find_litestream()
     version = subprocess.run([litestream, "version"], capture_output=True, text=True).stdout
-    print(f"- python: {platform.python_implementation()} {platform.python_version()}")
-    print(f"- apsw: {apsw.apsw_version()}, SQLite {apsw.sqlite_lib_version()}")
-    print(f"- litestream: {version.strip()}")
-    print(f"- cpus: {os.cpu_count()}")
-    print(f"- platform: {platform.platform()}")
-    print(f"- database dir: {tempfile.gettempdir()} (replica: a folder beside it)")
     monitor = f"{args.monitor_interval} s" if args.monitor_interval else "1 s (default)"
-    print(f"- settings: {seconds:g} s at {args.rate:g} writes/s, sync-interval "
-          f"{args.sync_interval:g} s, monitor-interval {monitor}, a restore every "
-          f"{args.sample_every:g} s, synchronous=FULL, autocheckpoint=0")
-    command = " ".join(["benchmarks/replication_lag.py",
-                        shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
-    print(f"- command: `.venv/bin/python {command}`")
+    print_header(machine_lines(
+        f"{seconds:g} s at {args.rate:g} writes/s, sync-interval {args.sync_interval:g} s, "
+        f"monitor-interval {monitor}, a restore every {args.sample_every:g} s, "
+        "synchronous=FULL, autocheckpoint=0 (replica: a folder beside the database)",
+        litestream=version.strip()), markdown=True)
 
     with tempfile.TemporaryDirectory(prefix="replication-lag-") as folder:
         db_path, replica = os.path.join(folder, "app.db"), os.path.join(folder, "replica")
@@ -136,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     samples.sort()
     rate = len(acked) / seconds
     print()
-    print("| samples | writes/s | recovery point p50 s | p95 s | max s | "
-          "all acknowledged writes in the restore after a clean stop |")
-    print("|---:|---:|---:|---:|---:|:---:|")
     ok = final == len(acked)
-    print(f"| {len(samples)} | {rate:,.0f} | {percentile(samples, 0.5):.2f} | "
-          f"{percentile(samples, 0.95):.2f} | {(samples[-1] if samples else 0.0):.2f} | "
-          f"{'ok' if ok else f'MISSING {len(acked) - final} of {len(acked)}'} |")
+    print_table(("samples", "writes/s", "recovery point p50 s", "p95 s", "max s",
+                 "all acknowledged writes in the restore after a clean stop"),
+                [(len(samples), f"{rate:,.0f}", f"{percentile(samples, 0.5):.2f}",
+                  f"{percentile(samples, 0.95):.2f}", f"{(samples[-1] if samples else 0.0):.2f}",
+                  "ok" if ok else f"MISSING {len(acked) - final} of {len(acked)}")],
+                markdown=True, left=0)
     return 0 if ok and samples else 1
 
 

@@ -1,17 +1,30 @@
-"""Smoke runs of the benchmark scripts: they run, check themselves, and print a table."""
+"""Smoke runs of the benchmark scripts (they run, check themselves, print a table),
+and the floors they measure against: correct, or their figures mean nothing."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
+import apsw
+import pytest
 from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmark modules import each other
+
+import floors  # noqa: E402
+import goals  # noqa: E402
+import workloads  # noqa: E402
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args],
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_group_commit_benchmark_smoke_run():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "group_commit.py"), "--threads", "1,4",
-         "--seconds", "0.3", "--markdown"], capture_output=True, text=True, timeout=300)
+    proc = run_script("group_commit.py", "--threads", "1,4", "--seconds", "0.3", "--markdown")
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 3  # the header row, then threads 1 and 4
@@ -20,23 +33,124 @@ def test_group_commit_benchmark_smoke_run():
 
 
 def test_compare_benchmark_smoke_run():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--threads", "1,2",
-         "--seconds", "0.3", "--no-chart", "--workload", "all",
-         "--strategies", "busy,retry,gateway,gateway+readers,ceiling"],
-        capture_output=True, text=True, timeout=300)
+    proc = run_script("compare.py", "--threads", "2", "--seconds", "0.2", "--no-chart",
+                      "--workload", "all",
+                      "--strategies", "busy,direct,naive,bare,gateway,gateway+readers,ceiling")
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()
             if line.strip()[:1].isdigit() and len(line.split()) > 5]
-    assert len(rows) == 2 * 2 * 5  # workloads x thread counts x strategies
+    # Each workload runs the strategies that can run it: writes 6 (not direct),
+    # mixed 3 (busy and the two gateways), point-read 4 (no write floors, no ceiling).
+    assert len(rows) == 6 + 6 + 3 + 4, proc.stdout
     assert all(row[-1] == "ok" for row in rows), proc.stdout
+    for title in ("pageview-fn:", "pageview-trigger:", "mixed:", "point-read:"):
+        assert title in proc.stdout
+
+
+def test_writebehind_benchmark_smoke_run():
+    proc = run_script("writebehind.py", "--rows", "2000", "--chunk", "500", "--rounds", "1",
+                      "--backpressure-rows", "300", "--synchronous", "OFF")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "submit / bare+future = " in proc.stdout
+    assert "bare loop, a Future per row" in proc.stdout
 
 
 def test_priority_and_overload_benchmarks_smoke_run():
     for script, args in (("priority.py", ["--seconds", "0.5", "--web-threads", "4"]),
                          ("overload.py", ["--quick", "--factor", "3", "--rows", "50"])):
-        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
-                              capture_output=True, text=True, timeout=300)
+        proc = run_script(script, *args)
         assert proc.returncode == 0, (script, proc.stdout, proc.stderr)
         assert "phase" in proc.stdout or "web alone" in proc.stdout, proc.stdout
     assert "missing from the database 0, refused yet stored 0" in proc.stdout
+
+
+@pytest.mark.parametrize("design", ["BareLoop", "NaiveQueue"])
+def test_floor_answers_after_commit_and_fails_only_the_failing_fn(tmp_path, design):
+    path = str(tmp_path / "floor.db")
+    workloads.create_schema(path)
+    conn = apsw.Connection(path)
+    loop = getattr(floors, design)(conn).start()
+    outside = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    seen = []
+
+    def view_then_look(c, page):
+        workloads.pageview(c, page, 1.0)
+        return page
+
+    def fails(c):
+        workloads.pageview(c, "p1", 2.0)
+        raise ValueError("no")
+
+    try:
+        answers = []
+        threads = [threading.Thread(target=lambda p=p: answers.append(loop.call(view_then_look, p)))
+                   for p in ("p0", "p2", "p3")]
+        for t in threads:
+            t.start()
+        with pytest.raises(ValueError, match="no"):
+            loop.call(fails)
+        for t in threads:
+            t.join(30)
+        # Once answered, another connection sees the rows: the answer came after COMMIT.
+        seen = outside.execute("SELECT name, views FROM pages WHERE views > 0 "
+                               "ORDER BY name").fetchall()
+        assert sorted(answers) == ["p0", "p2", "p3"]
+        assert seen == [("p0", 1), ("p2", 1), ("p3", 1)]  # nothing of the failed fn
+    finally:
+        loop.stop()
+        outside.close()
+        conn.close()
+    assert workloads.check_database(path, 3)["correct"]
+
+
+@pytest.mark.parametrize("futures", [False, True])
+def test_write_behind_floor_keeps_every_row_and_reports_a_failed_one(tmp_path, futures):
+    path = str(tmp_path / "wb.db")
+    workloads.create_schema(path)
+    conn = apsw.Connection(path)
+    loop = floors.WriteBehindLoop(conn, futures=futures, batch_max=7).start()
+    try:
+        answers = [loop.submit(workloads.INSERT_VIEW, ("p1", float(i))) for i in range(50)]
+        bad = loop.submit(workloads.INSERT_VIEW, (None, 0.0))  # NOT NULL
+        loop.flush()
+        assert loop.committed == 51 and loop.failed == 1
+        if futures:
+            assert all(f.done() and f.exception() is None for f in answers)
+            assert isinstance(bad.exception(0), apsw.ConstraintError)
+        else:
+            assert bad is None
+    finally:
+        loop.stop()
+        conn.close()
+    check = apsw.Connection(path)
+    try:
+        assert check.execute("SELECT count(*) FROM views").fetchall() == [(50,)]
+    finally:
+        check.close()
+
+
+def test_goal_lines_judge_the_ratio_from_the_cells():
+    def cell(ops, p99=1.0, starved=0):
+        return {"ops_per_s": ops, "p99_ms": p99, "starved": starved, "errors": 0,
+                "correct": True}
+
+    index = goals.GOAL_PLAN.index(next(g for g in goals.GOAL_PLAN if g[0] == "point-read"))
+    threads = goals.GOAL_PLAN[index][2]
+    met = goals.goal_lines(index, {("gateway+readers", threads): cell(900),
+                                   ("direct", threads): cell(1000)}, threads)
+    missed = goals.goal_lines(index, {("gateway+readers", threads): cell(899, starved=2),
+                                      ("direct", threads): cell(1000)}, threads)
+    assert [v for v, _ in met] == ["PASS", "PASS"]
+    assert [v for v, _ in missed] == ["MISS", "MISS"]
+    assert "0.90x" in met[0][1] and "starved threads = 2" in missed[1][1]
+
+
+def test_profiling_scripts_smoke_run():
+    proc = run_script("profile_hot.py", "--threads", "2", "--seconds", "0.2",
+                      "--synchronous", "OFF")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1].split()[-1] == "ok", proc.stdout
+    proc = run_script("steps.py", "--n", "200", "--n-commit", "20", "--synchronous", "OFF")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for step in ("Request object", "commit share", "bare loop call"):
+        assert step in proc.stdout, proc.stdout

@@ -1,0 +1,69 @@
+"""The gateway's hot path under load, in this one process, for a profiler to attach to.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/profile_hot.py                      # pageview-fn, 1 and 32 threads
+    py-spy record -f raw -o out.txt -- .venv/bin/python benchmarks/profile_hot.py --seconds 10
+    py-spy record -f speedscope -o out.json --threads 1 -- ...      # per thread, in speedscope
+
+Options: ``--threads 1,32``, ``--seconds 5`` (per thread count), ``--strategy gateway``
+(any of compare.py's strategies: profile the floor the same way, e.g. ``bare``),
+``--workload pageview-fn`` (any of compare.py's), ``--synchronous FULL``,
+``--readers N``.
+
+Unlike compare.py, every run is in this process (no child per cell), one after
+another, each on a fresh database; it prints ops/s and p50/p99 per run, so a
+profile can be read beside its throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
+
+from harness import csv_of, positive, print_table  # noqa: E402
+from strategies import JOIN_GRACE, STRATEGIES, make_strategy  # noqa: E402
+from workloads import WORKLOADS, check_database, create_schema, run_cell  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=csv_of(int), default=(1, 32))
+    parser.add_argument("--seconds", type=positive, default=5.0)
+    parser.add_argument("--strategy", choices=STRATEGIES, default="gateway")
+    parser.add_argument("--workload", choices=WORKLOADS, default="pageview-fn")
+    parser.add_argument("--synchronous", type=str.upper, choices=("FULL", "NORMAL", "OFF"),
+                        default="FULL")
+    parser.add_argument("--readers", type=int, default=None)
+    args = parser.parse_args(argv)
+    rows, failed = [], False
+    for threads in args.threads:
+        with tempfile.TemporaryDirectory(prefix="sqlite-gateway-profile-") as tmp:
+            path = os.path.join(tmp, "bench.db")
+            create_schema(path, args.workload)
+            strategy = make_strategy(args.strategy, path, args.synchronous, threads,
+                                     args.readers)
+            strategy.open()
+            print(f"running {args.strategy} on {args.workload}, {threads} threads, "
+                  f"{args.seconds:g} s (pid {os.getpid()})", file=sys.stderr, flush=True)
+            cell = run_cell(strategy, args.workload, threads, args.seconds, 0.0, JOIN_GRACE)
+            cell.update(check_database(path, cell["writes"]))
+        failed |= bool(cell["errors"]) or not cell["correct"]
+        rows.append((str(threads), f"{cell['ops_per_s']:,.0f}", f"{cell['p50_ms']:.2f}",
+                     f"{cell['p99_ms']:.2f}", str(cell["errors"]),
+                     f"{cell['batch_mean']:.1f}" if "batch_mean" in cell else "-",
+                     "ok" if cell["correct"] else "FAIL"))
+    print(f"{args.strategy}, {args.workload}, synchronous={args.synchronous}, "
+          f"{args.seconds:g} s per run, in-process")
+    print_table(("threads", "ops/s", "p50 ms", "p99 ms", "errors", "batch mean", "correct"),
+                rows, left=0)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
