@@ -209,6 +209,29 @@ def _setting_refused(name: str) -> str:
             "options; tune the rest once with db.run_exclusive(fn))")
 
 
+def run_read(conn: apsw.Connection, sql: str, params: Any,
+             tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
+    """:func:`run_sql` for a read-only connection: nothing changes there, so
+    no change counts are read (rowcount and lastrowid are 0). Errors are
+    raised as they are; the caller interprets an ``AuthError``."""
+    if tracer is None:
+        cursor = conn.execute(sql, params)
+    else:
+        cursor = conn.cursor()
+        cursor.exec_trace = tracer
+        cursor.execute(sql, params)
+    try:
+        first = cursor.fetchone()
+        if first is None:
+            return make_result((), 0, 0, ())
+        columns = tuple([d[0] for d in cursor.get_description()])
+        rest = cursor.fetchall()
+    except BaseException:
+        cursor.close()
+        raise
+    return make_result((first, *rest) if rest else (first,), 0, 0, columns)
+
+
 class Connection:
     """The handle a transaction fn receives as its first argument.
 

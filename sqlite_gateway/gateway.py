@@ -369,14 +369,16 @@ class Gateway:
                 started it will not run; if it had, it may still commit.
         """
         sql, params = check_sql(sql), check_params(params)
-        lane = check_priority(priority)
+        lane = 0 if priority == "interactive" else check_priority(priority)
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         readers = self._readers
         if readers is not None and sql not in self._writes and self._state is State.RUNNING:
             reason = self._queue.closed_reason
             if reason is not None:
                 raise GatewayClosed(reason)
-            self._check_not_worker("execute")
+            ident = threading.get_ident()
+            if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
+                self._check_not_worker("execute")
             result = readers.read(sql, params, wait)
             if result is not None:
                 return result

@@ -35,7 +35,7 @@ from typing import Any
 
 import apsw
 
-from .connection import TransactionGuard, run_sql
+from .connection import TransactionGuard, run_read, run_sql
 from .errors import GatewayClosed, RequestTimeout
 from .request import FUTURE, STOP, Kind, Request, wait_for
 from .requestqueue import RequestQueue, fail_pending
@@ -118,13 +118,16 @@ class Reader:
         else:
             self.deadline = deadline
         try:
-            result = run_sql(self.conn, self.guard, sql, params,
-                             tracer=None if known else self._only_reads)
+            result = run_read(self.conn, sql, params, None if known else self._only_reads)
         except (apsw.ExecTraceAbort, apsw.AuthError, apsw.ReadOnlyError):
             if self.guard.to_writer or known:
                 self._known.discard(sql)
                 self.passed += 1
                 return None
+            if self.guard.refused or self.guard.refused_pragma is not None:
+                # The guard's own refusals (transaction control, a setting),
+                # with the same errors as on the writer.
+                return run_sql(self.conn, self.guard, sql, params)
             raise
         except apsw.InterruptError:
             if self.stop:
