@@ -13,7 +13,7 @@ import pytest
 from cherrypy.process.wspbus import Bus
 
 from sqlite_gateway import Gateway, Overloaded, RequestTimeout
-from sqlite_gateway.cherrypy_plugin import CHANNEL, GatewayPlugin, GatewayTool
+from sqlite_gateway.integrations.cherrypy import CHANNEL, GatewayPlugin, GatewayTool
 from sqlite_gateway.gateway import State
 
 
