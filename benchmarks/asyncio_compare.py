@@ -209,15 +209,21 @@ async def _reads_cell(path: str, mode: str, n: int, seconds: float,
 
 
 def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """One cell; adds the process's CPU time per successful call (all its threads),
+    a figure that holds on a busy machine where the rate depends on the CPU share."""
     path, n, seconds, sync = cell["path"], cell["tasks"], cell["seconds"], cell["synchronous"]
     strategy = cell["strategy"]
+    cpu = time.process_time()
     if strategy == "gateway-threads":
-        return _threads_cell(path, n, seconds, sync)
-    if strategy.startswith("read:"):
-        return asyncio.run(_reads_cell(path, strategy[5:], n, seconds, sync))
-    cells = {"gateway": _gateway_cell, "aiosqlite": _aiosqlite_cell,
-             "aiosqlite-immediate": _immediate_cell}
-    return asyncio.run(cells[strategy](path, n, seconds, sync))
+        figures = _threads_cell(path, n, seconds, sync)
+    elif strategy.startswith("read:"):
+        figures = asyncio.run(_reads_cell(path, strategy[5:], n, seconds, sync))
+    else:
+        cells = {"gateway": _gateway_cell, "aiosqlite": _aiosqlite_cell,
+                 "aiosqlite-immediate": _immediate_cell}
+        figures = asyncio.run(cells[strategy](path, n, seconds, sync))
+    figures["cpu_us"] = (time.process_time() - cpu) / max(1, figures["done"]) * 1e6
+    return figures
 
 
 # -- parent side --------------------------------------------------------------------
@@ -303,10 +309,10 @@ def main() -> None:
         rows.append([r["strategy"], str(r["tasks"]), f"{r['ops_s']:,.0f}",
                      f"{r['ops_s'] / best:.1f}x" if best else "-",
                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", str(errors),
-                     f"{r['batch_mean']:.0f}" if "batch_mean" in r else "-",
+                     f"{r['cpu_us']:.0f}", f"{r['batch_mean']:.0f}" if "batch_mean" in r else "-",
                      "yes" if r["correct"] else "NO"])
     print_table(["strategy", "tasks", "views/s", "vs best aiosqlite", "p50 ms", "p99 ms",
-                 "errors", "batch", "correct"], rows, args.markdown)
+                 "errors", "CPU us/view", "batch", "correct"], rows, args.markdown)
     for r in results:
         for error, count in r["errors"].items():
             print(f"  {r['strategy']} x{r['tasks']}: {count} x {error}")
@@ -314,10 +320,10 @@ def main() -> None:
         print(f"\nreads: 100 tasks, point read of a hot page, {args.seconds:g} s per cell")
         reads = [measure("read:" + mode, 100, args.seconds, args.synchronous)
                  for mode in READ_MODES]
-        print_table(["read path", "reads/s", "p50 ms", "p99 ms", "errors"],
+        print_table(["read path", "reads/s", "p50 ms", "p99 ms", "errors", "CPU us/read"],
                     [[r["strategy"][5:], f"{r['ops_s']:,.0f}", f"{r['p50_ms']:.2f}",
-                      f"{r['p99_ms']:.2f}", str(sum(r["errors"].values()))] for r in reads],
-                    args.markdown)
+                      f"{r['p99_ms']:.2f}", str(sum(r["errors"].values())),
+                      f"{r['cpu_us']:.0f}"] for r in reads], args.markdown)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import asyncio
 import inspect
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -276,29 +277,80 @@ def _plain(fn: Callable[..., T]) -> Callable[..., T]:
     return fn
 
 
+class _Inbox:
+    """Answers for one event loop from other threads, delivered in one wake-up per burst.
+
+    The worker answers a whole batch at once. One ``call_soon_threadsafe`` per
+    answer would write to the loop's wake-up pipe once each, and every such
+    write lets the GIL go: the worker could then wait a switch interval
+    (5 ms) for the busy loop thread to give it back, per answer. So answers
+    queue here, and only the first of a burst wakes the loop.
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_loop", "_items", "_scheduled", "_closed")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        # _lock guards _items, _scheduled and _closed.
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Future[Any], Future[Any]]] = []
+        self._scheduled = False  # a drain is scheduled on the loop and has not run yet
+        self._closed = False  # the loop was found closed: answers are dropped
+
+    def post(self, waiter: asyncio.Future[Any], done: Future[Any]) -> None:
+        """From any thread: have ``waiter`` settled from ``done`` on the loop; never raises."""
+        with self._lock:
+            if self._closed:
+                return
+            self._items.append((waiter, done))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody can await these answers any more
+            with self._lock:
+                self._closed = True
+                self._items.clear()
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._scheduled = False
+        for waiter, done in items:
+            _settle(waiter, done)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
+    weakref.WeakKeyDictionary())
+_inboxes_lock = threading.Lock()  # held while adding an inbox
+
+
+def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        with _inboxes_lock:
+            inbox = _inboxes.setdefault(loop, _Inbox(loop))
+    return inbox
+
+
 def _bridge(future: Future[T]) -> asyncio.Future[T]:
     """An asyncio future on the running loop that follows ``future``.
 
-    The answer crosses threads through ``loop.call_soon_threadsafe`` (one
-    wake-up of the loop, no thread parked). Cancelling the asyncio future
-    cancels ``future`` (which stops the request only if it has not started).
+    The answer reaches the loop through its :class:`_Inbox` (no thread is
+    parked waiting). Cancelling the asyncio future cancels ``future``, which
+    stops the request only if it has not started.
     """
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[T] = loop.create_future()
-
-    def deliver(done: Future[T]) -> None:
-        # Runs on the thread that answered (the worker): cheap, and never raises.
-        try:
-            loop.call_soon_threadsafe(_settle, waiter, done)
-        except RuntimeError:
-            pass  # the loop is closed: nobody can await this answer any more
+    post = _inbox(loop).post
 
     def cancel_source(settled: asyncio.Future[T]) -> None:
         if settled.cancelled():
             future.cancel()
 
     waiter.add_done_callback(cancel_source)
-    future.add_done_callback(deliver)
+    future.add_done_callback(lambda done: post(waiter, done))
     return waiter
 
 
@@ -319,15 +371,28 @@ def _settle(waiter: asyncio.Future[T], done: Future[T]) -> None:
         waiter.set_exception(RuntimeError(f"the request raised {exc!r}"))
 
 
+class _TimedOut(Exception):
+    """Set on a waiter whose wait ran out (never leaves this module)."""
+
+
+def _time_out(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_TimedOut())
+
+
 async def _wait(future: Future[Any], timeout: float | None,
                 stop: Callable[[], bool] | None) -> Any:
-    """Await ``future``; timeouts and cancellation as the module docstring says."""
+    """Await ``future``; timeouts and cancellation as the module docstring says.
+
+    The timeout is a timer on the loop that fails the waiter (cheaper than
+    ``asyncio.wait_for``, which wraps the waiter in another future).
+    """
     waiter = _bridge(future)
+    timer = None if timeout is None else waiter.get_loop().call_later(
+        timeout, _time_out, waiter)
     try:
-        if timeout is None:
-            return await waiter
-        return await asyncio.wait_for(waiter, timeout)
-    except asyncio.TimeoutError:
+        return await waiter
+    except _TimedOut:
         started = not future.cancel()
         if started and future.done():
             return future.result(0)  # answered just as the wait ended
@@ -336,6 +401,9 @@ async def _wait(future: Future[Any], timeout: float | None,
     except asyncio.CancelledError as exc:
         _add_note(exc, _cancel_note(future, stop))
         raise
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def _cancel_note(future: Future[Any], stop: Callable[[], bool] | None) -> str:
