@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -193,6 +194,30 @@ def test_an_answer_after_its_loop_closed_does_not_disturb_the_worker(shared, cap
     assert not orphan.done()  # nobody could deliver it: its loop is gone
     assert shared.state.value == "running"
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_cancelled_write_behind_future_never_runs_and_loops_are_not_kept(shared):
+    from sqlite_gateway.integrations import asyncio as integration
+
+    db = AsyncGateway(shared)
+    blocker = WorkerBlocker(shared)
+
+    async def submit_then_cancel():
+        future = db.submit("INSERT INTO views(page) VALUES ('cancelled')")
+        kept = db.submit("INSERT INTO views(page) VALUES ('kept')")
+        future.cancel()
+        await asyncio.sleep(0)  # the cancellation reaches the request
+        blocker.done()
+        return (await kept).rowcount
+
+    try:
+        assert asyncio.run(submit_then_cancel()) == 1
+    finally:
+        blocker.release.set()
+    rows = dict(shared.execute("SELECT page, count(*) FROM views GROUP BY page").rows)
+    assert rows == {"kept": 1}
+    gc.collect()
+    assert len(integration._inboxes) == 0  # a finished loop is not kept alive by its inbox
 
 
 @pytest.mark.asyncio

@@ -290,7 +290,7 @@ class _Inbox:
     __slots__ = ("__weakref__", "_lock", "_loop", "_items", "_scheduled", "_closed")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)  # weak: the inbox must not keep its loop alive
         # _lock guards _items, _scheduled and _closed.
         self._lock = threading.Lock()
         self._items: list[tuple[asyncio.Future[Any], Future[Any]]] = []
@@ -306,8 +306,11 @@ class _Inbox:
             if self._scheduled:
                 return
             self._scheduled = True
+        loop = self._loop()
         try:
-            self._loop.call_soon_threadsafe(self._drain)
+            if loop is None:
+                raise RuntimeError("the event loop is gone")
+            loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop is closed: nobody can await these answers any more
             with self._lock:
                 self._closed = True
