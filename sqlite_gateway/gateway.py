@@ -25,7 +25,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any, Literal, TypeVar, Union
 
@@ -471,6 +471,8 @@ class Gateway:
         lane = check_priority(priority)
         if kind is Kind.EXECUTE:
             sql, params = check_sql(sql), check_params(params)
+            # The caller goes on before the worker runs it: copy, as write-behind calls must.
+            params = dict(params) if isinstance(params, Mapping) else tuple(params)
         elif kind is Kind.EXECUTEMANY:
             params = check_many(params)
             sql = check_sql(sql)

@@ -79,6 +79,27 @@ async def test_a_coroutine_fn_is_refused_with_the_reason(shared):
 
 
 @pytest.mark.asyncio
+async def test_bad_input_is_refused_before_anything_is_queued(shared):
+    db = AsyncGateway(shared)
+    params = ["home", 1.0]
+    for bad in (-1, float("nan"), float("inf"), "soon", True):
+        with pytest.raises(ValueError, match="timeout must be"):
+            await db.transaction(view, "home", 0.0, timeout=bad)
+    with pytest.raises(TypeError):
+        await db.execute("INSERT INTO views(page, ts) VALUES (?, ?)", "not params")
+    blocker = WorkerBlocker(shared)
+    pending = asyncio.ensure_future(
+        db.execute("INSERT INTO views(page, ts) VALUES (?, ?)", params))
+    await _until(lambda: shared.stats()["queued"] == 1, "request queued")
+    params[0] = "changed"  # after the call: the queued request keeps what it was given
+    blocker.done()
+    assert (await pending).rowcount == 1
+    assert shared.execute("SELECT page FROM views").rows == (("home",),)
+    # None of the refused transactions ran: no view was counted.
+    assert shared.execute("SELECT views FROM pages WHERE name = 'home'").scalar() == 0
+
+
+@pytest.mark.asyncio
 async def test_a_thousand_waiting_tasks_cost_no_threads(shared):
     db = AsyncGateway(shared)
     blocker = WorkerBlocker(shared)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import os
 import threading
 import weakref
@@ -166,9 +167,10 @@ class AsyncGateway:
     async def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
                           timeout: Timeout = DEFAULT, priority: str = "interactive") -> Result:
         """One statement per parameter set, all atomically (as :meth:`Gateway.executemany`)."""
+        seconds = self._seconds(timeout)
         future, stop = self.gateway._submit_request(Kind.EXECUTEMANY, sql, seq_of_params,
                                                     priority=priority)
-        return await _wait(future, self._seconds(timeout), stop)  # type: ignore[no-any-return]
+        return await _wait(future, seconds, stop)  # type: ignore[no-any-return]
 
     async def transaction(self, fn: Callable[..., T], /, *args: Any,
                           timeout: Timeout = DEFAULT, priority: str = "interactive",
@@ -182,18 +184,20 @@ class AsyncGateway:
         Raises:
             TypeError: fn is a coroutine function.
         """
+        seconds = self._seconds(timeout)
         future, _ = self.gateway._submit_request(Kind.TRANSACTION, fn=_plain(fn), args=args,
                                                  kwargs=kwargs, priority=priority)
-        return await _wait(future, self._seconds(timeout), None)  # type: ignore[no-any-return]
+        return await _wait(future, seconds, None)  # type: ignore[no-any-return]
 
     async def run_exclusive(self, fn: Callable[..., T], /, *args: Any,
                             timeout: Timeout = DEFAULT, priority: str = "interactive",
                             **kwargs: Any) -> T:
         """Run ``fn(apsw_connection, ...)`` alone, outside any transaction
         (as :meth:`Gateway.run_exclusive`); fn is a plain function."""
+        seconds = self._seconds(timeout)
         future, _ = self.gateway._submit_request(Kind.EXCLUSIVE, fn=_plain(fn), args=args,
                                                  kwargs=kwargs, priority=priority)
-        return await _wait(future, self._seconds(timeout), None)  # type: ignore[no-any-return]
+        return await _wait(future, seconds, None)  # type: ignore[no-any-return]
 
     def submit(self, sql: str, params: Params = (), *,
                priority: str = "interactive") -> asyncio.Future[Result]:
@@ -214,8 +218,9 @@ class AsyncGateway:
 
     async def flush(self, timeout: Timeout = DEFAULT) -> None:
         """Barrier: return once every request accepted before it is committed or failed."""
+        seconds = self._seconds(timeout)
         future, _ = self.gateway._submit_request(Kind.FLUSH)
-        await _wait(future, self._seconds(timeout), None)
+        await _wait(future, seconds, None)
 
     async def bulk(self, sql: str, seq_of_params: Iterable[Params], *,
                    timeout: Timeout = DEFAULT, priority: str = "background") -> int:
@@ -247,7 +252,16 @@ class AsyncGateway:
     # -- plumbing ---------------------------------------------------------------
 
     def _seconds(self, timeout: Timeout) -> float | None:
-        return self.gateway.timeout if timeout is DEFAULT else timeout
+        """The wait in seconds (None: no limit); a bad value raises before anything is queued."""
+        if timeout is DEFAULT:
+            return self.gateway.timeout
+        if timeout is None:
+            return None
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and (
+                0 <= timeout < math.inf):
+            return float(timeout)
+        raise ValueError("timeout must be a finite number of seconds >= 0, or None for no "
+                         f"limit; not {timeout!r}")
 
     def _read_pool(self) -> ThreadPoolExecutor:
         pool = self._pool
