@@ -11,6 +11,7 @@ anything is opened. Imports no framework.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -18,16 +19,26 @@ from typing import Any, cast
 
 from ..gateway import Gateway
 
-# Each Gateway option and how its value is read from config.
-_INT, _SECONDS, _SECONDS_OR_NONE, _TEXT, _TEXT_OR_NONE = (
+# How a config value is read, by the annotation of the Gateway option it sets.
+_INT, _SECONDS, _SECONDS_OR_NONE, _TEXT, _TEXT_OR_NONE, _BOOL = (
     "a whole number", "a number of seconds", "a number of seconds or none", "text",
-    "text or none")
-OPTIONS: dict[str, str] = {
-    "queue_size": _INT, "batch_max": _INT, "readers": _INT, "autocheckpoint": _INT,
-    "timeout": _SECONDS_OR_NONE, "hang_timeout": _SECONDS_OR_NONE,
-    "busy_timeout": _SECONDS, "background_slice": _SECONDS,
-    "synchronous": _TEXT, "read_mode": _TEXT, "vfs": _TEXT_OR_NONE,
-}
+    "text or none", "true or false")
+_KINDS = {"int": _INT, "float": _SECONDS, "float | None": _SECONDS_OR_NONE, "str": _TEXT,
+          "str | None": _TEXT_OR_NONE, "bool": _BOOL}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _gateway_options() -> dict[str, str]:
+    """Every keyword option of Gateway, read from its signature (so a new option
+    is configurable everywhere at once), with the kind of value it takes."""
+    options = {}
+    for name, param in inspect.signature(Gateway.__init__).parameters.items():
+        if param.kind is inspect.Parameter.KEYWORD_ONLY:
+            options[name] = _KINDS.get(str(param.annotation), "")  # "": taken as given
+    return options
+
+
+OPTIONS: dict[str, str] = _gateway_options()
 """Gateway keyword options a config may set, and the kind of value each takes."""
 
 BACKENDS = ("gateway", "retry")
@@ -153,7 +164,16 @@ def _check_ranges(settings: GatewaySettings, named: Callable[[str], str]) -> Non
 
 
 def _convert(key: str, kind: str, value: Any) -> Any:
-    """``value`` as the option's type; text is parsed (``"30"``, ``"none"``)."""
+    """``value`` as the option's type; text is parsed (``"30"``, ``"none"``, ``"off"``)."""
+    if not kind:
+        return value  # an option of a kind not listed here: Gateway checks it
+    if kind == _BOOL:
+        text = str(value).strip().lower() if isinstance(value, (str, bool, int)) else None
+        if text in _TRUE or value is True:
+            return True
+        if text in _FALSE or value is False:
+            return False
+        raise ValueError(f"{key} must be {kind}, not {value!r}")
     if isinstance(value, str) and kind not in (_TEXT, _TEXT_OR_NONE):
         text = value.strip()
         if text.lower() in ("none", "") and kind == _SECONDS_OR_NONE:
