@@ -26,10 +26,11 @@ def view(conn, page, now):
     return conn.execute("SELECT views FROM pages WHERE name = ?", (page,)).scalar()
 
 
-@pytest.fixture
-def shared(db_path):
-    """A started Gateway with the schema, shared by the test's AsyncGateway; always closed."""
-    db = Gateway(db_path, timeout=30).start()
+@pytest.fixture(params=[0, 2], ids=["no-readers", "readers"])
+def shared(db_path, request):
+    """A started Gateway with the schema, shared by the test's AsyncGateway; always closed.
+    With readers, execute() tries a read thread first: writes must keep their meaning."""
+    db = Gateway(db_path, timeout=30, readers=request.param).start()
     db.execute(SCHEMA)
     try:
         yield db

@@ -46,14 +46,15 @@ import inspect
 import math
 import os
 import threading
+import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..errors import RequestTimeout
 from ..gateway import DEFAULT, Gateway, State, Timeout, _run_slice
-from ..request import Kind, Params, check_many, check_priority, check_sql
+from ..request import Kind, Params, check_many, check_params, check_priority, check_sql
 from ..result import Result
 
 __all__ = ["AsyncGateway"]
@@ -61,6 +62,7 @@ __all__ = ["AsyncGateway"]
 T = TypeVar("T")
 
 _READ_THREADS = 4  # default size of the pool that runs reads off the event loop
+_WRITES_MEMO = 4096  # SQL texts remembered as writes (cleared when full)
 
 
 class AsyncGateway:
@@ -96,6 +98,7 @@ class AsyncGateway:
             raise ValueError(f"read_threads must be a whole number >= 1, not {read_threads!r}")
         self.read_threads = read_threads
         self._pool: ThreadPoolExecutor | None = None
+        self._writes: set[str] = set()  # SQL texts a reader declined (set ops are atomic)
         self._pool_lock = threading.Lock()  # held while creating or shutting down _pool
         self._started_here = False
 
@@ -154,12 +157,22 @@ class AsyncGateway:
             when the awaiting task is cancelled.
         """
         seconds = self._seconds(timeout)
-        if _routes_reads(self.gateway, sql):
+        readers = self._readers_for(sql)
+        if readers is not None:
             check_sql(sql)
             check_priority(priority)
-            future: Future[Any] = self._read_pool().submit(
-                self.gateway.execute, sql, params, timeout=seconds, priority=priority)
-            return await _wait(future, seconds, None)  # type: ignore[no-any-return]
+            params = _copied(params)  # other tasks run before the read thread takes it
+            started = time.monotonic()
+            future: Future[Any] = self._read_pool().submit(readers.read, sql, params, seconds)
+            result = await _wait(future, seconds, None, read=True)
+            if result is not None:
+                return result  # type: ignore[no-any-return]
+            # SQLite judged it a write: to the writer, now and next time.
+            if len(self._writes) >= _WRITES_MEMO:
+                self._writes.clear()
+            self._writes.add(sql)
+            if seconds is not None:
+                seconds = max(0.0, seconds - (time.monotonic() - started))
         future, stop = self.gateway._submit_request(Kind.EXECUTE, sql, params,
                                                     priority=priority)
         return await _wait(future, seconds, stop)  # type: ignore[no-any-return]
@@ -263,6 +276,20 @@ class AsyncGateway:
         raise ValueError("timeout must be a finite number of seconds >= 0, or None for no "
                          f"limit; not {timeout!r}")
 
+    def _readers_for(self, sql: object) -> Any:
+        """The gateway's readers if ``sql`` should be tried on one, else None.
+
+        A read thread only asks a reader (which declines what SQLite judges a
+        write); a write is then sent to the writer from the loop, so its
+        cancellation keeps its meaning. Looks at two private attributes of
+        Gateway (its readers, and the SQL texts it learned are writes).
+        """
+        readers = getattr(self.gateway, "_readers", None)
+        if readers is None or sql in self._writes or self.gateway.state is not State.RUNNING or (
+                sql in getattr(self.gateway, "_writes", ())):
+            return None
+        return readers
+
     def _read_pool(self) -> ThreadPoolExecutor:
         pool = self._pool
         if pool is None:
@@ -274,12 +301,9 @@ class AsyncGateway:
         return pool
 
 
-def _routes_reads(gateway: Gateway, sql: object) -> bool:
-    """True when ``gateway.execute(sql)`` would try a reader first: the gateway
-    has readers and has not yet learned that ``sql`` is a write. A write that
-    is new to it is found by SQLite on the read thread and sent on from there."""
-    return getattr(gateway, "_readers", None) is not None and (
-        sql not in getattr(gateway, "_writes", ()))
+def _copied(params: Params) -> Params:
+    checked = check_params(params)
+    return dict(checked) if isinstance(checked, Mapping) else tuple(checked)
 
 
 def _plain(fn: Callable[..., T]) -> Callable[..., T]:
@@ -398,7 +422,7 @@ def _time_out(waiter: asyncio.Future[Any]) -> None:
 
 
 async def _wait(future: Future[Any], timeout: float | None,
-                stop: Callable[[], bool] | None) -> Any:
+                stop: Callable[[], bool] | None, read: bool = False) -> Any:
     """Await ``future``; timeouts and cancellation as the module docstring says.
 
     The timeout is a timer on the loop that fails the waiter (cheaper than
@@ -414,9 +438,14 @@ async def _wait(future: Future[Any], timeout: float | None,
         if started and future.done():
             return future.result(0)  # answered just as the wait ended
         interrupted = started and stop is not None and stop()
-        raise RequestTimeout(timeout or 0.0, started, interrupted) from None
+        # A read that ran wrote nothing: nothing of it can still commit.
+        raise RequestTimeout(timeout or 0.0, started and not read, interrupted) from None
     except asyncio.CancelledError as exc:
-        _add_note(exc, _cancel_note(future, stop))
+        if read:
+            future.cancel()
+            _add_note(exc, "sqlite_gateway: cancelled during a read; nothing was written")
+        else:
+            _add_note(exc, _cancel_note(future, stop))
         raise
     finally:
         if timer is not None:
