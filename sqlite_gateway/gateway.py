@@ -458,7 +458,8 @@ class Gateway:
         wait their own way, e.g. on an event loop).
 
         Input is checked as the public method of that kind checks it (``params``
-        is the parameter sets for EXECUTEMANY). Reads are not routed to readers.
+        is the parameter sets for EXECUTEMANY; EXECUTE params are copied, as for
+        write-behind). Reads are not routed to readers.
 
         Returns:
             The request's future (cancel it before the request starts and it

@@ -33,9 +33,8 @@ Ten lines for any app::
 
     cherrypy.quickstart(Root())
 
-Config keys: ``engine.sqlite_gateway.<option>`` sets a Gateway option (path,
-queue_size, batch_max, timeout, synchronous, busy_timeout, readers,
-read_mode, vfs, hang_timeout, autocheckpoint, background_slice), read and
+Config keys: ``engine.sqlite_gateway.<option>`` sets ``path`` or any keyword
+option of Gateway (queue_size, timeout, synchronous, readers, ...), read and
 checked by :mod:`sqlite_gateway.integrations.settings` as in every integration;
 ``engine.sqlite_gateway.backend: "retry"`` swaps in the old way
 (``sqlite_gateway.baseline.RetryGateway``) for comparisons; ``tools.db.on``
