@@ -68,6 +68,17 @@ async def test_every_call_awaits_and_commits(db_path):
 
 
 @pytest.mark.asyncio
+async def test_leaving_async_with_closes_only_a_gateway_it_started(shared, db_path):
+    async with AsyncGateway(shared) as db:
+        assert await db.transaction(view, "home", 0.0) == 1
+    assert shared.state.value == "running"  # shared: still the threads' to close
+    fresh = Gateway(db_path)
+    async with AsyncGateway(fresh):
+        pass
+    assert fresh.state.value == "closed"  # started here: closed here
+
+
+@pytest.mark.asyncio
 async def test_a_coroutine_fn_is_refused_with_the_reason(shared):
     async def fn(conn):
         return 1

@@ -69,9 +69,9 @@ class AsyncGateway:
     """Await-able forms of every Gateway call, for code on one event loop.
 
     Args:
-        gateway: a :class:`Gateway` to share (started or not; it stays the
-            caller's to close unless this object started it), or a database
-            path: a new Gateway is made with ``**options``.
+        gateway: a :class:`Gateway` to share (started or not), or a database
+            path: a new Gateway is made with ``**options``. Leaving ``async
+            with`` closes the gateway only if this object made or started it.
         read_threads: threads that run reads off the loop when the gateway has
             readers (default: ``readers`` when given here, else 4).
         **options: Gateway keyword options (only with a path).
@@ -89,8 +89,10 @@ class AsyncGateway:
                 raise TypeError("options are for a new Gateway; this one is made already: "
                                 f"{', '.join(sorted(options))}")
             self.gateway = gateway
+            self._owns = False
         else:
             self.gateway = Gateway(gateway, **options)
+            self._owns = True
         if read_threads is None:
             read_threads = options.get("readers") or _READ_THREADS
         if not isinstance(read_threads, int) or isinstance(read_threads, bool) or (
@@ -100,7 +102,6 @@ class AsyncGateway:
         self._pool: ThreadPoolExecutor | None = None
         self._writes: set[str] = set()  # SQL texts a reader declined (set ops are atomic)
         self._pool_lock = threading.Lock()  # held while creating or shutting down _pool
-        self._started_here = False
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class AsyncGateway:
         """
         if self.gateway.state is State.NEW:
             await asyncio.get_running_loop().run_in_executor(None, self.gateway.start)
-            self._started_here = True
+            self._owns = True
         return self
 
     async def aclose(self, timeout: float | None = None) -> None:
@@ -123,8 +124,9 @@ class AsyncGateway:
         """
         await asyncio.get_running_loop().run_in_executor(None, self._close, timeout)
 
-    def _close(self, timeout: float | None) -> None:
-        self.gateway.close(timeout)
+    def _close(self, timeout: float | None, gateway_too: bool = True) -> None:
+        if gateway_too:
+            self.gateway.close(timeout)
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
@@ -134,7 +136,8 @@ class AsyncGateway:
         return await self.start()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+        """Close the gateway if this object made or started it; else only the read threads."""
+        await asyncio.get_running_loop().run_in_executor(None, self._close, None, self._owns)
 
     def __repr__(self) -> str:
         return f"<AsyncGateway over {self.gateway!r}>"
