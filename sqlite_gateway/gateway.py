@@ -583,6 +583,43 @@ class Gateway:
         figures["reads_to_writer"] = self._readers.to_writer if self._readers else 0
         return figures
 
+    def _submit_request(self, kind: Kind, sql: str | None = None, params: Any = None, *,
+                        fn: Callable[..., Any] | None = None, args: tuple[Any, ...] = (),
+                        kwargs: dict[str, Any] | None = None,
+                        priority: str = "interactive") -> tuple[Future[Any], Callable[[], bool]]:
+        """Enqueue one writer request of ``kind``; return at once (for callers that
+        wait their own way, e.g. on an event loop).
+
+        Input is checked as the public method of that kind checks it (``params``
+        is the parameter sets for EXECUTEMANY; EXECUTE params are copied, as for
+        write-behind). Reads are not routed to readers.
+
+        Returns:
+            The request's future (cancel it before the request starts and it
+            never runs), and ``stop()``: stops the request's running SQL for
+            EXECUTE/EXECUTEMANY (True if it was running), else returns False.
+
+        Raises:
+            Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
+        """
+        lane = check_priority(priority)
+        if kind is Kind.EXECUTE:
+            # The caller goes on before the worker runs it: copy, as write-behind calls must.
+            sql, params = check_sql(sql), capture_params(params)
+        elif kind is Kind.EXECUTEMANY:
+            params = check_many(params)
+            sql = check_sql(sql)
+        elif kind is not Kind.FLUSH and not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        request = Request(kind, sql, params, fn=fn, args=args, kwargs=kwargs, priority=lane,
+                          answer=FUTURE)
+        self._enqueue(request)
+        worker, future = self._worker, request.future
+        assert future is not None
+        if kind in _SQL_KINDS:
+            return future, lambda: worker.interrupt(request)
+        return future, lambda: False
+
     # -- plumbing ---------------------------------------------------------------
 
     def _check_not_worker(self, what: str) -> None:

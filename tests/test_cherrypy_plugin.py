@@ -13,7 +13,7 @@ import pytest
 from cherrypy.process.wspbus import Bus
 
 from sqlite_gateway import Gateway, Overloaded, RequestTimeout
-from sqlite_gateway.cherrypy_plugin import CHANNEL, GatewayPlugin, GatewayTool
+from sqlite_gateway.integrations.cherrypy import CHANNEL, GatewayPlugin, GatewayTool
 from sqlite_gateway.gateway import State
 
 
@@ -52,6 +52,19 @@ def test_plugin_without_a_path_says_how_to_set_it():
         plugin.start()
     with pytest.raises(TypeError, match="unknown Gateway options: nope"):
         GatewayPlugin(Bus(), "x.db", nope=1)
+
+
+def test_plugin_config_is_checked_by_the_shared_settings_parser(db_path):
+    plugin = GatewayPlugin(Bus(), db_path)
+    plugin.batch_max = 0  # as engine.sqlite_gateway.batch_max = 0 in a config file
+    with pytest.raises(ValueError, match="engine.sqlite_gateway.batch_max must be a whole"):
+        plugin.start()
+    plugin.batch_max, plugin.timeout = "8", "none"  # text, as from an ini file
+    plugin.start()
+    try:
+        assert plugin.db.timeout is None
+    finally:
+        plugin.stop()
 
 
 def _free_port() -> int:
@@ -94,10 +107,12 @@ def live(db_path):
         "CREATE TABLE IF NOT EXISTS t(x UNIQUE)"))
     plugin.subscribe()
     cherrypy.tools.gw_test = GatewayTool()
+    cherrypy.tools.gw_none = GatewayTool(channel="sqlite-gateway-nobody")  # no plugin answers
     cherrypy.config.update({"server.socket_host": "127.0.0.1", "server.socket_port": port,
                             "log.screen": False, "engine.autoreload.on": False,
                             "checker.on": False})
     cherrypy.tree.mount(_Errors(threading.Event()), "/", {"/": {"tools.gw_test.on": True}})
+    cherrypy.tree.mount(_Errors(threading.Event()), "/none", {"/": {"tools.gw_none.on": True}})
     cherrypy.engine.start()
     try:
         yield f"http://127.0.0.1:{port}"
@@ -107,6 +122,7 @@ def live(db_path):
         cherrypy.tree.apps.clear()
         cherrypy.server.httpserver = None  # the next start binds anew (another port)
         del cherrypy.tools.gw_test
+        del cherrypy.tools.gw_none
 
 
 def _get(url):
@@ -129,6 +145,15 @@ def test_tool_maps_errors_to_http_as_json_without_tracebacks(live, path, status)
     assert b"Traceback" not in body and b"secret internals" not in body
     if status == 503:
         assert headers["Retry-After"] == "1"
+    # The JSON alone: not padded with spaces as CherryPy pads its own error pages.
+    assert body == json.dumps(answer).encode() and int(headers["Content-Length"]) == len(body)
+
+
+def test_tool_without_a_database_answers_json_503(live):
+    code, headers, body = _get(live + "/none/ok")
+    assert (code, headers["Content-Type"], headers["Retry-After"]) == (
+        503, "application/json", "1")
+    assert json.loads(body) == {"error": "the database is not available", "status": 503}
 
 
 def test_tool_hands_the_gateway_to_handlers(live):

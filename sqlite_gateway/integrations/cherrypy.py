@@ -1,0 +1,232 @@
+"""CherryPy integration: an engine plugin and a tool (imports cherrypy).
+
+- :class:`GatewayPlugin`, an engine plugin, owns one :class:`Gateway`: it
+  makes and starts it on the engine's ``start``, drains and closes it on
+  ``stop`` (so on graceful restart and exit too), and publishes it on the bus
+  channel ``"sqlite-gateway"``: ``engine.publish("sqlite-gateway") == [db]``.
+- :class:`GatewayTool` hands it to handlers as ``cherrypy.request.db`` and maps
+  the errors a handler does not catch to HTTP answers, as JSON, never with a
+  traceback (that goes to the log): ``Overloaded`` and ``GatewayClosed`` ->
+  503 with Retry-After, ``RequestTimeout`` -> 504, ``apsw.ConstraintError``
+  -> 409, anything else -> 500.
+- A broken gateway (its worker died, or the watchdog gave up a hung one) is
+  replaced: the first request that finds it broken asks the plugin, on the
+  channel ``"sqlite-gateway-renew"``, to close it and start a new Gateway on
+  the same file (at most one attempt per second), then runs on the new one;
+  if none can be made it answers 503. ``engine.graceful()`` replaces it too.
+  After a hung fn the stuck thread still holds the write lock: writes then
+  fail with ``apsw.BusyError`` until the process is restarted.
+
+Ten lines for any app::
+
+    import cherrypy
+    from sqlite_gateway.integrations.cherrypy import install
+
+    install(cherrypy.engine, path="app.db", readers=10)   # plugin + cherrypy.tools.db
+
+    class Root:
+        @cherrypy.expose
+        @cherrypy.tools.db()
+        @cherrypy.tools.json_out()
+        def count(self):
+            return {"n": cherrypy.request.db.execute("SELECT count(*) FROM t").scalar()}
+
+    cherrypy.quickstart(Root())
+
+Config keys: ``engine.sqlite_gateway.<option>`` sets ``path`` or any keyword
+option of Gateway (queue_size, timeout, synchronous, readers, ...), read and
+checked by :mod:`sqlite_gateway.integrations.settings` as in every integration;
+``engine.sqlite_gateway.backend: "retry"`` or ``"busy"`` swaps in an old way
+(``sqlite_gateway.baseline.RetryGateway``) for comparisons; ``tools.db.on``
+switches the tool on for a path.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cherrypy
+from cherrypy.process.plugins import SimplePlugin
+from cherrypy.process.wspbus import Bus
+
+from ..errors import GatewayClosed
+from ..gateway import Gateway, State
+from .http import RETRY_AFTER_S, error_answer
+from .settings import OPTIONS, parse_settings
+
+__all__ = ["CHANNEL", "RETRY_AFTER_S", "GatewayPlugin", "GatewayTool", "install",
+           "json_error_response"]
+
+CHANNEL = "sqlite-gateway"
+
+
+class GatewayPlugin(SimplePlugin):
+    """Owns the engine's Gateway; see the module docstring.
+
+    Priorities, against CherryPy's own (lower runs first): start at 67, after
+    the Daemonizer's fork (65) and before the Monitors (70) and the HTTP
+    server (75), so the database is open before the first request; stop at
+    80, after the HTTP server (25) and the helper jobs (50) have stopped, so
+    nothing is still writing when the gateway drains.
+
+    Args:
+        bus: the engine (``cherrypy.engine``).
+        path: the database file; may also come from config.
+        setup: called with the started gateway (e.g. to create the schema).
+        **options: Gateway keyword options; each is also an attribute that
+            ``engine.sqlite_gateway.<option>`` config sets.
+    """
+
+    def __init__(self, bus: Bus, path: str | None = None,
+                 setup: Callable[[Gateway], object] | None = None, **options: Any) -> None:
+        super().__init__(bus)
+        unknown = set(options) - set(OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown Gateway options: {', '.join(sorted(unknown))}")
+        self.path = path
+        self.setup = setup
+        # "gateway", or "retry": sqlite_gateway.baseline.RetryGateway, the old way
+        # (per-thread connections, backoff and retry), kept for comparisons.
+        self.backend = "gateway"
+        for name in OPTIONS:
+            setattr(self, name, options.get(name))
+        self.db: Gateway | None = None
+        # _lock is held while replacing self.db (start, stop, renew), so that
+        # request threads that find the gateway broken replace it only once.
+        self._lock = threading.RLock()
+        self._renew_failed_at = float("-inf")
+
+    def subscribe(self) -> None:
+        super().subscribe()
+        self.bus.subscribe(CHANNEL, self.get)
+        self.bus.subscribe(CHANNEL + "-renew", self.renew)
+
+    def unsubscribe(self) -> None:
+        super().unsubscribe()
+        self.bus.unsubscribe(CHANNEL, self.get)
+        self.bus.unsubscribe(CHANNEL + "-renew", self.renew)
+
+    def get(self) -> Gateway | None:
+        """The running gateway (what the ``sqlite-gateway`` channel returns)."""
+        return self.db
+
+    def renew(self, broken: Gateway) -> Gateway | None:
+        """Replace ``broken`` (if it is still the current gateway) with a new one.
+
+        Thread-safe; what the ``sqlite-gateway-renew`` channel calls. Returns
+        the current gateway, or None if none could be made (it is tried again
+        a second later at the earliest; the error goes to the log).
+        """
+        with self._lock:
+            if self.db is not broken:
+                return self.db  # another thread replaced it already
+            if time.monotonic() - self._renew_failed_at < RETRY_AFTER_S:
+                return None
+            self.bus.log(f"sqlite_gateway: the gateway on {self.path} is broken (the reason "
+                         "is logged above); replacing it", level=logging.ERROR)
+            self.stop()  # returns at once: a broken gateway has nothing to drain
+            try:
+                self.start()
+            except Exception:
+                self.bus.log(f"sqlite_gateway: could not reopen {self.path}",
+                             level=logging.ERROR, traceback=True)
+                self._renew_failed_at = time.monotonic()
+                self.db = broken  # so that the next request tries again
+                return None
+            return self.db
+
+    def start(self) -> None:
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self.db is not None:
+            return
+        if not self.path:
+            raise ValueError("GatewayPlugin needs a path: pass path= or set "
+                             "engine.sqlite_gateway.path in the config")
+        config = {n: getattr(self, n) for n in OPTIONS if getattr(self, n) is not None}
+        settings = parse_settings({**config, "path": self.path, "backend": self.backend},
+                                  source="engine.sqlite_gateway.{}")
+        self.db = settings.open(self.setup)
+        self.bus.log(f"sqlite_gateway: started on {self.path}")
+
+    start.priority = 67  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        with self._lock:
+            db, self.db = self.db, None
+        if db is not None:
+            db.close()  # drains: everything accepted is committed first
+            self.bus.log(f"sqlite_gateway: closed {self.path} ({db.stats()['requests']} requests)")
+
+    stop.priority = 80  # type: ignore[attr-defined]
+
+    def graceful(self) -> None:
+        """Close and reopen: a closed Gateway stays closed, so a new one is made."""
+        self.stop()
+        self.start()
+
+
+def json_error_response() -> None:
+    """A ``request.error_response`` that answers JSON and logs the traceback.
+
+    The body is the JSON alone, with its exact Content-Length: this path does
+    not go through ``HTTPError.set_response``, which pads short error bodies
+    with spaces to 513 bytes (for old Internet Explorer).
+    """
+    exc = sys.exc_info()[1]
+    assert exc is not None
+    answer = error_answer(exc)
+    if answer.logged:
+        cherrypy.log(f"unhandled {type(exc).__name__} in {cherrypy.request.path_info}",
+                     context="sqlite_gateway", severity=logging.ERROR, traceback=True)
+    body = answer.json_body()
+    response = cherrypy.serving.response
+    response.status = answer.status
+    response.headers["Content-Type"] = "application/json"
+    response.headers["Content-Length"] = str(len(body))
+    response.headers.update(answer.headers)
+    response.body = body
+
+
+class GatewayTool(cherrypy.Tool):
+    """Sets ``cherrypy.request.db`` and maps gateway errors to HTTP answers."""
+
+    def __init__(self, channel: str = CHANNEL) -> None:
+        self.channel = channel
+        super().__init__("on_start_resource", self._attach, priority=20)
+
+    def _attach(self) -> None:
+        dbs = [db for db in cherrypy.engine.publish(self.channel) if db is not None]
+        if not dbs:  # answered by json_error_response: JSON, Retry-After
+            raise GatewayClosed("the database is not available")
+        db = dbs[0]
+        if isinstance(db, Gateway) and db.state is State.BROKEN:
+            renewed = [new for new in cherrypy.engine.publish(self.channel + "-renew", db)
+                       if new is not None]
+            if not renewed:
+                raise GatewayClosed("the database gateway is broken and is being restarted")
+            db = renewed[0]
+        cherrypy.request.db = db
+
+    def _setup(self) -> None:
+        super()._setup()
+        cherrypy.serving.request.error_response = json_error_response
+
+
+def install(engine: Bus | None = None, path: str | None = None, tool_name: str = "db",
+            **options: Any) -> GatewayPlugin:
+    """Subscribe a :class:`GatewayPlugin` as ``engine.sqlite_gateway`` and
+    register :class:`GatewayTool` as ``cherrypy.tools.<tool_name>``."""
+    engine = engine or cherrypy.engine
+    plugin = GatewayPlugin(engine, path, **options)
+    plugin.subscribe()
+    engine.sqlite_gateway = plugin  # config: engine.sqlite_gateway.*
+    setattr(cherrypy.tools, tool_name, GatewayTool())
+    return plugin

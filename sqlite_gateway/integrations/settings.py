@@ -1,0 +1,197 @@
+"""A framework's config keys -> validated :class:`~sqlite_gateway.Gateway` options.
+
+Every integration reads its config through :func:`parse_settings`, so each key
+means the same and is checked the same way everywhere: CherryPy's
+``engine.sqlite_gateway.queue_size`` and Flask's ``SQLITE_GATEWAY_QUEUE_SIZE``
+are one setting. Values may be given as text (environment variables, ini
+files): ``"30"`` is read as 30 and ``"none"`` as None where None is allowed.
+An unknown key or a value out of range is refused with the key's name, before
+anything is opened. Imports no framework.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from ..gateway import Gateway
+
+# How a config value is read, by the annotation of the Gateway option it sets.
+_INT, _SECONDS, _SECONDS_OR_NONE, _TEXT, _TEXT_OR_NONE, _BOOL = (
+    "a whole number", "a number of seconds", "a number of seconds or none", "text",
+    "text or none", "true or false")
+_KINDS = {"int": _INT, "float": _SECONDS, "float | None": _SECONDS_OR_NONE, "str": _TEXT,
+          "str | None": _TEXT_OR_NONE, "bool": _BOOL}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _gateway_options() -> dict[str, str]:
+    """Every keyword option of Gateway, read from its signature (so a new option
+    is configurable everywhere at once), with the kind of value it takes."""
+    options = {}
+    for name, param in inspect.signature(Gateway.__init__).parameters.items():
+        if param.kind is inspect.Parameter.KEYWORD_ONLY:
+            options[name] = _KINDS.get(str(param.annotation), "")  # "": taken as given
+    return options
+
+
+OPTIONS: dict[str, str] = _gateway_options()
+"""Gateway keyword options a config may set, and the kind of value each takes."""
+
+BACKENDS = ("gateway", "retry", "busy")
+"""``"gateway"``, or an old way kept for comparisons (:mod:`sqlite_gateway.baseline`):
+``"retry"`` (per-thread connections, backoff and retry: ``RetryGateway``) or ``"busy"``
+(per-thread connections, a busy timeout, ``BEGIN IMMEDIATE``: ``BusyGateway``)."""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Checked settings: what :meth:`open` passes to the gateway.
+
+    Attributes:
+        path: the database file, or None if the config gave none yet.
+        backend: ``"gateway"``, ``"retry"`` or ``"busy"``.
+        options: Gateway keyword options, with their values converted.
+        extra: the integration's own keys (see ``parse_settings(extra=)``).
+        path_key: how the config names the path (for the message when it is missing).
+    """
+
+    path: str | None = None
+    backend: str = "gateway"
+    options: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    path_key: str = "path"
+
+    def open(self, setup: Callable[[Gateway], object] | None = None) -> Gateway:
+        """Make and start the gateway, then run ``setup(db)`` (e.g. the schema).
+
+        Returns the started gateway (with ``backend="retry"`` or ``"busy"`` a
+        RetryGateway or BusyGateway, which have the same calls). If setup
+        raises, the gateway is closed and the error re-raised.
+
+        Raises:
+            ValueError: no path was configured.
+            apsw.Error: the file could not be opened.
+        """
+        if not self.path:
+            raise ValueError(f"no database path: set {self.path_key} in the config")
+        if self.backend in ("retry", "busy"):
+            from ..baseline import BusyGateway, RetryGateway
+            old_way = RetryGateway if self.backend == "retry" else BusyGateway
+            # Same calls as Gateway; typed as one so callers need no union.
+            db = cast(Gateway, old_way(self.path, **self.options).start())
+        else:
+            db = Gateway(self.path, **self.options).start()
+        try:
+            if setup is not None:
+                setup(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+
+def parse_settings(config: Mapping[str, Any], *, prefix: str = "", upper: bool = False,
+                   extra: Collection[str] = (), source: str | None = None) -> GatewaySettings:
+    """Read the gateway's keys out of ``config`` and check them.
+
+    Args:
+        config: any mapping; only keys that start with ``prefix`` are read.
+        prefix: e.g. ``"SQLITE_GATEWAY_"``; ``""`` when ``config`` holds
+            only the gateway's keys.
+        upper: the keys are upper case (``QUEUE_SIZE``), as in Flask.
+        extra: further names the integration accepts; returned in ``.extra``.
+        source: how messages name a key, with ``{}`` for its name
+            (default: ``prefix + "{}"``).
+
+    Returns:
+        GatewaySettings; ``path`` may be None (the integration may get it later).
+
+    Raises:
+        ValueError: an unknown key, a bad backend, or a value out of range
+            (Gateway's own check, run here without opening anything).
+        TypeError: a value of the wrong type.
+    """
+    source = source or prefix + "{}"
+    names = {name.upper() if upper else name: name
+             for name in (*OPTIONS, "path", "backend", *extra)}
+    found: dict[str, Any] = {}
+    for key, value in config.items():
+        if not isinstance(key, str) or not key.startswith(prefix):
+            continue
+        name = names.get(key[len(prefix):])
+        if name is None:
+            known = ", ".join(sorted(prefix + n for n in names))
+            raise ValueError(f"unknown setting {key!r}; known: {known}")
+        found[name] = value
+
+    def named(name: str) -> str:
+        return source.format(name.upper() if upper else name)
+
+    options = {name: _convert(named(name), kind, found[name])
+               for name, kind in OPTIONS.items() if name in found}
+    backend = found.get("backend", "gateway")
+    if backend not in BACKENDS:
+        raise ValueError(f"{named('backend')} must be one of {', '.join(BACKENDS)}, "
+                         f"not {backend!r}")
+    path = found.get("path")
+    if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{named('path')} must be a file path, not {type(path).__name__}")
+        path = os.fspath(path)
+    settings = GatewaySettings(path=path, backend=backend, options=options,
+                               extra={n: found[n] for n in extra if n in found},
+                               path_key=named("path"))
+    _check_ranges(settings, named)
+    return settings
+
+
+def _check_ranges(settings: GatewaySettings, named: Callable[[str], str]) -> None:
+    """Run Gateway's own option checks now (a Gateway that is never started
+    opens nothing), so a bad value fails at configuration time with its key."""
+    if settings.backend != "gateway":
+        return  # RetryGateway checks its own options when it is made
+    try:
+        Gateway(settings.path or "settings-check.db", **settings.options)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        for name in ("path", *settings.options):
+            if message.startswith(name + " "):
+                message = named(name) + message[len(name):]
+                break
+        raise type(exc)(message) from None
+
+
+def _convert(key: str, kind: str, value: Any) -> Any:
+    """``value`` as the option's type; text is parsed (``"30"``, ``"none"``, ``"off"``)."""
+    if not kind:
+        return value  # an option of a kind not listed here: Gateway checks it
+    if kind == _BOOL:
+        text = str(value).strip().lower() if isinstance(value, (str, bool, int)) else None
+        if text in _TRUE or value is True:
+            return True
+        if text in _FALSE or value is False:
+            return False
+        raise ValueError(f"{key} must be {kind}, not {value!r}")
+    if isinstance(value, str) and kind not in (_TEXT, _TEXT_OR_NONE):
+        text = value.strip()
+        if text.lower() in ("none", "") and kind == _SECONDS_OR_NONE:
+            return None
+        try:
+            value = int(text) if kind == _INT else float(text)
+        except ValueError:
+            raise ValueError(f"{key} must be {kind}, not {value!r}") from None
+    if value is None and kind in (_SECONDS_OR_NONE, _TEXT_OR_NONE):
+        return None
+    if kind == _INT:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind in (_SECONDS, _SECONDS_OR_NONE):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise TypeError(f"{key} must be {kind}, not {value!r}")
+    return value

@@ -1,0 +1,54 @@
+"""The settings parser every integration shares: config keys -> checked Gateway options."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from sqlite_gateway import Gateway
+from sqlite_gateway.integrations.http import error_answer
+from sqlite_gateway.integrations.settings import OPTIONS, parse_settings
+
+
+def test_every_gateway_option_is_configurable():
+    keyword_only = [name for name, p in inspect.signature(Gateway.__init__).parameters.items()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert list(OPTIONS) == keyword_only
+
+
+def test_text_values_are_read_as_their_option_needs(db_path):
+    settings = parse_settings({"APP_DEBUG": True, "DB_PATH": db_path, "DB_QUEUE_SIZE": "12",
+                               "DB_TIMEOUT": "none", "DB_BUSY_TIMEOUT": "2.5",
+                               "DB_SYNCHRONOUS": "normal", "DB_BACKEND": "retry"},
+                              prefix="DB_", upper=True)
+    assert settings.path == db_path and settings.backend == "retry"
+    assert settings.options == {"queue_size": 12, "timeout": None, "busy_timeout": 2.5,
+                                "synchronous": "normal"}
+
+
+@pytest.mark.parametrize("config, error, message", [
+    ({"DB_QUEUE": 5}, ValueError, "unknown setting 'DB_QUEUE'; known: DB_AUTOCHECKPOINT"),
+    ({"DB_QUEUE_SIZE": "many"}, ValueError, "DB_QUEUE_SIZE must be a whole number, not 'many'"),
+    ({"DB_QUEUE_SIZE": 2.5}, TypeError, "DB_QUEUE_SIZE must be a whole number"),
+    ({"DB_QUEUE_SIZE": True}, TypeError, "DB_QUEUE_SIZE must be a whole number"),
+    ({"DB_QUEUE_SIZE": 0}, ValueError, "DB_QUEUE_SIZE must be a whole number >= 1"),
+    ({"DB_READ_MODE": "sometimes"}, ValueError, "DB_READ_MODE must be 'inline' or 'threads'"),
+    ({"DB_BACKEND": "magic"}, ValueError, "DB_BACKEND must be one of gateway, retry"),
+    ({"DB_PATH": ":memory:"}, ValueError, "DB_PATH must name a database file"),
+])
+def test_bad_settings_are_refused_with_the_key_name(config, error, message):
+    with pytest.raises(error, match="^" + message.replace("(", r"\(")):
+        parse_settings(config, prefix="DB_", upper=True)
+
+
+def test_a_missing_path_is_refused_only_when_opening():
+    settings = parse_settings({}, source="engine.sqlite_gateway.{}")
+    with pytest.raises(ValueError, match="set engine.sqlite_gateway.path in the config"):
+        settings.open()
+
+
+def test_unexpected_errors_map_to_a_500_that_hides_them():
+    answer = error_answer(KeyError("secret"))
+    assert (answer.status, answer.logged, answer.headers) == (500, True, {})
+    assert b"secret" not in answer.json_body()
