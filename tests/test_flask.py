@@ -262,7 +262,7 @@ pid = os.fork()
 if pid == 0:
     db = ext.db
     db.execute("INSERT INTO t VALUES (?)", (os.getpid(),))
-    ok = db is not parent_db and parent_db.state.value == "running"
+    ok = db is not parent_db and parent_db.state.value == "closed"  # the parent's, refused here
     ext.close(app)
     os._exit(0 if ok else 3)
 _, status = os.waitpid(pid, 0)
