@@ -35,8 +35,9 @@ import apsw
 from .connection import SYNCHRONOUS
 from .errors import GatewayClosed, GatewayError, NestedCallError, RequestTimeout
 from .failures import FailureLog, PostFailure
-from .request import (FUTURE, POST, WAIT, Kind, Params, Request, capture_params, check_many,
-                      check_params, check_priority, check_sql, check_timeout)
+from .request import (FUTURE, WAIT, Kind, Params, Request, capture_params, check_many,
+                      check_params, check_priority, check_sql, check_timeout, new_future,
+                      new_post)
 from .requestqueue import RequestQueue, fail_pending
 from .readers import ReaderLanes, ReaderPool
 from .result import Result
@@ -65,6 +66,7 @@ class State(enum.Enum):
     BROKEN = "broken"  # the worker died or hung; every call fails with its reason; final
 
 
+_RUNNING = State.RUNNING
 _SQL_KINDS = (Kind.EXECUTE, Kind.EXECUTEMANY)  # requests that are SQL only
 _WRITES_MEMO = 4096  # SQL texts SQLite judged writes (cleared when full)
 # Signals (Ctrl-C) are delivered to the main thread: it never runs the
@@ -202,6 +204,7 @@ class Gateway:
         self._queue = RequestQueue(queue_size)
         self._stats = Stats()
         self._failures = FailureLog()
+        self._report = self._failures.report
         self._worker = Worker(path, self._queue, self._stats, batch_max=batch_max,
                               synchronous=synchronous.upper(), busy_timeout=busy_timeout,
                               vfs=vfs, background_slice=self.background_slice,
@@ -449,8 +452,9 @@ class Gateway:
         Raises:
             Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
         """
-        request = Request(Kind.EXECUTE, check_sql(sql), capture_params(params),
-                          priority=self._lane_for(priority, block, timeout), answer=FUTURE)
+        lane = 0 if priority == "interactive" and block is False else self._lane_for(
+            priority, block, timeout)
+        request = new_future(Kind.EXECUTE, check_sql(sql), capture_params(params), lane)
         self._enqueue(request, block, timeout)
         return request.future  # type: ignore[return-value]
 
@@ -490,10 +494,15 @@ class Gateway:
         Raises:
             Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
         """
-        request = Request(Kind.EXECUTE, check_sql(sql), capture_params(params),
-                          priority=self._lane_for(priority, block, timeout), answer=POST,
-                          report=self._failures.report)
-        self._enqueue(request, block, timeout)
+        lane = 0 if priority == "interactive" and block is False else self._lane_for(
+            priority, block, timeout)
+        request = new_post(check_sql(sql), capture_params(params), lane, self._report)
+        if block or self._state is not _RUNNING:
+            self._enqueue(request, block, timeout)  # (with the checks a waiting call needs)
+        else:
+            # No nested-call check: a post made inside a transaction fn is
+            # simply run in a later batch; nobody waits for it.
+            self._queue.put(request)
 
     def failures(self) -> list[PostFailure]:
         """Return the :meth:`post` failures since the last call, and forget them.

@@ -33,7 +33,7 @@ import apsw
 
 from .connection import Connection, TransactionGuard, open_write_connection, run_sql
 from .errors import GatewayClosed, GatewayError
-from .request import POST, STOP, Kind, Request
+from .request import POST, STOP, WAIT, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
 from .turn import GivenUp, Turn
@@ -325,12 +325,21 @@ class Worker:
                 # with the same outcome (saves two statements per call when
                 # the gateway is not busy).
                 alone = len(todo) == 1
-                for index, request in enumerate(todo):
+                index, count = 0, len(todo)
+                while index < count:
+                    request = todo[index]
                     if deadline and index and (time.monotonic() >= deadline
                                                or self.queue.interactive_waiting()):
                         self.queue.requeue(todo[index:])
                         todo = todo[:index]
                         break
+                    if (request.answer is not WAIT and request.kind is Kind.EXECUTE
+                            and self._single.get(request.sql)):  # type: ignore[arg-type]
+                        index, offender = self._run_write_behind(todo, index, ran, deadline)
+                        if offender is not None:
+                            break
+                        continue
+                    index += 1
                     # A caller that gave up before its request started has
                     # cancelled it: skip it, it never runs.
                     if not request.claim():
@@ -480,6 +489,57 @@ class Worker:
             return False
         self._exec(self._sql["release"])
         return True
+
+    def _run_write_behind(self, todo: list[Request], start: int, ran: list[Request],
+                          deadline: float) -> tuple[int, Request | None]:
+        """Run the write-behind single statements (``post``, ``submit``) from
+        ``todo[start]`` on, in one tight loop; return (the index to go on
+        from, the offender that spoils the transaction or None).
+
+        The same outcome as :meth:`_run_one` for each, at a fraction of its
+        cost per row (a page-view log posts hundreds of thousands a second):
+        one turn mark for the whole run, no savepoint (one statement is
+        atomic; one that keeps rows after failing is caught by the change
+        count), and for a posted row no Result. Nobody waits on these with a
+        deadline, so no single one of them is interrupted by its caller; the
+        watchdog still stops whichever statement runs too long.
+        """
+        conn = self._conn
+        assert conn is not None
+        single, guard, queue = self._single, self._guard, self.queue
+        execute, total_changes = conn.execute, conn.total_changes
+        index, count = start, len(todo)
+        self.turn.begin(todo[start])
+        try:
+            while index < count:
+                request = todo[index]
+                if (request.answer is WAIT or request.kind is not Kind.EXECUTE
+                        or not single.get(request.sql)):  # type: ignore[arg-type]
+                    break
+                if deadline and index > start and (time.monotonic() >= deadline
+                                                   or queue.interactive_waiting()):
+                    break  # the caller requeues the rest
+                index += 1
+                if not request.claim():
+                    continue
+                before = total_changes()
+                try:
+                    if request.answer is POST:  # no Result to build: nobody reads it
+                        for _row in execute(request.sql, request.params):  # type: ignore[arg-type]
+                            pass  # (INSERT ... RETURNING: run it to its end)
+                    else:
+                        request.value = run_sql(conn, guard, request.sql,  # type: ignore[arg-type]
+                                                request.params)
+                    request.error = None
+                except BaseException as exc:
+                    self._suspect |= isinstance(exc, _RESET_AFTER)
+                    request.value, request.error = None, exc
+                    if total_changes() != before or conn.get_autocommit():
+                        return index, request  # kept part of its writes, or ended it all
+                ran.append(request)
+            return index, None
+        finally:
+            self.turn.end_request()
 
     def _call_fn(self, request: Request, conn: apsw.Connection) -> Any:
         """Call a transaction fn with its own conn handle, valid for this call only."""
