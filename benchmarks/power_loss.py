@@ -353,12 +353,14 @@ def _run_child(plan: CutPlan, live_db: str, out_db: str, result_path: str) -> di
 
 def run_campaign(cuts: int, *, synchronous: str = "FULL", mode: str = "both",
                  seed: int = 0, threads: int = 4, chain: int = 10, max_delay: float = 0.3,
-                 sector: int | None = None, ignore_syncs: bool = False,
+                 sector: int | None = None, autocheckpoint: int | None = None,
+                 ignore_syncs: bool = False,
                  workdir: str | None = None, progress: bool = False) -> dict[str, Row]:
     """Run ``cuts`` power cuts; return a :class:`Row` per mode.
 
     ``mode`` "both" alternates drop and torn. ``sector`` None draws 512 or
-    4096 per cut. Call only from a process with no other threads (it forks).
+    4096 per cut; ``autocheckpoint`` None draws one of AUTOCHECKPOINTS per cut.
+    Call only from a process with no other threads (it forks).
     """
     modes = MODES if mode == "both" else (mode,)
     rows = {m: Row(synchronous, m) for m in modes}
@@ -380,7 +382,8 @@ def run_campaign(cuts: int, *, synchronous: str = "FULL", mode: str = "both",
             plan = CutPlan(index=i % chain, synchronous=synchronous, mode=modes[i % len(modes)],
                            sector=sector or rng.choice(SECTORS),
                            delay=rng.uniform(0.0, max_delay),
-                           autocheckpoint=rng.choice(AUTOCHECKPOINTS), threads=threads,
+                           autocheckpoint=autocheckpoint or rng.choice(AUTOCHECKPOINTS),
+                           threads=threads,
                            seed=rng.randrange(2**31), ignore_syncs=ignore_syncs,
                            at_io=rng.randint(1, IO_SPREAD) if rng.random() < AT_IO else 0)
             row = rows[plan.mode]
@@ -454,14 +457,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="longest load before a cut, s (default 0.3; drawn from 0 up)")
     parser.add_argument("--sector", type=int, choices=SECTORS, default=None,
                         help="unit of a torn write (default: 512 or 4096, drawn per cut)")
+    parser.add_argument("--autocheckpoint", type=int, default=None,
+                        help="the gateway's autocheckpoint in WAL pages (default: 8, 64 or "
+                             "1000, drawn per cut); at NORMAL it bounds what a cut can lose")
     parser.add_argument("--ignore-syncs", action="store_true",
                         help="a disk that ignores fsync: shows that the checks catch loss")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON only")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
-    if args.cuts < 1 or args.threads < 1 or args.chain < 1 or args.max_delay < 0:
-        parser.error("need --cuts, --threads, --chain >= 1 and --max-delay >= 0")
+    if (args.cuts < 1 or args.threads < 1 or args.chain < 1 or args.max_delay < 0
+            or (args.autocheckpoint is not None and args.autocheckpoint < 1)):
+        parser.error("need --cuts, --threads, --chain, --autocheckpoint >= 1 "
+                     "and --max-delay >= 0")
     if not hasattr(os, "fork"):
         parser.error("this campaign forks one child per cut: it needs os.fork (Linux, macOS)")
     if args.seed is None:
@@ -470,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_campaign(args.cuts, synchronous=args.synchronous, mode=args.mode,
                         seed=args.seed, threads=args.threads, chain=args.chain,
                         max_delay=args.max_delay, sector=args.sector,
+                        autocheckpoint=args.autocheckpoint,
                         ignore_syncs=args.ignore_syncs, progress=not args.quiet)
     seconds = time.monotonic() - began
     if args.json:
@@ -478,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"power-loss campaign: synchronous={args.synchronous}, mode {args.mode}, "
               f"{args.threads} threads, load 0-{args.max_delay:g} s before each cut, "
-              f"chain {args.chain}, seed {args.seed}"
+              f"chain {args.chain}, autocheckpoint "
+              f"{args.autocheckpoint or '/'.join(map(str, AUTOCHECKPOINTS))}, seed {args.seed}"
               + (", syncs IGNORED by the disk" if args.ignore_syncs else ""))
         table(rows, args.markdown)
         print(f"total time: {seconds:.1f} s")
