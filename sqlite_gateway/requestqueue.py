@@ -28,6 +28,7 @@ from .request import STOP, Kind, Request, _Marker
 
 
 LANES = 2  # 0: interactive, 1: background (see request.PRIORITIES)
+_EXCLUSIVE = Kind.EXCLUSIVE
 STARVE_AFTER = 1.0  # seconds a background request waits at most behind interactive work
 
 
@@ -49,6 +50,7 @@ class RequestQueue:
         self._not_full = threading.Condition(self._mutex)
         self._blocked = 0  # producers waiting on _not_full
         self._sleepers = 0  # threads waiting on _not_empty (the worker; reader threads)
+        self._exclusive = [0] * lanes  # EXCLUSIVE requests queued, per lane
 
     def __len__(self) -> int:
         return self._count  # a snapshot: approximate by the time it is read
@@ -84,6 +86,8 @@ class RequestQueue:
             request.seq = self._seq
             self._lanes[request.priority].append(request)
             self._count += 1
+            if request.kind is _EXCLUSIVE:
+                self._exclusive[request.priority] += 1
             if self._sleepers:  # Condition.notify() costs ~1 us even with nobody waiting
                 self._not_empty.notify()
 
@@ -167,9 +171,27 @@ class RequestQueue:
         with self._mutex:
             if not self._count:
                 return STOP if self._closed is not None else []
+            waiting = [index for index, lane in enumerate(self._lanes) if lane]
+            if len(waiting) == 1 and not self._exclusive[waiting[0]]:
+                # One lane, no EXCLUSIVE in it: no rule can cut the batch short,
+                # so take it whole (the per-request checks below, under the
+                # mutex, held producers up: 12 % of a post's time in a profile).
+                lane = self._lanes[waiting[0]]
+                if len(lane) <= batch_max:
+                    batch = list(lane)
+                    lane.clear()
+                else:
+                    popleft = lane.popleft
+                    batch = [popleft() for _ in range(batch_max)]
+                self._count -= len(batch)
+                if self._blocked:
+                    self._not_full.notify_all()
+                return batch
             lane, limit = self._pick_lane()
             batch = [lane.popleft()]
-            if batch[0].kind is not Kind.EXCLUSIVE:
+            if batch[0].kind is Kind.EXCLUSIVE:
+                self._exclusive[batch[0].priority] -= 1
+            else:
                 while lane and len(batch) < batch_max:
                     head = lane[0]
                     if head.kind is Kind.EXCLUSIVE or head.seq > limit or (
@@ -216,6 +238,8 @@ class RequestQueue:
         with self._mutex:
             for request in reversed(requests):
                 self._lanes[request.priority].appendleft(request)
+                if request.kind is _EXCLUSIVE:
+                    self._exclusive[request.priority] += 1
             self._count += len(requests)
             if self._sleepers:
                 self._not_empty.notify()
@@ -227,6 +251,7 @@ class RequestQueue:
             for lane in self._lanes:
                 lane.clear()
             self._count = 0
+            self._exclusive = [0] * len(self._lanes)
             if self._blocked:
                 self._not_full.notify_all()
             return taken
