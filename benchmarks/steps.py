@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import sys
 import tempfile
 import threading
 import time
-from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,6 +39,7 @@ import apsw  # noqa: E402
 from floors import BareLoop, NaiveQueue  # noqa: E402
 from harness import machine_lines, print_header, print_table, whole  # noqa: E402
 from strategies import apsw_connection  # noqa: E402
+from timing import Figure, Timer, clock, minus, us  # noqa: E402
 from workloads import READ_COUNTER, create_schema, pageview  # noqa: E402
 
 import sqlite_gateway.connection as gw_connection  # noqa: E402
@@ -51,26 +50,15 @@ import sqlite_gateway.stats as gw_stats  # noqa: E402
 import sqlite_gateway.worker as gw_worker  # noqa: E402
 from sqlite_gateway import Gateway  # noqa: E402
 
-clock = time.perf_counter_ns
-Figure = tuple[float, float]  # us: (median, mean) over the iterations
 ARGS = ("p3", 1.0)  # the fn's page and ts
 
 
-def timer_cost(n: int = 20_000) -> float:
-    """ns of one clock() pair (the median), subtracted from every figure."""
-    times = []
-    for _ in range(n):
-        t0 = clock()
-        times.append(clock() - t0)
-    return float(statistics.median(times))
-
-
-class Bench:
-    """The measuring context: a fresh database, the iteration counts, the timer cost."""
+class Bench(Timer):
+    """The measuring context: fresh databases, the iteration counts, the timer."""
 
     def __init__(self, folder: str, n: int, n_commit: int, synchronous: str) -> None:
-        self.folder, self.n, self.n_commit, self.synchronous = folder, n, n_commit, synchronous
-        self.zero = timer_cost()
+        super().__init__(n)
+        self.folder, self.n_commit, self.synchronous = folder, n_commit, synchronous
         self.count = 0
 
     def db_path(self) -> str:
@@ -78,35 +66,6 @@ class Bench:
         path = os.path.join(self.folder, f"steps{self.count}.db")
         create_schema(path)
         return path
-
-    def each(self, piece: Callable[[Any], object], setup: Callable[[int], Any] | None = None,
-             n: int | None = None) -> Figure:
-        """us per ``piece(setup(i))``, the setup outside the timing."""
-        n = n or self.n
-        times = array("q", bytes(8 * n))
-        for i in range(n):
-            x = setup(i) if setup is not None else None
-            t0 = clock()
-            piece(x)
-            times[i] = clock() - t0
-        return self.figure(times)
-
-    def interleaved(self, pieces: dict[str, Callable[[], object]], n: int) -> dict[str, Figure]:
-        """us per call of each piece, the pieces called in turn, so that a difference
-        between two of them is not a drift of the machine between two loops."""
-        times: dict[str, list[int]] = {name: [] for name in pieces}
-        for _ in range(n):
-            for name, piece in pieces.items():
-                t0 = clock()
-                piece()
-                times[name].append(clock() - t0)
-        return {name: self.figure(ts) for name, ts in times.items()}
-
-    def figure(self, times: Sequence[int], pairs: int = 1) -> Figure:
-        """(median, mean) in us of per-iteration ns, less ``pairs`` timer costs."""
-        zero = pairs * self.zero
-        return ((statistics.median(times) - zero) / 1000,
-                (sum(times) / len(times) - zero) / 1000)
 
     def request(self, _: int = 0) -> Any:
         """A request as ``transaction()`` makes it (answered by a bare lock where the
@@ -344,16 +303,6 @@ STEPS: list[tuple[str, str, Callable[[Bench], Figure]]] = [
     ("worker", "whole: Worker.run_once, one request", worker_turn),
     ("hand-off", "round trip through an answer-only thread", handoff_round_trip),
 ]
-
-
-def us(figure: Figure) -> tuple[str, str]:
-    return f"{figure[0]:.2f}", f"{figure[1]:.2f}"
-
-
-def minus(a: Figure, *others: Figure, share: float = 1.0) -> Figure:
-    """a less the others (median from medians, mean from means), times ``share``."""
-    return ((a[0] - sum(o[0] for o in others)) * share,
-            (a[1] - sum(o[1] for o in others)) * share)
 
 
 def measure(b: Bench, notes: list[str]) -> list[tuple[str, ...]]:
