@@ -262,9 +262,24 @@ class Connection:
         return conn
 
     def execute(self, sql: str, params: Params = ()) -> Result:
-        """Run ``sql`` (one or more statements) inside the fn's transaction."""
-        conn = self._check_open()
-        return run_sql(conn, self._guard, check_sql(sql), check_params(params))
+        """Run ``sql`` (one or more statements) inside the fn's transaction.
+
+        Raises:
+            apsw.Error: SQLite's own error (the fn may catch it and go on;
+                SQLite has undone that statement).
+            TransactionControlError, ConnectionSettingError: refused SQL.
+            GatewayError: the handle is used after its fn returned, or the
+                whole transaction was already rolled back.
+            TypeError, ValueError: ``sql`` or ``params`` of the wrong kind.
+        """
+        conn = self._conn
+        if not self._open or conn.get_autocommit():
+            conn = self._check_open()  # raises the right error
+        if type(sql) is not str or not sql or sql.isspace():
+            sql = check_sql(sql)
+        if type(params) is not tuple:
+            params = check_params(params)
+        return run_sql(conn, self._guard, sql, params)
 
     def executemany(self, sql: str, seq_of_params: Sequence[Params]) -> Result:
         """Run one statement once per parameter set, inside the fn's transaction."""
