@@ -6,6 +6,20 @@ the batch -> ``BEGIN IMMEDIATE`` -> per request ``SAVEPOINT``, run,
 No caller hears anything before the COMMIT has returned, so an answer means
 the data is committed (and, with ``synchronous=FULL``, on disk).
 
+What a batch costs is kept to what it needs: a request alone in its
+transaction runs without a savepoint (if it fails, the transaction is undone
+instead); a single statement runs without one too, and if it fails after
+writing rows that SQLite keeps (``OR FAIL``, ``RAISE(FAIL)``), the change
+count shows it and the transaction is undone and the others re-run, so a
+failed call never keeps anything; runs of write-behind statements go through
+one tight loop (:meth:`Worker._run_write_behind`).
+
+In place. When the writer is idle and nothing waits, a caller may take
+:attr:`Worker.writer` itself and run its one request in its own thread
+(:meth:`Worker.run_inline`): the same steps, without the two thread hand-offs
+that cost more than a small transaction. The worker takes the same lock
+before it takes a batch, so the two never overlap and nothing is overtaken.
+
 The worker is given the queue and its settings, never the Gateway, so an
 abandoned gateway can still be garbage-collected.
 
@@ -27,28 +41,24 @@ import secrets
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any
 
 import apsw
 
-from .connection import Connection, TransactionGuard, open_write_connection, run_sql
-from .errors import GatewayClosed, GatewayError
-from .request import POST, STOP, WAIT, Kind, Request
+from .batch import Batches
+from .connection import TransactionGuard, open_write_connection
+from .errors import GatewayClosed
+from .request import STOP, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
 from .turn import GivenUp, Turn
 
 logger = logging.getLogger(__name__)
 
-_SINGLE_MEMO = 4096  # SQL texts remembered as single statements
-# After these errors the connection's state is not trusted: it is reopened.
-# (After a failed fsync, what the OS kept of the written pages is unknown.)
-_RESET_AFTER = (apsw.IOError, apsw.CorruptError)
 _REOPEN_DELAYS = (0.0, 0.1, 1.0)  # seconds before each attempt to reopen; then the worker dies
 _PROGRESS_STEPS = 1000  # SQLite VM steps between two looks at an in-place caller's deadline
 
 
-class Worker:
+class Worker(Batches):
     """Runs batches of requests on its own connection.
 
     ``run()`` is the thread's target; ``run_once()`` is one turn of it and can
@@ -300,310 +310,3 @@ class Worker:
             self._conn.execute(sql)
         finally:
             self._guard.active = True
-
-    def _run_batch(self, batch: list[Request]) -> None:
-        conn = self._conn
-        assert conn is not None
-        if all(request.kind is Kind.FLUSH for request in batch):
-            # Barriers alone: everything before them is already answered.
-            self._answer([r for r in batch if r.claim()])
-            return
-        todo = batch
-        reruns = 0
-        while True:
-            ran: list[Request] = []  # claimed and run, their outcome kept on them
-            try:
-                self.turn.begin(None)  # BEGIN may wait up to busy_timeout for a lock
-                self._exec(self._sql["begin"])
-                offender = None
-                # Background work holds the writer for one slice at most, and
-                # yields early once interactive work waits: the requests not
-                # started by then go back to the head of their lane (order kept).
-                deadline = time.monotonic() + self.background_slice if todo[0].priority else 0.0
-                # A request alone in its transaction needs no savepoint of its
-                # own: if it fails, the whole transaction is undone instead,
-                # with the same outcome (saves two statements per call when
-                # the gateway is not busy).
-                alone = len(todo) == 1
-                index, count = 0, len(todo)
-                while index < count:
-                    request = todo[index]
-                    if deadline and index and (time.monotonic() >= deadline
-                                               or self.queue.interactive_waiting()):
-                        self.queue.requeue(todo[index:])
-                        todo = todo[:index]
-                        break
-                    if (request.answer is not WAIT and request.kind is Kind.EXECUTE
-                            and self._single.get(request.sql)):  # type: ignore[arg-type]
-                        index, offender = self._run_write_behind(todo, index, ran, deadline)
-                        if offender is not None:
-                            break
-                        continue
-                    index += 1
-                    # A caller that gave up before its request started has
-                    # cancelled it: skip it, it never runs.
-                    if not request.claim():
-                        continue
-                    if not self._run_one(request, alone):
-                        # It ended the whole transaction (OR ROLLBACK,
-                        # RAISE(ROLLBACK)), or failed keeping part of its
-                        # writes: the work before it must be undone too.
-                        offender = request
-                        break
-                    ran.append(request)
-                if offender is None:
-                    self.turn.begin(None, committing=True)
-                    self._exec(self._sql["commit"])
-                elif not conn.get_autocommit():
-                    self._exec(self._sql["rollback"])
-            except apsw.Error as exc:
-                # BEGIN, RELEASE, COMMIT or ROLLBACK itself failed (busy past
-                # the busy timeout, disk full, I/O error): every request of the
-                # batch gets that error. After an I/O error on COMMIT the outcome
-                # is unknown (SQLite may have written the frames before a failed
-                # fsync); nothing is acknowledged, and the connection is reopened.
-                reopen = isinstance(exc, _RESET_AFTER)
-                if not reopen and not conn.get_autocommit():
-                    try:
-                        self._exec(self._sql["rollback"])
-                    except apsw.Error as rollback_exc:
-                        logger.warning("worker on %s: ROLLBACK failed: %s: %s", self.path,
-                                       type(rollback_exc).__name__, rollback_exc)
-                        reopen = True
-                self.stats.record_batch(len(todo), committed=False, reruns=reruns)
-                # A flush marker still succeeds: the requests before it have failed,
-                # and "committed or failed" is all a barrier promises.
-                failed = [r for r in todo if r.claim()]
-                for request in failed:
-                    if request.kind is not Kind.FLUSH:
-                        request.value, request.error = None, exc
-                self._answer(failed)
-                if reopen:
-                    self._reopen(f"{type(exc).__name__}: {exc}")
-                return
-            if offender is None:
-                self.stats.record_batch(len(ran), committed=True, reruns=reruns)
-                self._answer(ran)
-                return
-            # Answer the offender, then run the others again in a new transaction.
-            # Bounded: each round removes one request.
-            if offender.error is None:
-                offender.value, offender.error = None, GatewayError(
-                    "the transaction fn rolled back the whole transaction and returned "
-                    "normally; its writes before that are undone")
-            self.stats.record_batch(len(ran) + 1, committed=False)
-            self._answer([offender])
-            reruns += 1
-            todo = [r for r in todo if r is not offender and r.claim()]
-            logger.debug("transaction undone because of %r; re-running %d requests",
-                         offender, len(todo))
-            if not todo:
-                return
-
-    def _run_one(self, request: Request, alone: bool = False) -> bool:
-        """Run one request; keep its value or error on it (answered after COMMIT).
-
-        Returns False when the batch's transaction must be undone because of
-        it: it ended the whole transaction, or it failed after writing rows
-        that its failure did not undo, or it failed ``alone`` (the only
-        request of its transaction, run without a savepoint). Never raises
-        apsw errors of its own.
-        """
-        kind = request.kind
-        if kind is Kind.FLUSH:
-            request.value = request.error = None
-            return True
-        conn = self._conn
-        assert conn is not None
-        turn = self.turn
-        if alone and kind is not Kind.EXECUTE:
-            turn.begin(request)
-            try:
-                if kind is Kind.TRANSACTION:
-                    request.value = self._call_fn(request, conn)
-                else:
-                    request.value = run_sql(conn, self._guard, request.sql or "",
-                                            request.params, many=True)
-                request.error = None
-                return not conn.get_autocommit()
-            except BaseException as exc:
-                self._suspect |= isinstance(exc, _RESET_AFTER)
-                request.value, request.error = None, exc
-                return False
-            finally:
-                turn.end_request()
-        if kind is Kind.EXECUTE and self._single.get(request.sql):  # type: ignore[arg-type]
-            # One statement, no savepoint: SQLite undoes a failed statement by
-            # itself, except under OR FAIL (statement or table level) or a
-            # trigger's RAISE(FAIL), which keep the rows written before the
-            # error. total_changes() sees those rows: then the transaction is
-            # undone and the others re-run, so a failed call never keeps
-            # anything, whatever ran before it.
-            before = conn.total_changes()
-            turn.begin(request)
-            try:
-                if request.answer is POST:  # no Result to build: nobody reads it
-                    for _row in conn.execute(request.sql or "", request.params):
-                        pass  # (INSERT ... RETURNING: run it to its end)
-                else:
-                    request.value = run_sql(conn, self._guard, request.sql or "",
-                                            request.params)
-                request.error = None
-                return not conn.get_autocommit()
-            except BaseException as exc:
-                self._suspect |= isinstance(exc, _RESET_AFTER)
-                request.value, request.error = None, exc
-                return conn.total_changes() == before and not conn.get_autocommit()
-            finally:
-                turn.end_request()
-        self._exec(self._sql["savepoint"])
-        turn.begin(request)
-        try:
-            if kind is Kind.TRANSACTION:
-                value: Any = self._call_fn(request, conn)
-            elif kind is Kind.EXECUTE:
-                statements: list[str] = []
-
-                def record(_cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
-                    statements.append(statement)
-                    return True
-                value = run_sql(conn, self._guard, request.sql or "", request.params,
-                                tracer=record)
-                if len(self._single) >= _SINGLE_MEMO:
-                    self._single.clear()
-                self._single[request.sql or ""] = len(statements) == 1
-            else:
-                value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
-        except BaseException as exc:  # every failure goes back to its own caller
-            turn.end_request()
-            self._suspect |= isinstance(exc, _RESET_AFTER)
-            request.value, request.error = None, exc
-            if conn.get_autocommit():
-                return False
-            self._exec(self._sql["rollback_to"])
-            self._exec(self._sql["release"])
-            return True
-        turn.end_request()
-        request.value, request.error = value, None
-        if conn.get_autocommit():
-            return False
-        self._exec(self._sql["release"])
-        return True
-
-    def _run_write_behind(self, todo: list[Request], start: int, ran: list[Request],
-                          deadline: float) -> tuple[int, Request | None]:
-        """Run the write-behind single statements (``post``, ``submit``) from
-        ``todo[start]`` on, in one tight loop; return (the index to go on
-        from, the offender that spoils the transaction or None).
-
-        The same outcome as :meth:`_run_one` for each, at a fraction of its
-        cost per row (a page-view log posts hundreds of thousands a second):
-        one turn mark for the whole run, no savepoint (one statement is
-        atomic; one that keeps rows after failing is caught by the change
-        count), and for a posted row no Result. Nobody waits on these with a
-        deadline, so no single one of them is interrupted by its caller; the
-        watchdog still stops whichever statement runs too long.
-        """
-        conn = self._conn
-        assert conn is not None
-        single, guard, queue = self._single, self._guard, self.queue
-        execute, total_changes = conn.execute, conn.total_changes
-        index, count = start, len(todo)
-        self.turn.begin(todo[start])
-        try:
-            while index < count:
-                request = todo[index]
-                if (request.answer is WAIT or request.kind is not Kind.EXECUTE
-                        or not single.get(request.sql)):  # type: ignore[arg-type]
-                    break
-                if deadline and index > start and (time.monotonic() >= deadline
-                                                   or queue.interactive_waiting()):
-                    break  # the caller requeues the rest
-                index += 1
-                if not request.claim():
-                    continue
-                before = total_changes()
-                try:
-                    if request.answer is POST:  # no Result to build: nobody reads it
-                        for _row in execute(request.sql, request.params):  # type: ignore[arg-type]
-                            pass  # (INSERT ... RETURNING: run it to its end)
-                    else:
-                        request.value = run_sql(conn, guard, request.sql,  # type: ignore[arg-type]
-                                                request.params)
-                    request.error = None
-                except BaseException as exc:
-                    self._suspect |= isinstance(exc, _RESET_AFTER)
-                    request.value, request.error = None, exc
-                    if total_changes() != before or conn.get_autocommit():
-                        return index, request  # kept part of its writes, or ended it all
-                ran.append(request)
-            return index, None
-        finally:
-            self.turn.end_request()
-
-    def _call_fn(self, request: Request, conn: apsw.Connection) -> Any:
-        """Call a transaction fn with its own conn handle, valid for this call only."""
-        handle = Connection(conn, self._guard)
-        try:
-            assert request.fn is not None
-            if request.kwargs:
-                return request.fn(handle, *request.args, **request.kwargs)
-            return request.fn(handle, *request.args)
-        finally:
-            handle.close()
-
-    def _run_exclusive(self, request: Request) -> None:
-        """Run fn(raw apsw connection) alone, outside any transaction.
-
-        The fn may use explicit transactions; one it leaves open is rolled back.
-        """
-        conn = self._conn
-        assert conn is not None and request.fn is not None
-        if not request.claim():
-            return
-        guard = self._guard
-        guard.active = False
-        guard.allowed = False
-        self.turn.begin(request)
-        try:
-            request.value = request.fn(conn, *request.args, **(request.kwargs or {}))
-            request.error = None
-        except BaseException as exc:
-            self._suspect |= isinstance(exc, _RESET_AFTER)
-            request.value, request.error = None, exc
-        finally:
-            self.turn.end_request()
-            guard.active = True
-        failed = None
-        if not conn.get_autocommit():  # never leave a transaction open behind it
-            try:
-                self._exec(self._sql["rollback"])
-            except apsw.Error as exc:
-                failed = f"a failed ROLLBACK: {type(exc).__name__}: {exc}"
-        self._answer([request])
-        if failed:
-            self._reopen(failed)
-        elif guard.allowed:
-            # Transaction control may now sit prepared in the statement cache,
-            # where a caller's identical SQL would find it past the guard.
-            self._reopen("transaction control in an exclusive fn", logging.DEBUG)
-
-    def _answer(self, requests: list[Request]) -> None:
-        """Answer each request with the outcome kept on it (after its COMMIT).
-
-        The worker's answers; the fail-everything path (``fail_pending``) and a
-        timed-out caller's give-up are the others, and the first answer wins.
-        """
-        now = time.monotonic()
-        errors = 0
-        for request in requests:
-            error = request.error
-            if error is None:
-                if request.answer is not POST:  # nobody waits for a posted write
-                    request.set_result(request.value)
-            else:
-                errors += 1
-                request.set_exception(error)
-        self.stats.record_answers([now - r.enqueued for r in requests], errors)
-        # Break reference cycles: an exception's frames hold this list.
-        requests.clear()
