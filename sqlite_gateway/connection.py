@@ -77,10 +77,10 @@ class TransactionGuard:
     SQLite consults it while preparing each statement, so it catches every
     spelling (comments, lower case, ``END``, a ``BEGIN`` after another
     statement in the same string) with no parsing of ours. The worker's own
-    BEGIN/SAVEPOINT/COMMIT are run with ``active`` False and ``can_cache=False``,
-    so no statement prepared without the guard can be found in the cache by a
-    caller's identical text.
-
+    BEGIN/SAVEPOINT/COMMIT are run with ``active`` False and stay in apsw's
+    statement cache, which is keyed by text: each of their texts carries a
+    random per-process nonce, so no caller's SQL can match one and run it past
+    the guard.
 
     An exclusive (maintenance) fn runs with the guard inactive, because
     ``VACUUM`` passes through the authorizer as a BEGIN. ``allowed`` records

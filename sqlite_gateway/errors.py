@@ -2,13 +2,19 @@
 
 ::
 
-    GatewayError                  base of every error the gateway itself raises
-     +-- GatewayClosed            the gateway is not accepting work (closed, or broken)
-     +-- Overloaded               the queue is full; nothing was enqueued
-     +-- RequestTimeout           the caller stopped waiting (also a TimeoutError)
-     +-- TransactionControlError  BEGIN/COMMIT/SAVEPOINT/... given to execute()
-     +-- ConnectionSettingError   a PRAGMA or ATTACH that would change a shared connection
-     +-- NestedCallError          a gateway call made from inside a transaction fn
+    Exception
+     +-- GatewayError                 base of every error the gateway itself raises
+          +-- GatewayClosed           the gateway accepts no work (closed, broken, forked)
+          +-- Overloaded              the queue is full; nothing was enqueued
+          +-- RequestTimeout          the caller stopped waiting (also a TimeoutError)
+          +-- TransactionControlError BEGIN/COMMIT/SAVEPOINT/... in a caller's SQL
+          +-- ConnectionSettingError  a PRAGMA or ATTACH that would change a shared connection
+          +-- NestedCallError         a gateway call made from inside a transaction fn
+
+Each is exported by :mod:`sqlite_gateway`. Options out of range raise
+``ValueError`` or ``TypeError`` when the gateway is made, and input of the
+wrong kind (``sql``, ``params``, ``priority``, ``timeout``) raises them at the
+call, before anything is queued.
 
 Errors raised by SQLite itself are *not* wrapped: an ``apsw.ConstraintError``
 raised on the worker reaches the caller as that same object, with the
