@@ -392,7 +392,7 @@ def test_python_dash_m_webapp_serves_and_stops_on_sigterm(tmp_path):
     assert (tmp_path / "main.db").exists()
 
 
-# -- the retry backend (issue 5): same app code, the old way underneath ----------------
+# -- the retry backend: same app code, the old way underneath -------------------------
 
 def test_the_app_runs_unchanged_on_the_retry_backend(tmp_path):
     """db.backend: "retry" swaps in RetryGateway; results stay exact, its retries are counted."""
