@@ -1,11 +1,16 @@
-"""The Gateway facade: the calls, run in the callers' threads.
+"""The Gateway facade: the calls that wait, run in the callers' threads.
 
 Each call checks its input, enqueues a :class:`~sqlite_gateway.request.Request`
 (or, when the writer is idle, runs it in place under the writer's lock), waits
 on that request's own answer and re-raises what the worker raised. It never
 touches the write connection; the :class:`~sqlite_gateway.worker.Worker` does.
-The gateway's states, start() and close() are in
-:mod:`sqlite_gateway.lifecycle`; its options in :mod:`sqlite_gateway.options`.
+
+The class is built in three layers, one concept each:
+
+- :mod:`~sqlite_gateway.lifecycle`: the parts it owns, its states, start, close;
+- :mod:`~sqlite_gateway.writebehind`: the calls that return at once (submit, post);
+- here: the calls that wait for their answer, and ``__init__``, which builds the
+  parts from the :mod:`~sqlite_gateway.options`.
 """
 
 from __future__ import annotations
@@ -15,24 +20,23 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import apsw
 
 from .bulk import add_note, run_slice
 from .errors import GatewayClosed, GatewayError, RequestTimeout
-from .failures import FailureLog, PostFailure
 from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
-from .request import (FUTURE, POST, WAIT, Kind, Params, Request, capture_params, check_many,
-                      check_params, check_priority, check_sql, check_timeout)
+from .request import (WAIT, Kind, Params, Request, check_many, check_params, check_priority,
+                      check_sql, check_timeout)
 from .requestqueue import RequestQueue
 from .result import Result
 from .stats import Stats
 from .watchdog import Watchdog
 from .worker import Worker
+from .writebehind import SQL_KINDS, WriteBehind
 
 __all__ = ["DEFAULT", "Gateway", "State", "Timeout"]
 
@@ -40,14 +44,13 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_SQL_KINDS = (Kind.EXECUTE, Kind.EXECUTEMANY)  # requests that are SQL only
 _WRITES_MEMO = 4096  # SQL texts SQLite judged writes (cleared when full)
 # Signals (Ctrl-C) are delivered to the main thread: it never runs the
 # writer's own steps in place, so a KeyboardInterrupt cannot land in a COMMIT.
 _MAIN_THREAD = threading.main_thread().ident
 
 
-class Gateway(Lifecycle):
+class Gateway(WriteBehind):
     """A single-writer gateway to one SQLite database file.
 
     Every method is thread-safe. Calls that return a :class:`Result` (or a
@@ -93,7 +96,6 @@ class Gateway(Lifecycle):
         self.background_slice = opts.background_slice
         queue = RequestQueue(opts.queue_size)
         self._stats = Stats()
-        self._failures = FailureLog()
         worker = Worker(path, queue, self._stats, batch_max=opts.batch_max,
                         synchronous=opts.synchronous, busy_timeout=opts.busy_timeout,
                         vfs=opts.vfs, background_slice=opts.background_slice,
@@ -202,87 +204,6 @@ class Gateway(Lifecycle):
                           priority=check_priority(priority), answer=WAIT)
         return self._call(request, wait)  # type: ignore[no-any-return]
 
-    def submit(self, sql: str, params: Params = (), *, priority: str = "interactive",
-               block: bool = False, timeout: float | None = None) -> Future[Result]:
-        """Write-behind: enqueue ``sql`` and return its future at once.
-
-        Submissions of one priority run in the order they were accepted. The
-        future's result is set only after the commit; its exception is
-        SQLite's own error. Cancelling the future before the request starts
-        stops it from running. ``params`` are copied at the call: changing
-        the list or dict afterwards changes nothing.
-
-        Its done-callbacks run on the worker thread as it answers: an error in
-        one is logged and goes no further, but one that blocks stalls every
-        caller behind it. Keep them short.
-
-        Args:
-            block: wait for room instead of raising Overloaded when the queue
-                is nearly full, like ``queue.Queue.put(block=True)``. Only for
-                ``priority="background"`` producers (importers, helper
-                threads): they fill the queue up to 90 %, the rest stays for
-                web requests.
-            timeout: with ``block``, the longest wait for room (None: no
-                limit); then Overloaded.
-
-        Raises:
-            Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
-        """
-        request = Request(Kind.EXECUTE, check_sql(sql), capture_params(params),
-                          priority=self._lane_for(priority, block, timeout), answer=FUTURE)
-        self._enqueue(request, block, timeout)
-        return request.future  # type: ignore[return-value]
-
-    def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
-                           priority: str = "interactive", block: bool = False,
-                           timeout: float | None = None, **kwargs: Any) -> Future[T]:
-        """Write-behind form of :meth:`transaction`; returns its future at once.
-
-        ``fn``'s arguments are passed as they are (not copied): do not change
-        them until the future is done. ``block`` and ``timeout`` are as in
-        :meth:`submit` (every other keyword goes to fn).
-        """
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs,
-                          priority=self._lane_for(priority, block, timeout), answer=FUTURE)
-        self._enqueue(request, block, timeout)
-        return request.future  # type: ignore[return-value]
-
-    def post(self, sql: str, params: Params = (), *, priority: str = "interactive",
-             block: bool = False, timeout: float | None = None) -> None:
-        """Fire-and-forget write-behind: enqueue ``sql`` and return at once, no future.
-
-        For logs that need no answer per row (a page view, an audit row):
-        the cheapest write there is. Order is kept with every other call of
-        the same priority, and :meth:`flush` covers posted writes as it covers
-        submitted ones. A failed post keeps nothing and is never silent: it is
-        counted in ``stats()["post_failures"]``, the first after each flush is
-        logged at ERROR, and :meth:`failures` returns it. ``flush()`` does not
-        raise for it. ``params`` are copied at the call; ``block`` and
-        ``timeout`` as in :meth:`submit`.
-
-        Use :meth:`submit` when the caller needs to know that this row
-        committed (a bet, a payment); ``post`` when a lost row would only be
-        logged, and the next flush is the point where the job checks.
-
-        Raises:
-            Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
-        """
-        request = Request(Kind.EXECUTE, check_sql(sql), capture_params(params),
-                          priority=self._lane_for(priority, block, timeout), answer=POST,
-                          report=self._failures.report)
-        self._enqueue(request, block, timeout)
-
-    def failures(self) -> list[PostFailure]:
-        """Return the :meth:`post` failures since the last call, and forget them.
-
-        Thread-safe; each failure is returned to exactly one caller. At most
-        1000 are kept between two calls; the rest are only counted
-        (``stats()["post_failures"]``).
-        """
-        return self._failures.take()
-
     def flush(self, timeout: Timeout = DEFAULT) -> None:
         """Barrier: return once every request accepted before it is committed or failed.
 
@@ -358,66 +279,7 @@ class Gateway(Lifecycle):
         figures["reads_to_writer"] = self._readers.to_writer if self._readers else 0
         return figures
 
-    def _submit_request(self, kind: Kind, sql: str | None = None, params: Any = None, *,
-                        fn: Callable[..., Any] | None = None, args: tuple[Any, ...] = (),
-                        kwargs: dict[str, Any] | None = None,
-                        priority: str = "interactive") -> tuple[Future[Any], Callable[[], bool]]:
-        """Enqueue one writer request of ``kind``; return at once (for callers that
-        wait their own way, e.g. on an event loop).
-
-        Input is checked as the public method of that kind checks it (``params``
-        is the parameter sets for EXECUTEMANY; EXECUTE params are copied, as for
-        write-behind). Reads are not routed to readers.
-
-        Returns:
-            The request's future (cancel it before the request starts and it
-            never runs), and ``stop()``: stops the request's running SQL for
-            EXECUTE/EXECUTEMANY (True if it was running), else returns False.
-
-        Raises:
-            Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
-        """
-        lane = check_priority(priority)
-        if kind is Kind.EXECUTE:
-            # The caller goes on before the worker runs it: copy, as write-behind calls must.
-            sql, params = check_sql(sql), capture_params(params)
-        elif kind is Kind.EXECUTEMANY:
-            params = check_many(params)
-            sql = check_sql(sql)
-        elif kind is not Kind.FLUSH and not callable(fn):
-            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        request = Request(kind, sql, params, fn=fn, args=args, kwargs=kwargs, priority=lane,
-                          answer=FUTURE)
-        self._enqueue(request)
-        worker, future = self._worker, request.future
-        assert future is not None
-        if kind in _SQL_KINDS:
-            return future, lambda: worker.interrupt(request)
-        return future, lambda: False
-
     # -- plumbing ---------------------------------------------------------------
-
-    def _lane_for(self, priority: str, block: bool, timeout: float | None) -> int:
-        lane = check_priority(priority)
-        if block:
-            if block is not True:
-                raise ValueError(f"block must be True or False, not {block!r}")
-            if not lane:
-                raise ValueError("block=True is for background producers: pass "
-                                 "priority='background' (interactive callers fail fast "
-                                 "with Overloaded, so a web request never waits for room)")
-            check_timeout(timeout)
-        elif block is not False:
-            raise ValueError(f"block must be True or False, not {block!r}")
-        return lane
-
-    def _enqueue(self, request: Request, block: bool = False,
-                 timeout: float | None = None) -> None:
-        if self._state is State.NEW:
-            raise GatewayError("gateway is not started: call start() or use "
-                               "'with Gateway(path) as db:'")
-        self._check_not_worker(request.kind.value)
-        self._queue.put(request, block, timeout)
 
     def _call(self, request: Request, timeout: float | None) -> Any:
         """Run a WAIT request: in place when the writer is idle, else via the worker."""
@@ -447,5 +309,5 @@ class Gateway(Lifecycle):
         self._queue.put(request)
         # A caller who gives up on a running statement stops it. Not a fn's:
         # it may be running Python, which cannot be stopped (the watchdog's job).
-        interrupt = worker.interrupt if request.kind in _SQL_KINDS else None
+        interrupt = worker.interrupt if request.kind in SQL_KINDS else None
         return request.wait(timeout, interrupt)
