@@ -12,15 +12,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
+from .connection import Connection
 from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .request import Params, Request
 
 _SLICE_STEP = 4  # parameter sets run between two looks at the clock
 
 
-def run_slice(conn: Any, sql: str, rows: list[Params], start: int, seconds: float,
+def run_slice(conn: Connection, sql: str, rows: list[Params], start: int, seconds: float,
               preempted: Callable[[], bool] | None) -> tuple[int, int]:
     """On the worker: run rows[start:] until ``seconds`` have passed or
     ``preempted()`` says interactive work waits (after at least one step);

@@ -235,9 +235,13 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
 class Connection:
     """The handle a transaction fn receives as its first argument.
 
-    It runs statements inside that fn's savepoint, on the worker thread, and
-    returns the same :class:`Result` as the gateway. It is valid only while
-    the fn runs; transaction control is refused as in ``Gateway.execute``.
+    Exported as ``sqlite_gateway.Connection`` so that app code can be typed
+    (``def add_bet(conn: Connection, ...) -> int``). It runs statements
+    inside that fn's savepoint, on the writer, and returns the same
+    :class:`Result` as the gateway. It is valid only while the fn runs, in
+    the fn's own thread; transaction control and shared-connection PRAGMAs
+    are refused as in ``Gateway.execute``. Apps never make one.
+    (``run_exclusive(fn)`` gives fn the raw ``apsw.Connection`` instead.)
     """
 
     __slots__ = ("_conn", "_guard", "_open")
@@ -262,7 +266,15 @@ class Connection:
         return conn
 
     def execute(self, sql: str, params: Params = ()) -> Result:
-        """Run ``sql`` (one or more statements) inside the fn's transaction."""
+        """Run ``sql`` (one or more statements) inside the fn's transaction.
+
+        Raises:
+            apsw.Error: SQLite's own error, unchanged. If fn lets it
+                propagate, everything fn did is rolled back.
+            TransactionControlError, ConnectionSettingError: refused SQL.
+            GatewayError: the handle is used after its fn returned, or the
+                whole transaction was rolled back (``INSERT OR ROLLBACK``).
+        """
         conn = self._check_open()
         return run_sql(conn, self._guard, check_sql(sql), check_params(params))
 
@@ -274,6 +286,8 @@ class Connection:
 
     @property
     def in_transaction(self) -> bool:
+        """True while the fn's transaction is open (False once a statement
+        rolled it back as a whole)."""
         if not self._open:
             raise GatewayError("this conn handle was used after its transaction fn returned")
         return bool(self._conn.in_transaction)

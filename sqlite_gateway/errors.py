@@ -29,7 +29,8 @@ class GatewayError(Exception):
 
 
 class GatewayClosed(GatewayError):
-    """The gateway does not accept work: it was closed, or its worker died.
+    """The gateway does not accept work: it was closed, its worker died or
+    hung, or this is a forked child of the process that started it.
 
     ``reason`` says which, for logs and error pages.
     """
@@ -99,8 +100,10 @@ class ConnectionSettingError(GatewayError):
 
 
 class NestedCallError(GatewayError):
-    """A gateway method was called on the worker thread (inside a transaction fn).
+    """A gateway method was called from inside a transaction fn.
 
-    Waiting there would deadlock: the worker would wait for itself. Use the
-    ``conn`` handle that the fn receives instead.
+    The fn runs on the writer (the worker thread, or its caller's thread when
+    the call ran in place) and holds it: waiting there for another call would
+    deadlock, the writer waiting for itself. Use the ``conn`` handle
+    (:class:`~sqlite_gateway.Connection`) that the fn receives instead.
     """
