@@ -4,7 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/compare.py                    # the full sweep (about 10 min)
     .venv/bin/python benchmarks/compare.py --quick            # threads 1,8,32, 1 s per cell
-    .venv/bin/python benchmarks/compare.py --goals --markdown # issue 12's goals, PASS/MISS
+    .venv/bin/python benchmarks/compare.py --goals --markdown # the goal cells, PASS/MISS
 
 Options: ``--workload pageview-fn|pageview-trigger|mixed|point-read|all``,
 ``--threads 1,8,32,64``, ``--readers N`` (gateway+readers; default: the thread
@@ -252,7 +252,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="runs of each cell, round-robin; the median is kept "
                              "(default 1; 3 with --goals)")
     parser.add_argument("--goals", action="store_true",
-                        help="run the goal cells of issue 12; PASS/MISS per goal")
+                        help="run the goal cells (goals.py); PASS/MISS per goal")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--chart", default=DEFAULT_CHART, help="PNG path (default %(default)s)")
     parser.add_argument("--no-chart", action="store_true", help="draw no chart")
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peewee = next((c["sqlite"] for c in every_cell if "sqlite" in c), None)
     extra = {"peewee": f"{peewee_version()}, stdlib sqlite3 with SQLite {peewee}"} if peewee else {}
-    settings = (f"--goals: issue 12's goal cells, {args.seconds:g} s per cell" if args.goals
+    settings = (f"--goals: the goal cells, {args.seconds:g} s per cell" if args.goals
                 else f"threads {','.join(map(str, args.threads))}, synchronous="
                      f"{args.synchronous}, think {args.think_ms:g} ms, {args.seconds:g} s per cell")
     if args.repeat > 1:

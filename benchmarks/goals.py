@@ -1,4 +1,5 @@
-"""Issue 12's goals, read from the cells of one ``compare.py --goals`` run.
+"""The speed goals (the gateway against the floors and the old ways), read from the
+cells of one ``compare.py --goals`` run.
 
 Every ratio comes from the same run: cells run one after another on the same
 machine, each in a fresh process, ``--repeat`` times round-robin (3 by default

@@ -1,4 +1,5 @@
-"""The demo app under Locust, on the gateway and on the old retry way (DECISIONS 16).
+"""The demo app under Locust, on the gateway and on the old retry way,
+over a short sweep of user counts (the goal is read at 50 users).
 
 Run from the repository root (needs the ``load`` extra; the chart needs matplotlib)::
 

@@ -24,7 +24,7 @@ database (this script with a hidden ``--cell``):
   of 20,000 rows per call at the default (interactive) priority.
 
 Printed: web calls/s, web p50/p99/max (ms), bulk rows/s, and the web p99
-against ``web alone``. The goal (issue 6): sliced, the bulk job raises the
+against ``web alone``. The goal: sliced, the bulk job raises the
 web p99 by less than 2x. Each child checks afterwards that every counter
 equals its logged views and that the bulk rows are all there; exit status 1
 if a check fails.

@@ -28,43 +28,38 @@ thread holds the write lock:
 
 from __future__ import annotations
 
-import enum
-import math
 import os
 import random
 import secrets
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
 import apsw
 
-from .connection import SYNCHRONOUS, Connection, TransactionGuard, run_sql
+from .connection import Connection, TransactionGuard, run_sql
 from .errors import GatewayClosed, GatewayError, NestedCallError
-from .request import Params, check_many, check_params, check_priority, check_sql
+from .failures import PostFailure
+from .lifecycle import State
+from .options import DEFAULT, Options, Timeout, check_path, check_seconds
+from .request import (Params, check_many, check_params, check_priority, check_sql,
+                      check_timeout)
 from .result import Result
+from .stats import Stats
 
 T = TypeVar("T")
 _G = TypeVar("_G", bound="_PerThreadGateway")
 
-# Gateway options that mean nothing without a queue and a worker: accepted and
-# ignored, so that one configuration can build any of the classes.
-IGNORED_OPTIONS = frozenset({"queue_size", "batch_max", "busy_timeout", "readers", "read_mode",
-                             "background_slice", "hang_timeout", "autocheckpoint"})
+# The options (sqlite_gateway.options.Options) the baselines use; the others
+# mean nothing without a queue and a worker. All are accepted and checked, so
+# that one configuration can build any of the classes.
+USED_OPTIONS = frozenset({"timeout", "synchronous", "vfs"})
 BULK_CHUNK = 500  # parameter sets per unit in bulk(): the old way's usual batching
-_RING = 4096  # recent latencies kept for percentiles
 
 _Unit = Callable[[apsw.Connection, TransactionGuard], T]
-
-
-class _State(enum.Enum):
-    NEW = "new"  # constructed: no connection yet
-    RUNNING = "running"  # calls run
-    CLOSED = "closed"  # final: every call raises GatewayClosed
 
 
 class _Handle:
@@ -88,32 +83,26 @@ def _only_reads(_cursor: apsw.Cursor, _sql: str, _bindings: Any) -> bool:
     raise _Writes
 
 
-def _check_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
-    return float(value)
-
-
 class _PerThreadGateway:
     """What both baselines share: a connection per thread, one unit per call.
 
     Subclasses say how a unit begins (``_BEGIN``), how long a connection waits
     for a lock by itself (``_busy_ms``), and whether a ``BusyError`` is tried
-    again (``_backoff``).
+    again (``_backoff``). Options are Gateway's (:class:`~sqlite_gateway.Options`),
+    every one checked; the baselines use ``timeout``, ``synchronous`` and
+    ``vfs`` (BusyGateway also ``busy_timeout``) and ignore the rest.
     """
 
     _BEGIN: ClassVar[str] = "BEGIN"
-    _IGNORED: ClassVar[frozenset[str]] = IGNORED_OPTIONS
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0,
-                 synchronous: str = "FULL", **ignored: Any) -> None:
-        if set(ignored) - self._IGNORED:
-            raise TypeError(f"unexpected options: {sorted(set(ignored) - self._IGNORED)}")
-        if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
-        self.path, self.timeout = os.fspath(path), _check_seconds("timeout", timeout)
-        self.synchronous = synchronous.upper()
+    def __init__(self, path: str | os.PathLike[str], options: Options | None = None,
+                 **overrides: Any) -> None:
+        self.path = check_path(path)
+        opts = self.options = Options.build(options, overrides)
+        if opts.timeout is None:
+            raise ValueError("timeout must be a finite number of seconds > 0, not None: "
+                             "the old way retries or waits until a deadline")
+        self.timeout, self.synchronous, self.vfs = opts.timeout, opts.synchronous, opts.vfs
         self._busy_ms = 0  # the busy timeout of each connection, once in WAL mode
         self._local = threading.local()  # .handle: this thread's; .busy: inside a call
         # Our own statements are prepared with the guard off and apsw caches
@@ -123,17 +112,24 @@ class _PerThreadGateway:
         self._rollback = f"ROLLBACK /* {nonce} */"
         # _lock guards _state, _handles, each handle's in_use, and the figures below.
         self._lock = threading.Lock()
-        self._state = _State.NEW
+        self._state = State.NEW
         self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()  # gone with their thread
-        self._requests = self._errors = self._retries = self._busy = 0
-        self._latencies: deque[float] = deque(maxlen=_RING)
+        self._retries = self._busy = 0
+        # Calls, errors, units committed and latency percentiles: the gateway's own
+        # bookkeeping (each call is one unit: a batch of one).
+        self._stats = Stats()
+
+    @property
+    def state(self) -> State:
+        """NEW, RUNNING or CLOSED (the old way has no worker to drain or break)."""
+        return self._state
 
     def start(self: _G) -> _G:
         """Open this thread's connection (the file goes to WAL mode); return self."""
         with self._lock:
-            if self._state is not _State.NEW:
+            if self._state is not State.NEW:
                 raise GatewayError(f"gateway is {self._state.value}; it can be started once")
-            self._state = _State.RUNNING
+            self._state = State.RUNNING
         self._handle()
         return self
 
@@ -141,7 +137,7 @@ class _PerThreadGateway:
         """Refuse new calls, close idle connections; idempotent. Running calls end
         by their own deadline, then close theirs (``timeout`` is for Gateway's API)."""
         with self._lock:
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
             idle = [handle for handle in self._handles if not handle.in_use]
         for handle in idle:  # no thread can start using these any more
             handle.conn.close()
@@ -152,7 +148,7 @@ class _PerThreadGateway:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def execute(self, sql: str, params: Params = (), *, timeout: float | None = None,
+    def execute(self, sql: str, params: Params = (), *, timeout: Timeout = DEFAULT,
                 priority: str = "interactive") -> Result:
         """Run ``sql`` (one or more statements) as one unit; return once committed.
 
@@ -167,14 +163,14 @@ class _PerThreadGateway:
         return self._call(lambda conn, guard: run_sql(conn, guard, sql, params), timeout)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
-                    timeout: float | None = None, priority: str = "interactive") -> Result:
+                    timeout: Timeout = DEFAULT, priority: str = "interactive") -> Result:
         """Run one statement once per parameter set, all as one unit."""
         check_priority(priority)
         sql, many = check_sql(sql), check_many(seq_of_params)  # replayable
         return self._call(lambda conn, guard: run_sql(conn, guard, sql, many, many=True),
                           timeout)
 
-    def transaction(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
+    def transaction(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
                     priority: str = "interactive", **kwargs: Any) -> T:
         """Run ``fn(conn, *args, **kwargs)`` as one unit; return its value.
 
@@ -195,10 +191,11 @@ class _PerThreadGateway:
                 handle.close()
         return self._call(unit, timeout)
 
-    def submit(self, sql: str, params: Params = (), *,
-               priority: str = "interactive") -> Future[Result]:
+    def submit(self, sql: str, params: Params = (), *, priority: str = "interactive",
+               block: bool = False, timeout: float | None = None) -> Future[Result]:
         """Run ``sql`` now in this thread (no queue); return a done Future.
-        Input and state errors raise at once; SQLite's errors are in the Future."""
+        Input and state errors raise at once; SQLite's errors are in the Future.
+        (``block`` and ``timeout`` are accepted for the gateway's signature.)"""
         check_priority(priority)
         return self._done(self.execute, check_sql(sql), check_params(params))
 
@@ -209,19 +206,22 @@ class _PerThreadGateway:
         check_priority(priority)
         self.execute(check_sql(sql), check_params(params))
 
-    def failures(self) -> list[Any]:
+    def failures(self) -> list[PostFailure]:
         """Always empty: :meth:`post` raises its errors in the caller."""
         return []
 
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
-                           priority: str = "interactive", **kwargs: Any) -> Future[T]:
-        """Run :meth:`transaction` now, in this thread; return a done Future."""
+                           priority: str = "interactive", block: bool = False,
+                           timeout: float | None = None, **kwargs: Any) -> Future[T]:
+        """Run :meth:`transaction` now, in this thread; return a done Future.
+        (``block`` and ``timeout`` are the gateway's, as in :meth:`submit`;
+        every other keyword goes to fn.)"""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         check_priority(priority)
         return self._done(self.transaction, fn, *args, **kwargs)
 
-    def bulk(self, sql: str, seq_of_params: Iterable[Params], *, timeout: float | None = None,
+    def bulk(self, sql: str, seq_of_params: Iterable[Params], *, timeout: Timeout = DEFAULT,
              priority: str = "background") -> int:
         """Run one statement per parameter set in units of BULK_CHUNK, each
         a unit of its own; return the rows changed. Not atomic as a whole."""
@@ -230,7 +230,7 @@ class _PerThreadGateway:
         return sum(self.executemany(sql, rows[start:start + BULK_CHUNK], timeout=timeout).rowcount
                    for start in range(0, len(rows), BULK_CHUNK))
 
-    def run_exclusive(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
+    def run_exclusive(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
                       priority: str = "interactive", **kwargs: Any) -> T:
         """``fn(apsw_connection, ...)`` on this thread's connection, outside any transaction.
 
@@ -252,20 +252,18 @@ class _PerThreadGateway:
             self._local.handle = None
             handle.conn.close()
 
-    def flush(self, timeout: float | None = None) -> None:
+    def flush(self, timeout: Timeout = DEFAULT) -> None:
         """Return at once: every call committed before it returned. GatewayClosed if closed."""
         self._check_running()
 
     def stats(self) -> dict[str, Any]:
-        """Calls answered, errors, retries, BusyErrors met, and latency p50/p99
-        in ms over the most recent calls. Approximate: a snapshot."""
+        """The gateway's figures (each call counts as one batch, committed or
+        not; ``queued`` is 0), plus retries and BusyErrors met. Latencies are
+        over the most recent calls. Approximate: a snapshot."""
+        figures = self._stats.snapshot(0)
         with self._lock:
-            recent = sorted(self._latencies)
-            figures: dict[str, Any] = {
-                "state": self._state.value, "requests": self._requests,
-                "errors": self._errors, "retries": self._retries, "busy_errors": self._busy}
-        for name, q in (("latency_p50_ms", 0.50), ("latency_p99_ms", 0.99)):  # nearest rank
-            figures[name] = recent[max(1, math.ceil(q * len(recent))) - 1] * 1000 if recent else 0.0
+            figures.update(state=self._state.value, retries=self._retries,
+                           busy_errors=self._busy)
         return figures
 
     # -- what the subclasses change ----------------------------------------------
@@ -278,15 +276,15 @@ class _PerThreadGateway:
     # -- plumbing ----------------------------------------------------------------
 
     def _check_running(self) -> None:
-        if self._state is _State.NEW:
+        if self._state is State.NEW:
             raise GatewayError("gateway is not started: call start() or use 'with'")
-        if self._state is _State.CLOSED:
+        if self._state is State.CLOSED:
             raise GatewayClosed("gateway is closed")
 
     def _handle(self) -> _Handle:
         handle: _Handle | None = getattr(self._local, "handle", None)
         if handle is None:
-            conn = apsw.Connection(self.path)
+            conn = apsw.Connection(self.path, vfs=self.vfs)
             try:
                 conn.set_busy_timeout(int(self.timeout * 1000))  # only while switching to WAL
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
@@ -312,7 +310,7 @@ class _PerThreadGateway:
         finally:
             handle.guard.active = True
 
-    def _call(self, unit: _Unit[T], timeout: float | None,
+    def _call(self, unit: _Unit[T], timeout: Timeout,
               read: _Unit[T] | None = None) -> T:
         """Run ``unit`` between BEGIN and COMMIT on this thread's connection.
         With ``read``, first try that in autocommit; it raises _Writes to say
@@ -321,12 +319,14 @@ class _PerThreadGateway:
             raise NestedCallError(f"{type(self).__name__} called inside a transaction fn: "
                                   "use its conn")
         began = time.monotonic()
-        wait = self.timeout if timeout is None else _check_seconds("timeout", timeout)
+        # None means this default too: a retry loop needs a deadline.
+        wait = self.timeout if timeout is DEFAULT or timeout is None else (
+            check_timeout(timeout) or 0.0)
         deadline = began + wait
         self._check_running()
         handle = self._handle()
         with self._lock:
-            handle.in_use = running = self._state is _State.RUNNING
+            handle.in_use = running = self._state is State.RUNNING
         if not running:  # closed while this thread was opening its connection
             handle.conn.close()
             self._check_running()
@@ -360,12 +360,11 @@ class _PerThreadGateway:
             self._local.busy = False
             with self._lock:
                 handle.in_use = False
-                closed = self._state is _State.CLOSED
-                self._requests += 1
-                self._errors += not ok
+                closed = self._state is State.CLOSED
                 self._retries += attempt
                 self._busy += busy
-                self._latencies.append(time.monotonic() - began)
+            self._stats.record_batch(1, ok)
+            self._stats.record_answers((time.monotonic() - began,), int(not ok))
             if closed:  # close() left this connection to its own thread
                 handle.conn.close()
 
@@ -402,24 +401,23 @@ class RetryGateway(_PerThreadGateway):
         timeout: seconds a call may spend retrying (its deadline); each call
             may override it. ``timeout=None`` on a call means this default,
             not "no limit" as in Gateway: a retry loop needs a deadline.
-        synchronous: ``"FULL"``, ``"NORMAL"``, ``"OFF"`` or ``"EXTRA"``.
+        options, **overrides: Gateway's options (:class:`~sqlite_gateway.Options`),
+            all checked. Used: ``timeout`` (None is refused), ``synchronous``,
+            ``vfs``. Ignored: ``queue_size``, ``batch_max``, ``busy_timeout``
+            (a retrying connection waits 0 s), ``readers``, ``read_mode``,
+            ``hang_timeout``, ``background_slice``, ``autocheckpoint``, ``inline``.
         max_delay: the cap of one backoff sleep, in seconds.
         base_delay: the first backoff cap; it doubles on each attempt.
-        **ignored: ``queue_size``, ``batch_max``, ``busy_timeout``,
-            ``readers``, ``read_mode``, ``background_slice``, ``hang_timeout``
-            and ``autocheckpoint`` are accepted
-            and ignored; any other name is a TypeError.
 
     Every call also accepts the gateway's ``priority=`` keyword and ignores
     it: the old way has no queue to order.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0,
-                 synchronous: str = "FULL", max_delay: float = 2.0, base_delay: float = 0.001,
-                 **ignored: Any) -> None:
-        super().__init__(path, timeout=timeout, synchronous=synchronous, **ignored)
-        self.max_delay = _check_seconds("max_delay", max_delay)
-        self.base_delay = _check_seconds("base_delay", base_delay)
+    def __init__(self, path: str | os.PathLike[str], options: Options | None = None, *,
+                 max_delay: float = 2.0, base_delay: float = 0.001, **overrides: Any) -> None:
+        super().__init__(path, options, **overrides)
+        self.max_delay = check_seconds("max_delay", max_delay)
+        self.base_delay = check_seconds("base_delay", base_delay)
 
     def _backoff(self, attempt: int, deadline: float) -> bool:
         left = deadline - time.monotonic()
@@ -448,26 +446,26 @@ class BusyGateway(_PerThreadGateway):
         path: the database file (created if missing; start() puts it in WAL mode).
         timeout: seconds a call may wait for the lock: a call's ``timeout``
             (or this default) lower than ``busy_timeout`` lowers that wait.
-        synchronous: ``"FULL"``, ``"NORMAL"``, ``"OFF"`` or ``"EXTRA"``.
-        busy_timeout: seconds a write waits for the lock (default 5, as
-            Django's and Rails's).
-        **ignored: ``queue_size``, ``batch_max``, ``readers``, ``read_mode``,
-            ``background_slice``, ``hang_timeout`` and ``autocheckpoint`` are
-            accepted and ignored; any other name is a TypeError.
+        options, **overrides: Gateway's options (:class:`~sqlite_gateway.Options`),
+            all checked. Used: ``timeout`` (None is refused), ``synchronous``,
+            ``vfs``, and ``busy_timeout``: seconds a write waits for the lock
+            (default 5, as Django's and Rails's; it must be > 0 here).
+            Ignored: ``queue_size``, ``batch_max``, ``readers``, ``read_mode``,
+            ``hang_timeout``, ``background_slice``, ``autocheckpoint``, ``inline``.
 
     Every call also accepts the gateway's ``priority=`` keyword and ignores it.
     """
 
     _BEGIN = "BEGIN IMMEDIATE"
-    _IGNORED = IGNORED_OPTIONS - {"busy_timeout"}
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0,
-                 synchronous: str = "FULL", busy_timeout: float = 5.0, **ignored: Any) -> None:
-        super().__init__(path, timeout=timeout, synchronous=synchronous, **ignored)
-        self.busy_timeout = _check_seconds("busy_timeout", busy_timeout)
+    def __init__(self, path: str | os.PathLike[str], options: Options | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(path, options, **overrides)
+        # 0 would be RetryGateway without its retries: no wait, no second try.
+        self.busy_timeout = check_seconds("busy_timeout", self.options.busy_timeout)
         self._busy_ms = int(self.busy_timeout * 1000)
 
-    def execute(self, sql: str, params: Params = (), *, timeout: float | None = None,
+    def execute(self, sql: str, params: Params = (), *, timeout: Timeout = DEFAULT,
                 priority: str = "interactive") -> Result:
         """Run ``sql``: a read in autocommit, anything that can write as one
         ``BEGIN IMMEDIATE`` unit; return once answered.

@@ -77,10 +77,10 @@ class TransactionGuard:
     SQLite consults it while preparing each statement, so it catches every
     spelling (comments, lower case, ``END``, a ``BEGIN`` after another
     statement in the same string) with no parsing of ours. The worker's own
-    BEGIN/SAVEPOINT/COMMIT are run with ``active`` False and ``can_cache=False``,
-    so no statement prepared without the guard can be found in the cache by a
-    caller's identical text.
-
+    BEGIN/SAVEPOINT/COMMIT are run with ``active`` False and stay in apsw's
+    statement cache, which is keyed by text: each of their texts carries a
+    random per-process nonce, so no caller's SQL can match one and run it past
+    the guard.
 
     An exclusive (maintenance) fn runs with the guard inactive, because
     ``VACUUM`` passes through the authorizer as a BEGIN. ``allowed`` records
@@ -235,9 +235,13 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
 class Connection:
     """The handle a transaction fn receives as its first argument.
 
-    It runs statements inside that fn's savepoint, on the worker thread, and
-    returns the same :class:`Result` as the gateway. It is valid only while
-    the fn runs; transaction control is refused as in ``Gateway.execute``.
+    Exported as ``sqlite_gateway.Connection`` so that app code can be typed
+    (``def add_bet(conn: Connection, ...) -> int``). It runs statements
+    inside that fn's savepoint, on the writer, and returns the same
+    :class:`Result` as the gateway. It is valid only while the fn runs, in
+    the fn's own thread; transaction control and shared-connection PRAGMAs
+    are refused as in ``Gateway.execute``. Apps never make one.
+    (``run_exclusive(fn)`` gives fn the raw ``apsw.Connection`` instead.)
     """
 
     __slots__ = ("_conn", "_guard", "_open")
@@ -289,6 +293,8 @@ class Connection:
 
     @property
     def in_transaction(self) -> bool:
+        """True while the fn's transaction is open (False once a statement
+        rolled it back as a whole)."""
         if not self._open:
             raise GatewayError("this conn handle was used after its transaction fn returned")
         return bool(self._conn.in_transaction)

@@ -2,13 +2,19 @@
 
 ::
 
-    GatewayError                  base of every error the gateway itself raises
-     +-- GatewayClosed            the gateway is not accepting work (closed, or broken)
-     +-- Overloaded               the queue is full; nothing was enqueued
-     +-- RequestTimeout           the caller stopped waiting (also a TimeoutError)
-     +-- TransactionControlError  BEGIN/COMMIT/SAVEPOINT/... given to execute()
-     +-- ConnectionSettingError   a PRAGMA or ATTACH that would change a shared connection
-     +-- NestedCallError          a gateway call made from inside a transaction fn
+    Exception
+     +-- GatewayError                 base of every error the gateway itself raises
+          +-- GatewayClosed           the gateway accepts no work (closed, broken, forked)
+          +-- Overloaded              the queue is full; nothing was enqueued
+          +-- RequestTimeout          the caller stopped waiting (also a TimeoutError)
+          +-- TransactionControlError BEGIN/COMMIT/SAVEPOINT/... in a caller's SQL
+          +-- ConnectionSettingError  a PRAGMA or ATTACH that would change a shared connection
+          +-- NestedCallError         a gateway call made from inside a transaction fn
+
+Each is exported by :mod:`sqlite_gateway`. Options out of range raise
+``ValueError`` or ``TypeError`` when the gateway is made, and input of the
+wrong kind (``sql``, ``params``, ``priority``, ``timeout``) raises them at the
+call, before anything is queued.
 
 Errors raised by SQLite itself are *not* wrapped: an ``apsw.ConstraintError``
 raised on the worker reaches the caller as that same object, with the
@@ -23,7 +29,8 @@ class GatewayError(Exception):
 
 
 class GatewayClosed(GatewayError):
-    """The gateway does not accept work: it was closed, or its worker died.
+    """The gateway does not accept work: it was closed, its worker died or
+    hung, or this is a forked child of the process that started it.
 
     ``reason`` says which, for logs and error pages.
     """
@@ -93,8 +100,10 @@ class ConnectionSettingError(GatewayError):
 
 
 class NestedCallError(GatewayError):
-    """A gateway method was called on the worker thread (inside a transaction fn).
+    """A gateway method was called from inside a transaction fn.
 
-    Waiting there would deadlock: the worker would wait for itself. Use the
-    ``conn`` handle that the fn receives instead.
+    The fn runs on the writer (the worker thread, or its caller's thread when
+    the call ran in place) and holds it: waiting there for another call would
+    deadlock, the writer waiting for itself. Use the ``conn`` handle
+    (:class:`~sqlite_gateway.Connection`) that the fn receives instead.
     """

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from .gateway import State
+from .lifecycle import State
 
 PREFIX = "sqlite_gateway"
 

@@ -294,3 +294,30 @@ def test_busy_options_are_checked(db_path: str):
         with pytest.raises(ValueError, match="timeout"):
             db.execute("SELECT 1", timeout=-1)
         assert db.execute("SELECT 1").scalar() == 1
+
+
+@pytest.mark.parametrize("old_way_class", [RetryGateway, BusyGateway])
+def test_the_old_ways_read_the_gateways_options(db_path: str, old_way_class):
+    """One Options value builds any backend: every option is checked, each class
+    uses its own subset (timeout, synchronous, vfs; busy_timeout for busy)."""
+    from sqlite_gateway import Options, State
+    with pytest.raises(ValueError, match="^queue_size"):  # ignored, but still checked
+        old_way_class(db_path, queue_size=0)
+    with pytest.raises(ValueError, match="^timeout .*deadline"):  # a deadline is needed
+        old_way_class(db_path, timeout=None)
+    db = old_way_class(db_path, Options(synchronous="normal", batch_max=3), timeout=7)
+    assert (db.timeout, db.synchronous, db.state) == (7, "NORMAL", State.NEW)
+    with db:
+        assert db.state is State.RUNNING
+        assert db.execute("PRAGMA synchronous").scalar() == 1  # NORMAL
+        with pytest.raises(ValueError, match="timeout"):
+            db.execute("SELECT 1", timeout=float("nan"))
+        db.execute("CREATE TABLE t(x)")
+        with pytest.raises(apsw.SQLError):
+            db.execute("INSERT INTO nowhere VALUES (1)")
+        stats = db.stats()
+    assert db.state is State.CLOSED
+    # Each call is one unit: counted as a batch of one, committed or not.
+    assert (stats["requests"], stats["errors"]) == (3, 1)
+    assert stats["batches"] == 3 and stats["commits"] == 2
+    assert stats["latency_window"] == 3 and stats["latency_max_ms"] >= stats["latency_p50_ms"]

@@ -312,8 +312,8 @@ def test_random_sql_and_parameters_get_a_result_or_a_clear_error(tmp_path, monke
     "SELECT 1; PRAGMA query_only = 1",
 ])
 @pytest.mark.parametrize("options", [{}, {"readers": 2}], ids=["writer-only", "readers"])
-def test_issue6_a_pragma_that_sets_the_writers_own_settings_is_refused(db_path, sql, options):
-    """Issue 6 (bad input): ``PRAGMA query_only = 1`` through execute() made every
+def test_a_pragma_that_sets_the_writers_own_settings_is_refused(db_path, sql, options):
+    """Regression (bad input): ``PRAGMA query_only = 1`` through execute() made every
     later call fail, for good ("attempt to write a readonly database" at BEGIN);
     ``synchronous = OFF`` silently voided "an answer means durable" for all."""
     with Gateway(db_path, **options) as db:
@@ -337,13 +337,13 @@ def test_issue6_a_pragma_that_sets_the_writers_own_settings_is_refused(db_path, 
         assert db.execute("SELECT count(*) FROM t").scalar() == 1
 
 
-def test_issue6_transaction_control_is_still_refused_as_such(gateway):
+def test_transaction_control_is_still_refused_as_such(gateway):
     with pytest.raises(TransactionControlError):
         gateway.execute("PRAGMA foreign_keys; BEGIN")
 
 
-def test_issue6_sql_cannot_corrupt_the_file_on_purpose(gateway):
-    """Issue 6 (bad input): a DELETE on an FTS5 index's shadow table went through and
+def test_sql_cannot_corrupt_the_file_on_purpose(gateway):
+    """Regression (bad input): a DELETE on an FTS5 index's shadow table went through and
     integrity_check failed; SQLite's defensive mode now refuses it."""
     gateway.execute("CREATE VIRTUAL TABLE f USING fts5(x)")
     gateway.execute("INSERT INTO f VALUES ('hello')")
@@ -545,8 +545,8 @@ def test_random_call_sequences_with_close_and_reopen_keep_every_answered_write()
     assert Lifecycle.calls > 0
 
 
-def test_issue6_a_thread_that_reuses_the_dead_workers_ident_is_not_taken_for_it(db_path):
-    """Issue 6 (fuzzing, the stateful test): after close(), the next new thread often
+def test_a_thread_that_reuses_the_dead_workers_ident_is_not_taken_for_it(db_path):
+    """Regression (found by the stateful fuzz test): after close(), the next new thread often
     gets the stopped worker's thread ident; the gateway took it for its worker and
     answered NestedCallError instead of GatewayClosed (close() itself raised too)."""
     db = Gateway(db_path).start()

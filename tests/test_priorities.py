@@ -10,7 +10,8 @@ import pytest
 from conftest import WorkerBlocker, scalar
 
 from sqlite_gateway import Gateway
-from sqlite_gateway.gateway import _SLICE_STEP, _run_slice
+from sqlite_gateway.bulk import _SLICE_STEP
+from sqlite_gateway.bulk import run_slice as _run_slice
 from sqlite_gateway.request import Kind, Request
 from sqlite_gateway.requestqueue import RequestQueue
 from sqlite_gateway.stats import Stats

@@ -359,7 +359,7 @@ def test_a_lost_machine_loses_nothing_acknowledged_before_the_last_sync(litestre
 
 @pytest.fixture
 def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on a loopback port (DECISIONS 22), with one bucket; always stopped."""
+    """moto's S3 server on a loopback port (S3 offline), with one bucket; always stopped."""
     pytest.importorskip("moto", reason="moto[server] (the test extra) is not installed")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -235,8 +235,8 @@ class TestBadInput:
         "/api/pages/x?name=y", "/api/accounts/1?ident=2", "/api/tickets/abc?segment=1",
         "/api/stats?self=1", "/dashboard?self=1", "/pages/x?name=1", "/?self=1",
         "/api/stats/history?self=1&n=2"])
-    def test_issue6_a_query_name_like_a_parameter_is_no_500(self, shared_live, url):
-        """Issue 6 (bad input): ``?name=y`` beside ``/api/pages/<name>`` made the
+    def test_a_query_name_like_a_parameter_is_no_500(self, shared_live, url):
+        """Regression (bad input): ``?name=y`` beside ``/api/pages/<name>`` made the
         handler call a TypeError, so a 500. Names now travel in the resource, not
         in parameters: a query name cannot replace them."""
         reply = shared_live.get(url)
@@ -249,9 +249,9 @@ class TestBadInput:
 
     @pytest.mark.parametrize("query", ["n=1&n=2", "n=" + "9" * 5000, "n=0", "n=301", "n=-1",
                                        "n=1.5", "n=%00", "n="])
-    def test_issue6_history_n_as_a_list_or_a_huge_number_is_400_not_500(self, shared_live,
+    def test_history_n_as_a_list_or_a_huge_number_is_400_not_500(self, shared_live,
                                                                         query):
-        """Issue 6 (bad input): ``?n=1&n=2`` (a list) and 5000 digits (int() refuses
+        """Regression (bad input): ``?n=1&n=2`` (a list) and 5000 digits (int() refuses
         past 4300) reached the handler unchecked: 500."""
         reply = shared_live.get(f"/api/stats/history?{query}")
         assert_clean_error(reply)

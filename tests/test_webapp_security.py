@@ -1,7 +1,7 @@
-"""The demo app on a network (issue 13), against the live loopback server: admin
+"""The demo app on a network, against the live loopback server: admin
 credential, JSON-only state changes, no side effects on GET/HEAD, cross-site
 requests, short and slow bodies, security headers, DNS rebinding, error bodies
-that echo nothing, URL-encoded links; and a busy port (issue 14)."""
+that echo nothing, URL-encoded links; and a busy port (one line, no traceback)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..errors import RequestTimeout
-from ..gateway import DEFAULT, Gateway, State, Timeout, _run_slice
+from ..bulk import run_slice
+from ..gateway import DEFAULT, Gateway, State, Timeout
 from ..request import Kind, Params, check_many, check_params, check_priority, check_sql
 from ..result import Result
 
@@ -254,7 +255,7 @@ class AsyncGateway:
         while done < len(rows):
             try:
                 future, _ = self.gateway._submit_request(
-                    Kind.TRANSACTION, fn=_run_slice, priority=priority,
+                    Kind.TRANSACTION, fn=run_slice, priority=priority,
                     args=(sql, rows, done, self.gateway.background_slice, None))
                 ran, count = await _wait(future, seconds, None)
             except BaseException as exc:

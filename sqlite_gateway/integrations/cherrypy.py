@@ -55,7 +55,8 @@ from cherrypy.process.plugins import SimplePlugin
 from cherrypy.process.wspbus import Bus
 
 from ..errors import GatewayClosed
-from ..gateway import Gateway, State
+from ..database import Database
+from ..lifecycle import State
 from .http import RETRY_AFTER_S, error_answer
 from .settings import OPTIONS, parse_settings
 
@@ -83,7 +84,7 @@ class GatewayPlugin(SimplePlugin):
     """
 
     def __init__(self, bus: Bus, path: str | None = None,
-                 setup: Callable[[Gateway], object] | None = None, **options: Any) -> None:
+                 setup: Callable[[Database], object] | None = None, **options: Any) -> None:
         super().__init__(bus)
         unknown = set(options) - set(OPTIONS)
         if unknown:
@@ -95,7 +96,7 @@ class GatewayPlugin(SimplePlugin):
         self.backend = "gateway"
         for name in OPTIONS:
             setattr(self, name, options.get(name))
-        self.db: Gateway | None = None
+        self.db: Database | None = None
         # _lock is held while replacing self.db (start, stop, renew), so that
         # request threads that find the gateway broken replace it only once.
         self._lock = threading.RLock()
@@ -111,11 +112,11 @@ class GatewayPlugin(SimplePlugin):
         self.bus.unsubscribe(CHANNEL, self.get)
         self.bus.unsubscribe(CHANNEL + "-renew", self.renew)
 
-    def get(self) -> Gateway | None:
+    def get(self) -> Database | None:
         """The running gateway (what the ``sqlite-gateway`` channel returns)."""
         return self.db
 
-    def renew(self, broken: Gateway) -> Gateway | None:
+    def renew(self, broken: Database) -> Database | None:
         """Replace ``broken`` (if it is still the current gateway) with a new one.
 
         Thread-safe; what the ``sqlite-gateway-renew`` channel calls. Returns
@@ -207,7 +208,7 @@ class GatewayTool(cherrypy.Tool):
         if not dbs:  # answered by json_error_response: JSON, Retry-After
             raise GatewayClosed("the database is not available")
         db = dbs[0]
-        if isinstance(db, Gateway) and db.state is State.BROKEN:
+        if db.state is State.BROKEN:
             renewed = [new for new in cherrypy.engine.publish(self.channel + "-renew", db)
                        if new is not None]
             if not renewed:

@@ -45,7 +45,7 @@ import apsw
 import flask
 
 from ..errors import GatewayError
-from ..gateway import Gateway
+from ..database import Database
 from .http import error_answer
 from .settings import GatewaySettings, parse_settings
 
@@ -65,11 +65,11 @@ class _AppState:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.db: Gateway | None = None
+        self.db: Database | None = None
         self.pid = 0  # the process that opened db
         # Gateways opened before a fork, in the parent: never touched here
         # (their worker thread does not exist in this process), only kept.
-        self.inherited: list[Gateway] = []
+        self.inherited: list[Database] = []
 
 
 class FlaskGateway:
@@ -85,7 +85,7 @@ class FlaskGateway:
     """
 
     def __init__(self, app: flask.Flask | None = None, *,
-                 setup: Callable[[Gateway], object] | None = None) -> None:
+                 setup: Callable[[Database], object] | None = None) -> None:
         self.setup = setup
         # _lock is held while opening or closing a gateway of any app.
         self._lock = threading.Lock()
@@ -120,7 +120,7 @@ class FlaskGateway:
     # -- the gateway --------------------------------------------------------------
 
     @property
-    def db(self) -> Gateway:
+    def db(self) -> Database:
         """The current app's gateway, opened on first use in this process.
 
         Inside a request or app context, the current app's; elsewhere (a
@@ -132,7 +132,7 @@ class FlaskGateway:
         """
         return self.get(self._current_app())
 
-    def get(self, app: flask.Flask) -> Gateway:
+    def get(self, app: flask.Flask) -> Database:
         """``app``'s gateway, opened on first use in this process; thread-safe."""
         state = self._state(app)
         db, pid = state.db, state.pid

@@ -1,4 +1,4 @@
-"""A framework's config keys -> validated :class:`~sqlite_gateway.Gateway` options.
+"""A framework's config keys -> validated :class:`~sqlite_gateway.Options`.
 
 Every integration reads its config through :func:`parse_settings`, so each key
 means the same and is checked the same way everywhere: CherryPy's
@@ -11,15 +11,17 @@ anything is opened. Imports no framework.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
+from ..database import Database
 from ..gateway import Gateway
+from ..options import Options, check_path
 
-# How a config value is read, by the annotation of the Gateway option it sets.
+# How a config value is read, by the annotation of the option (Options' field) it sets.
 _INT, _SECONDS, _SECONDS_OR_NONE, _TEXT, _TEXT_OR_NONE, _BOOL = (
     "a whole number", "a number of seconds", "a number of seconds or none", "text",
     "text or none", "true or false")
@@ -28,18 +30,10 @@ _KINDS = {"int": _INT, "float": _SECONDS, "float | None": _SECONDS_OR_NONE, "str
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
-def _gateway_options() -> dict[str, str]:
-    """Every keyword option of Gateway, read from its signature (so a new option
-    is configurable everywhere at once), with the kind of value it takes."""
-    options = {}
-    for name, param in inspect.signature(Gateway.__init__).parameters.items():
-        if param.kind is inspect.Parameter.KEYWORD_ONLY:
-            options[name] = _KINDS.get(str(param.annotation), "")  # "": taken as given
-    return options
-
-
-OPTIONS: dict[str, str] = _gateway_options()
-"""Gateway keyword options a config may set, and the kind of value each takes."""
+OPTIONS: dict[str, str] = {f.name: _KINDS.get(str(f.type), "")  # "": taken as given
+                           for f in dataclasses.fields(Options)}
+"""Every gateway option a config may set (the fields of :class:`~sqlite_gateway.Options`,
+so a new option is configurable everywhere at once), and the kind of value each takes."""
 
 BACKENDS = ("gateway", "retry", "busy")
 """``"gateway"``, or an old way kept for comparisons (:mod:`sqlite_gateway.baseline`):
@@ -65,11 +59,11 @@ class GatewaySettings:
     extra: dict[str, Any] = field(default_factory=dict)
     path_key: str = "path"
 
-    def open(self, setup: Callable[[Gateway], object] | None = None) -> Gateway:
+    def open(self, setup: Callable[[Database], object] | None = None) -> Database:
         """Make and start the gateway, then run ``setup(db)`` (e.g. the schema).
 
         Returns the started gateway (with ``backend="retry"`` or ``"busy"`` a
-        RetryGateway or BusyGateway, which have the same calls). If setup
+        RetryGateway or BusyGateway: every one has the :class:`Database` calls). If setup
         raises, the gateway is closed and the error re-raised.
 
         Raises:
@@ -78,11 +72,11 @@ class GatewaySettings:
         """
         if not self.path:
             raise ValueError(f"no database path: set {self.path_key} in the config")
+        db: Database
         if self.backend in ("retry", "busy"):
             from ..baseline import BusyGateway, RetryGateway
             old_way = RetryGateway if self.backend == "retry" else BusyGateway
-            # Same calls as Gateway; typed as one so callers need no union.
-            db = cast(Gateway, old_way(self.path, **self.options).start())
+            db = old_way(self.path, **self.options).start()
         else:
             db = Gateway(self.path, **self.options).start()
         try:
@@ -150,12 +144,14 @@ def parse_settings(config: Mapping[str, Any], *, prefix: str = "", upper: bool =
 
 
 def _check_ranges(settings: GatewaySettings, named: Callable[[str], str]) -> None:
-    """Run Gateway's own option checks now (a Gateway that is never started
-    opens nothing), so a bad value fails at configuration time with its key."""
+    """Run the options' own checks now (they open nothing), so a bad value fails
+    at configuration time with its key."""
     if settings.backend != "gateway":
-        return  # RetryGateway checks its own options when it is made
+        return  # the baselines check their own subset when they are made
     try:
-        Gateway(settings.path or "settings-check.db", **settings.options)
+        if settings.path is not None:
+            check_path(settings.path)
+        Options(**settings.options)
     except (ValueError, TypeError) as exc:
         message = str(exc)
         for name in ("path", *settings.options):

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..gateway import _close_at_exit as _close_gateways_at_exit
+from ..lifecycle import _close_at_exit as _close_gateways_at_exit
 from .litestream import (Log, ReplicationError, config_text, default_log, duration,
                          find_litestream, log_line, logger, sync)
 

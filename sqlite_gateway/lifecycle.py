@@ -1,0 +1,235 @@
+"""A gateway's lifecycle: its states, start, close, fork and interpreter exit.
+
+States (:class:`State`)::
+
+    NEW --start()--> RUNNING --close()--> CLOSING --worker drained--> CLOSED
+                        |                    |
+                        +--worker died, or---+------------------> BROKEN
+                           the watchdog gave it up (hang_timeout)
+
+Where each fact lives, and why it stays there. Four objects hold a piece of
+the lifecycle, each under the lock of the thing it must be atomic with:
+
+- ``Lifecycle._state`` (``_state_lock``): NEW, RUNNING, CLOSING, CLOSED, as
+  start() and close() move them. Only these two calls change it, rarely.
+- the queue's closed reason (``RequestQueue``'s mutex): whether a request is
+  *accepted*. It must be decided under the same mutex as the put itself, or
+  a request could slip in behind the stop and never be answered.
+- the turn's ``death`` (``Turn``'s lock): the worker died or was given up. It
+  must be set under the same lock as the worker begins each step, so that a
+  give-up can never race the start of a COMMIT.
+- the worker's ``stopped`` event: close() waits on it; an Event is what a
+  thread waits on.
+
+One lifecycle object with one lock over all four was considered and dropped:
+that lock would be taken on every put and on every step of the worker (the
+hot path), and the two atomicity rules above would then hang on one lock
+shared with start/close, which is harder to reason about, not easier. What
+this module gives instead is one place that *reads* them: :attr:`state` is
+the whole state machine as callers see it (BROKEN comes from the turn's
+death), and start/close/fork/exit are here, beside the diagram.
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import logging
+import os
+import threading
+import weakref
+
+from .errors import GatewayClosed, GatewayError, NestedCallError
+from .readers import ReaderLanes, ReaderPool
+from .requestqueue import RequestQueue, fail_pending
+from .watchdog import Watchdog
+from .worker import Worker
+
+logger = logging.getLogger(__name__)
+
+_EXIT_CLOSE_TIMEOUT = 30.0  # how long the exit hook waits for one gateway to drain
+_open_gateways: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
+
+
+class State(enum.Enum):
+    """A gateway's lifecycle state (``Gateway.state``, ``stats()["state"]``)."""
+
+    NEW = "new"  # constructed: no thread, no connection yet
+    RUNNING = "running"  # the worker accepts and runs requests
+    CLOSING = "closing"  # close() called: nothing new accepted, the worker drains
+    CLOSED = "closed"  # the worker has stopped and closed its connection; final
+    BROKEN = "broken"  # the worker died or hung; every call fails with its reason; final
+
+
+class Lifecycle:
+    """The parts a gateway starts and stops, and its state machine.
+
+    The base of :class:`~sqlite_gateway.Gateway`: it owns the queue, the
+    worker and its thread, the readers and the watchdog; the subclass adds
+    the calls. Thread-safe: ``_state_lock`` is held while reading-then-changing
+    ``_state`` and ``_thread`` (start and close); request acceptance is the
+    queue's own mutex.
+    """
+
+    def __init__(self, path: str, queue: RequestQueue, worker: Worker,
+                 readers: ReaderPool | ReaderLanes | None, watchdog: Watchdog | None) -> None:
+        self.path = path
+        self._queue = queue
+        self._worker = worker
+        self._readers = readers
+        self._watchdog = watchdog
+        self._state_lock = threading.Lock()
+        self._state = State.NEW
+        self._thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> State:
+        """The lifecycle state (a snapshot)."""
+        if self._worker.death is not None:
+            return State.BROKEN
+        return self._state
+
+    def start(self) -> Lifecycle:
+        """Start the worker and open the write connection; return self.
+
+        Returns once the connection is open and configured (WAL, synchronous,
+        foreign keys, busy timeout). If another process holds the file's lock
+        that can take up to ``busy_timeout``; Ctrl-C (KeyboardInterrupt) stops
+        the wait at once and leaves the gateway closed.
+
+        Raises:
+            GatewayError: already started or closed (a closed gateway stays
+                closed; make a new one on the same file).
+            apsw.Error: the file could not be opened or configured.
+        """
+        with self._state_lock:
+            if self._state is not State.NEW:
+                raise GatewayError(f"gateway is {self.state.value}; it can be started once "
+                                   "(to restart, make a new Gateway on the same file)")
+            thread = threading.Thread(target=self._worker.run, daemon=True,
+                                      name=f"sqlite-gateway-writer:{os.path.basename(self.path)}")
+            # Daemon, so the interpreter reaches atexit, where _close_at_exit
+            # drains it; an explicit close() is still the proper way.
+            self._thread = thread
+            thread.start()
+            try:
+                self._worker.ready.result()  # bounded by the busy timeout
+            except BaseException:
+                self._state = State.CLOSED
+                # If the worker opens after all, the closed queue makes it close
+                # its connection and end.
+                self._queue.close("gateway is closed: start() did not complete")
+                if self._worker.ready.done():
+                    thread.join()  # it is ending (it failed to open, or will stop now)
+                # Otherwise this is Ctrl-C (or another signal's exception) while the
+                # worker waits for a lock another process holds: return at once and
+                # leave the daemon thread to the busy timeout, not the caller.
+                raise
+            if isinstance(self._readers, ReaderLanes):
+                self._readers.start()  # after the writer has put the file in WAL mode
+            if self._watchdog is not None:
+                self._watchdog.start()
+            self._state = State.RUNNING
+            _open_gateways.add(self)
+            # If the gateway is dropped without close(), let the worker finish and exit.
+            self._finalizer = weakref.finalize(self, self._queue.close, "gateway was collected")
+            self._finalizer.atexit = False
+        logger.info("gateway started on %s", self.path)
+        return self
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting work, commit everything already queued, stop the worker.
+
+        Idempotent and thread-safe; calls after it raise :class:`GatewayClosed`.
+        Returns when the worker has stopped, or after ``timeout`` seconds; in
+        that case (a transaction fn that hangs) the requests still queued are
+        answered with :class:`GatewayClosed`, so nobody waits forever. On a
+        broken gateway it returns at once: there is nothing left to drain.
+
+        Raises:
+            NestedCallError: called from inside a transaction fn.
+        """
+        self._check_not_worker("close")
+        with self._state_lock:
+            if self._state is State.CLOSED:
+                # Closed already, or start() failed or was interrupted, or this is
+                # a forked child's copy: nothing of ours to drain or wait for.
+                return
+            if self._state is State.NEW:
+                self._state = State.CLOSED
+                self._queue.close("gateway is closed")
+                return
+            if self._state is State.RUNNING:
+                self._state = State.CLOSING
+                self._queue.close("gateway is closed")
+            thread = self._thread
+        assert thread is not None
+        if self._readers is not None:
+            self._readers.close()
+        # "stopped" is also set when the worker is given up: a stuck thread
+        # is never waited for.
+        if self._worker.stopped.wait(timeout) and self._worker.death is None:
+            thread.join()  # it has closed its connection and is about to exit
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if not self._worker.stopped.is_set():
+            logger.warning("gateway on %s: worker still busy after %s s; failing queued requests",
+                           self.path, timeout)
+            fail_pending(self._queue.drain(),
+                         lambda: GatewayClosed("gateway closed before this request ran"))
+        with self._state_lock:
+            if self._state is State.CLOSING:
+                self._state = State.CLOSED
+                _open_gateways.discard(self)
+                logger.info("gateway closed on %s", self.path)
+
+    def _check_not_worker(self, what: str) -> None:
+        """Refuse a call made on the writer's thread: it would wait for itself."""
+        ident = threading.get_ident()
+        if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
+            raise NestedCallError(
+                f"Gateway.{what}() was called from inside a transaction fn (on the worker "
+                "thread, or in place in its caller's thread); it would wait for itself. "
+                "Use the conn argument the fn receives.")
+
+    def _disown(self, reason: str) -> None:
+        """In a forked child (one thread, at the fork): refuse every call at once.
+
+        The parent's worker, watchdog and reader threads did not come along,
+        and its SQLite connections must not be used here. A lock that one of
+        the parent's threads held at the fork stays locked here, so this
+        takes none: it swaps in a fresh state lock and an already closed queue.
+        """
+        self._state_lock = threading.Lock()
+        self._state = State.CLOSED
+        queue = RequestQueue(1)
+        queue.close(reason)
+        self._queue = queue
+        self._readers = None
+        self._finalizer.detach()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child cannot use its parent's gateways: refuse their calls at once."""
+    parent, child = os.getppid(), os.getpid()
+    for gateway in list(_open_gateways):
+        gateway._disown(f"this gateway was started in process {parent}; a forked child "
+                        f"(process {child}) must make its own Gateway after the fork")
+    _open_gateways.clear()  # and the child's exit does not wait for the parent's workers
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Drain gateways the program forgot to close (the worker is a daemon thread).
+
+    Registered with atexit on import; also called by code that must drain
+    them earlier (the replication supervisor stops litestream after this).
+    """
+    for gateway in list(_open_gateways):
+        if gateway.state in (State.RUNNING, State.CLOSING):
+            logger.warning("%r was not closed; closing it at interpreter exit", gateway)
+            gateway.close(timeout=_EXIT_CLOSE_TIMEOUT)
