@@ -41,7 +41,7 @@ import threading
 import time
 from typing import Any
 
-from figures import percentile, print_table
+from harness import percentile, print_table
 
 HOT_PAGES = 10
 BUSY_TIMEOUT = 5.0

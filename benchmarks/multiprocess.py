@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from figures import percentile, print_table
+from harness import percentile, print_table
 
 HOT_PAGES = 10
 INSERT = "INSERT INTO views(page, ts) VALUES (?, ?)"

@@ -67,7 +67,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from figures import print_table  # noqa: E402
+from harness import print_table  # noqa: E402
 from powervfs import MODES, PowerVFS, copy_file_set  # noqa: E402
 
 from sqlite_gateway import Gateway  # noqa: E402
