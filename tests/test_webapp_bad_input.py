@@ -342,7 +342,8 @@ def test_an_unexpected_error_is_a_500_json_without_a_traceback(live):
     """The one 500 path: the database refuses something nobody foresaw."""
     assert cherrypy.tree.apps[""].config["/"]["request.show_tracebacks"] is False
     assert live.post("/api/pages", {"name": "p", "cap": 5}).status == 201
-    live.db.execute("DROP TABLE page_views")  # a handler's INSERT now fails
+    live.db.execute("DROP TABLE page_views")
+    live.db.execute("DROP TABLE pages")  # the view handler's UPDATE now fails
     reply = live.post("/api/pages/p/view")
     assert reply.status == 500 and reply.headers["Content-Type"] == "application/json"
     assert reply.json["error"] == "internal error (logged on the server)"
