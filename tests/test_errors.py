@@ -14,7 +14,7 @@ def test_constraint_error_keeps_its_class_and_the_worker_traceback(gateway):
         gateway.execute("INSERT INTO items(name) VALUES ('dup')")
     frames = traceback.extract_tb(info.value.__traceback__)
     files = [f.filename.replace("\\", "/") for f in frames]
-    assert any(f.endswith("sqlite_gateway/batch.py") for f in files), files  
+    assert any(f.endswith("sqlite_gateway/batch.py") for f in files), files
     assert any(f.endswith("tests/test_errors.py") for f in files), files
 
 
