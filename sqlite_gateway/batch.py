@@ -106,6 +106,8 @@ class Batches:
                     index += 1
                     # A caller that gave up before its request started has
                     # cancelled it: skip it, it never runs.
+                    if request._claimed is None and request.answer is WAIT:
+                        request._claimed = request._start.acquire(False)  # type: ignore[union-attr]
                     if not request.claim():
                         continue
                     if not self._run_one(request, alone):
@@ -220,11 +222,22 @@ class Batches:
                 return conn.total_changes() == before and not conn.get_autocommit()
             finally:
                 turn.end_request()
-        self._exec(self._sql["savepoint"])
+        sql = self._sql
+        # The guard lets the worker's own savepoint through (no _exec switch):
+        # this runs once per request, twice with RELEASE.
+        conn.execute(sql["savepoint"])
         turn.begin(request)
         try:
             if kind is Kind.TRANSACTION:
-                value: Any = self._call_fn(request, conn)
+                handle = Connection(conn, self._guard)  # _call_fn(), inlined
+                try:
+                    assert request.fn is not None
+                    if request.kwargs:
+                        value: Any = request.fn(handle, *request.args, **request.kwargs)
+                    else:
+                        value = request.fn(handle, *request.args)
+                finally:
+                    handle._open = False
             elif kind is Kind.EXECUTE:
                 statements: list[str] = []
 
@@ -244,14 +257,14 @@ class Batches:
             request.value, request.error = None, exc
             if conn.get_autocommit():
                 return False
-            self._exec(self._sql["rollback_to"])
-            self._exec(self._sql["release"])
+            conn.execute(sql["rollback_to"])
+            conn.execute(sql["release"])
             return True
         turn.end_request()
         request.value, request.error = value, None
         if conn.get_autocommit():
             return False
-        self._exec(self._sql["release"])
+        conn.execute(sql["release"])
         return True
 
     def _run_write_behind(self, todo: list[Request], start: int, ran: list[Request],
@@ -363,7 +376,13 @@ class Batches:
         for request in requests:
             error = request.error
             if error is None:
-                if request.answer is not POST:  # nobody waits for a posted write
+                answer = request.answer
+                if answer is WAIT:
+                    # Request.set_result(), inlined (once per request): the value
+                    # is on the request already; the first to take _done answers.
+                    if request._done.acquire(False):  # type: ignore[union-attr]
+                        request._answered.release()  # type: ignore[union-attr]
+                elif answer is not POST:  # nobody waits for a posted write
                     request.set_result(request.value)
             else:
                 errors += 1

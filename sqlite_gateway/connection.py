@@ -13,7 +13,8 @@ import apsw
 
 from .errors import ConnectionSettingError, GatewayError, TransactionControlError
 from .request import Params, check_params, check_sql
-from .result import Result, make_result
+from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
+                     make_result)
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -88,13 +89,17 @@ class TransactionGuard:
     its connection, so no such statement stays in apsw's statement cache.
     """
 
-    __slots__ = ("active", "refused", "allowed", "refused_pragma")
+    __slots__ = ("active", "refused", "allowed", "refused_pragma", "own_savepoint")
 
     def __init__(self) -> None:
         self.active = True
         self.refused = False
         self.allowed = False
         self.refused_pragma: str | None = None
+        # The worker's own savepoint (its name holds a per-process random
+        # nonce no caller can know): allowed with the guard active, so the
+        # savepoint around each request costs no guard switching.
+        self.own_savepoint: str | None = None
 
     def __call__(self, op: int, p1: str | None, p2: str | None,
                  db: str | None, trigger: str | None) -> int:
@@ -104,6 +109,8 @@ class TransactionGuard:
             return apsw.SQLITE_DENY
         if op in _TRANSACTION_OPS:
             if self.active:
+                if op == apsw.SQLITE_SAVEPOINT and p2 is not None and p2 == self.own_savepoint:
+                    return apsw.SQLITE_OK
                 self.refused = True
                 return apsw.SQLITE_DENY
             self.allowed = True
@@ -192,7 +199,12 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
-    return make_result(rows, conn.total_changes() - before, conn.last_insert_rowid(), columns)
+    result: Result = _new(Result)  # make_result(), inlined: this runs per statement
+    _set_rows(result, rows)
+    _set_rowcount(result, conn.total_changes() - before)
+    _set_lastrowid(result, conn.last_insert_rowid())
+    _set_columns(result, columns)
+    return result
 
 
 def _setting_refused(name: str) -> str:
@@ -279,7 +291,7 @@ class Connection:
         conn = self._conn
         if not self._open or conn.get_autocommit():
             conn = self._check_open()  # raises the right error
-        if type(sql) is not str or not sql or sql.isspace():
+        if type(sql) is not str or not sql or (sql[0].isspace() and sql.isspace()):
             sql = check_sql(sql)
         if type(params) is not tuple:
             params = check_params(params)

@@ -100,7 +100,7 @@ class Worker(Batches):
         # apsw's statement cache, which is keyed by text. A per-process nonce
         # in each text means no caller's SQL can ever match a cached one.
         nonce = secrets.token_hex(8)
-        savepoint = f"sqlite_gateway_{nonce}"
+        savepoint = self._savepoint = f"sqlite_gateway_{nonce}"
         self._sql = {
             "begin": f"BEGIN IMMEDIATE /* sqlite_gateway {nonce} */",
             "commit": f"COMMIT /* sqlite_gateway {nonce} */",
@@ -120,6 +120,7 @@ class Worker(Batches):
         self._conn, self._guard = open_write_connection(
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
             vfs=self.vfs, autocheckpoint=self.autocheckpoint)
+        self._guard.own_savepoint = self._savepoint
         # A request run in its caller's thread has no other thread to stop it
         # at its deadline: SQLite asks this every _PROGRESS_STEPS VM steps.
         self._conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
