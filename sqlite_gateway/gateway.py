@@ -30,7 +30,7 @@ from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
 from .request import (WAIT, Kind, Params, Request, check_many, check_params, check_priority,
-                      check_sql, check_timeout)
+                      check_sql, check_timeout, new_wait)
 from .requestqueue import RequestQueue
 from .result import Result
 from .stats import Stats
@@ -166,8 +166,8 @@ class Gateway(WriteBehind):
             if len(self._writes) >= _WRITES_MEMO:
                 self._writes.clear()
             self._writes.add(sql)  # SQLite judged it a write: next time, straight to the writer
-        return self._call(Request(Kind.EXECUTE, sql, params, priority=lane,  # type: ignore[no-any-return]
-                                  answer=WAIT), wait)
+        return self._call(new_wait(Kind.EXECUTE, sql, params, None, (), None, lane),  # type: ignore[no-any-return]
+                          wait)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
                     timeout: Timeout = DEFAULT, priority: str = "interactive") -> Result:
@@ -200,8 +200,8 @@ class Gateway(WriteBehind):
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs,
-                          priority=check_priority(priority), answer=WAIT)
+        lane = 0 if priority == "interactive" else check_priority(priority)
+        request = new_wait(Kind.TRANSACTION, None, None, fn, args, kwargs, lane)
         return self._call(request, wait)  # type: ignore[no-any-return]
 
     def flush(self, timeout: Timeout = DEFAULT) -> None:

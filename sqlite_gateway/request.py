@@ -267,6 +267,23 @@ def new_post(sql: str, params: Params, lane: int,
     return request
 
 
+def new_wait(kind: Kind, sql: str | None, params: Any, fn: Callable[..., Any] | None,
+             args: tuple[Any, ...], kwargs: dict[str, Any] | None, lane: int) -> Request:
+    """``Request(kind, sql, params, fn, args, kwargs, priority=lane, answer=WAIT)``
+    without keyword matching, for the calls that wait (``execute``,
+    ``transaction``): half the cost of the constructor call."""
+    request: Request = _new(Request)
+    request.kind, request.sql, request.params = kind, sql, params
+    request.fn, request.args, request.kwargs = fn, args, kwargs
+    request.seq, request.priority, request.enqueued = 0, lane, _monotonic()
+    request.answer, request.value, request.error, request.report = WAIT, None, None, None
+    request.future, request._claimed = None, None
+    request._done, request._start = _new_lock(), _new_lock()
+    request._answered = answered = _new_lock()
+    answered.acquire()
+    return request
+
+
 def new_future(kind: Kind, sql: str | None, params: Any, lane: int) -> Request:
     """``Request(kind, sql, params, priority=lane)`` (a FUTURE request) without
     keyword matching, for ``submit()``."""
