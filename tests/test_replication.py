@@ -443,12 +443,12 @@ def test_replication_lag_script_smoke_run(litestream):
 
 def test_readme_durability_example_runs_as_written(litestream, tmp_path):
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"## Durability\n.*?```python\n(.*?)```", text, re.S)
-    assert block, "no python block in the Durability section"
+    block = re.search(r"### Replication with Litestream\n.*?```python\n(.*?)```", text, re.S)
+    assert block, "no python block in the replication section"
     proc = run_python(f"import os; os.chdir({str(tmp_path)!r})\n" + block.group(1))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == str(tmp_path / "durable-restored.db")
-    conn = apsw.Connection(str(tmp_path / "durable-restored.db"),
+    assert proc.stdout.strip() == str(tmp_path / "durable-from-replica.db")
+    conn = apsw.Connection(str(tmp_path / "durable-from-replica.db"),
                            flags=apsw.SQLITE_OPEN_READONLY)
     try:
         assert conn.execute("SELECT text FROM notes").fetchall() == [("kept",)]
