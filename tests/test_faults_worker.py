@@ -204,6 +204,7 @@ def test_the_webapp_keeps_serving_after_its_worker_dies(tmp_path):
         assert live.post("/api/pages", {"name": "home", "cap": 100}).status == 201
         assert live.post("/api/pages/home/view").status == 200
         broken = live.db
+        broken.flush()  # the view's posted log row is in: the next batch is the next request's
         _die_in_batch(broken._worker)
         reply = live.post("/api/pages/home/view")  # the request that meets the death
         assert reply.status == 503 and reply.headers["Retry-After"] == "1"
