@@ -18,7 +18,7 @@ What it does, in one run:
    connections, each sending its next request as soon as the last one is
    answered: the server is never idle) for ``--seconds``; capacity = the
    requests/s answered as expected.
-2. For each backend, for each fraction: a fresh app on a fresh database
+2. For each fraction, each backend in turn: a fresh app on a fresh database
    (``python -m webapp --backend B``, a child process), the setup requests
    (pages, accounts, matches), then ``fraction x capacity`` requests/s for
    ``--seconds``, then every write-behind ticket is read back until it is
@@ -34,8 +34,11 @@ Locust's users would slow down with the server and hide its queueing). Latency
 is measured from the due time, not from the send, so a late send cannot hide
 waiting. An arrival counts as the generator's fault (``not sent``, reported
 apart) only if it could not be sent at all: ``MAX_IN_FLIGHT`` requests were
-already waiting. ``send lag`` (due time to the request's bytes written, p99)
-shows whether the generator kept up.
+already waiting. ``gen lag`` (p99 of due time to the generator starting the
+request) shows whether the generator kept up; ``send lag`` (to the request's
+bytes written) adds the wait for a new connection the server has not accepted
+yet. A kept-alive connection that the server closed while idle is retried once
+on a new one (the server never read the request), as HTTP libraries do.
 
 Pinning (2 cores): the app (every thread of its process) runs on one core and
 this generator on the other (``os.sched_setaffinity``), so the load generator
@@ -45,7 +48,8 @@ load average before the run (the machine may be shared).
 Per cell: offered and served requests/s (answered as expected while the load
 lasted: answers that came after the cell's last due time are not counted, so
 a backlog left to drain does not count as served), latency p50/p95/p99/max in ms
-over every arrival (a timeout counts as the time until the client gave up: a lower bound),
+over every arrival (a timeout counts as the time until the client gave up: a
+lower bound),
 failures by kind (``timeout``, ``503+RA`` = 503 with Retry-After, a refusal
 the client may retry; ``503``; another status such as ``500``; ``conn`` = the
 connection failed; ``body`` = not the answer the endpoint promises; ``ticket``
