@@ -18,7 +18,7 @@ What it does, in one run:
    connections, each sending its next request as soon as the last one is
    answered: the server is never idle) for ``--seconds``; capacity = the
    requests/s answered as expected.
-2. For each backend, for each fraction: a fresh app on a fresh database
+2. For each fraction, each backend in turn: a fresh app on a fresh database
    (``python -m webapp --backend B``, a child process), the setup requests
    (pages, accounts, matches), then ``fraction x capacity`` requests/s for
    ``--seconds``, then every write-behind ticket is read back until it is
@@ -34,17 +34,22 @@ Locust's users would slow down with the server and hide its queueing). Latency
 is measured from the due time, not from the send, so a late send cannot hide
 waiting. An arrival counts as the generator's fault (``not sent``, reported
 apart) only if it could not be sent at all: ``MAX_IN_FLIGHT`` requests were
-already waiting. ``send lag`` (due time to the request's bytes written, p99)
-shows whether the generator kept up.
+already waiting. ``gen lag`` (p99 of due time to the generator starting the
+request) shows whether the generator kept up; ``send lag`` (to the request's
+bytes written) adds the wait for a new connection the server has not accepted
+yet. A kept-alive connection that the server closed while idle is retried once
+on a new one (the server never read the request), as HTTP libraries do.
 
 Pinning (2 cores): the app (every thread of its process) runs on one core and
 this generator on the other (``os.sched_setaffinity``), so the load generator
 does not take the server's CPU; the table's header says which cores, and the
 load average before the run (the machine may be shared).
 
-Per cell: offered and served requests/s (answered as expected, over the span
-from the first due time to the last answer), latency p50/p95/p99/max in ms
-over every arrival (a timeout counts as the time until the client gave up: a lower bound),
+Per cell: offered and served requests/s (answered as expected while the load
+lasted: answers that came after the cell's last due time are not counted, so
+a backlog left to drain does not count as served), latency p50/p95/p99/max in ms
+over every arrival (a timeout counts as the time until the client gave up: a
+lower bound),
 failures by kind (``timeout``, ``503+RA`` = 503 with Retry-After, a refusal
 the client may retry; ``503``; another status such as ``500``; ``conn`` = the
 connection failed; ``body`` = not the answer the endpoint promises; ``ticket``
@@ -295,7 +300,7 @@ class Cell:
     arrivals: int = 0
     not_sent: int = 0
     ok: int = 0
-    span: float = 0.0
+    in_window: int = 0  # answered as expected before the last arrival's due time
     latencies: list[float] = field(default_factory=list)  # ms, sorted
     send_lag_p99: float = 0.0  # ms: due time to the request written (connect included)
     gen_lag_p99: float = 0.0  # ms: due time to the generator starting the request
@@ -308,7 +313,7 @@ class Cell:
 
     @property
     def served(self) -> float:
-        return self.ok / self.span if self.span > 0 else 0.0
+        return self.in_window / self.seconds
 
     def p(self, q: float) -> float:
         return percentile(self.latencies, q) if self.latencies else float("nan")
@@ -464,7 +469,6 @@ async def _drive(cell: Cell, port: int, token: str, timeout: float, seed: int,
                 await one(next(order), time.monotonic())
 
         await asyncio.gather(*(client_loop() for _ in range(closed_loop)))
-        cell.rate = len(done) / cell.seconds
     else:
         for i, kind in enumerate(kinds):  # open loop: each arrival at its due time
             due = start + i / cell.rate
@@ -480,7 +484,9 @@ async def _drive(cell: Cell, port: int, token: str, timeout: float, seed: int,
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.wait(set(tasks), timeout=timeout + 5)
-    cell.span = (max(done) - start) if done else 0.0
+    cell.in_window = sum(1 for t in done if t <= start + cell.seconds)
+    if closed_loop:
+        cell.rate = cell.served
     cell.latencies.sort()
     lags.sort()
     cell.send_lag_p99 = percentile(lags, 0.99) * 1000 if lags else 0.0
