@@ -413,12 +413,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def _workdir(keep: str | None) -> Iterator[str]:
+def workdir(keep: str | None, prefix: str = "load_compare-") -> Iterator[str]:
+    """``keep`` (made if missing, left in place), or a temporary folder removed at the end."""
     if keep:
         os.makedirs(keep, exist_ok=True)
         yield keep
         return
-    path = tempfile.mkdtemp(prefix="load_compare-")
+    path = tempfile.mkdtemp(prefix=prefix)
     try:
         yield path
     finally:
@@ -440,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                  markdown=True)
     print()
     cells: list[Cell] = []
-    with _workdir(args.keep) as base:
+    with workdir(args.keep) as base:
         for backend in backends:
             for users in args.users:
                 cell = run_cell(backend if supported else None, users, args.seconds,

@@ -79,14 +79,12 @@ import math
 import os
 import platform
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +92,7 @@ import apsw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import percentile, print_table  # noqa: E402
-from load_compare import ROOT, check_db, child_env, free_port, stop_app  # noqa: E402
+from load_compare import ROOT, check_db, child_env, free_port, stop_app, workdir  # noqa: E402
 
 BACKENDS = ("gateway", "busy", "retry")
 FRACTIONS = (25, 50, 75, 90, 100, 120)
@@ -749,19 +747,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def _workdir(keep: str | None) -> Iterator[str]:
-    if keep:
-        os.makedirs(keep, exist_ok=True)
-        yield keep
-        return
-    path = tempfile.mkdtemp(prefix="load_sweep-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     two_cores = (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
@@ -776,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
           f"fractions {','.join(f'{f:g}' for f in args.fractions)}%, "
           f"backends {','.join(args.backends)}")
     cells: list[Cell] = []
-    with _workdir(args.keep) as base:
+    with workdir(args.keep, "load_sweep-") as base:
         capacity = args.capacity
         if capacity is None:
             cell = run_cell("gateway", None, 0.0, args.seconds, os.path.join(base, "capacity"),
