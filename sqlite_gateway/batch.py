@@ -37,8 +37,6 @@ SINGLE_MEMO = 4096  # SQL texts remembered as single statements
 # After these errors the connection's state is not trusted: it is reopened.
 # (After a failed fsync, what the OS kept of the written pages is unknown.)
 RESET_AFTER = (apsw.IOError, apsw.CorruptError)
-_RESET_AFTER = RESET_AFTER
-_SINGLE_MEMO = SINGLE_MEMO
 
 
 class Batches:
@@ -106,8 +104,6 @@ class Batches:
                     index += 1
                     # A caller that gave up before its request started has
                     # cancelled it: skip it, it never runs.
-                    if request._claimed is None and request.answer is WAIT:
-                        request._claimed = request._start.acquire(False)  # type: ignore[union-attr]
                     if not request.claim():
                         continue
                     if not self._run_one(request, alone):
@@ -128,7 +124,7 @@ class Batches:
                 # batch gets that error. After an I/O error on COMMIT the outcome
                 # is unknown (SQLite may have written the frames before a failed
                 # fsync); nothing is acknowledged, and the connection is reopened.
-                reopen = isinstance(exc, _RESET_AFTER)
+                reopen = isinstance(exc, RESET_AFTER)
                 if not reopen and not conn.get_autocommit():
                     try:
                         self._exec(self._sql["rollback"])
@@ -193,7 +189,7 @@ class Batches:
                 request.error = None
                 return not conn.get_autocommit()
             except BaseException as exc:
-                self._suspect |= isinstance(exc, _RESET_AFTER)
+                self._suspect |= isinstance(exc, RESET_AFTER)
                 request.value, request.error = None, exc
                 return False
             finally:
@@ -205,19 +201,15 @@ class Batches:
             # error. total_changes() sees those rows: then the transaction is
             # undone and the others re-run, so a failed call never keeps
             # anything, whatever ran before it.
+            # (Write-behind ones never come here: _run_write_behind runs them.)
             before = conn.total_changes()
             turn.begin(request)
             try:
-                if request.answer is POST:  # no Result to build: nobody reads it
-                    for _row in conn.execute(request.sql or "", request.params):
-                        pass  # (INSERT ... RETURNING: run it to its end)
-                else:
-                    request.value = run_sql(conn, self._guard, request.sql or "",
-                                            request.params)
+                request.value = run_sql(conn, self._guard, request.sql or "", request.params)
                 request.error = None
                 return not conn.get_autocommit()
             except BaseException as exc:
-                self._suspect |= isinstance(exc, _RESET_AFTER)
+                self._suspect |= isinstance(exc, RESET_AFTER)
                 request.value, request.error = None, exc
                 return conn.total_changes() == before and not conn.get_autocommit()
             finally:
@@ -246,14 +238,14 @@ class Batches:
                     return True
                 value = run_sql(conn, self._guard, request.sql or "", request.params,
                                 tracer=record)
-                if len(self._single) >= _SINGLE_MEMO:
+                if len(self._single) >= SINGLE_MEMO:
                     self._single.clear()
                 self._single[request.sql or ""] = len(statements) == 1
             else:
                 value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
         except BaseException as exc:  # every failure goes back to its own caller
             turn.end_request()
-            self._suspect |= isinstance(exc, _RESET_AFTER)
+            self._suspect |= isinstance(exc, RESET_AFTER)
             request.value, request.error = None, exc
             if conn.get_autocommit():
                 return False
@@ -309,7 +301,7 @@ class Batches:
                                                 request.params)
                     request.error = None
                 except BaseException as exc:
-                    self._suspect |= isinstance(exc, _RESET_AFTER)
+                    self._suspect |= isinstance(exc, RESET_AFTER)
                     request.value, request.error = None, exc
                     if total_changes() != before or conn.get_autocommit():
                         return index, request  # kept part of its writes, or ended it all
@@ -346,7 +338,7 @@ class Batches:
             request.value = request.fn(conn, *request.args, **(request.kwargs or {}))
             request.error = None
         except BaseException as exc:
-            self._suspect |= isinstance(exc, _RESET_AFTER)
+            self._suspect |= isinstance(exc, RESET_AFTER)
             request.value, request.error = None, exc
         finally:
             self.turn.end_request()
