@@ -28,16 +28,9 @@ import threading
 import time
 from typing import Any
 
+# The same page-view schema, fn and check as the asyncio comparison.
+from asyncio_compare import HOT_PAGES, check, page, pageview, prepare
 from harness import percentile, print_table
-
-HOT_PAGES = 10
-INSERT = "INSERT INTO views(page, ts) VALUES (?, ?)"
-UPDATE = "UPDATE pages SET views = views + 1 WHERE name = ?"
-
-
-def pageview(conn: Any, page: str, ts: float) -> None:
-    conn.execute(INSERT, (page, ts))
-    conn.execute(UPDATE, (page,))
 
 
 def child(cell: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +52,7 @@ def child(cell: dict[str, Any]) -> dict[str, Any]:
             while time.time() < deadline:
                 begin = time.perf_counter()
                 try:
-                    db.transaction(pageview, f"page-{i % HOT_PAGES}", time.time())
+                    db.transaction(pageview, page(i), time.time())
                 except apsw.BusyError:
                     busy[t] += 1
                 except Exception as exc:
@@ -80,31 +73,6 @@ def child(cell: dict[str, Any]) -> dict[str, Any]:
     return {"latencies": [x for lat in latencies for x in lat], "done": sum(done),
             "busy": sum(busy), "other": other, "batch_mean": stats["batch_mean"],
             "commits": stats["commits"]}
-
-
-def prepare(path: str) -> None:
-    import apsw
-    conn = apsw.Connection(path)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL").fetchall()
-        conn.execute("CREATE TABLE pages(name TEXT PRIMARY KEY, views INTEGER NOT NULL);"
-                     "CREATE TABLE views(id INTEGER PRIMARY KEY, page TEXT NOT NULL, ts REAL)")
-        with conn:
-            conn.executemany("INSERT INTO pages VALUES (?, 0)",
-                             [(f"page-{i}",) for i in range(HOT_PAGES)])
-    finally:
-        conn.close()
-
-
-def check(path: str, done: int) -> bool:
-    import apsw
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        rows = conn.execute("SELECT count(*) FROM views").fetchall()[0][0]
-        total = conn.execute("SELECT sum(views) FROM pages").fetchall()[0][0]
-    finally:
-        conn.close()
-    return bool(rows == total == done)
 
 
 def measure(processes: int, threads: int, seconds: float, synchronous: str,
@@ -128,7 +96,7 @@ def measure(processes: int, threads: int, seconds: float, synchronous: str,
                 raise RuntimeError(f"a child failed:\n{err}")
             outputs.append(json.loads(out.splitlines()[-1]))
         done = sum(o["done"] for o in outputs)
-        correct = check(path, done)
+        correct = check(path, done, reads=False)
     lat = sorted(x for o in outputs for x in o["latencies"])
     other: dict[str, int] = {}
     for o in outputs:
