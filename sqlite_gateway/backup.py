@@ -6,6 +6,8 @@ snapshot of the last commit before it started (WAL included), and a gateway's
 writer goes on committing meanwhile. Each backup is written under a temporary
 name as ``backup-YYYYmmddTHHMMSSffffff.db`` (UTC), fsynced and renamed, so a
 backup file that exists is complete; only the newest ``keep`` are kept.
+Only files named exactly that way are the gateway's backups: a file of yours in
+the folder (``backup-before-upgrade.db``) is never counted, pruned or restored.
 :func:`restore` copies one (or the newest in a folder) to a new database file
 and checks its integrity. From a shell (``sqlite_gateway.cli``)::
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 from pathlib import Path
 
 import apsw
@@ -25,6 +28,11 @@ import apsw
 __all__ = ["PREFIX", "SUFFIX", "backup", "backups", "check_keep", "prune", "restore"]
 
 PREFIX, SUFFIX = "backup-", ".db"
+# The exact names backup() writes: a fixed-width UTC stamp, so that name order is time order.
+_NAME = re.compile(re.escape(PREFIX) + r"\d{8}T\d{12}" + re.escape(SUFFIX))
+_NAME_HINT = f"{PREFIX}YYYYmmddTHHMMSSffffff{SUFFIX}"
+# Files SQLite keeps beside a database: a stale one would be replayed into a new file there.
+_SIDECARS = ("-wal", "-shm", "-journal")
 
 StrPath = str | os.PathLike[str]
 
@@ -94,14 +102,20 @@ def _copy(source: apsw.Connection, to_path: Path) -> None:
 
 
 def backups(backup_dir: StrPath) -> list[Path]:
-    """The backups in ``backup_dir``, oldest first (timestamps sort by name)."""
-    return sorted(Path(backup_dir).glob(f"{PREFIX}*{SUFFIX}"))
+    """The backups in ``backup_dir``, oldest first (timestamps sort by name).
+
+    Only the names :func:`backup` writes count (``backup-YYYYmmddTHHMMSSffffff.db``):
+    other files in the folder are not backups, whatever they are called.
+    """
+    return sorted(path for path in Path(backup_dir).glob(f"{PREFIX}*{SUFFIX}")
+                  if _NAME.fullmatch(path.name))
 
 
 def prune(backup_dir: StrPath, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` backups in ``backup_dir``; return those deleted.
 
-    ``keep=0`` deletes them all. Files that vanish meanwhile are skipped.
+    ``keep=0`` deletes them all. Only :func:`backups` are candidates; files that
+    vanish meanwhile are skipped.
     """
     found = backups(backup_dir)
     old = found[:-keep] if keep > 0 else found
@@ -118,21 +132,25 @@ def restore(backup_path: StrPath, to_path: StrPath) -> str:
     Returns once the new file is complete and durable; it appears under its
     name only after the integrity check passed. Stop the app before you put the
     restored file in the database's place (and remove the old ``-wal`` and
-    ``-shm`` files with it).
+    ``-shm`` files with it): restore refuses a path that still has them, because
+    SQLite would replay a stale ``-wal`` (or ``-journal``) into the new file,
+    which would then open as "database disk image is malformed".
 
     Raises:
-        FileExistsError: ``to_path`` exists (restore never overwrites).
+        FileExistsError: ``to_path`` exists (restore never overwrites), or a
+            ``-wal``, ``-shm`` or ``-journal`` file is left beside it.
         FileNotFoundError: no such backup, or no backup in the folder.
         RuntimeError: ``PRAGMA integrity_check`` is not ``ok``.
     """
     to = Path(to_path)
     if to.exists():
         raise FileExistsError(f"will not overwrite {to}")
+    _refuse_stale_sidecars(to)
     source_path = Path(backup_path)
     if source_path.is_dir():
         found = backups(source_path)
         if not found:
-            raise FileNotFoundError(f"no {PREFIX}*{SUFFIX} backup in {source_path}")
+            raise FileNotFoundError(f"no backup in {source_path} (backups are named {_NAME_HINT})")
         source_path = found[-1]
     if not source_path.is_file():
         raise FileNotFoundError(str(source_path))
@@ -154,9 +172,32 @@ def restore(backup_path: StrPath, to_path: StrPath) -> str:
     if verdict != ["ok"]:
         tmp.unlink()
         raise RuntimeError(f"restored copy of {source_path} fails integrity_check: {verdict}")
+    try:
+        _refuse_stale_sidecars(to)  # again: one may have appeared during the copy
+    except BaseException:
+        tmp.unlink()
+        raise
     os.replace(tmp, to)
     _fsync_dir(to.parent)
     return str(to)
+
+
+def _refuse_stale_sidecars(to: Path) -> None:
+    """Raise ``FileExistsError`` if a ``-wal``, ``-shm`` or ``-journal`` file sits at ``to``.
+
+    They belong to an earlier database at that path (or to an app that still has
+    it open): SQLite would take them for the new file's and replay them into it.
+    Refusing is the only safe answer: whether a process still uses them cannot
+    be told from here without touching their locks.
+    """
+    left = [f"{to}{suffix}" for suffix in _SIDECARS if os.path.lexists(f"{to}{suffix}")]
+    if left:
+        raise FileExistsError(
+            f"will not restore to {to}: {' and '.join(left)} "
+            f"{'is' if len(left) == 1 else 'are'} left from an earlier database there, and "
+            "SQLite would replay them into the restored file (it would open as 'database disk "
+            "image is malformed'). Stop whatever uses that database, then move them away, or "
+            "restore to another path")
 
 
 def _fsync_dir(directory: Path) -> None:
