@@ -55,20 +55,24 @@ def backup(db_path: StrPath, backup_dir: StrPath, *, keep: int = 3) -> tuple[str
 
     Raises:
         ValueError: ``keep`` is not an int >= 1 (checked before anything is written).
-        apsw.CantOpenError: no database at ``db_path``.
+        FileNotFoundError, IsADirectoryError, PermissionError: no readable
+            database file at ``db_path`` (the message names the path).
+        RuntimeError: ``db_path`` is not a SQLite database, or is damaged.
         OSError: the folder cannot be created or written.
     """
     check_keep(keep)
-    # Opened first, so that a wrong path fails before anything is created.
-    source = apsw.Connection(os.fspath(db_path), flags=apsw.SQLITE_OPEN_READONLY)
     directory = Path(backup_dir)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"backup folder {directory} is a file, not a folder")
+    # Opened first, so that a wrong path fails before anything is created.
+    source = _open_source(Path(os.fspath(db_path)), "database file")
     utc = datetime.timezone.utc  # datetime.UTC needs Python 3.11
     stamp = datetime.datetime.now(utc).strftime("%Y%m%dT%H%M%S%f")
     target = directory / f"{PREFIX}{stamp}{SUFFIX}"
     tmp = directory / f".{target.name}.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _copy(source, tmp)
+        _copy(source, tmp, Path(os.fspath(db_path)))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -80,7 +84,39 @@ def backup(db_path: StrPath, backup_dir: StrPath, *, keep: int = 3) -> tuple[str
     return str(target), [str(p) for p in prune(directory, keep)]
 
 
-def _copy(source: apsw.Connection, to_path: Path) -> None:
+def _open_source(path: Path, what: str) -> apsw.Connection:
+    """Open the database file ``path`` read-only and read its schema.
+
+    Raises an error that names ``path`` and says what is wrong with it, where
+    SQLite alone would say "unable to open database file" or "disk I/O error".
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"no {what} at {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a {what}")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"cannot read {path}: permission denied")
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.execute("PRAGMA schema_version").fetchall()  # reads the header and page 1
+    except apsw.Error as exc:
+        conn.close()
+        raise _unreadable(path, exc) from exc
+    return conn
+
+
+def _unreadable(path: Path, exc: apsw.Error) -> Exception:
+    """The error for a database file SQLite cannot read: the path, then what is wrong."""
+    if isinstance(exc, apsw.NotADBError):
+        return RuntimeError(f"{path} is not a SQLite database (or its header is damaged)")
+    if isinstance(exc, apsw.CorruptError):
+        return RuntimeError(f"{path} is damaged: database disk image is malformed")
+    # The backup API reports a source's error on the destination, as "not an error".
+    reason = str(exc) if str(exc) != "not an error" else type(exc).__name__
+    return RuntimeError(f"cannot read {path}: {reason}")
+
+
+def _copy(source: apsw.Connection, to_path: Path, source_path: Path) -> None:
     """Copy ``source`` into a new file at ``to_path`` in one backup step, and fsync it.
 
     One step (-1: every page) is one read transaction on ``source``: a
@@ -89,9 +125,12 @@ def _copy(source: apsw.Connection, to_path: Path) -> None:
     """
     dest = apsw.Connection(str(to_path))
     try:
-        with dest.backup("main", source, "main") as copy:
-            copy.step(-1)
-        dest.execute("PRAGMA journal_mode=DELETE").fetchall()  # one self-contained file
+        try:
+            with dest.backup("main", source, "main") as copy:
+                copy.step(-1)
+            dest.execute("PRAGMA journal_mode=DELETE").fetchall()  # one self-contained file
+        except (apsw.NotADBError, apsw.CorruptError) as exc:  # the copy is as damaged
+            raise _unreadable(source_path, exc) from exc
     finally:
         dest.close()
     fd = os.open(to_path, os.O_RDONLY)
@@ -139,8 +178,11 @@ def restore(backup_path: StrPath, to_path: StrPath) -> str:
     Raises:
         FileExistsError: ``to_path`` exists (restore never overwrites), or a
             ``-wal``, ``-shm`` or ``-journal`` file is left beside it.
-        FileNotFoundError: no such backup, or no backup in the folder.
-        RuntimeError: ``PRAGMA integrity_check`` is not ``ok``.
+        FileNotFoundError: no such backup, no backup in the folder, or no
+            folder for ``to_path``.
+        IsADirectoryError, PermissionError: the backup is a folder, or unreadable.
+        RuntimeError: the backup is not a SQLite database, is damaged, or the
+            copy's ``PRAGMA integrity_check`` is not ``ok``.
     """
     to = Path(to_path)
     if to.exists():
@@ -152,34 +194,42 @@ def restore(backup_path: StrPath, to_path: StrPath) -> str:
         if not found:
             raise FileNotFoundError(f"no backup in {source_path} (backups are named {_NAME_HINT})")
         source_path = found[-1]
-    if not source_path.is_file():
-        raise FileNotFoundError(str(source_path))
+    if not to.parent.is_dir():
+        raise FileNotFoundError(f"cannot restore to {to}: no folder {to.parent}")
     tmp = to.with_name(f".{to.name}.tmp")
-    source = apsw.Connection(str(source_path), flags=apsw.SQLITE_OPEN_READONLY)
+    source = _open_source(source_path, "backup")
     try:
-        _copy(source, tmp)
+        _copy(source, tmp, source_path)
     except BaseException:  # e.g. not a database: leave no half-written file behind
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     finally:
         source.close()
-    check = apsw.Connection(str(tmp))
     try:
-        verdict = [row[0] for row in check.execute("PRAGMA integrity_check")]
-    finally:
-        check.close()
-    if verdict != ["ok"]:
-        tmp.unlink()
-        raise RuntimeError(f"restored copy of {source_path} fails integrity_check: {verdict}")
-    try:
+        _check_integrity(tmp, source_path)
         _refuse_stale_sidecars(to)  # again: one may have appeared during the copy
     except BaseException:
-        tmp.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
         raise
     os.replace(tmp, to)
     _fsync_dir(to.parent)
     return str(to)
+
+
+def _check_integrity(copy: Path, source_path: Path) -> None:
+    """Raise ``RuntimeError`` naming ``source_path`` unless ``copy`` passes integrity_check."""
+    check = apsw.Connection(str(copy))
+    try:
+        verdict = [row[0] for row in check.execute("PRAGMA integrity_check")]
+    except (apsw.NotADBError, apsw.CorruptError) as exc:  # too damaged to even list the faults
+        raise _unreadable(source_path, exc) from exc
+    finally:
+        check.close()
+    if verdict != ["ok"]:
+        shown = "; ".join(str(v) for v in verdict[:3]) + ("; ..." if len(verdict) > 3 else "")
+        raise RuntimeError(f"{source_path} is damaged: its copy fails integrity_check: {shown}")
 
 
 def _refuse_stale_sidecars(to: Path) -> None:
