@@ -128,11 +128,7 @@ class GatewayCollector:
         ``stats()``: any registry then refuses a second collector at ``register``
         (one whose registry does not auto-describe would else serve two families
         of one name, which Prometheus rejects at scrape)."""
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            StateSetMetricFamily,
-        )
+        CounterMetricFamily, GaugeMetricFamily, StateSetMetricFamily = _families()
 
         for name, doc in _COUNTERS.values():
             yield CounterMetricFamily(f"{PREFIX}_{name}", doc)
@@ -144,11 +140,7 @@ class GatewayCollector:
     def collect(self) -> Iterator[Any]:
         """The metric families of one ``stats()`` snapshot per gateway (prometheus_client
         calls this)."""
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            StateSetMetricFamily,
-        )
+        CounterMetricFamily, GaugeMetricFamily, StateSetMetricFamily = _families()
 
         snapshots = [(list(labels.values()), figures) for source, labels in self._sources
                      if (figures := _stats(source)) is not None]
@@ -190,6 +182,21 @@ class GatewayCollector:
             made.append(family(GaugeMetricFamily, _NAME.sub("_", key),
                                f"stats()[{key!r}] (no description yet)", key))
         yield from (one for one in made if one is not None)
+
+
+def _families() -> tuple[Any, Any, Any]:
+    """prometheus_client's family classes, imported on first use (the ``metrics`` extra)."""
+    try:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            StateSetMetricFamily,
+        )
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"sqlite_gateway.metrics needs {exc.name}: install it with pip install "
+            "'sqlite-gateway[metrics]'", name=exc.name) from exc
+    return CounterMetricFamily, GaugeMetricFamily, StateSetMetricFamily
 
 
 def _stats(source: Source) -> Mapping[str, Any] | None:

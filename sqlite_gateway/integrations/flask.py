@@ -42,12 +42,15 @@ import weakref
 from collections.abc import Callable
 
 import apsw
-import flask
 
 from ..errors import GatewayError
 from ..database import Database
+from .extras import needs_extra
 from .http import error_answer
 from .settings import GatewaySettings, parse_settings
+
+with needs_extra("flask", __name__):
+    import flask
 
 __all__ = ["CONFIG_PREFIX", "EXTENSION_KEY", "FlaskGateway"]
 
