@@ -42,6 +42,7 @@ import weakref
 from .errors import GatewayClosed, GatewayError, NestedCallError
 from .readers import ReaderLanes, ReaderPool
 from .requestqueue import RequestQueue, fail_pending
+from .samefile import warn_if_shared
 from .watchdog import Watchdog
 from .worker import Worker
 
@@ -106,6 +107,7 @@ class Lifecycle:
             if self._state is not State.NEW:
                 raise GatewayError(f"gateway is {self.state.value}; it can be started once "
                                    "(to restart, make a new Gateway on the same file)")
+            warn_if_shared(self.path, self, _open_gateways)  # before we open it ourselves
             thread = threading.Thread(target=self._worker.run, daemon=True,
                                       name=f"sqlite-gateway-writer:{os.path.basename(self.path)}")
             # Daemon, so the interpreter reaches atexit, where _close_at_exit
