@@ -99,21 +99,22 @@ def _open_source(path: Path, what: str) -> apsw.Connection:
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         conn.execute("PRAGMA schema_version").fetchall()  # reads the header and page 1
-    except apsw.Error as exc:
+    except BaseException as exc:
         conn.close()
-        raise _unreadable(path, exc) from exc
+        if isinstance(exc, (apsw.NotADBError, apsw.CorruptError)):
+            raise _unreadable(path, exc) from exc
+        raise  # e.g. BusyError: SQLite's own words and class say it best
     return conn
 
 
-def _unreadable(path: Path, exc: apsw.Error) -> Exception:
-    """The error for a database file SQLite cannot read: the path, then what is wrong."""
+def _unreadable(path: Path, exc: apsw.NotADBError | apsw.CorruptError) -> RuntimeError:
+    """The error for a file SQLite cannot read as a database: the path, then what is wrong.
+
+    (The backup API reports a source's fault on the destination, as "not an error".)
+    """
     if isinstance(exc, apsw.NotADBError):
         return RuntimeError(f"{path} is not a SQLite database (or its header is damaged)")
-    if isinstance(exc, apsw.CorruptError):
-        return RuntimeError(f"{path} is damaged: database disk image is malformed")
-    # The backup API reports a source's error on the destination, as "not an error".
-    reason = str(exc) if str(exc) != "not an error" else type(exc).__name__
-    return RuntimeError(f"cannot read {path}: {reason}")
+    return RuntimeError(f"{path} is damaged: database disk image is malformed")
 
 
 def _copy(source: apsw.Connection, to_path: Path, source_path: Path) -> None:

@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Union
 
 from .errors import RequestTimeout
@@ -308,7 +309,7 @@ def wait_for(request: Request, timeout: float | None,
         return request.wait(timeout, interrupt)
     try:
         return future.result(timeout)
-    except TimeoutError:
+    except FutureTimeout:  # the builtin TimeoutError from 3.11 on, its own class on 3.10
         if future.done():
             return future.result(0)
         started = not future.cancel()
