@@ -13,7 +13,7 @@ default 0 saturates the server, which is where the two ways differ: with
 ``--markdown``, ``--chart PATH`` (default ``benchmarks/load_compare.png``),
 ``--no-chart``, ``--keep DIR`` (keep the databases and logs there).
 
-For each backend in turn and each user count, a fresh cell: ``python -m webapp
+For each backend in turn and each user count, a fresh cell: ``python -m benchmarks.demo_app
 --port FREE --db FRESH --backend B`` as a child (its cwd a fresh directory, so
 its backups land there), waited for until it answers (bounded); Locust headless
 as another child (``locustfile.py``, ``--json-file``, ``--exit-code-on-error 0``:
@@ -114,14 +114,15 @@ def locust_available(python: str = sys.executable) -> bool:
 
 
 def backend_supported(python: str = sys.executable) -> bool:
-    """Whether ``python -m webapp`` has ``--backend``."""
+    """Whether ``python -m benchmarks.demo_app`` has ``--backend``."""
     try:
-        out = subprocess.run([python, "-m", "webapp", "--help"], check=False, capture_output=True,
+        out = subprocess.run([python, "-m", "benchmarks.demo_app", "--backend", "gateway",
+                              "--help"], check=False, capture_output=True,
                              text=True,
                              timeout=60, cwd=ROOT, env=child_env())
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return "--backend" in out.stdout
+    return out.returncode == 0
 
 
 def _get(port: int, path: str, timeout: float = 2.0) -> int:
@@ -137,8 +138,8 @@ def _get(port: int, path: str, timeout: float = 2.0) -> int:
 
 def start_app(db_path: str, port: int, backend: str | None, workdir: str,
               log_path: str, ready_timeout: float = READY_TIMEOUT_S) -> subprocess.Popen[bytes]:
-    """``python -m webapp`` as a child, returned once it answers (bounded)."""
-    cmd = [sys.executable, "-m", "webapp", "--port", str(port), "--db", db_path]
+    """``python -m benchmarks.demo_app`` as a child, returned once it answers (bounded)."""
+    cmd = [sys.executable, "-m", "benchmarks.demo_app", "--port", str(port), "--db", db_path]
     if backend is not None:
         cmd += ["--backend", backend]
     with open(log_path, "ab") as log:

@@ -19,7 +19,7 @@ What it does, in one run:
    answered: the server is never idle) for ``--seconds``; capacity = the
    requests/s answered as expected.
 2. For each fraction, each backend in turn: a fresh app on a fresh database
-   (``python -m webapp --backend B``, a child process), the setup requests
+   (``python -m benchmarks.demo_app --backend B``, a child process), the setup requests
    (pages, accounts, matches), then ``fraction x capacity`` requests/s for
    ``--seconds``, then every write-behind ticket is read back until it is
    committed or refused, the app is stopped (SIGTERM: it drains) and its
@@ -342,12 +342,13 @@ def _pin_all_threads(pid: int, cpu: int) -> str:
 
 def start_app(db_path: str, port: int, backend: str, workdir: str, token: str,
               app_cpu: int | None) -> tuple[Any, str]:
-    """``python -m webapp`` as a child on ``app_cpu``; returned once it answers (bounded)."""
+    """``python -m benchmarks.demo_app --backend B`` (the demo app, its database made by
+    B's factory) as a child on ``app_cpu``; returned once it answers (bounded)."""
     log = open(os.path.join(workdir, "app.log"), "ab")  # noqa: SIM115 - the child's, kept open
     env = child_env(**{ADMIN_TOKEN_ENV: token})
-    proc = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port), "--db",
-                             db_path, "--backend", backend], cwd=workdir, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.demo_app", "--port", str(port),
+                             "--db", db_path, "--backend", backend], cwd=workdir, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
     log.close()
     pinned = _pin_all_threads(proc.pid, app_cpu) if app_cpu is not None else "not pinned"
     deadline = time.monotonic() + READY_TIMEOUT_S

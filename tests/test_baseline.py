@@ -1,4 +1,4 @@
-"""The baselines (sqlite_gateway.baseline): correct, bounded, and Gateway-shaped.
+"""The baselines (benchmarks/baselines.py): correct, bounded, and Gateway-shaped.
 
 RetryGateway (busy timeout 0, backoff and retry) and BusyGateway (busy timeout,
 BEGIN IMMEDIATE for writes, plain reads) share their plumbing; the tests of
@@ -18,7 +18,7 @@ import pytest
 
 from conftest import child_python, scalar
 from sqlite_gateway import GatewayClosed, Result
-from sqlite_gateway.baseline import BusyGateway, RetryGateway
+from benchmarks.baselines import BusyGateway, RetryGateway
 from sqlite_gateway.errors import TransactionControlError
 
 # Holds the write lock from outside: BEGIN IMMEDIATE, say so, wait, commit.

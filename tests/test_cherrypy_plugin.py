@@ -67,6 +67,20 @@ def test_plugin_config_is_checked_by_the_shared_settings_parser(db_path):
         plugin.stop()
 
 
+def test_plugin_makes_its_database_with_the_factory_given(db_path):
+    """``factory=`` replaces Gateway (the benchmarks' baselines), with the same options;
+    a config cannot choose it: ``backend`` is not a setting."""
+    from benchmarks.baselines import RetryGateway
+    plugin = GatewayPlugin(Bus(), db_path, factory=RetryGateway, timeout=4)
+    plugin.start()
+    try:
+        assert isinstance(plugin.db, RetryGateway) and plugin.db.timeout == 4
+    finally:
+        plugin.stop()
+    with pytest.raises(TypeError, match="unknown Gateway options: backend"):
+        GatewayPlugin(Bus(), db_path, backend="retry")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,8 +27,6 @@ LIBRARY_DIRS = ("sqlite_gateway",)  # may also pass the caller's SQL through
 ALLOWED = {
     ("sqlite_gateway/connection.py", "f'PRAGMA synchronous={synchronous}'"):
         "a PRAGMA value cannot be bound; Gateway() checked it against SYNCHRONOUS",
-    ("sqlite_gateway/baseline.py", "f'PRAGMA synchronous={self.synchronous}'"):
-        "a PRAGMA value cannot be bound; RetryGateway() checked it against SYNCHRONOUS",
     ("webapp/app.py", "SCHEMA.read_text()"):
         "schema.sql, a file of the package, not request data",
     ("webapp/bets.py", "db"):

@@ -393,11 +393,13 @@ def test_python_dash_m_webapp_serves_and_stops_on_sigterm(tmp_path):
     assert (tmp_path / "main.db").exists()
 
 
-# -- the retry backend: same app code, the old way underneath -------------------------
+# -- a factory: same app code, the old way underneath (what the load sweep runs) -----
 
-def test_the_app_runs_unchanged_on_the_retry_backend(tmp_path):
-    """db.backend: "retry" swaps in RetryGateway; results stay exact, its retries are counted."""
-    with live_app(str(tmp_path / "retry.db"), **{"engine.sqlite_gateway.backend": "retry"}) as live:
+def test_the_app_runs_unchanged_on_the_retry_baseline(tmp_path):
+    """build_app(factory=RetryGateway) swaps in the baseline; results stay exact, its
+    retries are counted."""
+    from benchmarks.baselines import RetryGateway
+    with live_app(str(tmp_path / "retry.db"), factory=RetryGateway) as live:
         stats = live.get("/api/stats").json
         # It is really the old way: only the baselines count retries and BusyErrors.
         assert "retries" in stats and "busy_errors" in stats
