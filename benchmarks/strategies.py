@@ -26,11 +26,11 @@ import threading
 from typing import Any
 
 import apsw
-from floors import BareLoop, NaiveQueue
-from workloads import INSERT_VIEW, PAGES, READ_COUNTER, WORKLOADS, pageview
+from .floors import BareLoop, NaiveQueue
+from .workloads import INSERT_VIEW, PAGES, READ_COUNTER, WORKLOADS, pageview
 
 from sqlite_gateway import Gateway
-from baselines import RetryGateway
+from .baselines import RetryGateway
 
 BUSY_TIMEOUT_S = 5.0  # busy's, and the gateways'
 CALL_TIMEOUT = 30.0  # one caller's longest wait for one answer (retry: its deadline)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import apsw
@@ -21,14 +19,11 @@ from sqlite_gateway import Gateway
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_benchmark(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py`` by path (the scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)  # dataclasses look the module up
-    spec.loader.exec_module(module)
-    return module
+def run_benchmark(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.<name> args`` in a child, from the checkout's root."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

@@ -8,15 +8,13 @@ CherryPy plugin, with every committed row there.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 
 import apsw
 import pytest
 from cherrypy.process.wspbus import Bus
-from conftest import ROOT, WorkerBlocker, scalar
+from conftest import WorkerBlocker, run_benchmark, scalar
 from webapp_fixtures import live_app
 
 from sqlite_gateway import Gateway, GatewayClosed
@@ -216,8 +214,7 @@ def test_the_webapp_keeps_serving_after_its_worker_dies(tmp_path):
 
 
 def test_the_fault_figures_script_runs_and_loses_nothing():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--markdown"],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_benchmark("faults", "--markdown", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
     assert len(rows) == 11, proc.stdout

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from conftest import ROOT, child_python, run_python
+from conftest import ROOT, child_python, run_benchmark, run_python
 from webapp_fixtures import live_app
 
 from helpers.replication import ReplicationPlugin
@@ -432,10 +432,8 @@ def test_the_app_leaves_replication_off_by_default(tmp_path):
 
 
 def test_replication_lag_script_smoke_run(litestream):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "replication_lag.py"), "--seconds", "1.5",
-         "--sample-every", "0.3", "--sync-interval", "0.2", "--monitor-interval", "0.1"],
-        capture_output=True, text=True, timeout=120)
+    proc = run_benchmark("replication_lag", "--seconds", "1.5", "--sample-every", "0.3",
+                         "--sync-interval", "0.2", "--monitor-interval", "0.1", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 2 and rows[1].rstrip().endswith("| ok |"), proc.stdout
