@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,22 @@ def run_benchmark(name: str, *args: str, timeout: float = 300) -> subprocess.Com
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+HANG_S = 30.0
+"""How long a test waits for a state before it calls it a hang: a hang detector with a
+wide margin (what it waits for takes milliseconds), never a timing goal."""
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = HANG_S) -> None:
+    """Poll ``condition()`` until it is true; fail the test, naming ``what``, if it is
+    still false after ``timeout`` seconds. For states another thread or process reaches
+    with no event to wait on (a queue depth, a gateway's state); never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():  # bounded: the deadline
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {timeout:g} s for {what}")
+        time.sleep(0.002)  # a poll interval, not a guess at how long anything takes
 
 
 @pytest.fixture

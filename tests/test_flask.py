@@ -27,8 +27,8 @@ _EXAMPLE_MARK = "# flask_pageviews.py"
 
 
 def load_example() -> types.ModuleType:
-    """The Flask example exactly as the README shows it (REPORT-int.md until merged)."""
-    for doc in ("README.md", "REPORT-int.md"):
+    """The Flask example exactly as the README shows it."""
+    for doc in ("README.md",):
         path = ROOT / doc
         if not path.exists():
             continue
