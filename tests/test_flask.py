@@ -197,6 +197,8 @@ def test_a_factory_makes_the_apps_database(db_path):
         db.execute("INSERT INTO t VALUES (1)")
     ext.close(app)
     assert scalar(db_path, "SELECT count(*) FROM t") == 1
+    with pytest.raises(TypeError, match="factory must be a callable"):
+        FlaskGateway(factory="busy")
 
 
 # A child process: the flask app on a threaded werkzeug server, a write-behind

@@ -60,12 +60,13 @@ from ..errors import GatewayClosed
 from ..gateway import Gateway
 from ..lifecycle import State
 from .http import RETRY_AFTER_S, error_answer
-from .settings import OPTIONS, DatabaseFactory, parse_settings
+from .settings import OPTIONS, DatabaseFactory, check_factory, parse_settings
 
 __all__ = ["CHANNEL", "RETRY_AFTER_S", "GatewayPlugin", "GatewayTool", "install",
            "json_error_response"]
 
 CHANNEL = "sqlite-gateway"
+_ATTRIBUTES = ("bus", "path", "setup", "db")  # the plugin's own public attributes
 
 
 class GatewayPlugin(SimplePlugin):
@@ -97,7 +98,7 @@ class GatewayPlugin(SimplePlugin):
             raise TypeError(f"unknown Gateway options: {', '.join(sorted(unknown))}")
         self.path = path
         self.setup = setup
-        self.factory = factory
+        self._factory = check_factory(factory)
         for name in OPTIONS:
             setattr(self, name, options.get(name))
         self.db: Database | None = None
@@ -105,6 +106,16 @@ class GatewayPlugin(SimplePlugin):
         # request threads that find the gateway broken replace it only once.
         self._lock = threading.RLock()
         self._renew_failed_at = float("-inf")
+
+    @property
+    def factory(self) -> DatabaseFactory:
+        """What makes the database (given to the constructor; never configuration)."""
+        return self._factory
+
+    @factory.setter
+    def factory(self, value: object) -> None:
+        raise ValueError("engine.sqlite_gateway.factory cannot be configured: pass "
+                         "factory= to GatewayPlugin() or install() in code")
 
     def subscribe(self) -> None:
         super().subscribe()
@@ -155,6 +166,14 @@ class GatewayPlugin(SimplePlugin):
         if not self.path:
             raise ValueError("GatewayPlugin needs a path: pass path= or set "
                              "engine.sqlite_gateway.path in the config")
+        # Config sets any attribute it names (engine.sqlite_gateway.<name>): refuse the
+        # ones that mean nothing here (a typo, or the old "backend" setting).
+        unknown = sorted(n for n in vars(self) if not n.startswith("_")
+                         and n not in (*_ATTRIBUTES, *OPTIONS))
+        if unknown:
+            known = ", ".join(f"engine.sqlite_gateway.{n}" for n in ("path", *OPTIONS))
+            raise ValueError(f"unknown setting engine.sqlite_gateway.{unknown[0]}; known: "
+                             f"{known}")
         config = {n: getattr(self, n) for n in OPTIONS if getattr(self, n) is not None}
         settings = parse_settings({**config, "path": self.path},
                                   source="engine.sqlite_gateway.{}")

@@ -48,7 +48,7 @@ from ..database import Database
 from ..errors import GatewayError
 from ..gateway import Gateway
 from .http import error_answer
-from .settings import DatabaseFactory, GatewaySettings, parse_settings
+from .settings import DatabaseFactory, GatewaySettings, check_factory, parse_settings
 
 __all__ = ["CONFIG_PREFIX", "EXTENSION_KEY", "FlaskGateway"]
 
@@ -93,7 +93,7 @@ class FlaskGateway:
                  setup: Callable[[Database], object] | None = None,
                  factory: DatabaseFactory = Gateway) -> None:
         self.setup = setup
-        self.factory = factory
+        self.factory = check_factory(factory)
         # _lock is held while opening or closing a gateway of any app.
         self._lock = threading.Lock()
         self._apps: weakref.WeakKeyDictionary[flask.Flask, _AppState] = (

@@ -41,6 +41,19 @@ DatabaseFactory = Callable[..., Database]
 a benchmark passes another class with the same calls to run an app the old way."""
 
 
+def check_factory(factory: object) -> DatabaseFactory:
+    """``factory`` if it can make a database; checked when an integration is set up,
+    before anything is opened.
+
+    Raises:
+        TypeError: ``factory`` is not callable.
+    """
+    if not callable(factory):
+        raise TypeError("factory must be a callable that makes the database from "
+                        f"(path, **options), such as Gateway; not {factory!r}")
+    return factory
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     """Checked settings: what :meth:`open` passes to the gateway.
