@@ -67,6 +67,29 @@ def test_plugin_config_is_checked_by_the_shared_settings_parser(db_path):
         plugin.stop()
 
 
+def test_plugin_makes_its_database_with_the_factory_given(db_path):
+    """``factory=`` replaces Gateway (the benchmarks' baselines), with the same options;
+    a config cannot choose it: ``backend`` is not a setting."""
+    from benchmarks.baselines import RetryGateway
+    plugin = GatewayPlugin(Bus(), db_path, factory=RetryGateway, timeout=4)
+    plugin.start()
+    try:
+        assert isinstance(plugin.db, RetryGateway) and plugin.db.timeout == 4
+    finally:
+        plugin.stop()
+    with pytest.raises(TypeError, match="unknown Gateway options: backend"):
+        GatewayPlugin(Bus(), db_path, backend="retry")
+    with pytest.raises(TypeError, match="factory must be a callable"):
+        GatewayPlugin(Bus(), db_path, factory="retry")
+    plugin = GatewayPlugin(Bus(), db_path)
+    with pytest.raises(ValueError, match="factory cannot be configured"):
+        plugin.factory = RetryGateway  # as engine.sqlite_gateway.factory in a config file
+    plugin.backend = "retry"  # as engine.sqlite_gateway.backend in an old config file
+    with pytest.raises(ValueError, match="unknown setting engine.sqlite_gateway.backend"):
+        plugin.start()
+    assert plugin.db is None  # refused before anything was opened
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -36,9 +36,10 @@ Ten lines for any app::
 Config keys: ``engine.sqlite_gateway.<option>`` sets ``path`` or any keyword
 option of Gateway (queue_size, timeout, synchronous, readers, ...), read and
 checked by :mod:`sqlite_gateway.integrations.settings` as in every integration;
-``engine.sqlite_gateway.backend: "retry"`` or ``"busy"`` swaps in an old way
-(``sqlite_gateway.baseline.RetryGateway``) for comparisons; ``tools.db.on``
-switches the tool on for a path.
+``tools.db.on`` switches the tool on for a path. The plugin makes a
+:class:`Gateway`; ``factory=`` (code, not config) makes something else with the
+same calls from the path and options, as the benchmarks do to run the demo app
+the old ways.
 """
 
 from __future__ import annotations
@@ -54,16 +55,18 @@ import cherrypy
 from cherrypy.process.plugins import SimplePlugin
 from cherrypy.process.wspbus import Bus
 
-from ..errors import GatewayClosed
 from ..database import Database
+from ..errors import GatewayClosed
+from ..gateway import Gateway
 from ..lifecycle import State
 from .http import RETRY_AFTER_S, error_answer
-from .settings import OPTIONS, parse_settings
+from .settings import OPTIONS, DatabaseFactory, check_factory, parse_settings
 
 __all__ = ["CHANNEL", "RETRY_AFTER_S", "GatewayPlugin", "GatewayTool", "install",
            "json_error_response"]
 
 CHANNEL = "sqlite-gateway"
+_ATTRIBUTES = ("bus", "path", "setup", "db")  # the plugin's own public attributes
 
 
 class GatewayPlugin(SimplePlugin):
@@ -79,21 +82,23 @@ class GatewayPlugin(SimplePlugin):
         bus: the engine (``cherrypy.engine``).
         path: the database file; may also come from config.
         setup: called with the started gateway (e.g. to create the schema).
+        factory: makes the database from the path and options (see
+            :data:`~sqlite_gateway.integrations.settings.DatabaseFactory`); a Gateway
+            unless told.
         **options: Gateway keyword options; each is also an attribute that
             ``engine.sqlite_gateway.<option>`` config sets.
     """
 
     def __init__(self, bus: Bus, path: str | None = None,
-                 setup: Callable[[Database], object] | None = None, **options: Any) -> None:
+                 setup: Callable[[Database], object] | None = None,
+                 factory: DatabaseFactory = Gateway, **options: Any) -> None:
         super().__init__(bus)
         unknown = set(options) - set(OPTIONS)
         if unknown:
             raise TypeError(f"unknown Gateway options: {', '.join(sorted(unknown))}")
         self.path = path
         self.setup = setup
-        # "gateway", or "retry": sqlite_gateway.baseline.RetryGateway, the old way
-        # (per-thread connections, backoff and retry), kept for comparisons.
-        self.backend = "gateway"
+        self._factory = check_factory(factory)
         for name in OPTIONS:
             setattr(self, name, options.get(name))
         self.db: Database | None = None
@@ -101,6 +106,16 @@ class GatewayPlugin(SimplePlugin):
         # request threads that find the gateway broken replace it only once.
         self._lock = threading.RLock()
         self._renew_failed_at = float("-inf")
+
+    @property
+    def factory(self) -> DatabaseFactory:
+        """What makes the database (given to the constructor; never configuration)."""
+        return self._factory
+
+    @factory.setter
+    def factory(self, value: object) -> None:
+        raise ValueError("engine.sqlite_gateway.factory cannot be configured: pass "
+                         "factory= to GatewayPlugin() or install() in code")
 
     def subscribe(self) -> None:
         super().subscribe()
@@ -151,10 +166,18 @@ class GatewayPlugin(SimplePlugin):
         if not self.path:
             raise ValueError("GatewayPlugin needs a path: pass path= or set "
                              "engine.sqlite_gateway.path in the config")
+        # Config sets any attribute it names (engine.sqlite_gateway.<name>): refuse the
+        # ones that mean nothing here (a typo, or the old "backend" setting).
+        unknown = sorted(n for n in vars(self) if not n.startswith("_")
+                         and n not in (*_ATTRIBUTES, *OPTIONS))
+        if unknown:
+            known = ", ".join(f"engine.sqlite_gateway.{n}" for n in ("path", *OPTIONS))
+            raise ValueError(f"unknown setting engine.sqlite_gateway.{unknown[0]}; known: "
+                             f"{known}")
         config = {n: getattr(self, n) for n in OPTIONS if getattr(self, n) is not None}
-        settings = parse_settings({**config, "path": self.path, "backend": self.backend},
+        settings = parse_settings({**config, "path": self.path},
                                   source="engine.sqlite_gateway.{}")
-        self.db = settings.open(self.setup)
+        self.db = settings.open(self.setup, self.factory)
         self.bus.log(f"sqlite_gateway: started on {self.path}")
 
     start.priority = 67  # type: ignore[attr-defined]
@@ -224,7 +247,9 @@ class GatewayTool(cherrypy.Tool):
 def install(engine: Bus | None = None, path: str | None = None, tool_name: str = "db",
             **options: Any) -> GatewayPlugin:
     """Subscribe a :class:`GatewayPlugin` as ``engine.sqlite_gateway`` and
-    register :class:`GatewayTool` as ``cherrypy.tools.<tool_name>``."""
+    register :class:`GatewayTool` as ``cherrypy.tools.<tool_name>``.
+
+    ``options`` are the plugin's (``setup``, ``factory``, Gateway options)."""
     engine = engine or cherrypy.engine
     plugin = GatewayPlugin(engine, path, **options)
     plugin.subscribe()
