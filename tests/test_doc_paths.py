@@ -61,6 +61,8 @@ def exists(path: str) -> bool:
 def dotted_exists(name: str) -> bool:
     """``sqlite_gateway.a.b``: the longest importable prefix, then attributes of it."""
     parts = name.split(".")
+    if "__main__" in parts:  # importing it would run it: its file must exist
+        return exists("/".join(parts) + ".py")
     for cut in range(len(parts), 0, -1):
         try:
             target = importlib.import_module(".".join(parts[:cut]))
