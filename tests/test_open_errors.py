@@ -92,8 +92,7 @@ class Block(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Block())
 said = {}
-for name in ("sqlite_gateway.integrations.flask", "sqlite_gateway.integrations.cherrypy",
-             "sqlite_gateway.cherrypy_plugin"):
+for name in ("sqlite_gateway.integrations.flask", "sqlite_gateway.integrations.cherrypy"):
     try:
         __import__(name)
     except ModuleNotFoundError as exc:
@@ -121,9 +120,6 @@ def test_a_missing_framework_names_the_extra_that_installs_it() -> None:
             "sqlite_gateway.integrations.flask needs flask: install it with "
             "pip install 'sqlite-gateway[flask]'", "flask"],
         "sqlite_gateway.integrations.cherrypy": [
-            "sqlite_gateway.integrations.cherrypy needs cherrypy: install it with "
-            "pip install 'sqlite-gateway[web]'", "cherrypy"],
-        "sqlite_gateway.cherrypy_plugin": [
             "sqlite_gateway.integrations.cherrypy needs cherrypy: install it with "
             "pip install 'sqlite-gateway[web]'", "cherrypy"],
         "sqlite_gateway.metrics": [
