@@ -51,6 +51,7 @@ class Batches:
     stats: Stats
     turn: Turn
     background_slice: float
+    deadline: float | None
     _conn: apsw.Connection | None
     _guard: TransactionGuard
     _suspect: bool
@@ -114,6 +115,10 @@ class Batches:
                         break
                     ran.append(request)
                 if offender is None:
+                    # An in-place caller's deadline ends here: SQLite consults the
+                    # progress handler during COMMIT too, and a COMMIT it stopped
+                    # would have been answered as a timeout once it had committed.
+                    self.deadline = None
                     self.turn.begin(None, committing=True)
                     self._exec(self._sql["commit"])
                 elif not conn.get_autocommit():

@@ -301,11 +301,20 @@ class Gateway(WriteBehind):
             finally:
                 worker.writer.release()
             if accepted:
-                if (deadline is not None and isinstance(request.error, apsw.InterruptError)
-                        and time.monotonic() >= deadline):
-                    request.error = None  # stopped at the caller's deadline: nothing committed
-                    raise RequestTimeout(timeout or 0.0, started=True, interrupted=True)
-                return request.wait(0)
+                # Only the answer is read (never the worker's working fields): a
+                # watchdog that gave this call up answered first, and that wins.
+                try:
+                    return request.wait(0)
+                except (apsw.InterruptError, apsw.BusyError) as exc:
+                    if deadline is None or time.monotonic() < deadline:
+                        raise
+                    # Stopped at the caller's deadline, before COMMIT (the deadline
+                    # is disarmed there): nothing of it was committed. BusyError:
+                    # BEGIN gave up waiting for another process's lock; it never ran.
+                    interrupted = isinstance(exc, apsw.InterruptError)
+                    del exc
+                    raise RequestTimeout(timeout or 0.0, started=interrupted,
+                                         interrupted=interrupted) from None
         self._queue.put(request)
         # A caller who gives up on a running statement stops it. Not a fn's:
         # it may be running Python, which cannot be stopped (the watchdog's job).
