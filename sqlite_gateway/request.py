@@ -26,7 +26,7 @@ from __future__ import annotations
 import _thread
 import enum
 import logging
-import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -366,13 +366,23 @@ def check_timeout(timeout: object) -> float | None:
     """
     if timeout is None:
         return None
-    if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < math.inf:
+    if (type(timeout) is float or type(timeout) is int) and 0 <= timeout <= TIMEOUT_MAX:
         return timeout
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and (
-            0 <= timeout < math.inf):
+            0 <= timeout <= TIMEOUT_MAX):
         return float(timeout)
-    raise ValueError(f"timeout must be a finite number of seconds >= 0, or None for no limit; "
-                     f"not {timeout!r}")
+    raise ValueError(timeout_refused("timeout", timeout))
+
+
+TIMEOUT_MAX = threading.TIMEOUT_MAX
+"""The longest wait a lock can be asked for (a longer one raises OverflowError
+after the request is queued): longer timeouts are refused at the call."""
+
+
+def timeout_refused(name: str, value: object) -> str:
+    """The error message for a timeout that is not a number of seconds a lock can wait."""
+    return (f"{name} must be a number of seconds from 0 to threading.TIMEOUT_MAX "
+            f"({TIMEOUT_MAX:.0f} s), or None for no limit; not {value!r}")
 
 
 def check_many(seq_of_params: object) -> list[Params]:
