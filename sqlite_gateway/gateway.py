@@ -29,8 +29,8 @@ from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
-from .request import (WAIT, Kind, Params, Request, check_many, check_params, check_priority,
-                      check_sql, check_timeout, new_wait)
+from .request import (WAIT, Kind, Params, Request, capture_many, check_many, check_params,
+                      check_priority, check_sql, check_timeout, new_wait)
 from .requestqueue import RequestQueue
 from .result import Result
 from .stats import Stats
@@ -251,7 +251,7 @@ class Gateway(WriteBehind):
             of it or none. No later slice is sent.
             TypeError, ValueError, Overloaded, GatewayClosed: as executemany.
         """
-        rows = check_many(seq_of_params)
+        rows = capture_many(seq_of_params)  # slices run while other threads go on
         sql, lane = check_sql(sql), check_priority(priority)
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         done = changed = 0

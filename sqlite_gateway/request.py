@@ -431,11 +431,14 @@ _FROZEN = frozenset({int, float, str, bytes, type(None), bool})
 
 
 def capture_params(params: object) -> Params:
-    """Check ``params`` and copy them as they are now (for write-behind calls).
+    """Check ``params`` and copy them as they are now (for calls that return
+    before the worker runs them: write-behind, the async door).
 
-    A write-behind call runs later, on the worker: the caller may reuse and
-    change its list or dict meanwhile, so the container is copied, and
-    mutable byte buffers among the values are frozen into ``bytes``.
+    The caller may reuse and change its list or dict meanwhile, so the
+    container is copied, and every value that apsw would bind through the
+    buffer protocol (``bytearray``, ``memoryview``, ``array.array``,
+    ``mmap``...) is frozen into ``bytes``. Plain values (int, float, str,
+    bytes, None) cost one type check each.
     """
     checked = check_params(params)
     if type(checked) is tuple:
@@ -452,9 +455,26 @@ def capture_params(params: object) -> Params:
     return checked
 
 
+def capture_many(seq_of_params: object) -> list[Params]:
+    """:func:`check_many`, each parameter set captured by :func:`capture_params`."""
+    if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
+        raise TypeError("seq_of_params must be an iterable of parameter sets, "
+                        f"not {type(seq_of_params).__name__}")
+    return [capture_params(p) for p in seq_of_params]
+
+
+def _frozen(value: Any) -> Any:
+    if type(value) in _FROZEN or isinstance(value, (str, bytes)):
+        return value
+    try:
+        view = memoryview(value)  # anything apsw binds as a blob through the buffer protocol
+    except TypeError:
+        return value  # not a buffer: apsw binds it by value (or refuses it)
+    with view:
+        return view.tobytes()
+
+
 def _freeze(params: Params) -> Params:
-    def frozen(value: Any) -> Any:
-        return bytes(value) if isinstance(value, (bytearray, memoryview)) else value
     if isinstance(params, dict):
-        return {key: frozen(value) for key, value in params.items()}
-    return tuple(frozen(value) for value in params)
+        return {key: _frozen(value) for key, value in params.items()}
+    return tuple(_frozen(value) for value in params)

@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 from ..errors import RequestTimeout
 from ..bulk import run_slice
 from ..gateway import DEFAULT, Gateway, State, Timeout
-from ..request import (Kind, Params, check_many, check_params, check_priority, check_sql,
+from ..request import (Kind, Params, capture_many, check_params, check_priority, check_sql,
                        check_timeout)
 from ..result import Result
 
@@ -248,7 +248,7 @@ class AsyncGateway:
         applies to each slice. Cancelled or failed, the error carries a note
         saying how many parameter sets were committed; the rest do not run.
         """
-        rows = check_many(seq_of_params)
+        rows = capture_many(seq_of_params)
         sql = check_sql(sql)
         seconds = self._seconds(timeout)
         done = changed = 0
