@@ -64,6 +64,9 @@ class Batches:
     def _reopen(self, cause: str, level: int = logging.WARNING) -> None:
         raise NotImplementedError
 
+    def _arm(self) -> None:
+        raise NotImplementedError
+
     def _run_batch(self, batch: list[Request]) -> None:
         conn = self._conn
         assert conn is not None
@@ -348,6 +351,7 @@ class Batches:
         finally:
             self.turn.end_request()
             guard.active = True
+        self._arm()  # fn had the raw connection: its handlers may be gone
         failed = None
         if not conn.get_autocommit():  # never leave a transaction open behind it
             try:
