@@ -50,6 +50,16 @@ _WRITES_MEMO = 4096  # SQL texts SQLite judged writes (cleared when full)
 _MAIN_THREAD = threading.main_thread().ident
 
 
+def _main_thread_after_fork() -> None:
+    """In a forked child the forking thread is the main thread (it gets the signals)."""
+    global _MAIN_THREAD
+    _MAIN_THREAD = threading.get_ident()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_main_thread_after_fork)
+
+
 class Gateway(WriteBehind):
     """A single-writer gateway to one SQLite database file.
 
