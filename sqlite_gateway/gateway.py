@@ -43,6 +43,7 @@ __all__ = ["DEFAULT", "Gateway", "State", "Timeout"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_monotonic = time.monotonic
 
 _WRITES_MEMO = 4096  # SQL texts SQLite judged writes (cleared when full)
 # Signals (Ctrl-C) are delivered to the main thread: it never runs the
@@ -170,12 +171,16 @@ class Gateway(WriteBehind):
             ident = threading.get_ident()
             if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
                 self._check_not_worker("execute")
+            started = _monotonic()
             result = readers.read(sql, params, wait)
             if result is not None:
                 return result
             if len(self._writes) >= _WRITES_MEMO:
                 self._writes.clear()
             self._writes.add(sql)  # SQLite judged it a write: next time, straight to the writer
+            if wait is not None:  # one deadline for the whole call: the reader's wait counts
+                return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (), None,
+                                                  lane), wait, started)
         return self._call(new_wait(Kind.EXECUTE, sql, params, None, (), None, lane),  # type: ignore[no-any-return]
                           wait)
 
@@ -290,6 +295,14 @@ class Gateway(WriteBehind):
         return figures
 
     # -- plumbing ---------------------------------------------------------------
+
+    def _call_within(self, request: Request, timeout: float, started: float) -> Any:
+        """:meth:`_call` with what is left of ``timeout`` since ``started``; a
+        RequestTimeout names the caller's whole timeout."""
+        try:
+            return self._call(request, max(0.0, timeout - (_monotonic() - started)))
+        except RequestTimeout as exc:
+            raise RequestTimeout(timeout, exc.started, exc.interrupted) from None
 
     def _call(self, request: Request, timeout: float | None) -> Any:
         """Run a WAIT request: in place when the writer is idle, else via the worker."""

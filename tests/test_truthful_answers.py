@@ -278,6 +278,7 @@ def test_a_new_write_text_waits_one_timeout_in_all_not_one_per_connection(db_pat
                 db.execute("INSERT INTO t VALUES (1)", timeout=2.0)
             waited = time.monotonic() - started
         finally:
+            readers.read = slow_read
             blocker.done()
         assert waited < 2.0 * 1.6, f"waited {waited:.1f} s for a 2 s timeout"
         db.flush()
