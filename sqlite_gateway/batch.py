@@ -24,6 +24,7 @@ import apsw
 
 from .connection import Connection, TransactionGuard, run_sql
 from .errors import GatewayError
+from .memo import TextMemo
 from .request import POST, WAIT, Kind, Request
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sqlite_gateway.worker")
 
-SINGLE_MEMO = 4096  # SQL texts remembered as single statements
 # After these errors the connection's state is not trusted: it is reopened.
 # (After a failed fsync, what the OS kept of the written pages is unknown.)
 RESET_AFTER = (apsw.IOError, apsw.CorruptError)
@@ -57,6 +57,7 @@ class Batches:
     _suspect: bool
     _sql: dict[str, str]
     _single: dict[str, bool]
+    _singles: TextMemo[bool]
 
     def _exec(self, sql: str) -> None:
         raise NotImplementedError
@@ -229,7 +230,7 @@ class Batches:
         turn.begin(request)
         try:
             if kind is Kind.TRANSACTION:
-                handle = Connection(conn, self._guard)  # _call_fn(), inlined
+                handle = Connection(conn, self._guard, self._singles)  # _call_fn(), inlined
                 try:
                     assert request.fn is not None
                     if request.kwargs:
@@ -240,15 +241,9 @@ class Batches:
                     handle._open = False
             elif kind is Kind.EXECUTE:
                 statements: list[str] = []
-
-                def record(_cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
-                    statements.append(statement)
-                    return True
                 value = run_sql(conn, self._guard, request.sql or "", request.params,
-                                tracer=record)
-                if len(self._single) >= SINGLE_MEMO:
-                    self._single.clear()
-                self._single[request.sql or ""] = len(statements) == 1
+                                statements=statements)
+                self._singles.remember(request.sql or "", len(statements) == 1)
             else:
                 value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
         except BaseException as exc:  # every failure goes back to its own caller
@@ -320,7 +315,7 @@ class Batches:
 
     def _call_fn(self, request: Request, conn: apsw.Connection) -> Any:
         """Call a transaction fn with its own conn handle, valid for this call only."""
-        handle = Connection(conn, self._guard)
+        handle = Connection(conn, self._guard, self._singles)
         try:
             assert request.fn is not None
             if request.kwargs:

@@ -27,6 +27,7 @@ import apsw
 from .bulk import add_note, run_slice
 from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .lifecycle import Lifecycle, State
+from .memo import TextMemo
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
 from .request import (WAIT, Kind, Params, Request, capture_many, check_many, check_params,
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _monotonic = time.monotonic
 
-_WRITES_MEMO = 4096  # SQL texts SQLite judged writes (cleared when full)
 # Signals (Ctrl-C) are delivered to the main thread: it never runs the
 # writer's own steps in place, so a KeyboardInterrupt cannot land in a COMMIT.
 _MAIN_THREAD = threading.main_thread().ident
@@ -122,8 +122,9 @@ class Gateway(WriteBehind):
                                   opts.vfs, opts.hang_timeout)
         super().__init__(path, queue, worker, readers, watchdog)
         # SQL texts SQLite judged writes on a reader: sent straight to the
-        # writer from then on (set operations are atomic).
-        self._writes: set[str] = set()
+        # writer from then on (_writes is the memo's plain dict, for lookups).
+        self._writes_memo: TextMemo[bool] = TextMemo()
+        self._writes = self._writes_memo.map
 
     def start(self) -> Gateway:
         super().start()
@@ -148,17 +149,22 @@ class Gateway(WriteBehind):
 
         With ``readers``, SQL that SQLite judges read-only runs on a reader
         instead (it sees every write acknowledged before the call); anything
-        else goes to the writer. Temporary tables live on the writer only:
-        use them inside ``transaction()``.
+        else goes to the writer (so does a statement SQLite judged read-only
+        that then writes, such as ``PRAGMA optimize``). Temporary tables
+        live on the writer only: use them inside ``transaction()``. For
+        several statements the Result holds the rows and columns of the
+        last one that returned rows.
 
         Raises:
             apsw.Error: SQLite's own error, the same object the worker caught
                 (e.g. ``apsw.ConstraintError``); nothing of the call is kept.
             TransactionControlError: ``sql`` holds BEGIN/COMMIT/SAVEPOINT/...
             TypeError, ValueError: ``sql`` or ``params`` of the wrong kind.
+            KeyError: a named parameter has no value in ``params`` (named).
             Overloaded, GatewayClosed: refused at once, nothing enqueued.
             RequestTimeout: you stopped waiting. If the request had not
-                started it will not run; if it had, it may still commit.
+                started it will not run; if it had, it may still commit. The
+                timeout covers the whole call (a reader's wait included).
         """
         sql, params = check_sql(sql), check_params(params)
         lane = 0 if priority == "interactive" else check_priority(priority)
@@ -175,11 +181,9 @@ class Gateway(WriteBehind):
             result = readers.read(sql, params, wait)
             if result is not None:
                 return result
-            if len(self._writes) >= _WRITES_MEMO:
-                self._writes.clear()
-            self._writes.add(sql)  # SQLite judged it a write: next time, straight to the writer
+            self._writes_memo.remember(sql, True)  # a write: next time, straight to the writer
             if wait is not None:  # one deadline for the whole call: the reader's wait counts
-                return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (), None,
+                return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (), None,  # type: ignore[no-any-return]
                                                   lane), wait, started)
         return self._call(new_wait(Kind.EXECUTE, sql, params, None, (), None, lane),  # type: ignore[no-any-return]
                           wait)
@@ -221,6 +225,9 @@ class Gateway(WriteBehind):
 
     def flush(self, timeout: Timeout = DEFAULT) -> None:
         """Barrier: return once every request accepted before it is committed or failed.
+
+        Accepted even when the queue is full (a barrier carries no data), so
+        a producer can always wait for its earlier writes.
 
         Raises:
             RequestTimeout: the barrier was not reached in time (the earlier

@@ -37,6 +37,7 @@ import apsw
 
 from .connection import TransactionGuard, run_read, run_sql
 from .errors import GatewayClosed, RequestTimeout
+from .memo import TextMemo
 from .request import FUTURE, STOP, Kind, Request, wait_for
 from .requestqueue import RequestQueue, fail_pending
 from .result import Result
@@ -44,7 +45,6 @@ from .result import Result
 logger = logging.getLogger(__name__)
 
 _PROGRESS_STEPS = 1000  # VM steps between two looks at the deadline (a point read takes ~100)
-_READS_MEMO = 4096  # SQL texts remembered as read-only (cleared when full)
 _CLOSE_WAIT = 5.0  # seconds close() waits for reads in progress to stop
 
 
@@ -72,13 +72,14 @@ class Reader:
     """One read-only connection, used by one thread at a time."""
 
     def __init__(self, path: str, busy_timeout: float, vfs: str | None,
-                 known_reads: set[str]) -> None:
+                 known_reads: TextMemo[bool]) -> None:
         self.stop = False  # set by close(): the running statement stops
         self.closed = False
         self.deadline: float | None = None  # the running read's caller's deadline
         self.served = 0  # reads answered here
         self.passed = 0  # texts SQLite judged writes, sent on to the writer
-        self._known = known_reads  # shared by the pool: texts SQLite judged read-only
+        # Shared by the pool: texts SQLite judged read-only (True: one statement).
+        self._known = known_reads
         self.conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs)
         self.conn.set_busy_timeout(int(busy_timeout * 1000))
         self.guard = _ReadGuard()
@@ -111,17 +112,25 @@ class Reader:
             GatewayClosed: stopped because the gateway is closing.
             apsw.Error: SQLite's own error.
         """
-        known = sql in self._known
+        known = self._known.map.get(sql)  # None: not seen; True: one statement; False: several
         self.guard.to_writer = False
         if hang_limit is not None and (deadline is None or hang_limit < deadline):
             self.deadline = hang_limit
         else:
             self.deadline = deadline
+        statements: list[str] = []
         try:
-            result = run_read(self.conn, sql, params, None if known else self._only_reads)
-        except (apsw.ExecTraceAbort, apsw.AuthError, apsw.ReadOnlyError):
-            if self.guard.to_writer or known:
-                self._known.discard(sql)
+            if known:
+                result = run_read(self.conn, sql, params)
+            else:
+                result = run_read(self.conn, sql, params, statements,
+                                  None if known is not None else self._only_reads)
+        except (apsw.ExecTraceAbort, apsw.AuthError, apsw.ReadOnlyError) as exc:
+            # ReadOnlyError: SQLite judged the statement read-only, yet it wrote
+            # (PRAGMA optimize runs ANALYZE): nothing was written here (the
+            # connection is read-only), and the writer can run it.
+            if self.guard.to_writer or known is not None or isinstance(exc, apsw.ReadOnlyError):
+                self._known.forget(sql)
                 self.passed += 1
                 return None
             if self.guard.refused or self.guard.refused_pragma is not None:
@@ -137,10 +146,8 @@ class Reader:
             raise
         finally:
             self.deadline = None
-        if not known:
-            if len(self._known) >= _READS_MEMO:
-                self._known.clear()
-            self._known.add(sql)
+        if known is None:
+            self._known.remember(sql, len(statements) == 1)
         self.served += 1
         return result
 
@@ -167,7 +174,7 @@ class ReaderPool:
         self._hang_timeout = hang_timeout
         self._busy_timeout = busy_timeout
         self._vfs = vfs
-        self._known: set[str] = set()
+        self._known: TextMemo[bool] = TextMemo()
         self._free: list[Reader] = []  # a stack: the most recently used (warm cache) on top
         self._all: list[Reader] = []
         self._lock = threading.Lock()
@@ -260,7 +267,7 @@ class ReaderLanes:
         self._hang_timeout = hang_timeout
         self._busy_timeout = busy_timeout
         self._vfs = vfs
-        self._known: set[str] = set()
+        self._known: TextMemo[bool] = TextMemo()
         self._queue = RequestQueue(queue_size)
         self._readers: list[Reader] = []
         self._threads = [threading.Thread(target=self._run, daemon=True,

@@ -47,6 +47,7 @@ import apsw
 from .batch import Batches
 from .connection import TransactionGuard, open_write_connection
 from .errors import GatewayClosed
+from .memo import TextMemo
 from .request import STOP, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
@@ -115,8 +116,10 @@ class Worker(Batches):
         }
         # SQL text -> True when it holds exactly one statement (learned on its
         # first successful run). One statement is atomic by itself, so it
-        # needs no savepoint of its own. Bounded: cleared when full.
-        self._single: dict[str, bool] = {}
+        # needs no savepoint of its own, and its rows need no statement
+        # boundaries. Bounded in entries and bytes; _single is its plain dict.
+        self._singles: TextMemo[bool] = TextMemo()
+        self._single = self._singles.map
 
     # -- thread body ------------------------------------------------------
 
@@ -301,7 +304,9 @@ class Worker(Batches):
             # watchdog struck: answered here). run() closes the connection,
             # which rolls back whatever the batch had done.
             logger.warning("worker on %s returned after it was given up; stopping", self.path)
-            fail_pending(batch, lambda: GatewayClosed(f"gateway is broken: {self.death}"))
+            # GivenUp is raised as a step begins, COMMIT included: nothing committed.
+            fail_pending(batch, lambda: GatewayClosed(
+                f"gateway is broken: {self.death}; it was not committed"))
             return False
         # (On any other exception the worker dies: give_up() answers _inflight.)
         self._inflight = []

@@ -128,7 +128,7 @@ def test_threads_past_the_readers_count_wait_for_a_free_reader_not_for_the_write
     with Gateway(db_path, readers=1) as db:
         db.execute("CREATE TABLE t(x)")
         first_in = threading.Event()
-        db._readers._known.add(SLOW_READ)  # type: ignore[union-attr]
+        db._readers._known.remember(SLOW_READ, True)  # type: ignore[union-attr]
 
         def holder():
             # A read that keeps its reader busy until released (a user function
