@@ -24,20 +24,19 @@ from typing import Any, TypeVar
 
 import apsw
 
-from .bulk import add_note, run_slice
-from .errors import GatewayClosed, GatewayError, RequestTimeout
+from .core import Core, run_plan
+from .errors import GatewayError, RequestTimeout
 from .lifecycle import Lifecycle, State
-from .memo import TextMemo
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
-from .request import (WAIT, Kind, Params, Request, capture_many, check_many, check_params,
+from .request import (WAIT, Kind, Params, Request, check_params,
                       check_priority, check_sql, check_timeout, new_wait)
 from .requestqueue import RequestQueue
 from .result import Result
 from .stats import Stats
 from .watchdog import Watchdog
 from .worker import Worker
-from .writebehind import SQL_KINDS, WriteBehind
+from .writebehind import WriteBehind
 
 __all__ = ["DEFAULT", "Gateway", "State", "Timeout"]
 
@@ -120,11 +119,8 @@ class Gateway(WriteBehind):
         elif opts.readers:
             readers = ReaderLanes(path, opts.readers, opts.busy_timeout, opts.queue_size,
                                   opts.vfs, opts.hang_timeout)
-        super().__init__(path, queue, worker, readers, watchdog)
-        # SQL texts SQLite judged writes on a reader: sent straight to the
-        # writer from then on (_writes is the memo's plain dict, for lookups).
-        self._writes_memo: TextMemo[bool] = TextMemo()
-        self._writes = self._writes_memo.map
+        super().__init__(path, Core(queue, worker, readers, timeout=opts.timeout,
+                                    background_slice=opts.background_slice), watchdog)
 
     def start(self) -> Gateway:
         super().start()
@@ -169,22 +165,20 @@ class Gateway(WriteBehind):
         sql, params = check_sql(sql), check_params(params)
         lane = 0 if priority == "interactive" else check_priority(priority)
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        readers = self._readers
-        if readers is not None and sql not in self._writes and self._state is State.RUNNING:
-            reason = self._queue.closed_reason
-            if reason is not None:
-                raise GatewayClosed(reason)
-            ident = threading.get_ident()
-            if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
-                self._check_not_worker("execute")
-            started = _monotonic()
-            result = readers.read(sql, params, wait)
-            if result is not None:
-                return result
-            self._writes_memo.remember(sql, True)  # a write: next time, straight to the writer
-            if wait is not None:  # one deadline for the whole call: the reader's wait counts
-                return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (), None,  # type: ignore[no-any-return]
-                                                  lane), wait, started)
+        core = self.core
+        if core.readers is not None and sql not in core.writes:
+            readers = core.reader_for(sql)
+            if readers is not None:
+                ident = threading.get_ident()
+                if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
+                    self._check_not_worker("execute")
+                started = _monotonic()
+                result = core.read(readers, sql, params, wait)
+                if result is not None:
+                    return result
+                if wait is not None:  # one deadline for the whole call: the reader's wait counts
+                    return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (),  # type: ignore[no-any-return]
+                                                      None, lane), wait, started)
         return self._call(new_wait(Kind.EXECUTE, sql, params, None, (), None, lane),  # type: ignore[no-any-return]
                           wait)
 
@@ -195,11 +189,10 @@ class Gateway(WriteBehind):
         All of it is one request: it holds the writer until done. For a long
         job beside interactive traffic, :meth:`bulk` cuts it into slices.
         """
-        lane = check_priority(priority)
-        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        params = check_many(seq_of_params)  # materialised here, not on the worker
-        return self._call(Request(Kind.EXECUTEMANY, check_sql(sql), params,  # type: ignore[no-any-return]
-                                  priority=lane, answer=WAIT), wait)
+        wait = self.core.wait_for(timeout)
+        # (The parameter sets are materialised here, not on the worker.)
+        return self._call(self.core.sql_request(Kind.EXECUTEMANY, sql, seq_of_params,  # type: ignore[no-any-return]
+                                                priority, WAIT), wait)
 
     def transaction(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
                     priority: str = "interactive", **kwargs: Any) -> T:
@@ -234,9 +227,8 @@ class Gateway(WriteBehind):
                 requests are still queued and will still run).
             GatewayClosed: the gateway is closed or broken.
         """
-        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        self._call(Request(Kind.FLUSH, answer=WAIT), wait)
-        self._failures.barrier()
+        wait = self.core.wait_for(timeout)
+        run_plan(self.core.flush_plan(WAIT), lambda request: self._call(request, wait))
 
     def run_exclusive(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
                       priority: str = "interactive", **kwargs: Any) -> T:
@@ -247,11 +239,8 @@ class Gateway(WriteBehind):
         connection for the duration of the call only; do not keep it.
         It may use explicit transactions; one left open is rolled back.
         """
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        request = Request(Kind.EXCLUSIVE, fn=fn, args=args, kwargs=kwargs,
-                          priority=check_priority(priority), answer=WAIT)
+        wait = self.core.wait_for(timeout)
+        request = self.core.fn_request(Kind.EXCLUSIVE, fn, args, kwargs, priority, WAIT)
         return self._call(request, wait)  # type: ignore[no-any-return]
 
     def bulk(self, sql: str, seq_of_params: Iterable[Params], *, timeout: Timeout = DEFAULT,
@@ -273,29 +262,16 @@ class Gateway(WriteBehind):
             of it or none. No later slice is sent.
             TypeError, ValueError, Overloaded, GatewayClosed: as executemany.
         """
-        rows = capture_many(seq_of_params)  # slices run while other threads go on
-        sql, lane = check_sql(sql), check_priority(priority)
-        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        done = changed = 0
-        while done < len(rows):
-            request = Request(Kind.TRANSACTION, fn=run_slice, priority=lane, answer=WAIT,
-                              args=(sql, rows, done, self.background_slice,
-                                    self._queue.interactive_waiting if lane else None))
-            try:
-                ran, count = self._call(request, wait)
-            except BaseException as exc:
-                add_note(exc, request, done, len(rows))
-                raise
-            done += ran
-            changed += count
-        return changed
+        wait = self.core.wait_for(timeout)
+        plan = self.core.bulk_plan(sql, seq_of_params, priority, WAIT)
+        return run_plan(plan, lambda request: self._call(request, wait))
 
     def stats(self) -> dict[str, Any]:
         """Figures since start: queued now, requests, errors, batches, commits,
         batch_mean, batch_max, latency p50/p99/max in ms (wait + run, over the
         most recent requests). Approximate: a snapshot taken while work goes on."""
         figures = self._stats.snapshot(len(self._queue))
-        figures["post_failures"] = self._failures.total
+        figures["post_failures"] = self.core.failures.total
         figures["state"] = self.state.value
         figures["reads"] = self._readers.reads if self._readers else 0
         figures["reads_to_writer"] = self._readers.to_writer if self._readers else 0
@@ -348,5 +324,4 @@ class Gateway(WriteBehind):
         self._queue.put(request)
         # A caller who gives up on a running statement stops it. Not a fn's:
         # it may be running Python, which cannot be stopped (the watchdog's job).
-        interrupt = worker.interrupt if request.kind in SQL_KINDS else None
-        return request.wait(timeout, interrupt)
+        return request.wait(timeout, self.core.interrupt)

@@ -76,6 +76,7 @@ class Reader:
         self.stop = False  # set by close(): the running statement stops
         self.closed = False
         self.deadline: float | None = None  # the running read's caller's deadline
+        self.cancel: threading.Event | None = None  # set: the running read's caller gave up
         self.served = 0  # reads answered here
         self.passed = 0  # texts SQLite judged writes, sent on to the writer
         # Shared by the pool: texts SQLite judged read-only (True: one statement).
@@ -87,8 +88,9 @@ class Reader:
         self.conn.set_progress_handler(self._should_stop, _PROGRESS_STEPS)
 
     def _should_stop(self) -> bool:
-        deadline = self.deadline
-        return self.stop or (deadline is not None and time.monotonic() >= deadline)
+        deadline, cancel = self.deadline, self.cancel
+        return self.stop or (deadline is not None and time.monotonic() >= deadline) or (
+            cancel is not None and cancel.is_set())
 
     def _only_reads(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
         if cursor.is_readonly:
@@ -97,7 +99,8 @@ class Reader:
         return False  # apsw raises ExecTraceAbort before the statement steps
 
     def read(self, sql: str, params: Any, deadline: float | None,
-             timeout: float | None, hang_limit: float | None = None) -> Result | None:
+             timeout: float | None, hang_limit: float | None = None,
+             cancel: threading.Event | None = None) -> Result | None:
         """The statement's Result, or None when SQLite says it must run on the writer.
 
         Args:
@@ -106,6 +109,8 @@ class Reader:
             hang_limit: when the read has run past the gateway's
                 ``hang_timeout`` (monotonic), or None: then it is stopped
                 with ``apsw.InterruptError``, as the watchdog stops the writer.
+            cancel: once set (by a caller that gave up: a cancelled task),
+                the running statement is stopped (``RequestTimeout``).
 
         Raises:
             RequestTimeout: stopped at ``deadline`` (nothing to undo: a read).
@@ -118,6 +123,7 @@ class Reader:
             self.deadline = hang_limit
         else:
             self.deadline = deadline
+        self.cancel = cancel
         statements: list[str] = []
         try:
             if known:
@@ -141,11 +147,13 @@ class Reader:
         except apsw.InterruptError:
             if self.stop:
                 raise GatewayClosed("gateway closed while this read ran") from None
-            if deadline is not None and time.monotonic() >= deadline:
+            if (deadline is not None and time.monotonic() >= deadline) or (
+                    cancel is not None and cancel.is_set()):
                 raise RequestTimeout(timeout or 0.0, started=True, interrupted=True) from None
             raise
         finally:
             self.deadline = None
+            self.cancel = None
         if known is None:
             self._known.remember(sql, len(statements) == 1)
         self.served += 1
@@ -190,10 +198,12 @@ class ReaderPool:
     def to_writer(self) -> int:
         return sum(reader.passed for reader in list(self._all))
 
-    def read(self, sql: str, params: Any, timeout: float | None) -> Result | None:
+    def read(self, sql: str, params: Any, timeout: float | None,
+             cancel: threading.Event | None = None) -> Result | None:
         """Run a read in the calling thread; None when it must go to the writer.
 
         Waits for a free reader when all ``size`` are busy (within ``timeout``).
+        ``cancel``, once set, stops the running statement (see :meth:`Reader.read`).
         """
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
@@ -206,7 +216,7 @@ class ReaderPool:
             if self._closed:
                 raise GatewayClosed("gateway is closed")
             return reader.read(sql, params, deadline, timeout,
-                               None if hang is None else now + hang)
+                               None if hang is None else now + hang, cancel)
         finally:
             self._give_back(reader)
 
@@ -281,12 +291,13 @@ class ReaderLanes:
         for thread in self._threads:
             thread.start()
 
-    def read(self, sql: str, params: Any, timeout: float | None) -> Result | None:
+    def read(self, sql: str, params: Any, timeout: float | None,
+             cancel: threading.Event | None = None) -> Result | None:
         request = Request(Kind.EXECUTE, sql, params, answer=FUTURE)
         # The reader stops the statement itself at the caller's deadline.
         now, hang = time.monotonic(), self._hang_timeout
         request.args = (None if timeout is None else now + timeout, timeout,
-                        None if hang is None else now + hang)
+                        None if hang is None else now + hang, cancel)
         self._queue.put(request)
         return wait_for(request, timeout)  # type: ignore[no-any-return]
 
@@ -309,10 +320,10 @@ class ReaderLanes:
                 for request in batch:
                     if not request.claim():
                         continue
-                    deadline, timeout, hang_limit = request.args
+                    deadline, timeout, hang_limit, cancel = request.args
                     try:
                         result = reader.read(request.sql or "", request.params, deadline,
-                                             timeout, hang_limit)
+                                             timeout, hang_limit, cancel)
                     except BaseException as exc:  # goes back to its own caller
                         request.set_exception(exc)
                         del exc  # break the frame <-> exception cycle

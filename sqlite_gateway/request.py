@@ -226,19 +226,24 @@ class Request:
                 had started; True if it stopped the request's running SQL.
 
         Raises:
-            RequestTimeout: no answer within ``timeout``. The request never runs
-                if it had not started; if it had, its running SQL statement is
-                interrupted when ``interrupt`` can.
+            RequestTimeout: no answer within ``timeout`` (see :meth:`timed_out`).
             BaseException: what the request raised, the same object.
         """
         answered = self._answered
         assert answered is not None
         if not answered.acquire(True, -1 if timeout is None else timeout):
-            if self.cancel():
-                raise RequestTimeout(timeout or 0.0, started=False)
-            if not answered.acquire(False):  # not answered in the meantime
-                interrupted = interrupt is not None and interrupt(self)
-                raise RequestTimeout(timeout or 0.0, True, interrupted)
+            return self.timed_out(timeout, interrupt)
+        return self.outcome()
+
+    def outcome(self) -> Any:
+        """The answer of a request that is answered: return its value or raise its error.
+
+        Only the answer is read: a worker that returns after the watchdog
+        answered writes its working fields, never the answer.
+        """
+        future = self.future
+        if future is not None:
+            return future.result(0)
         final = self._final
         if final is None:  # the worker's own answer (its fast path)
             value, error = self.value, self.error
@@ -252,6 +257,44 @@ class Request:
             finally:
                 del error
         return value
+
+    def timed_out(self, timeout: float | None,
+                  interrupt: Callable[[Request], bool] | None = None,
+                  writes: bool = True) -> Any:
+        """The rule when a caller's wait ends without an answer, in every door.
+
+        If the request has not started, it is given up and never runs. If it
+        was answered meanwhile, that answer is returned (or raised). Else it
+        runs: ``interrupt(request)`` may stop its SQL, and it may still commit.
+
+        Args:
+            writes: False for a read, which has nothing that could commit.
+
+        Raises:
+            RequestTimeout: ``started`` and ``interrupted`` say which case it was.
+        """
+        if self.cancel():
+            raise RequestTimeout(timeout or 0.0, started=False)
+        if self.done:
+            return self.outcome()  # answered just as the wait ended
+        interrupted = interrupt is not None and interrupt(self)
+        raise RequestTimeout(timeout or 0.0, writes, interrupted)
+
+    def cancel_note(self, interrupt: Callable[[Request], bool] | None = None) -> str:
+        """Give up the request for a caller that was cancelled (an asyncio
+        task); return what became of it, for a note on the CancelledError."""
+        if self.cancel():
+            return "sqlite_gateway: cancelled before the request started; it will not run"
+        if self.done:
+            future = self.future
+            failed = (future.exception() is not None if future is not None
+                      else (self._final or (None, self.error))[1] is not None)
+            outcome = "it failed" if failed else "it was committed"
+            return f"sqlite_gateway: cancelled after the request had finished; {outcome}"
+        if interrupt is not None and interrupt(self):
+            return ("sqlite_gateway: cancelled while the request ran; its running statement "
+                    "was interrupted, so it will most likely not commit")
+        return "sqlite_gateway: cancelled after the request started; it may still commit"
 
     def __repr__(self) -> str:
         what = self.sql if self.fn is None else getattr(self.fn, "__qualname__", self.fn)
@@ -320,13 +363,9 @@ def wait_for(request: Request, timeout: float | None,
     try:
         return future.result(timeout)
     except TimeoutError:
-        if future.done():
-            return future.result(0)
-        started = not future.cancel()
-        if started and future.done():
-            return future.result(0)
-        interrupted = started and interrupt is not None and interrupt(request)
-        raise RequestTimeout(timeout or 0.0, started, interrupted) from None
+        if not future.done():
+            return request.timed_out(timeout, interrupt)
+    return future.result(0)
 
 
 class _Marker:
