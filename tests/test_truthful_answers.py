@@ -10,12 +10,10 @@ from __future__ import annotations
 import array
 import mmap
 import os
-import sys
 import threading
 import time
 import tracemalloc
 
-import apsw
 import pytest
 from conftest import WorkerBlocker, child_python, run_python, scalar
 
