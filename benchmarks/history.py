@@ -126,22 +126,32 @@ class Profile:
 
 
 def draw_profile(seed: int, allowed: tuple[str, ...] = FAULT_KINDS,
-                 threads: int | None = None, inline: bool | None = None) -> Profile:
-    """A random profile; ``allowed`` limits the fault kinds, the others fix a field."""
+                 threads: int | None = None, inline: bool | None = None,
+                 tasks: int | None = None, every: bool = False,
+                 duration: float | None = None) -> Profile:
+    """A random profile; ``allowed`` limits the fault kinds (``every``: all of them
+    in every history), the others fix a field."""
     rng = random.Random(seed)
-    faults = [k for k in FAULT_KINDS if rng.random() < 0.3 and k in allowed]
+    faults = [k for k in FAULT_KINDS if (rng.random() < 0.3 or every) and k in allowed]
     if "slow-sync" in faults or "deadline" in faults:
         synchronous = "FULL"  # a COMMIT syncs the WAL only at FULL: the deadline lands there
     else:
         synchronous = rng.choice(("FULL", "NORMAL"))
     return Profile(
-        seed=seed, threads=threads or rng.choice((1, 1, 2, 3, 6)),
-        tasks=rng.choice((0, 0, 3)), inline=rng.random() < 0.7 if inline is None else inline,
+        seed=seed, threads=_fixed(threads, rng.choice((1, 1, 2, 3, 6))),
+        tasks=_fixed(tasks, rng.choice((0, 0, 3))),
+        inline=_fixed(inline, rng.random() < 0.7),
         readers=rng.choice((0, 4)), read_mode=rng.choice(("inline", "threads")),
         synchronous=synchronous,
         sync_delay=rng.choice((0.001, 0.003, 0.006)) if "slow-sync" in faults else 0.0,
         deadline_p=rng.choice((0.2, 0.5, 0.9)) if "deadline" in faults else 0.0,
-        faults=faults, duration=rng.uniform(0.3, 1.0))
+        faults=faults, duration=_fixed(duration, rng.uniform(0.3, 1.0)))
+
+
+def _fixed(given: Any, drawn: Any) -> Any:
+    """``given`` unless None; the draw is made either way, so fixing one field
+    leaves every other draw of the seed as it was."""
+    return drawn if given is None else given
 
 
 class Caller:
@@ -169,7 +179,9 @@ class Caller:
         """A tight deadline now and then (the deadline fault), else a long one."""
         if self.rng.random() < self.run.profile.deadline_p:
             self.rec.faults["deadline"] += 1
-            return self.rng.uniform(0.0, max(0.004, 3 * self.run.profile.sync_delay))
+            # Up to about one COMMIT's length: many deadlines pass while the
+            # call runs, some of them inside the COMMIT's sync.
+            return self.rng.uniform(0.0, max(0.002, 2 * self.run.profile.sync_delay))
         return LONG
 
     def priority(self) -> str:
@@ -207,9 +219,10 @@ class Caller:
     def execute_script(self) -> None:
         op, rows, ctr = self.new_op("execute-script", 2, counter=True)
         assert ctr is not None
+        params = {"a": rows[0], "b": rows[1], "op": op, "k": ctr[0], "inc": ctr[1]}
         self.call(op, rows, lambda: self.db.execute(
-            "INSERT INTO rows VALUES (?1, ?3); INSERT INTO rows VALUES (?2, ?3);"
-            " UPDATE counters SET n = n + ?5 WHERE k = ?4", (*rows, op, *ctr),
+            "INSERT INTO rows VALUES (:a, :op); INSERT INTO rows VALUES (:b, :op);"
+            " UPDATE counters SET n = n + :inc WHERE k = :k", params,
             timeout=self.timeout(), priority=self.priority()))
 
     def executemany(self) -> None:
@@ -305,7 +318,7 @@ class Caller:
         for _ in range(100_000):
             if self.run.stop.is_set() or self.closed >= 3:
                 break
-            getattr(self, self.rng.choice(self.DOORS))()
+            getattr(self, self.rng.choice(self.run.doors))()
         if self.posts:
             self.flush()
 
@@ -435,8 +448,10 @@ async def _await(fut: Any) -> Any:
 class Run:
     """One history being run: the gateway, its callers and the fault scheduler."""
 
-    def __init__(self, profile: Profile, path: str, log_path: str) -> None:
+    def __init__(self, profile: Profile, path: str, log_path: str,
+                 doors: tuple[str, ...] = Caller.DOORS) -> None:
         self.profile = profile
+        self.doors = doors  # the threads' doors (the asyncio tasks use all of theirs)
         self.path = path
         self.rec = Recorder(log_path)
         self.stop = threading.Event()
@@ -564,21 +579,30 @@ def verify(profile: Profile, path: str, log_path: str, faults: Counter[str]) -> 
     violations = found + violations
     excerpt: list[str] = []
     for v in violations[:3]:
-        around = [json.dumps(e) for e in lines if e.get("op") == v.op] if v.op else []
+        around = [_short(e) for e in lines if e.get("op") == v.op] if v.op else []
         excerpt.append(f"{v.kind} op {v.op}: {v.detail}")
         excerpt += ["    " + a for a in around[:4]]
     outcomes = Counter(op.outcome or "none" for op in ops.values())
     return Outcome(profile, len(ops), outcomes, faults, violations, may_there, excerpt)
 
 
-def run_history(profile: Profile, workdir: str) -> Outcome:
+def _short(entry: dict[str, Any]) -> str:
+    """A log line for an excerpt, its row list cut short."""
+    rows = entry.get("rows")
+    if rows and len(rows) > 3:
+        entry = {**entry, "rows": f"{rows[:3]} +{len(rows) - 3}"}
+    return json.dumps(entry)
+
+
+def run_history(profile: Profile, workdir: str, doors: tuple[str, ...] = Caller.DOORS) -> Outcome:
     """Run one history (in this process, or in a child killed with SIGKILL) and check it."""
     path = os.path.join(workdir, f"h{profile.seed}.db")
     log_path = path + ".log"
     faults: Counter[str] = Counter()
     if "kill" in profile.faults:
         child = subprocess.Popen([sys.executable, "-m", "benchmarks.history", "--child",
-                                  path, log_path, json.dumps(dataclasses.asdict(profile))],
+                                  path, log_path, json.dumps(dataclasses.asdict(profile)),
+                                  "--doors", ",".join(doors)],
                                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(
                                      __file__))), stdout=subprocess.PIPE, text=True)
         try:
@@ -595,7 +619,7 @@ def run_history(profile: Profile, workdir: str) -> Outcome:
             faults.update(json.loads(line)["kind"] for line in f.read().split(b"\n")
                           if b'"e": "fault"' in line)
     else:
-        run = Run(profile, path, log_path)
+        run = Run(profile, path, log_path, doors)
         try:
             run.play()
         finally:
@@ -631,6 +655,8 @@ class Campaign:
 
 def campaign(histories: int, seed: int, allowed: tuple[str, ...] = FAULT_KINDS,
              threads: int | None = None, inline: bool | None = None,
+             tasks: int | None = None, every: bool = False,
+             duration: float | None = None, doors: tuple[str, ...] = Caller.DOORS,
              progress: bool = False) -> Campaign:
     """Run histories with seeds ``seed .. seed + histories - 1``; return the figures."""
     shim()  # registered before any gateway names it
@@ -639,8 +665,8 @@ def campaign(histories: int, seed: int, allowed: tuple[str, ...] = FAULT_KINDS,
     workdir = tempfile.mkdtemp(prefix="sqlite-gateway-history-", dir=root)
     try:
         for i in range(histories):
-            profile = draw_profile(seed + i, allowed, threads, inline)
-            outcome = run_history(profile, workdir)
+            profile = draw_profile(seed + i, allowed, threads, inline, tasks, every, duration)
+            outcome = run_history(profile, workdir, doors)
             result.add(outcome)
             if progress and (outcome.violations or (i + 1) % 10 == 0):
                 print(f"history {i + 1}/{histories} (seed {profile.seed}): {outcome.ops} ops, "
@@ -662,7 +688,9 @@ def report(result: Campaign, command: str) -> str:
              "'may' outcomes found committed: " + (", ".join(
                  f"{k} {v}" for k, v in sorted(result.may_there.items())) or "none"),
              f"violations: {sum(len(o.violations) for o in result.failed)} in "
-             f"{len(result.failed)} histories"]
+             f"{len(result.failed)} histories" + "".join(
+                 f"; {k} {v}" for k, v in sorted(Counter(
+                     v.kind for o in result.failed for v in o.violations).items()))]
     for outcome in result.failed[:10]:
         p = outcome.profile
         lines.append(f"  seed {p.seed}: threads {p.threads}, tasks {p.tasks}, inline "
@@ -681,6 +709,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="fix the thread count")
     parser.add_argument("--inline", choices=("on", "off"), default=None,
                         help="fix the in-place option (default: drawn per history)")
+    parser.add_argument("--tasks", type=int, default=None, help="fix the asyncio task count")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds of calls per history (default: drawn, 0.3-1.0)")
+    parser.add_argument("--every", action="store_true",
+                        help="inject every allowed fault kind in every history")
+    parser.add_argument("--doors", default=",".join(Caller.DOORS),
+                        help=f"the threads' doors (default all: {','.join(Caller.DOORS)})")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -688,17 +723,20 @@ def main(argv: list[str] | None = None) -> int:
         path, log_path, spec = args.child
         fields = json.loads(spec)
         fields["faults"] = [k for k in fields["faults"] if k != "kill"]
-        run = Run(Profile(**fields), path, log_path)
+        run = Run(Profile(**fields), path, log_path, tuple(args.doors.split(",")))
         run.play(started=lambda: print("running", flush=True))
         return 0
     allowed = tuple(k for k in args.faults.split(",") if k)
     unknown = set(allowed) - set(FAULT_KINDS)
     if unknown:
         parser.error(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+    doors = tuple(d for d in args.doors.split(",") if d)
+    if not doors or set(doors) - set(Caller.DOORS):
+        parser.error(f"--doors: a comma-separated subset of {','.join(Caller.DOORS)}")
     seed = random.randrange(2**31) if args.seed is None else args.seed
     result = campaign(args.histories, seed, allowed, args.threads,
                       None if args.inline is None else args.inline == "on",
-                      progress=not args.quiet)
+                      args.tasks, args.every, args.duration, doors, progress=not args.quiet)
     command = " ".join(["python -m benchmarks.history", *(argv or sys.argv[1:])])
     if args.seed is None:
         command += f" --seed {seed}"

@@ -25,6 +25,10 @@ import apsw
 from sqlite_gateway import GatewayClosed, Overloaded, RequestTimeout
 
 ACK, NOT, MAY = "ack", "not", "may"
+# SQLite errors a history's faults can cause: each fails its call. Any other
+# (a ConstraintError on the history's unique ids would mean a write ran
+# twice) is "unexpected", a violation.
+EXPECTED_SQLITE = (apsw.InterruptError, apsw.BusyError, apsw.CantOpenError)
 
 
 class Boom(Exception):
@@ -82,7 +86,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return MAY, "cancelled-no-note"
     if isinstance(exc, apsw.IOError):
         return MAY, "io-error"
-    if isinstance(exc, apsw.Error):
+    if isinstance(exc, EXPECTED_SQLITE):
         return NOT, f"sqlite-{type(exc).__name__}"
     if isinstance(exc, Boom):
         return NOT, "fn-raised"
