@@ -109,7 +109,7 @@ class Profile:
     threads: int
     tasks: int  # asyncio tasks (0: no event loop)
     inline: bool
-    readers: int
+    readers: int  # -1: the gateway's default
     read_mode: str
     synchronous: str
     sync_delay: float
@@ -119,7 +119,8 @@ class Profile:
 
     def options(self) -> dict[str, Any]:
         hang = "hang" in self.faults
-        return dict(inline=self.inline, readers=self.readers, read_mode=self.read_mode,
+        readers = {} if self.readers < 0 else {"readers": self.readers}  # -1: the default
+        return dict(inline=self.inline, **readers, read_mode=self.read_mode,
                     synchronous=self.synchronous, vfs=shim().name, timeout=LONG,
                     busy_timeout=0.2 if hang else 1.0,
                     hang_timeout=HANG_TIMEOUT if hang else 30.0)
@@ -141,7 +142,7 @@ def draw_profile(seed: int, allowed: tuple[str, ...] = FAULT_KINDS,
         seed=seed, threads=_fixed(threads, rng.choice((1, 1, 2, 3, 6))),
         tasks=_fixed(tasks, rng.choice((0, 0, 3))),
         inline=_fixed(inline, rng.random() < 0.7),
-        readers=rng.choice((0, 4)), read_mode=rng.choice(("inline", "threads")),
+        readers=rng.choice((0, -1)), read_mode=rng.choice(("inline", "threads")),
         synchronous=synchronous,
         sync_delay=rng.choice((0.001, 0.003, 0.006)) if "slow-sync" in faults else 0.0,
         deadline_p=rng.choice((0.2, 0.5, 0.9)) if "deadline" in faults else 0.0,
