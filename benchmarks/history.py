@@ -117,6 +117,12 @@ class Profile:
     faults: list[str]
     duration: float
 
+    def door_path(self, op: int | None) -> str:
+        """"async" for an asyncio task's op, "threads" for a thread's (from the op id)."""
+        if op is None:
+            return "-"
+        return "async" if op >= 101 * 10**6 else "threads"
+
     def options(self) -> dict[str, Any]:
         hang = "hang" in self.faults
         readers = {} if self.readers < 0 else {"readers": self.readers}  # -1: the default
@@ -689,9 +695,10 @@ def report(result: Campaign, command: str) -> str:
              "'may' outcomes found committed: " + (", ".join(
                  f"{k} {v}" for k, v in sorted(result.may_there.items())) or "none"),
              f"violations: {sum(len(o.violations) for o in result.failed)} in "
-             f"{len(result.failed)} histories" + "".join(
-                 f"; {k} {v}" for k, v in sorted(Counter(
-                     v.kind for o in result.failed for v in o.violations).items()))]
+             f"{len(result.failed)} histories"]
+    labels = Counter(f"{v.kind} (answer: {v.why or '-'}; caller: {o.profile.door_path(v.op)})"
+                     for o in result.failed for v in o.violations)
+    lines += [f"  {n} {label}" for label, n in sorted(labels.items())]
     for outcome in result.failed[:10]:
         p = outcome.profile
         lines.append(f"  seed {p.seed}: threads {p.threads}, tasks {p.tasks}, inline "

@@ -131,9 +131,12 @@ class Op:
 
 @dataclasses.dataclass
 class Violation:
+    """A broken promise: its kind, the op (if one), what was seen, the answer's class."""
+
     kind: str
     op: int | None
     detail: str
+    why: str = ""  # how the caller's answer was classified (see classify)
 
 
 def load(entries: Iterable[dict[str, Any]]) -> tuple[dict[int, Op], list[Violation]]:
@@ -173,29 +176,31 @@ def check(ops: dict[int, Op], present: dict[int, int], counters: dict[int, int],
         n_there = sum(there)
         if op.door.endswith("bulk"):
             if there != sorted(there, reverse=True):
-                found.append(Violation("bulk-not-a-prefix", op.op, f"{op.why}: {there}"))
+                found.append(Violation("bulk-not-a-prefix", op.op, f"{op.why}: {there}", op.why))
             if op.outcome == ACK and n_there != len(op.rows):
-                found.append(Violation("lost-ack", op.op, f"{op.door}: {n_there}/{len(op.rows)}"))
+                found.append(Violation("lost-ack", op.op, f"{op.door}: {n_there}/{len(op.rows)}",
+                                       op.why))
             elif op.outcome is not None and n_there < op.acked:
                 found.append(Violation("lost-ack", op.op,
-                                       f"{op.door} {op.why}: {n_there} < {op.acked} acked"))
+                                       f"{op.door} {op.why}: {n_there} < {op.acked} acked", op.why))
             elif op.outcome == NOT and n_there > op.acked:
                 found.append(Violation("kept-failed", op.op,
                                        f"{op.door} {op.why}: {n_there} > {op.acked} acked; "
-                                       f"answer {op.answer}"))
+                                       f"answer {op.answer}", op.why))
             elif op.outcome == MAY and n_there > op.acked:
                 may_there[op.why] += 1
             continue
         if 0 < n_there < len(op.rows):
-            found.append(Violation("partial", op.op, f"{op.door}: {n_there}/{len(op.rows)}"))
+            found.append(Violation("partial", op.op, f"{op.door}: {n_there}/{len(op.rows)}",
+                                   op.why))
         if n_there and op.ctr:
             expected[op.ctr[0]] += op.ctr[1]
         if op.outcome == ACK and n_there < len(op.rows):
             found.append(Violation("lost-ack", op.op, f"{op.door} ({op.why}) answered "
-                                   "with its value but is not in the file"))
+                                   "with its value but is not in the file", op.why))
         elif op.outcome == NOT and n_there:
             found.append(Violation("kept-failed", op.op, f"{op.door} answered {op.why} "
-                                   f"but is in the file; answer {op.answer}"))
+                                   f"but is in the file; answer {op.answer}", op.why))
         elif op.outcome in (MAY, None) and n_there:
             may_there[op.why or "no-answer(killed)"] += 1
     for key, value in counters.items():
