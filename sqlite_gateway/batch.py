@@ -51,6 +51,7 @@ class Batches:
     stats: Stats
     turn: Turn
     background_slice: float
+    deadline: float | None
     _conn: apsw.Connection | None
     _guard: TransactionGuard
     _suspect: bool
@@ -61,6 +62,9 @@ class Batches:
         raise NotImplementedError
 
     def _reopen(self, cause: str, level: int = logging.WARNING) -> None:
+        raise NotImplementedError
+
+    def _arm(self) -> None:
         raise NotImplementedError
 
     def _run_batch(self, batch: list[Request]) -> None:
@@ -114,6 +118,10 @@ class Batches:
                         break
                     ran.append(request)
                 if offender is None:
+                    # An in-place caller's deadline ends here: SQLite consults the
+                    # progress handler during COMMIT too, and a COMMIT it stopped
+                    # would have been answered as a timeout once it had committed.
+                    self.deadline = None
                     self.turn.begin(None, committing=True)
                     self._exec(self._sql["commit"])
                 elif not conn.get_autocommit():
@@ -343,6 +351,7 @@ class Batches:
         finally:
             self.turn.end_request()
             guard.active = True
+        self._arm()  # fn had the raw connection: its handlers may be gone
         failed = None
         if not conn.get_autocommit():  # never leave a transaction open behind it
             try:

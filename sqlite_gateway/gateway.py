@@ -29,8 +29,8 @@ from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
-from .request import (WAIT, Kind, Params, Request, check_many, check_params, check_priority,
-                      check_sql, check_timeout, new_wait)
+from .request import (WAIT, Kind, Params, Request, capture_many, check_many, check_params,
+                      check_priority, check_sql, check_timeout, new_wait)
 from .requestqueue import RequestQueue
 from .result import Result
 from .stats import Stats
@@ -43,11 +43,22 @@ __all__ = ["DEFAULT", "Gateway", "State", "Timeout"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_monotonic = time.monotonic
 
 _WRITES_MEMO = 4096  # SQL texts SQLite judged writes (cleared when full)
 # Signals (Ctrl-C) are delivered to the main thread: it never runs the
 # writer's own steps in place, so a KeyboardInterrupt cannot land in a COMMIT.
 _MAIN_THREAD = threading.main_thread().ident
+
+
+def _main_thread_after_fork() -> None:
+    """In a forked child the forking thread is the main thread (it gets the signals)."""
+    global _MAIN_THREAD
+    _MAIN_THREAD = threading.get_ident()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_main_thread_after_fork)
 
 
 class Gateway(WriteBehind):
@@ -160,12 +171,16 @@ class Gateway(WriteBehind):
             ident = threading.get_ident()
             if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
                 self._check_not_worker("execute")
+            started = _monotonic()
             result = readers.read(sql, params, wait)
             if result is not None:
                 return result
             if len(self._writes) >= _WRITES_MEMO:
                 self._writes.clear()
             self._writes.add(sql)  # SQLite judged it a write: next time, straight to the writer
+            if wait is not None:  # one deadline for the whole call: the reader's wait counts
+                return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (), None,
+                                                  lane), wait, started)
         return self._call(new_wait(Kind.EXECUTE, sql, params, None, (), None, lane),  # type: ignore[no-any-return]
                           wait)
 
@@ -251,7 +266,7 @@ class Gateway(WriteBehind):
             of it or none. No later slice is sent.
             TypeError, ValueError, Overloaded, GatewayClosed: as executemany.
         """
-        rows = check_many(seq_of_params)
+        rows = capture_many(seq_of_params)  # slices run while other threads go on
         sql, lane = check_sql(sql), check_priority(priority)
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         done = changed = 0
@@ -281,6 +296,14 @@ class Gateway(WriteBehind):
 
     # -- plumbing ---------------------------------------------------------------
 
+    def _call_within(self, request: Request, timeout: float, started: float) -> Any:
+        """:meth:`_call` with what is left of ``timeout`` since ``started``; a
+        RequestTimeout names the caller's whole timeout."""
+        try:
+            return self._call(request, max(0.0, timeout - (_monotonic() - started)))
+        except RequestTimeout as exc:
+            raise RequestTimeout(timeout, exc.started, exc.interrupted) from None
+
     def _call(self, request: Request, timeout: float | None) -> Any:
         """Run a WAIT request: in place when the writer is idle, else via the worker."""
         if self._state is State.NEW:
@@ -301,11 +324,20 @@ class Gateway(WriteBehind):
             finally:
                 worker.writer.release()
             if accepted:
-                if (deadline is not None and isinstance(request.error, apsw.InterruptError)
-                        and time.monotonic() >= deadline):
-                    request.error = None  # stopped at the caller's deadline: nothing committed
-                    raise RequestTimeout(timeout or 0.0, started=True, interrupted=True)
-                return request.wait(0)
+                # Only the answer is read (never the worker's working fields): a
+                # watchdog that gave this call up answered first, and that wins.
+                try:
+                    return request.wait(0)
+                except (apsw.InterruptError, apsw.BusyError) as exc:
+                    if deadline is None or time.monotonic() < deadline:
+                        raise
+                    # Stopped at the caller's deadline, before COMMIT (the deadline
+                    # is disarmed there): nothing of it was committed. BusyError:
+                    # BEGIN gave up waiting for another process's lock; it never ran.
+                    interrupted = isinstance(exc, apsw.InterruptError)
+                    del exc
+                    raise RequestTimeout(timeout or 0.0, started=interrupted,
+                                         interrupted=interrupted) from None
         self._queue.put(request)
         # A caller who gives up on a running statement stops it. Not a fn's:
         # it may be running Python, which cannot be stopped (the watchdog's job).

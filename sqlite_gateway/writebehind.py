@@ -11,6 +11,7 @@ Order: one priority's submissions run in the order they were accepted;
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from .errors import GatewayError
 from .failures import FailureLog, PostFailure
 from .lifecycle import Lifecycle, State
 from .readers import ReaderLanes, ReaderPool
-from .request import (FUTURE, Kind, Params, Request, capture_params, check_many,
+from .request import (FUTURE, Kind, Params, Request, capture_many, capture_params,
                       check_priority, check_sql, check_timeout, new_future, new_post)
 from .requestqueue import RequestQueue
 from .result import Result
@@ -27,6 +28,7 @@ from .watchdog import Watchdog
 from .worker import Worker
 
 T = TypeVar("T")
+_get_ident = threading.get_ident
 _RUNNING = State.RUNNING
 
 SQL_KINDS = (Kind.EXECUTE, Kind.EXECUTEMANY)  # requests that are SQL only
@@ -119,10 +121,13 @@ class WriteBehind(Lifecycle):
         request = new_post(check_sql(sql), capture_params(params), lane, self._report)
         if block or self._state is not _RUNNING:
             self._enqueue(request, block, timeout)  # (with the checks a waiting call needs)
-        else:
-            # No nested-call check: a post made inside a transaction fn is
-            # simply run in a later batch; nobody waits for it.
-            self._queue.put(request)
+            return
+        # Refused inside a transaction fn like every other call: its row would
+        # commit in a later batch even if the fn failed.
+        worker, ident = self._worker, _get_ident()
+        if ident == worker.thread_ident or ident == worker.inline_ident:
+            self._check_not_worker("post")
+        self._queue.put(request)
 
     def failures(self) -> list[PostFailure]:
         """Return the :meth:`post` failures since the last call, and forget them.
@@ -157,7 +162,7 @@ class WriteBehind(Lifecycle):
             # The caller goes on before the worker runs it: copy, as write-behind calls must.
             sql, params = check_sql(sql), capture_params(params)
         elif kind is Kind.EXECUTEMANY:
-            params = check_many(params)
+            params = capture_many(params)
             sql = check_sql(sql)
         elif kind is not Kind.FLUSH and not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import os
 import threading
 import time
@@ -55,7 +54,8 @@ from typing import Any, TypeVar
 from ..errors import RequestTimeout
 from ..bulk import run_slice
 from ..gateway import DEFAULT, Gateway, State, Timeout
-from ..request import Kind, Params, check_many, check_params, check_priority, check_sql
+from ..request import (Kind, Params, capture_many, check_params, check_priority, check_sql,
+                       check_timeout)
 from ..result import Result
 
 __all__ = ["AsyncGateway"]
@@ -248,7 +248,7 @@ class AsyncGateway:
         applies to each slice. Cancelled or failed, the error carries a note
         saying how many parameter sets were committed; the rest do not run.
         """
-        rows = check_many(seq_of_params)
+        rows = capture_many(seq_of_params)
         sql = check_sql(sql)
         seconds = self._seconds(timeout)
         done = changed = 0
@@ -272,13 +272,7 @@ class AsyncGateway:
         """The wait in seconds (None: no limit); a bad value raises before anything is queued."""
         if timeout is DEFAULT:
             return self.gateway.timeout
-        if timeout is None:
-            return None
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and (
-                0 <= timeout < math.inf):
-            return float(timeout)
-        raise ValueError("timeout must be a finite number of seconds >= 0, or None for no "
-                         f"limit; not {timeout!r}")
+        return check_timeout(timeout)
 
     def _readers_for(self, sql: object) -> Any:
         """The gateway's readers if ``sql`` should be tried on one, else None.
