@@ -194,6 +194,9 @@ class Caller:
     def priority(self) -> str:
         return "background" if self.rng.random() < 0.2 else "interactive"
 
+    def classify(self, exc: BaseException) -> tuple[str, str]:
+        return hc.classify(exc, self.run.interrupted)
+
     def judge(self, op: int, rows: list[int], outcome: str, why: str,
               exc: BaseException | None = None) -> None:
         self.rec.outcome(op, outcome, why, exc=exc)
@@ -211,7 +214,7 @@ class Caller:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # every answer is recorded, including CancelledError
-            self.judge(op, rows, *hc.classify(exc), exc)
+            self.judge(op, rows, *self.classify(exc), exc)
             return
         self.judge(op, rows, hc.ACK, "returned")
 
@@ -264,7 +267,7 @@ class Caller:
             self.db.post("INSERT INTO rows VALUES (?, ?)", (rows[0], op),
                          priority=self.priority())
         except BaseException as exc:
-            self.judge(op, rows, *hc.classify(exc), exc)
+            self.judge(op, rows, *self.classify(exc), exc)
             return
         self.posts.append(op)
         self.judge(op, rows, hc.MAY, "posted")  # until a flush covers it
@@ -285,7 +288,7 @@ class Caller:
                 if error is None:
                     self.rec.outcome(op, hc.ACK, "post-flushed")
                 else:
-                    outcome, why = hc.classify(error)
+                    outcome, why = self.classify(error)
                     self.rec.outcome(op, outcome, f"post-failed-{why}", exc=error)
         self.posts = []
 
@@ -297,7 +300,7 @@ class Caller:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
-            acked, outcome, why = hc.classify_bulk(exc)
+            acked, outcome, why = hc.classify_bulk(exc, self.run.interrupted)
             self.rec.outcome(op, outcome, why, acked, exc)
             self.closed += isinstance(exc, GatewayClosed)
             return
@@ -385,7 +388,7 @@ class AsyncCaller(Caller):
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
-            self.judge(op, rows, *hc.classify(exc), exc)
+            self.judge(op, rows, *self.classify(exc), exc)
             return
         self.judge(op, rows, hc.ACK, "returned")
 
@@ -417,7 +420,7 @@ class AsyncCaller(Caller):
                     fut = adb.submit("INSERT INTO rows VALUES (?, ?)", (rows[0], op),
                                      priority=prio())
                 except BaseException as exc:
-                    self.judge(op, rows, *hc.classify(exc), exc)
+                    self.judge(op, rows, *self.classify(exc), exc)
                     continue
                 await self.acall(op, rows, _await(fut))
             elif door == "bulk":
@@ -441,7 +444,7 @@ class AsyncCaller(Caller):
         try:
             await task
         except BaseException as exc:
-            acked, outcome, why = hc.classify_bulk(exc)
+            acked, outcome, why = hc.classify_bulk(exc, self.run.interrupted)
             self.rec.outcome(op, outcome, why, acked, exc)
             self.closed += isinstance(exc, GatewayClosed)
             return
@@ -456,9 +459,10 @@ class Run:
     """One history being run: the gateway, its callers and the fault scheduler."""
 
     def __init__(self, profile: Profile, path: str, log_path: str,
-                 doors: tuple[str, ...] = Caller.DOORS) -> None:
+                 doors: tuple[str, ...] = Caller.DOORS, interrupted: str = hc.NOT) -> None:
         self.profile = profile
         self.doors = doors  # the threads' doors (the asyncio tasks use all of theirs)
+        self.interrupted = interrupted  # what RequestTimeout(interrupted=True) means
         self.path = path
         self.rec = Recorder(log_path)
         self.stop = threading.Event()
@@ -601,7 +605,8 @@ def _short(entry: dict[str, Any]) -> str:
     return json.dumps(entry)
 
 
-def run_history(profile: Profile, workdir: str, doors: tuple[str, ...] = Caller.DOORS) -> Outcome:
+def run_history(profile: Profile, workdir: str, doors: tuple[str, ...] = Caller.DOORS,
+                interrupted: str = hc.NOT) -> Outcome:
     """Run one history (in this process, or in a child killed with SIGKILL) and check it."""
     path = os.path.join(workdir, f"h{profile.seed}.db")
     log_path = path + ".log"
@@ -609,7 +614,7 @@ def run_history(profile: Profile, workdir: str, doors: tuple[str, ...] = Caller.
     if "kill" in profile.faults:
         child = subprocess.Popen([sys.executable, "-m", "benchmarks.history", "--child",
                                   path, log_path, json.dumps(dataclasses.asdict(profile)),
-                                  "--doors", ",".join(doors)],
+                                  "--doors", ",".join(doors), "--interrupted", interrupted],
                                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(
                                      __file__))), stdout=subprocess.PIPE, text=True)
         try:
@@ -626,7 +631,7 @@ def run_history(profile: Profile, workdir: str, doors: tuple[str, ...] = Caller.
             faults.update(json.loads(line)["kind"] for line in f.read().split(b"\n")
                           if b'"e": "fault"' in line)
     else:
-        run = Run(profile, path, log_path, doors)
+        run = Run(profile, path, log_path, doors, interrupted)
         try:
             run.play()
         finally:
@@ -664,7 +669,7 @@ def campaign(histories: int, seed: int, allowed: tuple[str, ...] = FAULT_KINDS,
              threads: int | None = None, inline: bool | None = None,
              tasks: int | None = None, every: bool = False,
              duration: float | None = None, doors: tuple[str, ...] = Caller.DOORS,
-             progress: bool = False) -> Campaign:
+             interrupted: str = hc.NOT, progress: bool = False) -> Campaign:
     """Run histories with seeds ``seed .. seed + histories - 1``; return the figures."""
     shim()  # registered before any gateway names it
     result = Campaign()
@@ -673,7 +678,7 @@ def campaign(histories: int, seed: int, allowed: tuple[str, ...] = FAULT_KINDS,
     try:
         for i in range(histories):
             profile = draw_profile(seed + i, allowed, threads, inline, tasks, every, duration)
-            outcome = run_history(profile, workdir, doors)
+            outcome = run_history(profile, workdir, doors, interrupted)
             result.add(outcome)
             if progress and (outcome.violations or (i + 1) % 10 == 0):
                 print(f"history {i + 1}/{histories} (seed {profile.seed}): {outcome.ops} ops, "
@@ -724,6 +729,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="inject every allowed fault kind in every history")
     parser.add_argument("--doors", default=",".join(Caller.DOORS),
                         help=f"the threads' doors (default all: {','.join(Caller.DOORS)})")
+    parser.add_argument("--interrupted", choices=(hc.NOT, hc.MAY), default=hc.NOT,
+                        help="what RequestTimeout(interrupted=True) means: not committed "
+                             "(default), or may have committed")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -731,7 +739,8 @@ def main(argv: list[str] | None = None) -> int:
         path, log_path, spec = args.child
         fields = json.loads(spec)
         fields["faults"] = [k for k in fields["faults"] if k != "kill"]
-        run = Run(Profile(**fields), path, log_path, tuple(args.doors.split(",")))
+        run = Run(Profile(**fields), path, log_path, tuple(args.doors.split(",")),
+                  args.interrupted)
         run.play(started=lambda: print("running", flush=True))
         return 0
     allowed = tuple(k for k in args.faults.split(",") if k)
@@ -744,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     seed = random.randrange(2**31) if args.seed is None else args.seed
     result = campaign(args.histories, seed, allowed, args.threads,
                       None if args.inline is None else args.inline == "on",
-                      args.tasks, args.every, args.duration, doors, progress=not args.quiet)
+                      args.tasks, args.every, args.duration, doors, args.interrupted,
+                      progress=not args.quiet)
     command = " ".join(["python -m benchmarks.history", *(argv or sys.argv[1:])])
     if args.seed is None:
         command += f" --seed {seed}"

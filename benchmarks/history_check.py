@@ -50,12 +50,14 @@ def describe(exc: BaseException) -> str:
     return text[:400]
 
 
-def classify(exc: BaseException) -> tuple[str, str]:
+def classify(exc: BaseException, interrupted: str = NOT) -> tuple[str, str]:
     """The outcome an exception announces, and a short name for why.
 
-    ``RequestTimeout(interrupted=True)`` counts as NOT: it says the running
-    statement was stopped at the caller's deadline, and a caller who retries
-    must not write twice. An ``apsw.IOError`` counts as MAY: SQLite may have
+    ``RequestTimeout(interrupted=True)`` (and a cancellation whose note says
+    the statement was interrupted) counts as ``interrupted``: NOT by default,
+    since it says the running statement was stopped at the caller's deadline,
+    and a caller who retries must not write twice; MAY if the library's
+    contract is that it may still commit. An ``apsw.IOError`` counts as MAY: SQLite may have
     written the commit before a failed sync (the gateway's error carries no
     note saying so; the checker reports how often such a write is there).
     """
@@ -63,7 +65,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
         if not exc.started:
             return NOT, "timeout-not-started"
         if exc.interrupted:
-            return NOT, "timeout-interrupted"
+            return interrupted, "timeout-interrupted"
         return MAY, "timeout-started"
     if isinstance(exc, GatewayClosed):
         if "may be committed" in str(exc):
@@ -78,7 +80,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
         if "may still commit" in notes:
             return MAY, "cancelled-may"
         if "interrupted" in notes:
-            return NOT, "cancelled-interrupted"
+            return interrupted, "cancelled-interrupted"
         if "will not run" in notes or "it failed" in notes or "nothing was written" in notes:
             return NOT, "cancelled"
         # No word from the gateway (a submit() future, or a task cancelled
@@ -95,7 +97,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return NOT, f"unexpected-{type(exc).__name__}"
 
 
-def classify_bulk(exc: BaseException) -> tuple[int, str, str]:
+def classify_bulk(exc: BaseException, interrupted: str = NOT) -> tuple[int, str, str]:
     """For a failed ``bulk()``: (parameter sets known committed, the rest's outcome, why).
 
     The note on the error says how many sets were committed before it and
@@ -107,10 +109,10 @@ def classify_bulk(exc: BaseException) -> tuple[int, str, str]:
     if "may still commit" in notes:
         return done, MAY, "bulk-may"
     if "the error says whether" in notes:
-        outcome, why = classify(exc)
+        outcome, why = classify(exc, interrupted)
         return done, outcome, f"bulk-{why}"
     if "bulk():" not in notes:
-        outcome, why = classify(exc)
+        outcome, why = classify(exc, interrupted)
         return done, outcome, f"bulk-no-note-{why}"
     return done, NOT, "bulk-rest-not"
 
