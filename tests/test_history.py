@@ -29,10 +29,12 @@ def test_random_histories_under_every_fault_kind_keep_every_promise():
 
 @pytest.mark.timeout(300)
 def test_histories_with_the_writer_run_in_place_and_a_hanging_fn_keep_every_promise():
-    """One caller at a time, so the writer is idle and calls run in place."""
+    """One caller at a time through the waiting doors, so the writer is idle and
+    every call runs in place, the hanging fn included."""
     result = history.campaign(4, SEED + 100, ("hang", "deadline", "slow-sync"), threads=1,
-                              inline=True)
-    assert result.faults["hang"] >= 1, result.faults
+                              inline=True, tasks=0, every=True,
+                              doors=("execute", "executemany", "transaction", "read"))
+    assert result.faults["hang"] == 4, result.faults
     assert not result.failed, history.report(result, f"campaign(4, {SEED + 100}, ...)")
 
 
