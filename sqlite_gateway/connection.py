@@ -9,6 +9,7 @@ reader's (the calling thread with ``read_mode="inline"``, a reader thread with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -130,14 +131,20 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
     ``autocheckpoint`` is SQLite's ``wal_autocheckpoint`` in pages (0: never
     checkpoint after a commit; beside Litestream, which checkpoints itself).
     """
-    conn = apsw.Connection(path, vfs=vfs)
+    try:
+        conn = apsw.Connection(path, vfs=vfs)
+    except apsw.CantOpenError as exc:
+        raise _cant_open(path, exc) from None
     try:
         # No SQL may corrupt the file on purpose (e.g. writes to an FTS5 index's
         # shadow tables): SQLite's SQLITE_DBCONFIG_DEFENSIVE.
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         # Set first, so that switching to WAL also waits for an outside lock.
         conn.set_busy_timeout(int(busy_timeout * 1000))
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+        except apsw.CantOpenError as exc:  # the -wal file cannot be created
+            raise _cant_open(path, exc) from None
         if str(mode).lower() != "wal":
             raise GatewayError(f"could not put {path!r} in WAL mode (journal_mode is {mode!r})")
         conn.execute(f"PRAGMA synchronous={synchronous}")  # validated against SYNCHRONOUS
@@ -149,6 +156,31 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
         conn.close()
         raise
     return conn, guard
+
+
+def _cant_open(path: str, exc: apsw.CantOpenError) -> apsw.CantOpenError:
+    """SQLite's "unable to open database file", with the path and the likely reason.
+
+    Same class and result codes: code that catches ``apsw.CantOpenError`` still does.
+    """
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        reason = f"its folder {folder} does not exist (create it first)"
+    elif os.path.isdir(full):
+        reason = "it is a folder, not a file"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        reason = (f"no permission to write in its folder {folder} (SQLite creates the "
+                  "-wal and -shm files beside the database)")
+    elif os.path.exists(full) and not os.access(full, os.R_OK | os.W_OK):
+        reason = "no permission to read and write it"
+    else:
+        reason = "see the error code"
+    better = apsw.CantOpenError(f"{exc}: {path!r}: {reason}")
+    for name in ("result", "extendedresult", "error_offset"):
+        if hasattr(exc, name):
+            setattr(better, name, getattr(exc, name))
+    return better
 
 
 def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,

@@ -43,6 +43,7 @@ from .core import Core
 from .errors import GatewayClosed, GatewayError
 from .readers import ReaderLanes
 from .requestqueue import RequestQueue, fail_pending
+from .samefile import warn_if_shared
 from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class Lifecycle:
             if self._state is not State.NEW:
                 raise GatewayError(f"gateway is {self.state.value}; it can be started once "
                                    "(to restart, make a new Gateway on the same file)")
+            warn_if_shared(self.path, self, _open_gateways)  # before we open it ourselves
             thread = threading.Thread(target=self._worker.run, daemon=True,
                                       name=f"sqlite-gateway-writer:{os.path.basename(self.path)}")
             # Daemon, so the interpreter reaches atexit, where _close_at_exit

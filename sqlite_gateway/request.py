@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Union
 
 from .errors import RequestTimeout
@@ -362,7 +363,7 @@ def wait_for(request: Request, timeout: float | None,
         return request.wait(timeout, interrupt)
     try:
         return future.result(timeout)
-    except TimeoutError:
+    except FutureTimeout:  # the builtin TimeoutError from 3.11 on, its own class on 3.10
         if not future.done():
             return request.timed_out(timeout, interrupt)
     return future.result(0)
