@@ -16,6 +16,7 @@ change count. So a failed call never keeps anything, whatever ran before it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -145,9 +146,13 @@ class Batches:
                 # A flush marker still succeeds: the requests before it have failed,
                 # and "committed or failed" is all a barrier promises.
                 failed = [r for r in todo if r.claim()]
+                error: BaseException = exc
                 for request in failed:
                     if request.kind is not Kind.FLUSH:
-                        request.value, request.error = None, exc
+                        request.value, request.error = None, error
+                        # Each caller gets an object of its own: a door adds notes
+                        # to it (bulk's), which must not reach the other callers.
+                        error = _copy_error(exc)
                 self._answer(failed)
                 if reopen:
                     self._reopen(f"{type(exc).__name__}: {exc}")
@@ -386,3 +391,17 @@ class Batches:
         self.stats.record_answers([now - r.enqueued for r in requests], errors)
         # Break reference cycles: an exception's frames hold this list.
         requests.clear()
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """``exc`` for one more caller: the same class, arguments, attributes and
+    traceback, in an object of its own (its notes list not shared)."""
+    try:
+        clone = copy.copy(exc)
+    except Exception:  # an exception type that cannot be copied: share it
+        return exc
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        clone.__notes__ = list(notes)  # type: ignore[attr-defined]
+    clone.__cause__, clone.__context__ = exc.__cause__, exc.__context__
+    return clone.with_traceback(exc.__traceback__)
