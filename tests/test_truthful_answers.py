@@ -14,6 +14,7 @@ import threading
 import time
 import tracemalloc
 
+import apsw
 import pytest
 from conftest import WorkerBlocker, child_python, run_python, scalar
 
@@ -367,3 +368,50 @@ def test_a_missing_named_parameter_is_named_in_the_error(gateway):
         message = str(info.value)
         assert "name" in message and "nmae" in message and "parameter" in message
     assert gateway.execute("SELECT count(*) FROM items").scalar() == 0
+
+
+# -- what "interrupted" promises ---------------------------------------------------------
+
+def _running_request(answer):
+    from sqlite_gateway.request import Kind, Request
+    request = Request(Kind.EXECUTE, "INSERT INTO t VALUES (1)", (), answer=answer)
+    assert request.claim()  # the worker has started it
+    return request
+
+
+@pytest.mark.parametrize("answer", ["wait", "future"])
+def test_an_interrupt_that_missed_is_not_reported_as_one(answer):
+    # Connection.interrupt() can miss (a statement just finishing; the next
+    # statement of a script starts after SQLite cleared the flag): the
+    # request then commits, and its caller must not hear "interrupted".
+    from sqlite_gateway.request import Answer, wait_for
+    request = _running_request(Answer(answer))
+
+    def interrupt_that_missed(req):
+        threading.Timer(0.05, req.set_result, ("committed",)).start()
+        return True
+
+    assert wait_for(request, 0.01, interrupt_that_missed) == "committed"
+
+
+@pytest.mark.parametrize("answer", ["wait", "future"])
+def test_an_interrupt_that_hit_is_reported_and_nothing_committed(answer):
+    from sqlite_gateway.request import Answer, wait_for
+    request = _running_request(Answer(answer))
+
+    def interrupt_that_hit(req):
+        req.set_exception(apsw.InterruptError("interrupted"))
+        return True
+
+    with pytest.raises(RequestTimeout) as info:
+        wait_for(request, 0.01, interrupt_that_hit)
+    assert info.value.started and info.value.interrupted
+    assert "nothing of it was committed" in str(info.value)
+
+
+def test_an_interrupt_whose_answer_is_late_says_it_may_still_commit():
+    from sqlite_gateway.request import Answer, wait_for
+    request = _running_request(Answer.WAIT)
+    with pytest.raises(RequestTimeout) as info:
+        wait_for(request, 0.01, lambda req: True)  # interrupted, but no answer in time
+    assert info.value.started and not info.value.interrupted
