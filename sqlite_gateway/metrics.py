@@ -46,9 +46,9 @@ _COUNTERS = {
     "reruns": ("reruns", "Requests run again after another request rolled back their batch"),
     "reads": ("reads", "Reads served by reader connections"),
     "reads_to_writer": ("reads_to_writer", "Reads that went to the writer"),
-    # sqlite_gateway.baseline.RetryGateway's own
-    "retries": ("retries", "Calls run again after SQLITE_BUSY (the retry backend)"),
-    "busy_errors": ("busy_errors", "SQLITE_BUSY errors met (the retry backend)"),
+    # the retry baseline's own (benchmarks/baselines.py RetryGateway)
+    "retries": ("retries", "Calls run again after SQLITE_BUSY (the retry baseline)"),
+    "busy_errors": ("busy_errors", "SQLITE_BUSY errors met (the retry baseline)"),
 }
 _GAUGES = {
     "queued": ("queue_depth", "Requests waiting in the queue now", 1.0),

@@ -1,7 +1,7 @@
 """The gateway's options, defined once: names, defaults, checks and meaning.
 
 :class:`Options` is what ``Gateway(path, **options)`` builds from its keyword
-arguments, what the baselines (:mod:`sqlite_gateway.baseline`) read their own
+arguments, what the benchmarks' baselines (``benchmarks/baselines.py``) read their own
 subset from, and what the framework integrations list as config keys
 (:mod:`sqlite_gateway.integrations.settings` reads its fields). A new option is
 added here, and only here, to become a keyword of every gateway class and a

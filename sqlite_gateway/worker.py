@@ -1,8 +1,10 @@
 """The worker: the one thread that owns the write connection.
 
-A request's path: caller -> ``RequestQueue.put`` -> ``Worker.run_once`` takes
-the batch -> ``BEGIN IMMEDIATE`` -> per request ``SAVEPOINT``, run,
-``RELEASE`` (or ``ROLLBACK TO``) -> ``COMMIT`` -> every future answered.
+A queued request's path: caller -> ``RequestQueue.put`` -> ``Worker.run_once``
+takes the batch -> ``BEGIN IMMEDIATE`` -> per request ``SAVEPOINT`` where it can
+matter, run, ``RELEASE`` (or ``ROLLBACK TO``) -> ``COMMIT`` -> every request
+answered (a waiting caller's lock released, a future set, or, for ``post``, a
+failure recorded). A request may instead run in its caller's thread (below).
 No caller hears anything before the COMMIT has returned, so an answer means
 the data is committed (and, with ``synchronous=FULL``, on disk).
 
