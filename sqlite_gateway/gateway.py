@@ -161,7 +161,9 @@ class Gateway(WriteBehind):
 
         Raises:
             apsw.Error: SQLite's own error, the same object the worker caught
-                (e.g. ``apsw.ConstraintError``); nothing of the call is kept.
+                (e.g. ``apsw.ConstraintError``); nothing of the call is kept,
+                except after an I/O error in the batch's COMMIT, whose note
+                (``__notes__``) says it may be committed.
             TransactionControlError: ``sql`` holds BEGIN/COMMIT/SAVEPOINT/...
             TypeError, ValueError: ``sql`` or ``params`` of the wrong kind.
             KeyError: a named parameter has no value in ``params`` (named).
