@@ -183,9 +183,10 @@ class Gateway(WriteBehind):
                 if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
                     self._check_not_worker("execute")
                 started = _monotonic()
-                result = core.read(readers, sql, params, wait)
+                result = readers.read(sql, params, wait)  # (core.read, less one call)
                 if result is not None:
                     return result
+                core.learned_write(sql)
                 if wait is not None:  # one deadline for the whole call: the reader's wait counts
                     return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (),  # type: ignore[no-any-return]
                                                       None, lane), wait, started)
