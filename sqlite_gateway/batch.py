@@ -16,7 +16,9 @@ change count. So a failed call never keeps anything, whatever ran before it.
 
 from __future__ import annotations
 
+import copy
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +81,7 @@ class Batches:
         reruns = 0
         while True:
             ran: list[Request] = []  # claimed and run, their outcome kept on them
+            committing = False
             try:
                 self.turn.begin(None)  # BEGIN may wait up to busy_timeout for a lock
                 self._exec(self._sql["begin"])
@@ -124,6 +127,7 @@ class Batches:
                     # would have been answered as a timeout once it had committed.
                     self.deadline = None
                     self.turn.begin(None, committing=True)
+                    committing = True
                     self._exec(self._sql["commit"])
                 elif not conn.get_autocommit():
                     self._exec(self._sql["rollback"])
@@ -145,9 +149,20 @@ class Batches:
                 # A flush marker still succeeds: the requests before it have failed,
                 # and "committed or failed" is all a barrier promises.
                 failed = [r for r in todo if r.claim()]
+                # An I/O error from COMMIT (its sync, or the auto-checkpoint SQLite
+                # runs inside it after the commit) leaves the outcome unknown: each
+                # answer says so, or its caller would take it for "nothing kept".
+                unknown = committing and isinstance(exc, RESET_AFTER)
+                # Each caller gets an object of its own: a door adds notes to it
+                # (bulk's), which must not reach the other callers.
+                clean = _copy_error(exc)
+                error: BaseException = exc
                 for request in failed:
                     if request.kind is not Kind.FLUSH:
-                        request.value, request.error = None, exc
+                        if unknown:
+                            _add_note(error, _MAY_BE_COMMITTED)
+                        request.value, request.error = None, error
+                        error = _copy_error(clean)
                 self._answer(failed)
                 if reopen:
                     self._reopen(f"{type(exc).__name__}: {exc}")
@@ -386,3 +401,29 @@ class Batches:
         self.stats.record_answers([now - r.enqueued for r in requests], errors)
         # Break reference cycles: an exception's frames hold this list.
         requests.clear()
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """``exc`` for one more caller: the same class, arguments, attributes and
+    traceback, in an object of its own (its notes list not shared)."""
+    try:
+        clone = copy.copy(exc)
+    except Exception:  # an exception type that cannot be copied: share it
+        return exc
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        clone.__notes__ = list(notes)  # type: ignore[attr-defined]
+    clone.__cause__, clone.__context__ = exc.__cause__, exc.__context__
+    return clone.with_traceback(exc.__traceback__)
+
+
+_MAY_BE_COMMITTED = ("sqlite_gateway: the COMMIT of this request's batch failed with an I/O "
+                     "error, after SQLite may have written it: it may be committed (all of "
+                     "it or none of it)")
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # no add_note() before 3.11: the same attribute, by hand
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]

@@ -11,6 +11,11 @@ The class is built in three layers, one concept each:
 - :mod:`~sqlite_gateway.writebehind`: the calls that return at once (submit, post);
 - here: the calls that wait for their answer, and ``__init__``, which builds the
   parts from the :mod:`~sqlite_gateway.options`.
+
+What every door shares (input checks, enqueue, read routing, the bulk and
+flush plans) is its :class:`~sqlite_gateway.core.Core` (``Gateway.core``);
+the asyncio door uses the same one. What is this door's own: waiting in the
+caller's thread, and running a call in place when the writer is idle.
 """
 
 from __future__ import annotations
@@ -92,6 +97,9 @@ class Gateway(WriteBehind):
     Lifecycle: ``start()`` (or ``with``) before any call; ``close()`` drains;
     see :class:`~sqlite_gateway.State`.
 
+    ``core`` is the :class:`~sqlite_gateway.core.Core` this gateway shares with
+    its other doors (the asyncio one); applications do not need it.
+
     Raises:
         ValueError: an option is out of range, or the path names no file.
         TypeError: an unknown option.
@@ -153,7 +161,9 @@ class Gateway(WriteBehind):
 
         Raises:
             apsw.Error: SQLite's own error, the same object the worker caught
-                (e.g. ``apsw.ConstraintError``); nothing of the call is kept.
+                (e.g. ``apsw.ConstraintError``); nothing of the call is kept,
+                except after an I/O error in the batch's COMMIT, whose note
+                (``__notes__``) says it may be committed.
             TransactionControlError: ``sql`` holds BEGIN/COMMIT/SAVEPOINT/...
             TypeError, ValueError: ``sql`` or ``params`` of the wrong kind.
             KeyError: a named parameter has no value in ``params`` (named).
@@ -173,9 +183,10 @@ class Gateway(WriteBehind):
                 if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
                     self._check_not_worker("execute")
                 started = _monotonic()
-                result = core.read(readers, sql, params, wait)
+                result = readers.read(sql, params, wait)  # (core.read, less one call)
                 if result is not None:
                     return result
+                core.learned_write(sql)
                 if wait is not None:  # one deadline for the whole call: the reader's wait counts
                     return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (),  # type: ignore[no-any-return]
                                                       None, lane), wait, started)

@@ -30,8 +30,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import TimeoutError as FutureTimeout  # (not the builtin on 3.10)
+from concurrent.futures import wait as futures_wait
 from typing import Any, Union
+
+import apsw
 
 from .errors import RequestTimeout
 
@@ -233,7 +236,9 @@ class Request:
         answered = self._answered
         assert answered is not None
         if not answered.acquire(True, -1 if timeout is None else timeout):
-            return self.timed_out(timeout, interrupt)
+            if self.give_up(timeout, interrupt):
+                answered.acquire(True, INTERRUPT_GRACE)
+            return self.verdict(timeout)
         return self.outcome()
 
     def outcome(self) -> Any:
@@ -259,27 +264,49 @@ class Request:
                 del error
         return value
 
-    def timed_out(self, timeout: float | None,
-                  interrupt: Callable[[Request], bool] | None = None,
-                  writes: bool = True) -> Any:
-        """The rule when a caller's wait ends without an answer, in every door.
+    def give_up(self, timeout: float | None,
+                interrupt: Callable[[Request], bool] | None = None) -> bool:
+        """The rule when a caller's wait ends without an answer, in every door (1 of 2).
 
-        If the request has not started, it is given up and never runs. If it
-        was answered meanwhile, that answer is returned (or raised). Else it
-        runs: ``interrupt(request)`` may stop its SQL, and it may still commit.
-
-        Args:
-            writes: False for a read, which has nothing that could commit.
+        If the request has not started, it is given up: it never runs
+        (RequestTimeout, ``started`` False). Else ``interrupt(request)`` may
+        stop its running SQL: then True, and the caller waits up to
+        :data:`INTERRUPT_GRACE` for the answer (its own way) before
+        :meth:`verdict`, because an interrupt can miss (a statement that was
+        just finishing, the next statement of a script) and only the answer
+        says whether it hit.
 
         Raises:
-            RequestTimeout: ``started`` and ``interrupted`` say which case it was.
+            RequestTimeout: the request had not started and never will.
         """
         if self.cancel():
             raise RequestTimeout(timeout or 0.0, started=False)
+        return not self.done and interrupt is not None and interrupt(self)
+
+    def verdict(self, timeout: float | None, writes: bool = True) -> Any:
+        """The rule when a caller's wait ends without an answer (2 of 2).
+
+        Answered meanwhile: that answer (a value means committed: late, but
+        true), except that ``apsw.InterruptError`` becomes RequestTimeout with
+        ``interrupted`` True: stopped, nothing of it committed. Not answered:
+        RequestTimeout with ``started`` (``writes``: False for a read, which
+        has nothing that could commit): it may still commit.
+        """
         if self.done:
-            return self.outcome()  # answered just as the wait ended
-        interrupted = interrupt is not None and interrupt(self)
-        raise RequestTimeout(timeout or 0.0, writes, interrupted)
+            try:
+                return self.outcome()
+            except apsw.InterruptError:
+                raise RequestTimeout(timeout or 0.0, True, True) from None
+        raise RequestTimeout(timeout or 0.0, writes)
+
+    def timed_out(self, timeout: float | None,
+                  interrupt: Callable[[Request], bool] | None = None,
+                  writes: bool = True) -> Any:
+        """:meth:`give_up` then :meth:`verdict`, for a caller that may block
+        (up to :data:`INTERRUPT_GRACE`) for the answer after an interrupt."""
+        if self.give_up(timeout, interrupt):
+            wait_answered(self, INTERRUPT_GRACE)
+        return self.verdict(timeout, writes)
 
     def cancel_note(self, interrupt: Callable[[Request], bool] | None = None) -> str:
         """Give up the request for a caller that was cancelled (an asyncio
@@ -350,6 +377,20 @@ def new_future(kind: Kind, sql: str | None, params: Any, lane: int) -> Request:
     request.future, request._answered, request._start = GatewayFuture(), None, None
     request._done, request._claimed, request._final = None, None, None
     return request
+
+
+INTERRUPT_GRACE = 0.5
+"""Seconds a caller that interrupted its request's SQL at its timeout waits for
+the answer, which says whether the interrupt hit (then nothing committed)."""
+
+
+def wait_answered(request: Request, timeout: float) -> bool:
+    """Block up to ``timeout`` for ``request``'s answer; True once it is answered."""
+    future = request.future
+    if future is not None:
+        return bool(futures_wait((future,), timeout).done)
+    answered = request._answered
+    return answered is None or answered.acquire(True, timeout)
 
 
 def wait_for(request: Request, timeout: float | None,

@@ -14,10 +14,12 @@ import threading
 import time
 import tracemalloc
 
+import apsw
 import pytest
 from conftest import WorkerBlocker, child_python, run_python, scalar
 
-from sqlite_gateway import Gateway, GatewayClosed, Overloaded, RequestTimeout, State
+from sqlite_gateway import (Gateway, GatewayClosed, GatewayError, Overloaded, RequestTimeout,
+                            State)
 from sqlite_gateway.errors import NestedCallError
 
 BOUND_S = 10  # a bound that detects a hang, not a timing goal
@@ -222,6 +224,23 @@ def test_an_exclusive_fn_that_clears_the_progress_handler_leaves_deadlines_worki
         assert db.execute("SELECT count(*) FROM t").scalar() == 0
 
 
+def test_an_exclusive_fn_cannot_leave_hooks_that_change_later_calls(db_path):
+    with Gateway(db_path, readers=0) as db:
+        db.execute("CREATE TABLE t(x)")
+
+        def meddle(conn):
+            conn.authorizer = None  # the guard that refuses transaction control
+            conn.execute("BEGIN")  # now prepared, and in apsw's statement cache
+            conn.execute("ROLLBACK")
+            conn.row_trace = lambda cursor, row: ("rewritten",)
+
+        db.run_exclusive(meddle)
+        db.execute("INSERT INTO t VALUES (1)")
+        assert db.execute("SELECT x FROM t").rows == ((1,),)
+        with pytest.raises(GatewayError, match="transaction"):
+            db.execute("BEGIN")
+
+
 # -- fork -------------------------------------------------------------------------
 
 FORK_FROM_A_THREAD = """
@@ -367,3 +386,78 @@ def test_a_missing_named_parameter_is_named_in_the_error(gateway):
         message = str(info.value)
         assert "name" in message and "nmae" in message and "parameter" in message
     assert gateway.execute("SELECT count(*) FROM items").scalar() == 0
+
+
+# -- what "interrupted" promises ---------------------------------------------------------
+
+def _running_request(answer):
+    from sqlite_gateway.request import Kind, Request
+    request = Request(Kind.EXECUTE, "INSERT INTO t VALUES (1)", (), answer=answer)
+    assert request.claim()  # the worker has started it
+    return request
+
+
+@pytest.mark.parametrize("answer", ["wait", "future"])
+def test_an_interrupt_that_missed_is_not_reported_as_one(answer):
+    # Connection.interrupt() can miss (a statement just finishing; the next
+    # statement of a script starts after SQLite cleared the flag): the
+    # request then commits, and its caller must not hear "interrupted".
+    from sqlite_gateway.request import Answer, wait_for
+    request = _running_request(Answer(answer))
+
+    def interrupt_that_missed(req):
+        threading.Timer(0.05, req.set_result, ("committed",)).start()
+        return True
+
+    assert wait_for(request, 0.01, interrupt_that_missed) == "committed"
+
+
+@pytest.mark.parametrize("answer", ["wait", "future"])
+def test_an_interrupt_that_hit_is_reported_and_nothing_committed(answer):
+    from sqlite_gateway.request import Answer, wait_for
+    request = _running_request(Answer(answer))
+
+    def interrupt_that_hit(req):
+        req.set_exception(apsw.InterruptError("interrupted"))
+        return True
+
+    with pytest.raises(RequestTimeout) as info:
+        wait_for(request, 0.01, interrupt_that_hit)
+    assert info.value.started and info.value.interrupted
+    assert "nothing of it was committed" in str(info.value)
+
+
+def test_an_interrupt_whose_answer_is_late_says_it_may_still_commit():
+    from sqlite_gateway.request import Answer, wait_for
+    request = _running_request(Answer.WAIT)
+    with pytest.raises(RequestTimeout) as info:
+        wait_for(request, 0.01, lambda req: True)  # interrupted, but no answer in time
+    assert info.value.started and not info.value.interrupted
+
+
+# -- an I/O error in COMMIT ------------------------------------------------------------
+
+def test_an_io_error_in_commit_says_each_caller_may_be_committed(db_path):
+    import uuid
+
+    from benchmarks.vfs import FaultVFS
+    vfs = FaultVFS(f"faulty-{uuid.uuid4().hex[:8]}")
+    try:
+        with Gateway(db_path, vfs=vfs.name, synchronous="FULL") as db:
+            db.execute("CREATE TABLE t(x)")
+            blocker = WorkerBlocker(db)
+            try:
+                futures = [db.submit("INSERT INTO t VALUES (?)", (x,)) for x in (1, 2)]
+                vfs.faults.arm(syncs=1, only="-wal")  # the COMMIT's sync of the WAL
+            finally:
+                blocker.done()
+            errors = [future.exception(BOUND_S) for future in futures]
+            vfs.faults.off()
+            assert all(isinstance(error, apsw.IOError) for error in errors)
+            assert errors[0] is not errors[1]  # one object per caller: notes stay apart
+            for error in errors:
+                notes = getattr(error, "__notes__", [])
+                assert len(notes) == 1 and "may be committed" in notes[0], notes
+            db.execute("INSERT INTO t VALUES (3)")  # and it serves on
+    finally:
+        vfs.unregister()

@@ -64,7 +64,8 @@ from ..core import Plan
 from ..errors import RequestTimeout
 from ..failures import PostFailure
 from ..gateway import DEFAULT, Gateway, State, Timeout
-from ..request import FUTURE, Kind, Params, Request, capture_params, check_priority, check_sql
+from ..request import (FUTURE, INTERRUPT_GRACE, Kind, Params, Request, capture_params,
+                       check_priority, check_sql)
 from ..result import Result
 from .loopbridge import TimedOut, add_note, bridge, time_out
 
@@ -401,7 +402,14 @@ async def _wait(request: Request, timeout: float | None,
     try:
         return await waiter
     except TimedOut:
-        return request.timed_out(timeout, interrupt)
+        if request.give_up(timeout, interrupt):
+            # Only the answer says whether the interrupt hit: wait for it, briefly.
+            late = bridge(request.future)
+            await asyncio.wait((late,), timeout=INTERRUPT_GRACE)
+            if late.done() and not late.cancelled():
+                late.exception()  # retrieved here; verdict() reads the request's answer
+            late.cancel()
+        return request.verdict(timeout)
     except asyncio.CancelledError as exc:
         add_note(exc, request.cancel_note(interrupt))
         raise
