@@ -252,10 +252,10 @@ class Connection:
         self._pid = os.getpid()
         self._level: str | None = ""
         self._mode = begin  # the current implicit transactions' begin mode
-        self.isolation_level = isolation_level
         self._block: Block | None = None
         self._explicit: str | None = None  # the mode of an open BEGIN statement
         self._savepoint_tx = False  # autocommit transaction opened by SAVEPOINT
+        self.isolation_level = isolation_level
         self._closed = False
         self.row_factory = None
         self.text_factory = str

@@ -133,8 +133,8 @@ class Block:
     def rollback_to(self, name: str) -> None:
         """Undo everything since savepoint ``name``; it stays open, as in SQLite."""
         index = self._index(name)
-        self._unwind(index, rollback=True)
-        self.savepoint(name)
+        self._unwind(index + 1, rollback=True)
+        self._savepoints[index][1].rollback()  # type: ignore[attr-defined]
 
     def commit(self) -> None:
         """Release every savepoint and commit the unit (returns once committed)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,7 @@ from sqlalchemy.testing.plugin.pytestplugin import *  # noqa: E402,F401,F403
 # set-up option, and dispose closes the process's gateway before deleting.
 CONFTEST_GATEWAY = CONFTEST + """
 import os
+import re
 
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import provision as _sqlite_provision
@@ -141,7 +143,9 @@ def run_suite(workdir: Path, url: str, conftest: str, requirements: Path,
         raise SystemExit(f"the suite did not run against {url}: see {workdir / 'output.txt'}")
     outcomes: dict[str, str] = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
-        test_id = f"{case.get('classname')}::{case.get('name')}"
+        # The class name carries the driver and SQLite's version: drop them.
+        classname = re.sub(r"_sqlite\+\w+_[\d_]+$", "", case.get("classname") or "")
+        test_id = f"{classname}::{case.get('name')}"
         kinds = {child.tag for child in case}
         if "failure" in kinds or "error" in kinds:
             outcomes[test_id] = "failed"
