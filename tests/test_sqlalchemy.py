@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -292,3 +293,28 @@ with engine.connect() as c:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.split() == ["0", "child"], out.stderr
+
+
+def test_a_session_past_the_hold_limit_is_rolled_back_and_told(tmp_path):
+    from sqlite_gateway import WriteBlockExpired
+
+    engine = create_engine(f"sqlite+gateway:///{tmp_path / 'slow.db'}?hold_limit=0.3")
+    Base.metadata.create_all(engine)
+    try:
+        with Session(engine) as session:
+            session.add(User(name="too slow"))
+            session.flush()
+            block = session.connection().connection.dbapi_connection._block.handle
+            deadline = time.monotonic() + 30
+            while block.held and time.monotonic() < deadline:
+                time.sleep(0.01)  # slow work with the writer held
+            with pytest.raises(WriteBlockExpired):
+                session.commit()
+            session.rollback()
+            session.add(User(name="next"))  # the session goes on
+            session.commit()
+        with Session(engine) as session:
+            assert session.scalars(select(User.name)).all() == ["next"]
+    finally:
+        engine.dispose()
+        registry.close_all()

@@ -293,7 +293,7 @@ class Connection:
 
     def cursor(self, factory: Any = None) -> Cursor:
         self._check_open()
-        return Cursor(self) if factory is None else factory(self)  # type: ignore[no-any-return]
+        return Cursor(self) if factory is None else factory(self)
 
     def execute(self, sql: str, parameters: Any = ()) -> Cursor:
         return self.cursor().execute(sql, parameters)
@@ -376,7 +376,7 @@ class Connection:
         return db
 
     def _wait(self, db: Gateway) -> float | None:
-        return db.timeout if self._timeout is DEFAULT else self._timeout  # type: ignore[return-value]
+        return db.timeout if self._timeout is DEFAULT else self._timeout
 
     def _run(self, sql: str, params: Any, many: bool) -> tuple[Result, bool]:
         """Run one call; (its Result, whether it ran as a transaction statement)."""

@@ -89,7 +89,7 @@ def mapped(exc: apsw.Error) -> Error:
     code = getattr(exc, "extendedresult", None)
     error.sqlite_errorcode = code if isinstance(code, int) else None
     if isinstance(code, int):
-        error.sqlite_errorname = apsw.mapping_result_codes.get(
-            code & 0xFF) if code not in apsw.mapping_extended_result_codes else (
-            apsw.mapping_extended_result_codes[code])
+        name = apsw.mapping_extended_result_codes.get(code) or apsw.mapping_result_codes.get(
+            code & 0xFF)
+        error.sqlite_errorname = name if isinstance(name, str) else None
     return error

@@ -50,8 +50,8 @@ def _floor(value: Any) -> Any:
 def builtin_functions(conn: apsw.Connection) -> None:
     """Register the SQL functions SQLAlchemy's stock SQLite driver adds to
     each connection (``regexp``, ``floor``) on one apsw connection."""
-    conn.create_scalar_function("regexp", _regexp, 2, deterministic=True)
-    conn.create_scalar_function("floor", _floor, 1, deterministic=True)
+    conn.create_scalar_function("regexp", _regexp, 2, deterministic=True)  # type: ignore[arg-type]
+    conn.create_scalar_function("floor", _floor, 1, deterministic=True)  # type: ignore[arg-type]
 
 
 def open_gateway(path: str, options: Mapping[str, Any] | None = None,

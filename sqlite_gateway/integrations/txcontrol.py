@@ -105,7 +105,7 @@ class Block:
     __slots__ = ("_cm", "handle", "_savepoints")
 
     def __init__(self, cm: AbstractContextManager[Any], handle: Any) -> None:
-        self._cm = cm
+        self._cm: AbstractContextManager[Any] | None = cm
         self.handle = handle
         self._savepoints: list[tuple[str, AbstractContextManager[Any]]] = []
 
