@@ -278,3 +278,11 @@ print(os.waitstatus_to_exitcode(status), c.execute("SELECT count(*) FROM t").fet
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.split() == ["0", "2"], out.stderr
+
+
+def test_close_with_an_open_transaction_rolls_back_and_frees_the_writer(conn, path):
+    conn.execute("INSERT INTO t (x) VALUES ('dropped')")
+    conn.close()
+    with conn.gateway.writer(timeout=5) as w:  # free at once, not after the hold limit
+        w.execute("INSERT INTO t (x) VALUES ('next')")
+    assert rows(path) == [(1, "next")]

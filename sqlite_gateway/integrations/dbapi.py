@@ -163,6 +163,7 @@ def _bound_conn(gateway: Gateway) -> Any:
 
 
 _EMPTY = Result()
+_WRITES_MEMO = 4096  # as the gateway's own memo of texts SQLite judged writes
 _ISOLATION_LEVELS = {"": None, "DEFERRED": "deferred", "IMMEDIATE": "immediate",
                      "EXCLUSIVE": "immediate"}
 _BEGIN_MODES = ("deferred", "immediate")
@@ -413,6 +414,9 @@ class Connection:
                 result = readers.read(sql, params, self._wait(db))
                 if result is not None:
                     return result
+                if len(db._writes) >= _WRITES_MEMO:
+                    db._writes.clear()
+                db._writes.add(sql)  # SQLite judged it a write: next time, no trial on a reader
             block = self._open_block(db, fn_conn)
         if many:
             return block.executemany(sql, params)

@@ -27,6 +27,7 @@ carries over from ``sqlite3`` and what does not.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import weakref
@@ -39,6 +40,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
 from ..gateway import Gateway
+from ..lifecycle import State
 from ..options import NAMES
 from . import dbapi
 from .settings import parse_settings
@@ -149,6 +151,8 @@ def _refuse_begin(statement: str) -> None:
 
 _engines: weakref.WeakKeyDictionary[Gateway, Engine] = weakref.WeakKeyDictionary()
 _engines_lock = threading.Lock()
+# An engine's gateway, with the process that looked it up (a child has its own).
+_gateways: weakref.WeakKeyDictionary[Engine, tuple[int, Gateway]] = weakref.WeakKeyDictionary()
 
 
 def engine_for(gateway: Gateway, **kwargs: Any) -> Engine:
@@ -168,8 +172,12 @@ def _engine_of(bind: Engine | Gateway) -> tuple[Engine, Gateway]:
     if not isinstance(bind, Engine) or not isinstance(bind.dialect, GatewayDialect):
         raise TypeError("run_in_transaction needs a sqlite+gateway Engine or a Gateway, "
                         f"not {bind!r}")
+    cached = _gateways.get(bind)
+    if cached is not None and cached[0] == os.getpid() and cached[1].state is State.RUNNING:
+        return bind, cached[1]
     with bind.connect() as connection:  # the engine's gateway, opened if need be
         gateway = connection.connection.dbapi_connection.gateway  # type: ignore[union-attr]
+    _gateways[bind] = (os.getpid(), gateway)
     return bind, gateway
 
 
