@@ -318,3 +318,10 @@ def test_a_session_past_the_hold_limit_is_rolled_back_and_told(tmp_path):
     finally:
         engine.dispose()
         registry.close_all()
+
+
+def test_untyped_datetime_and_date_parameters_bind_as_sqlite3s(engine):
+    when = datetime.datetime(2026, 12, 6, 5, 30, 1)
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT :when, :day"), {"when": when, "day": when.date()}).one()
+    assert tuple(got) == ("2026-12-06 05:30:01", "2026-12-06")
