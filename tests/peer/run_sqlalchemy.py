@@ -58,9 +58,11 @@ from sqlalchemy.testing.plugin.pytestplugin import *  # noqa: E402,F401,F403
 
 # The gateway run: SQLAlchemy's SQLite provisioning ATTACHes "test_schema" with
 # SQL on every new connection and deletes the files when an engine is disposed.
-# The gateway refuses ATTACH from SQL (an attachment would stay on its shared
-# connections), so here the attachment is made by the gateway's connection
-# set-up option, and dispose closes the process's gateway before deleting.
+# The gateway refuses ATTACH (an attachment would stay on its shared
+# connections), so here the gateway's connection set-up option attaches it
+# on every connection, with the gateway's guard lifted for that one statement
+# (test provisioning only), and dispose closes the process's gateway before
+# deleting the files.
 CONFTEST_GATEWAY = CONFTEST + """
 import os
 import re
@@ -82,7 +84,11 @@ def _gateway_post_configure_engine(url, engine, follower_ident):
     attach_path = os.path.abspath(f"{prefix}{engine.driver}_test_schema.db")
 
     def attach(conn):
-        conn.execute(f'ATTACH DATABASE "{attach_path}" AS test_schema')
+        guard, conn.authorizer = conn.authorizer, None
+        try:
+            conn.execute(f'ATTACH DATABASE "{attach_path}" AS test_schema')
+        finally:
+            conn.authorizer = guard
 
     @event.listens_for(engine, "do_connect")
     def add_setup(dialect, conn_rec, cargs, cparams):
