@@ -183,7 +183,8 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         if shape & MULTI or many or tracer is not None:  # (UNKNOWN has the MULTI bit)
             # A text seen for the first time, several statements, executemany:
             # traced (see shape.py).
-            trace = Trace(conn, before, tracer)
+            # (A tracer set on the connection still runs: a cursor's replaces it.)
+            trace = Trace(conn, before, tracer if tracer is not None else conn.exec_trace)
             cursor = conn.cursor()
             cursor.exec_trace = trace
             if many:
@@ -254,7 +255,7 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
     shape = _shape_of(sql, UNKNOWN)
     trace = None
     if shape & MULTI or tracer is not None:
-        trace = Trace(None, 0, tracer)
+        trace = Trace(None, 0, tracer if tracer is not None else conn.exec_trace)
         cursor = conn.cursor()
         cursor.exec_trace = trace
         cursor.execute(sql, params)
