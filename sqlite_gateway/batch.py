@@ -24,6 +24,7 @@ import apsw
 
 from .connection import Connection, TransactionGuard, run_sql
 from .errors import GatewayError
+from .memo import TextMemo
 from .request import POST, WAIT, Kind, Request
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sqlite_gateway.worker")
 
-SINGLE_MEMO = 4096  # SQL texts remembered as single statements
 # After these errors the connection's state is not trusted: it is reopened.
 # (After a failed fsync, what the OS kept of the written pages is unknown.)
 RESET_AFTER = (apsw.IOError, apsw.CorruptError)
@@ -51,16 +51,21 @@ class Batches:
     stats: Stats
     turn: Turn
     background_slice: float
+    deadline: float | None
     _conn: apsw.Connection | None
     _guard: TransactionGuard
     _suspect: bool
     _sql: dict[str, str]
     _single: dict[str, bool]
+    _singles: TextMemo[bool]
 
     def _exec(self, sql: str) -> None:
         raise NotImplementedError
 
     def _reopen(self, cause: str, level: int = logging.WARNING) -> None:
+        raise NotImplementedError
+
+    def _arm(self) -> None:
         raise NotImplementedError
 
     def _run_batch(self, batch: list[Request]) -> None:
@@ -114,6 +119,10 @@ class Batches:
                         break
                     ran.append(request)
                 if offender is None:
+                    # An in-place caller's deadline ends here: SQLite consults the
+                    # progress handler during COMMIT too, and a COMMIT it stopped
+                    # would have been answered as a timeout once it had committed.
+                    self.deadline = None
                     self.turn.begin(None, committing=True)
                     self._exec(self._sql["commit"])
                 elif not conn.get_autocommit():
@@ -221,7 +230,7 @@ class Batches:
         turn.begin(request)
         try:
             if kind is Kind.TRANSACTION:
-                handle = Connection(conn, self._guard)  # _call_fn(), inlined
+                handle = Connection(conn, self._guard, self._singles)  # _call_fn(), inlined
                 try:
                     assert request.fn is not None
                     if request.kwargs:
@@ -232,15 +241,9 @@ class Batches:
                     handle._open = False
             elif kind is Kind.EXECUTE:
                 statements: list[str] = []
-
-                def record(_cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
-                    statements.append(statement)
-                    return True
                 value = run_sql(conn, self._guard, request.sql or "", request.params,
-                                tracer=record)
-                if len(self._single) >= SINGLE_MEMO:
-                    self._single.clear()
-                self._single[request.sql or ""] = len(statements) == 1
+                                statements=statements)
+                self._singles.remember(request.sql or "", len(statements) == 1)
             else:
                 value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
         except BaseException as exc:  # every failure goes back to its own caller
@@ -312,7 +315,7 @@ class Batches:
 
     def _call_fn(self, request: Request, conn: apsw.Connection) -> Any:
         """Call a transaction fn with its own conn handle, valid for this call only."""
-        handle = Connection(conn, self._guard)
+        handle = Connection(conn, self._guard, self._singles)
         try:
             assert request.fn is not None
             if request.kwargs:
@@ -343,6 +346,7 @@ class Batches:
         finally:
             self.turn.end_request()
             guard.active = True
+        self._arm()  # fn had the raw connection: its handlers may be gone
         failed = None
         if not conn.get_autocommit():  # never leave a transaction open behind it
             try:
