@@ -15,11 +15,13 @@ from typing import Any
 
 import apsw
 
-from .memo import TextMemo
 from .errors import ConnectionSettingError, GatewayError, TransactionControlError
+from .memo import TextMemo
 from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
                      make_result)
+from .savepoint import Savepoint
+from .shape import Trace, names_when_empty
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -103,7 +105,8 @@ class TransactionGuard:
         self.refused_pragma: str | None = None
         # The worker's own savepoint (its name holds a per-process random
         # nonce no caller can know): allowed with the guard active, so the
-        # savepoint around each request costs no guard switching.
+        # savepoint around each request costs no guard switching. Names that
+        # start with it are the gateway's too (conn.savepoint(): own + depth).
         self.own_savepoint: str | None = None
 
     def __call__(self, op: int, p1: str | None, p2: str | None,
@@ -114,8 +117,10 @@ class TransactionGuard:
             return apsw.SQLITE_DENY
         if op in _TRANSACTION_OPS:
             if self.active:
-                if op == apsw.SQLITE_SAVEPOINT and p2 is not None and p2 == self.own_savepoint:
-                    return apsw.SQLITE_OK
+                own = self.own_savepoint
+                if (op == apsw.SQLITE_SAVEPOINT and p2 is not None and own is not None
+                        and p2.startswith(own)):
+                    return apsw.SQLITE_OK  # the worker's, or a conn.savepoint() (own + depth)
                 self.refused = True
                 return apsw.SQLITE_DENY
             self.allowed = True
@@ -123,13 +128,16 @@ class TransactionGuard:
 
 
 def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
-                          vfs: str | None = None, autocheckpoint: int = 1000) -> tuple[
+                          vfs: str | None = None, autocheckpoint: int = 1000,
+                          setup: Callable[[apsw.Connection], object] | None = None) -> tuple[
         apsw.Connection, TransactionGuard]:
     """Open and configure the one write connection (call on the worker thread).
 
     ``vfs`` names a registered SQLite VFS (None: the default one).
     ``autocheckpoint`` is SQLite's ``wal_autocheckpoint`` in pages (0: never
     checkpoint after a commit; beside Litestream, which checkpoints itself).
+    ``setup`` (the connection_setup option) is called last, with the guard on; if it raises,
+    the connection is closed and its error raised.
     """
     try:
         conn = apsw.Connection(path, vfs=vfs)
@@ -152,6 +160,8 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
         conn.wal_autocheckpoint(autocheckpoint)
         guard = TransactionGuard()
         conn.authorizer = guard
+        if setup is not None:
+            setup(conn)
     except BaseException:
         conn.close()
         raise
@@ -194,7 +204,8 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     begins (an exec tracer): pass it for a text that may hold several, so
     that the result keeps the rows and columns of the last statement that
     returned rows (see :func:`read_rows`); without it the text must be one
-    statement (the caller learned that before).
+    statement (the caller learned that before). The Result's columns and
+    rowcount are as :mod:`~sqlite_gateway.shape` says.
 
     Raises:
         TransactionControlError: the SQL holds BEGIN/COMMIT/SAVEPOINT/...
@@ -204,15 +215,19 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     """
     before = conn.total_changes()
     cursor = None
+    trace = None
     columns: tuple[str, ...]
     rows: tuple[Any, ...]
     try:
         if statements is None and not many:
             cursor = conn.execute(sql, params)
         else:
+            # Several statements, or executemany: each one's own changes() is
+            # counted as the next begins (see shape.py). (A tracer set on the
+            # connection still runs: a cursor's would replace it.)
             cursor = conn.cursor()
-            if statements is not None:
-                cursor.exec_trace = _recorder(statements)
+            trace = Trace(conn, before, conn.exec_trace, statements)
+            cursor.exec_trace = trace
             if many:
                 cursor.executemany(sql, params)
             else:
@@ -245,9 +260,16 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
+    if not rows:  # no row: the names all the same, unless the text has none
+        columns = names_when_empty(conn, sql, params[0] if many and params else params)
+    if trace is None:
+        # One statement: its own changes() (not its triggers'), if it changed anything.
+        rowcount = conn.changes() if conn.total_changes() != before else 0
+    else:
+        rowcount = trace.finish()
     result: Result = _new(Result)  # make_result(), inlined: this runs per statement
     _set_rows(result, rows)
-    _set_rowcount(result, conn.total_changes() - before)
+    _set_rowcount(result, rowcount)
     _set_lastrowid(result, conn.last_insert_rowid())
     _set_columns(result, columns)
     return result
@@ -328,7 +350,7 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
             cursor = conn.execute(sql, params)
             first = cursor.fetchone()
             if first is None:
-                return make_result((), 0, 0, ())
+                return make_result((), 0, 0, names_when_empty(conn, sql, params))
             columns = tuple([d[0] for d in cursor.get_description()])
             rest = cursor.fetchall()
             return make_result((first, *rest) if rest else (first,), 0, 0, columns)
@@ -336,6 +358,8 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
         cursor.exec_trace = _recorder(statements, tracer)
         cursor.execute(sql, params)
         rows, columns = read_rows(cursor, statements)
+        if not rows:
+            columns = names_when_empty(conn, sql, params)
         return make_result(rows, 0, 0, columns)
     except BaseException as exc:
         if cursor is not None:
@@ -357,13 +381,14 @@ class Connection:
     (``run_exclusive(fn)`` gives fn the raw ``apsw.Connection`` instead.)
     """
 
-    __slots__ = ("_conn", "_guard", "_open", "_singles")
+    __slots__ = ("_conn", "_guard", "_open", "_singles", "_savepoints")
 
     def __init__(self, conn: apsw.Connection, guard: TransactionGuard,
                  singles: TextMemo[bool] | None = None) -> None:
         self._conn = conn
         self._guard = guard
         self._open = True
+        self._savepoints: list[Savepoint] | None = None  # open ones, innermost last
         # The writer's memo of texts known to be one statement: any other
         # text runs traced (and is learned), so a multi-statement one keeps
         # the columns of the rows it returns (see read_rows).
@@ -414,6 +439,28 @@ class Connection:
         conn = self._check_open()
         return run_sql(conn, self._guard, check_sql(sql),
                        [check_params(p) for p in seq_of_params], many=True)
+
+    def savepoint(self) -> Savepoint:
+        """A nested unit for ``with``: its writes roll back alone if its body raises.
+
+        ::
+
+            def place(conn, bets):
+                for bet in bets:
+                    try:
+                        with conn.savepoint():
+                            conn.execute("INSERT INTO bets VALUES (?, ?)", bet)
+                            conn.execute("UPDATE wallets SET ...", ...)
+                    except apsw.ConstraintError:
+                        pass  # this bet's rows are undone; the others go on
+
+        The exception leaves the ``with`` (catch it to go on); a body that
+        ends normally keeps its writes, which commit with the fn. Nests to
+        any depth, innermost first; valid only while the fn runs. See
+        :class:`~sqlite_gateway.savepoint.Savepoint`.
+        """
+        self._check_open()
+        return Savepoint(self)
 
     @property
     def in_transaction(self) -> bool:

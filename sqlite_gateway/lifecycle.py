@@ -41,7 +41,6 @@ import weakref
 
 from .core import Core
 from .errors import GatewayClosed, GatewayError
-from .readers import ReaderLanes
 from .requestqueue import RequestQueue, fail_pending
 from .samefile import warn_if_shared
 from .watchdog import Watchdog
@@ -50,6 +49,11 @@ logger = logging.getLogger(__name__)
 
 _EXIT_CLOSE_TIMEOUT = 30.0  # how long the exit hook waits for one gateway to drain
 _open_gateways: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
+# Gateways closed while their worker thread was stuck (given up): the thread keeps
+# its connection, so the file stays open in this process until it exits. Kept
+# (strongly: the thread outlives the gateway object) so that the same-file check
+# of a later gateway knows whose descriptors those are.
+_stuck_gateways: set[Lifecycle] = set()
 
 
 class State(enum.Enum):
@@ -108,7 +112,8 @@ class Lifecycle:
             if self._state is not State.NEW:
                 raise GatewayError(f"gateway is {self.state.value}; it can be started once "
                                    "(to restart, make a new Gateway on the same file)")
-            warn_if_shared(self.path, self, _open_gateways)  # before we open it ourselves
+            # before we open it ourselves
+            warn_if_shared(self.path, self, [*_open_gateways, *_stuck_gateways])
             thread = threading.Thread(target=self._worker.run, daemon=True,
                                       name=f"sqlite-gateway-writer:{os.path.basename(self.path)}")
             # Daemon, so the interpreter reaches atexit, where _close_at_exit
@@ -130,8 +135,18 @@ class Lifecycle:
                 # worker waits for a lock another process holds: return at once and
                 # leave the daemon thread to the busy timeout, not the caller.
                 raise
-            if isinstance(self._readers, ReaderLanes):
-                self._readers.start()  # after the writer has put the file in WAL mode
+            if self._readers is not None:
+                # After the writer has put the file in WAL mode. A reader that
+                # cannot open (the connection_setup option raising, say) fails start():
+                # nothing stays open.
+                try:
+                    self._readers.start()
+                except BaseException:
+                    self._state = State.CLOSED
+                    self._queue.close("gateway is closed: start() did not complete")
+                    self._readers.close()
+                    thread.join()  # the worker drains nothing and closes the writer
+                    raise
             if self._watchdog is not None:
                 self._watchdog.start()
             self._state = State.RUNNING
@@ -187,6 +202,8 @@ class Lifecycle:
             if self._state is State.CLOSING:
                 self._state = State.CLOSED
                 _open_gateways.discard(self)
+                if thread.is_alive() and self._worker.death is not None:
+                    _stuck_gateways.add(self)
                 logger.info("gateway closed on %s", self.path)
 
     def _check_not_worker(self, what: str) -> None:

@@ -118,7 +118,8 @@ class WriteBehind(Lifecycle):
         # Refused inside a transaction fn like every other call: its row would
         # commit in a later batch even if the fn failed.
         worker, ident = self._worker, _get_ident()
-        if ident == worker.thread_ident or ident == worker.inline_ident:
+        if (ident == worker.thread_ident or ident == worker.inline_ident
+                or ident == worker.holder_ident):
             self.core.check_caller("post")
         self._queue.put(request)
 
