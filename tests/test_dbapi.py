@@ -67,7 +67,7 @@ def test_memory_and_sqlite3_only_features_are_refused_clearly(path):
         dbapi.connect(path, begin="eventually")
     with pytest.raises(ValueError, match="isolation_level"):
         dbapi.connect(path, isolation_level="SOMETIMES")
-    with pytest.raises(dbapi.NotSupportedError, match="set-up"):
+    with pytest.raises(dbapi.NotSupportedError, match="connection_setup"):
         dbapi.connect(path).create_function("twice", 1, lambda v: 2 * v)
 
 

@@ -325,3 +325,28 @@ def test_untyped_datetime_and_date_parameters_bind_as_sqlite3s(engine):
     with engine.connect() as conn:
         got = conn.execute(text("SELECT :when, :day"), {"when": when, "day": when.date()}).one()
     assert tuple(got) == ("2026-12-06 05:30:01", "2026-12-06")
+
+
+def _twice(conn):
+    conn.create_scalar_function("twice", lambda v: 2 * v, 1, deterministic=True)
+
+
+def test_functions_reach_every_connection_through_connection_setup(tmp_path):
+    engine = create_engine(f"sqlite+gateway:///{tmp_path / 'fn.db'}",
+                           connect_args={"connection_setup": _twice})
+    Base.metadata.create_all(engine)
+    try:
+        with Session(engine) as session:
+            session.add_all([User(name="ada"), User(name="bob")])
+            session.commit()
+            # on a reader (a read before any write), then inside the write block
+            assert session.scalar(select(sqlalchemy.func.twice(User.id)).where(
+                User.name.regexp_match("^b"))) == 4
+            session.add(User(name="cy"))
+            session.flush()
+            assert session.scalar(select(sqlalchemy.func.twice(sqlalchemy.func.count())
+                                         ).select_from(User)) == 6
+            session.commit()
+    finally:
+        engine.dispose()
+        registry.close_all()

@@ -43,8 +43,8 @@ Not carried over from ``sqlite3``: ``:memory:`` (the gateway needs a file);
 ``detect_types`` converters (results come back as SQLite stores them;
 SQLAlchemy parses dates itself); functions, aggregates and collations
 registered per connection (the gateway's connections are shared: pass the
-gateway's connection set-up option instead; ``regexp`` and ``floor`` are
-registered on every connection opened here). ``datetime.datetime`` and
+gateway's ``connection_setup`` option instead; ``regexp`` and ``floor`` are
+registered on every connection of a gateway opened here). ``datetime.datetime`` and
 ``datetime.date`` parameters bind as ISO text, as ``sqlite3``'s default
 adapters do, and :func:`register_adapter` adds more.
 """
@@ -175,7 +175,6 @@ def connect(database: str | os.PathLike[str] | None = None, timeout: Timeout = D
             check_same_thread: bool = True, factory: Any = None,
             cached_statements: int = 128, uri: bool = False, *,
             begin: str = "deferred", gateway: Gateway | None = None,
-            setup: Callable[[apsw.Connection], None] | None = None,
             **options: Any) -> Connection:
     """Open a connection to ``database`` through its process-wide gateway.
 
@@ -190,12 +189,11 @@ def connect(database: str | os.PathLike[str] | None = None, timeout: Timeout = D
             of ``isolation_level=""``.
         gateway: an existing started Gateway to use instead of opening one
             by path (``database`` is then ignored).
-        setup: run on every SQLite connection the gateway opens (functions,
-            collations), after ``regexp`` and ``floor`` are registered; used
-            when this call opens the gateway.
         **options: gateway options (``readers=8``, ``synchronous="NORMAL"``,
             text values parsed); used when this call opens the gateway, and
-            checked against the running one otherwise.
+            checked against the running one otherwise. ``connection_setup``
+            (functions, collations for every SQLite connection the gateway
+            opens) runs after ``regexp`` and ``floor`` are registered.
 
     Raises:
         NotSupportedError: ``:memory:``, ``uri=True``, ``detect_types``, ``factory``.
@@ -212,7 +210,7 @@ def connect(database: str | os.PathLike[str] | None = None, timeout: Timeout = D
     if uri:
         raise NotSupportedError("uri=True is not supported: pass a plain file path (the "
                                 "gateway opens its connections in the modes it needs)")
-    return Connection(database, timeout, isolation_level, begin, gateway, setup, options)
+    return Connection(database, timeout, isolation_level, begin, gateway, options)
 
 
 class Connection:
@@ -226,13 +224,12 @@ class Connection:
 
     def __init__(self, database: str | os.PathLike[str] | None, timeout: Timeout,
                  isolation_level: str | None, begin: str, gateway: Gateway | None,
-                 setup: Callable[[apsw.Connection], None] | None,
                  options: dict[str, Any]) -> None:
         if begin not in _BEGIN_MODES:
             raise ValueError(f"begin must be 'deferred' or 'immediate', not {begin!r}")
         self._begin = begin
         self._timeout = timeout if timeout is DEFAULT else check_timeout(timeout)
-        self._setup, self._options = setup, options
+        self._options = options
         if gateway is not None:
             if not isinstance(gateway, Gateway):
                 raise TypeError(f"gateway must be a Gateway, not {type(gateway).__name__}")
@@ -248,7 +245,7 @@ class Connection:
                     f"{self._path!r} is not supported: the gateway shares its connections "
                     "and needs WAL, which needs a database file")
             try:
-                self._db = open_gateway(self._path, options, setup)
+                self._db = open_gateway(self._path, options)
             except apsw.Error as exc:
                 raise mapped(exc) from exc
         self._pid = os.getpid()
@@ -358,7 +355,8 @@ class Connection:
         raise NotSupportedError(
             f"create_function({name!r}) is not supported per connection: the gateway's "
             "connections are shared; register functions with the gateway's connection "
-            "set-up option (connect(setup=fn) or Gateway(..., setup option))")
+            "connection_setup option (connect(connection_setup=fn), or in SQLAlchemy "
+            "connect_args={'connection_setup': fn})")
 
     create_aggregate = create_collation = create_window_function = create_function
 
@@ -374,7 +372,7 @@ class Connection:
             if self._pid != os.getpid():  # forked: the parent's block is not ours
                 self._block, self._explicit, self._pid = None, None, os.getpid()
             if self._owned:
-                db = self._db = open_gateway(self._path, self._options, self._setup)
+                db = self._db = open_gateway(self._path, self._options)
         return db
 
     def _wait(self, db: Gateway) -> float | None:

@@ -92,7 +92,7 @@ def _gateway_post_configure_engine(url, engine, follower_ident):
 
     @event.listens_for(engine, "do_connect")
     def add_setup(dialect, conn_rec, cargs, cparams):
-        cparams["setup"] = attach
+        cparams["connection_setup"] = attach
 
     @event.listens_for(engine, "engine_disposed")
     def dispose(engine):
