@@ -75,7 +75,8 @@ from .txcontrol import Block, TxStatement, parse
 
 __all__ = [
     "apilevel", "threadsafety", "paramstyle", "sqlite_version", "sqlite_version_info",
-    "connect", "Connection", "Cursor", "bound_to", "register_adapter",
+    "connect", "Connection", "Cursor", "bound_to", "register_adapter", "register_converter",
+    "converters",
     "Warning", "Error", "InterfaceError", "DatabaseError", "DataError", "OperationalError",
     "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError",
     "Binary", "Date", "Time", "Timestamp", "DateFromTicks", "TimeFromTicks",
@@ -116,6 +117,19 @@ def register_adapter(type_: type, adapter: Callable[[Any], Any]) -> None:
     """Bind values of exactly ``type_`` as ``adapter(value)`` (as ``sqlite3``'s
     function of that name). Process-wide; register at import time."""
     _adapters[type_] = adapter
+
+
+converters: dict[str, Callable[[bytes], Any]] = {}
+"""What :func:`register_converter` registered, by upper-case type name (as
+``sqlite3.converters``). Kept for code that registers converters at import
+time (Django's backend does); they are not applied: ``detect_types`` is
+refused, because the gateway's results carry column names, not declared types."""
+
+
+def register_converter(typename: str, converter: Callable[[bytes], Any]) -> None:
+    """Record a converter as ``sqlite3.register_converter`` does (see :data:`converters`:
+    it is never applied here)."""
+    converters[typename.upper()] = converter
 
 
 def _adapt(params: Any) -> Any:
@@ -170,6 +184,13 @@ _ISOLATION_LEVELS = {"": None, "DEFERRED": "deferred", "IMMEDIATE": "immediate",
 _BEGIN_MODES = ("deferred", "immediate")
 
 
+def _check_level(value: object) -> None:
+    if value is not None and (not isinstance(value, str)
+                              or value.upper() not in _ISOLATION_LEVELS):
+        raise ValueError("isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or "
+                         f"'EXCLUSIVE', or None (autocommit), not {value!r}")
+
+
 def connect(database: str | os.PathLike[str] | None = None, timeout: Timeout = DEFAULT,
             detect_types: int = 0, isolation_level: str | None = "",
             check_same_thread: bool = True, factory: Any = None,
@@ -203,8 +224,9 @@ def connect(database: str | os.PathLike[str] | None = None, timeout: Timeout = D
     del check_same_thread, cached_statements
     if detect_types:
         raise NotSupportedError(
-            "detect_types is not supported: results come back as SQLite stores them "
-            "(convert in the application or the ORM's column types)")
+            "detect_types is not supported: results come back as SQLite stores them and "
+            "registered converters are not applied (convert in the application or the "
+            "ORM's column types)")
     if factory is not None:
         raise NotSupportedError("factory= is not supported by sqlite_gateway's DB-API")
     if uri:
@@ -225,9 +247,15 @@ class Connection:
     def __init__(self, database: str | os.PathLike[str] | None, timeout: Timeout,
                  isolation_level: str | None, begin: str, gateway: Gateway | None,
                  options: dict[str, Any]) -> None:
+        # Every argument is checked before the gateway is opened.
         if begin not in _BEGIN_MODES:
             raise ValueError(f"begin must be 'deferred' or 'immediate', not {begin!r}")
+        _check_level(isolation_level)
         self._begin = begin
+        self._closed = False
+        self._block: Block | None = None
+        self._explicit: str | None = None  # the mode of an open BEGIN statement
+        self._savepoint_tx = False  # autocommit transaction opened by SAVEPOINT
         self._timeout = timeout if timeout is DEFAULT else check_timeout(timeout)
         self._options = options
         if gateway is not None:
@@ -251,11 +279,7 @@ class Connection:
         self._pid = os.getpid()
         self._level: str | None = ""
         self._mode = begin  # the current implicit transactions' begin mode
-        self._block: Block | None = None
-        self._explicit: str | None = None  # the mode of an open BEGIN statement
-        self._savepoint_tx = False  # autocommit transaction opened by SAVEPOINT
         self.isolation_level = isolation_level
-        self._closed = False
         self.row_factory = None
         self.text_factory = str
 
@@ -269,10 +293,8 @@ class Connection:
 
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
+        _check_level(value)
         if value is not None:
-            if not isinstance(value, str) or value.upper() not in _ISOLATION_LEVELS:
-                raise ValueError("isolation_level string must be '', 'DEFERRED', "
-                                 f"'IMMEDIATE', or 'EXCLUSIVE', not {value!r}")
             self._mode = _ISOLATION_LEVELS[value.upper()] or self._begin
         elif self._block is not None and self._explicit is None:
             self.commit()  # sqlite3 commits a pending transaction when autocommit is set
@@ -411,6 +433,10 @@ class Connection:
             readers = db._readers  # (the gateway's own routing, asked without a write fallback)
             if (fn_conn is None and mode == "deferred" and not many and readers is not None
                     and sql not in db._writes):
+                ident, worker = threading.get_ident(), db._worker
+                if ident == worker.thread_ident or ident == worker.inline_ident:
+                    # Inside a transaction fn, a reader would not see the fn's writes.
+                    db._check_not_worker("execute")
                 result = readers.read(sql, params, self._wait(db))
                 if result is not None:
                     return result
