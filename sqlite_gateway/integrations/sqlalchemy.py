@@ -100,7 +100,9 @@ class GatewayDialect(SQLiteDialect_pysqlite):
         except (ValueError, TypeError) as error:
             raise exc.ArgumentError(f"sqlite+gateway URL: {error}") from None
         params: dict[str, Any] = {"begin": begin, **options}
-        return ([url.database or None], params)
+        # As the stock dialect: a relative path is resolved once, at create_engine.
+        database = os.path.abspath(url.database) if url.database else None
+        return ([database], params)
 
     def on_connect(self) -> Any:
         return None  # regexp and floor are on every gateway connection already
