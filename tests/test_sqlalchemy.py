@@ -350,3 +350,23 @@ def test_functions_reach_every_connection_through_connection_setup(tmp_path):
     finally:
         engine.dispose()
         registry.close_all()
+
+
+def test_orm_updates_and_deletes_on_tables_with_triggers_and_cascades(engine):
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE audit (what TEXT)"))
+        conn.execute(text("CREATE TRIGGER users_audit AFTER UPDATE ON users BEGIN "
+                          "INSERT INTO audit VALUES ('u1'); INSERT INTO audit VALUES ('u2'); END"))
+    with Session(engine) as session:
+        session.add(User(name="ada", posts=[Post(title="a"), Post(title="b")]))
+        session.commit()
+        ada = session.scalars(select(User)).one()
+        ada.name = "Ada"  # rowcount must be 1, not 3 (the trigger's rows are not counted)
+        session.commit()
+        for post in ada.posts:
+            session.delete(post)
+        session.delete(ada)
+        session.commit()
+        assert session.scalars(select(User)).all() == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM audit")).scalar() == 2
