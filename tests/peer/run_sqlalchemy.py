@@ -182,6 +182,13 @@ def run_suite(workdir: Path, url: str, conftest: str, requirements: Path,
                        stderr=subprocess.STDOUT, timeout=timeout, check=False)
     if not junit.exists():
         raise SystemExit(f"the suite did not run against {url}: see {workdir / 'output.txt'}")
+    return outcomes_of(junit)
+
+
+def outcomes_of(junit: Path) -> dict[str, str]:
+    """Test id -> "passed", "failed" or "skipped", from pytest's junit XML. The id
+    leaves out the driver and SQLite version that the suite puts in class names,
+    so one test has one id on every driver."""
     outcomes: dict[str, str] = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         # The class name carries the driver and SQLite's version: drop them.
