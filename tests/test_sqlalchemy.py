@@ -93,6 +93,14 @@ def test_a_bad_url_key_fails_at_create_engine(tmp_path, query, message):
     assert not (tmp_path / "x.db").exists()
 
 
+def test_the_stock_drivers_thread_and_cache_keys_are_accepted(tmp_path):
+    engine = create_engine(f"sqlite+gateway:///{tmp_path / 'k.db'}"
+                           "?check_same_thread=false&cached_statements=10")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
+    registry.close_all()
+
+
 def test_memory_is_refused_at_create_engine():
     with pytest.raises(exc.ArgumentError, match="needs a database file"):
         create_engine("sqlite+gateway:///:memory:")
