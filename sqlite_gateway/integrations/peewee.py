@@ -179,7 +179,7 @@ class GatewayDatabase(peewee.SqliteDatabase):
         # Autocommit at the DB-API level: peewee sends BEGIN/COMMIT/SAVEPOINT
         # itself, and the adapter maps them onto write blocks and savepoints.
         return dbapi.connect(self.database, isolation_level=None, gateway=self._gateway,
-                             setup=self.connection_setup, **self.connect_params)
+                             connection_setup=self.connection_setup, **self.connect_params)
 
     def pragma(self, key: str, value: Any = _SENTINEL, permanent: bool = False,
                schema: str | None = None) -> Any:
