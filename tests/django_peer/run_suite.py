@@ -75,9 +75,8 @@ class Outcome:
 def parse(backend: str, output: str, seconds: float) -> Outcome:
     """The counts and failing test ids out of runtests.py's output."""
     outcome = Outcome(backend, seconds=seconds, output=output)
-    ran, result = _RAN.search(output), None
-    for result in _OUTCOME.finditer(output):
-        pass  # the last one is the summary
+    ran, results = _RAN.search(output), list(_OUTCOME.finditer(output))
+    result = results[-1] if results else None  # the last one is the summary
     if ran is None or result is None:
         return outcome
     outcome.ran, outcome.finished = int(ran.group(1)), True
