@@ -15,6 +15,7 @@ from .errors import ConnectionSettingError, GatewayError, TransactionControlErro
 from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
                      make_result)
+from .savepoint import Savepoint
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -98,7 +99,8 @@ class TransactionGuard:
         self.refused_pragma: str | None = None
         # The worker's own savepoint (its name holds a per-process random
         # nonce no caller can know): allowed with the guard active, so the
-        # savepoint around each request costs no guard switching.
+        # savepoint around each request costs no guard switching. Names that
+        # start with it are the gateway's too (conn.savepoint(): own + depth).
         self.own_savepoint: str | None = None
 
     def __call__(self, op: int, p1: str | None, p2: str | None,
@@ -109,8 +111,10 @@ class TransactionGuard:
             return apsw.SQLITE_DENY
         if op in _TRANSACTION_OPS:
             if self.active:
-                if op == apsw.SQLITE_SAVEPOINT and p2 is not None and p2 == self.own_savepoint:
-                    return apsw.SQLITE_OK
+                own = self.own_savepoint
+                if (op == apsw.SQLITE_SAVEPOINT and p2 is not None and own is not None
+                        and p2.startswith(own)):
+                    return apsw.SQLITE_OK  # the worker's, or a conn.savepoint() (own + depth)
                 self.refused = True
                 return apsw.SQLITE_DENY
             self.allowed = True
@@ -256,12 +260,13 @@ class Connection:
     (``run_exclusive(fn)`` gives fn the raw ``apsw.Connection`` instead.)
     """
 
-    __slots__ = ("_conn", "_guard", "_open")
+    __slots__ = ("_conn", "_guard", "_open", "_savepoints")
 
     def __init__(self, conn: apsw.Connection, guard: TransactionGuard) -> None:
         self._conn = conn
         self._guard = guard
         self._open = True
+        self._savepoints: list[Savepoint] | None = None  # open ones, innermost last
 
     def _check_open(self) -> apsw.Connection:
         if not self._open:
@@ -302,6 +307,28 @@ class Connection:
         conn = self._check_open()
         return run_sql(conn, self._guard, check_sql(sql),
                        [check_params(p) for p in seq_of_params], many=True)
+
+    def savepoint(self) -> Savepoint:
+        """A nested unit for ``with``: its writes roll back alone if its body raises.
+
+        ::
+
+            def place(conn, bets):
+                for bet in bets:
+                    try:
+                        with conn.savepoint():
+                            conn.execute("INSERT INTO bets VALUES (?, ?)", bet)
+                            conn.execute("UPDATE wallets SET ...", ...)
+                    except apsw.ConstraintError:
+                        pass  # this bet's rows are undone; the others go on
+
+        The exception leaves the ``with`` (catch it to go on); a body that
+        ends normally keeps its writes, which commit with the fn. Nests to
+        any depth, innermost first; valid only while the fn runs. See
+        :class:`~sqlite_gateway.savepoint.Savepoint`.
+        """
+        self._check_open()
+        return Savepoint(self)
 
     @property
     def in_transaction(self) -> bool:

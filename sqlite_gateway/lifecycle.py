@@ -186,6 +186,11 @@ class Lifecycle:
     def _check_not_worker(self, what: str) -> None:
         """Refuse a call made on the writer's thread: it would wait for itself."""
         ident = threading.get_ident()
+        if ident == self._worker.holder_ident:
+            raise NestedCallError(
+                f"Gateway.{what}() was called by a thread that holds a write block "
+                "(db.writer()); it would wait for its own block. Use the block's handle "
+                "(w.execute, w.executemany, w.savepoint) until the 'with' ends.")
         if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
             raise NestedCallError(
                 f"Gateway.{what}() was called from inside a transaction fn (on the worker "

@@ -95,6 +95,13 @@ class Options:
             A transaction fn run in place delays only its own caller if it
             keeps running Python past its timeout; its SQL is still stopped
             at the deadline.
+        hold_limit: seconds a write block (``Gateway.writer()``) may hold the
+            writer. Past it the block is rolled back, a statement it is
+            running is interrupted, and its holder gets
+            :class:`~sqlite_gateway.WriteBlockExpired` at its next statement
+            or when it leaves the ``with``. Every other caller waits behind a
+            held block, so keep it short. With a watchdog it is capped at half
+            of ``hang_timeout`` (a block is never mistaken for a hang).
 
     Raises:
         ValueError: a value out of range or of the wrong type (the message
@@ -114,6 +121,7 @@ class Options:
     background_slice: float = 0.01
     autocheckpoint: int = 1000
     inline: bool = True
+    hold_limit: float = 5.0
 
     def __post_init__(self) -> None:
         _whole("queue_size", self.queue_size, 1)
@@ -122,6 +130,7 @@ class Options:
             check_seconds("timeout", self.timeout)
         check_seconds("busy_timeout", self.busy_timeout, zero_ok=True)
         check_seconds("background_slice", self.background_slice)
+        check_seconds("hold_limit", self.hold_limit)
         _whole("readers", self.readers, 0)
         if (not isinstance(self.autocheckpoint, int) or isinstance(self.autocheckpoint, bool)
                 or self.autocheckpoint < 0):
@@ -147,6 +156,7 @@ class Options:
         # Normalised once here, so every reader of the options sees one spelling.
         object.__setattr__(self, "synchronous", self.synchronous.upper())
         object.__setattr__(self, "background_slice", float(self.background_slice))
+        object.__setattr__(self, "hold_limit", float(self.hold_limit))
 
     @classmethod
     def build(cls, options: Options | None = None,

@@ -87,6 +87,9 @@ class Worker(Batches):
         # own request in place because the worker was idle (see run_inline).
         self.writer = threading.Lock()
         self.inline_ident: int | None = None  # that caller's thread, while it runs
+        # The thread holding a write block (Gateway.writer()) while it holds
+        # it: a gateway call from there would wait for itself.
+        self.holder_ident: int | None = None
         self.deadline: float | None = None  # that caller's deadline (monotonic)
         # Size of the last batch: 1 means callers come one at a time, so one
         # may run its request in place; under load batches grow and every

@@ -117,7 +117,7 @@ class WriteBehind(Lifecycle):
         lane = 0 if priority == "interactive" and block is False else self._lane_for(
             priority, block, timeout)
         request = new_post(check_sql(sql), capture_params(params), lane, self._report)
-        if block or self._state is not _RUNNING:
+        if block or self._state is not _RUNNING or self._worker.holder_ident is not None:
             self._enqueue(request, block, timeout)  # (with the checks a waiting call needs)
         else:
             # No nested-call check: a post made inside a transaction fn is
