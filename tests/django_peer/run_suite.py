@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds each backend's run may take")
     parser.add_argument("--show-output", action="store_true",
                         help="print each run's whole output")
+    parser.add_argument("--log", type=Path, help="write each run's output to LOG.<backend>")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="django-peer-") as temp:
         workdir = Path(temp)
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       args.parallel, workdir, args.timeout)
             if args.show_output or not outcome.finished:
                 print(outcome.output)
+            if args.log:
+                Path(f"{args.log}.{backend}").write_text(outcome.output)
     print(f"Django's tests, apps: {' '.join(args.apps)}; --parallel {args.parallel}")
     for outcome in outcomes.values():
         print(outcome.line())

@@ -65,6 +65,8 @@ class BackendConfig:
         pragmas = self.pragmas
 
         def setup(conn: apsw.Connection) -> None:
+            # On the readers too, so that reading the PRAGMA tells what Django expects.
+            conn.execute("PRAGMA foreign_keys = ON")
             functions(conn)
             for pragma in pragmas:
                 conn.execute(pragma)
@@ -89,12 +91,16 @@ def read_config(alias: str, settings: Mapping[str, Any]) -> BackendConfig:
             "databases are private to one connection, and WAL needs a file); give a path, "
             "e.g. BASE_DIR / 'db.sqlite3'")
     options = dict(settings.get("OPTIONS") or {})
-    mode = options.pop("transaction_mode", None)
-    if isinstance(mode, str):
-        mode = mode.upper()
+    given = options.pop("transaction_mode", None)
+    mode = given.upper() if isinstance(given, str) else given
+    if mode not in (*TRANSACTION_MODES, "DEFERRED"):  # Django's own message, as stock
+        raise ConfigError(
+            f"settings.DATABASES[{alias!r}]['OPTIONS']['transaction_mode'] is improperly "
+            f"configured to '{given}'. Use one of 'DEFERRED', 'EXCLUSIVE', 'IMMEDIATE', or "
+            "None.")
     if mode not in TRANSACTION_MODES:
         raise ConfigError(
-            f"{where}['OPTIONS']['transaction_mode'] is {options.get('transaction_mode', mode)!r}: "
+            f"{where}['OPTIONS']['transaction_mode'] is {given!r}: "
             "on the gateway every atomic() block holds the writer from its start (as "
             "IMMEDIATE does; in WAL mode EXCLUSIVE is the same), so reads and writes in it "
             "are exact; remove the option, or set it to 'IMMEDIATE'")

@@ -8,6 +8,11 @@ its connection set-up hook, so the writer, every reader and every reopened
 connection get them. Django's own registration code is run against a small
 adapter that speaks the ``sqlite3`` calls it makes (``create_function``,
 ``create_aggregate``, ``execute``), so the list stays Django's.
+
+An exception raised inside one of them fails the statement as it does with
+``sqlite3`` (an ``OperationalError``, "user-defined function raised
+exception"), not as the Python exception itself, which apsw would pass on and
+Django would not take for a database error.
 """
 
 from __future__ import annotations
@@ -30,13 +35,19 @@ class _Sqlite3Calls:
 
     def create_function(self, name: str, narg: int, func: Any, *,
                         deterministic: bool = False) -> None:
-        self._conn.create_scalar_function(name, func, narg, deterministic=deterministic)
+        def call(*args: Any) -> Any:
+            try:
+                return func(*args)
+            except Exception as exc:
+                raise apsw.SQLError("user-defined function raised exception") from exc
+
+        self._conn.create_scalar_function(name, call, narg, deterministic=deterministic)
 
     def create_aggregate(self, name: str, narg: int, aggregate_class: Any) -> None:
         # sqlite3 takes a class with step()/finalize(); apsw a factory giving
         # (context, step(context, *args), final(context)).
         def factory() -> tuple[Any, Any, Any]:
-            return aggregate_class(), _step, _final
+            return _Aggregate(aggregate_class), _step, _final
 
         self._conn.create_aggregate_function(name, factory, narg)
 
@@ -44,12 +55,32 @@ class _Sqlite3Calls:
         return self._conn.execute(sql)
 
 
-def _step(context: Any, *args: Any) -> None:
-    context.step(*args)
+class _Aggregate:
+    """One aggregate's state: the instance is made at its first row, so that
+    over no rows the result is NULL and ``finalize`` is not called (as sqlite3)."""
+
+    __slots__ = ("cls", "instance")
+
+    def __init__(self, cls: Any) -> None:
+        self.cls, self.instance = cls, None
 
 
-def _final(context: Any) -> Any:
-    return context.finalize()
+def _step(context: _Aggregate, *args: Any) -> None:
+    try:
+        if context.instance is None:
+            context.instance = context.cls()
+        context.instance.step(*args)
+    except Exception as exc:
+        raise apsw.SQLError("user-defined aggregate's 'step' method raised error") from exc
+
+
+def _final(context: _Aggregate) -> Any:
+    if context.instance is None:
+        return None
+    try:
+        return context.instance.finalize()
+    except Exception as exc:
+        raise apsw.SQLError("user-defined aggregate's 'finalize' method raised error") from exc
 
 
 def register(conn: apsw.Connection) -> None:
