@@ -16,6 +16,8 @@ from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
                      make_result)
 from .savepoint import Savepoint
+from .shape import (COLUMNLESS, EMPTY, TRACED, Trace, columns_after, describe, remember,
+                    shapes)
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -160,6 +162,7 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     several statements the later ones run only as the cursor is consumed.
     ``tracer`` is set as the cursor's exec tracer: called with each statement
     before it runs, it may refuse it (apsw then raises ``ExecTraceAbort``).
+    The Result's columns and rowcount are as :mod:`~sqlite_gateway.shape` says.
 
     Raises:
         TransactionControlError: the SQL holds BEGIN/COMMIT/SAVEPOINT/...
@@ -167,24 +170,28 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         apsw.Error: whatever SQLite raised, unchanged.
     """
     before = conn.total_changes()
+    shape = shapes.get(sql)
+    trace = None
     cursor = None
     try:
-        if tracer is None and not many:
-            cursor = conn.execute(sql, params)
-        else:
+        if shape is None or shape & TRACED or many or tracer is not None:
+            # A text seen for the first time, several statements, a query that
+            # has found nothing before, executemany: traced (see shape.py).
+            trace = Trace(conn, before, tracer, many)
             cursor = conn.cursor()
-            if tracer is not None:
-                cursor.exec_trace = tracer
+            cursor.exec_trace = trace
             if many:
                 cursor.executemany(sql, params)
             else:
                 cursor.execute(sql, params)
+        else:
+            cursor = conn.execute(sql, params)
         # The first row, if any, before the description: asking a finished
         # cursor for its description raises, and an exception costs more than
-        # the statement itself (an INSERT has no rows, so no description).
+        # the statement itself.
         first = cursor.fetchone()
         if first is None:
-            columns: tuple[str, ...] = ()
+            columns: tuple[str, ...] | None = None
             rows: tuple[Any, ...] = ()
         else:
             columns = tuple([d[0] for d in cursor.get_description()])
@@ -203,9 +210,20 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
+    if trace is None:
+        # One statement: its own changes() (not its triggers'), if it changed anything.
+        rowcount = conn.changes() if conn.total_changes() != before else 0
+        if columns is None:
+            columns = () if shape & COLUMNLESS else _described(  # type: ignore[operator]
+                conn, sql, params, shape)  # type: ignore[arg-type]
+    else:
+        rowcount = trace.finish(None if many else sql, columns is None)
+        if columns is None:
+            columns = columns_after(conn, sql, params[0] if many and params else params,
+                                    trace.columns)
     result: Result = _new(Result)  # make_result(), inlined: this runs per statement
     _set_rows(result, rows)
-    _set_rowcount(result, conn.total_changes() - before)
+    _set_rowcount(result, rowcount)
     _set_lastrowid(result, conn.last_insert_rowid())
     _set_columns(result, columns)
     return result
@@ -230,22 +248,38 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
     """:func:`run_sql` for a read-only connection: nothing changes there, so
     no change counts are read (rowcount and lastrowid are 0). Errors are
     raised as they are; the caller interprets an ``AuthError``."""
-    if tracer is None:
-        cursor = conn.execute(sql, params)
-    else:
+    shape = shapes.get(sql)
+    trace = None
+    if shape is None or shape & TRACED or tracer is not None:
+        trace = Trace(None, 0, tracer)
         cursor = conn.cursor()
-        cursor.exec_trace = tracer
+        cursor.exec_trace = trace
         cursor.execute(sql, params)
+    else:
+        cursor = conn.execute(sql, params)
     try:
         first = cursor.fetchone()
         if first is None:
-            return make_result((), 0, 0, ())
+            if trace is not None:
+                trace.finish(sql, True)
+                return make_result((), 0, 0, columns_after(conn, sql, params, trace.columns))
+            return make_result((), 0, 0, () if shape & COLUMNLESS  # type: ignore[operator]
+                               else _described(conn, sql, params, shape))  # type: ignore[arg-type]
         columns = tuple([d[0] for d in cursor.get_description()])
         rest = cursor.fetchall()
     except BaseException:
         cursor.close()
         raise
+    if trace is not None:
+        trace.finish(sql, False)
     return make_result((first, *rest) if rest else (first,), 0, 0, columns)
+
+
+def _described(conn: apsw.Connection, sql: str, params: Any, shape: int) -> tuple[str, ...]:
+    """The columns of a known single query that found no row this time; from
+    now on it runs traced (see shape.py)."""
+    remember(sql, shape | EMPTY)
+    return describe(conn, sql, params)
 
 
 class Connection:

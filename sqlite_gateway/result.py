@@ -12,13 +12,20 @@ class Result:
     Attributes:
         rows: every row, as a tuple of tuples (all fetched on the worker, so
             errors on a later row are never deferred to the caller).
-        rowcount: rows inserted, updated or deleted by the call (all
-            statements of it, all parameter sets of ``executemany``); 0 for a
-            plain query.
+        rowcount: rows inserted, updated or deleted by the call's own
+            statements, as DB-API and ``sqlite3`` count them (SQLite's
+            ``changes()``): not the rows their triggers, foreign-key actions
+            (``ON DELETE CASCADE``...) or ``REPLACE`` deletions changed.
+            Summed over the statements of a string of several, and over the
+            parameter sets of ``executemany``; 0 for a plain query and on a
+            reader.
         lastrowid: the connection's ``last_insert_rowid()`` after the call;
             meaningful after an INSERT into a rowid table.
-        columns: the column names of the first statement that returns data,
-            or ``()`` when it returned no row before finishing.
+        columns: the column names, whether rows came back or not: those of
+            the first statement that returned a row, else of the first
+            statement that returns data (a SELECT that found nothing has its
+            columns); ``()`` when no statement returns data (an INSERT
+            without RETURNING, DDL).
 
     Iterating a Result yields its rows; ``len()`` counts them.
     """

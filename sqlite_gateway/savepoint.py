@@ -40,11 +40,11 @@ class Savepoint:
     keeps it open.
     """
 
-    __slots__ = ("_handle", "_name", "_entered", "_exited")
+    __slots__ = ("_handle", "_sql", "_entered", "_exited")
 
     def __init__(self, handle: Connection) -> None:
         self._handle = handle
-        self._name = ""
+        self._sql: tuple[str, str, str] = ("", "", "")  # SAVEPOINT, RELEASE, ROLLBACK TO
         self._entered = False
         self._exited = False
 
@@ -60,8 +60,8 @@ class Savepoint:
         own = handle._guard.own_savepoint
         if own is None:  # pragma: no cover - a handle always belongs to the writer
             raise GatewayError("savepoints need the gateway's write connection")
-        self._name = f"{own}_{len(stack)}"
-        conn.execute(f"SAVEPOINT {self._name}")
+        self._sql = _statements(own, len(stack))
+        conn.execute(self._sql[0])
         self._entered = True
         stack.append(self)
         return self
@@ -84,7 +84,7 @@ class Savepoint:
         """
         self._handle._check_open()
         self._check_innermost("rolled back")
-        self._handle._conn.execute(f"ROLLBACK TO {self._name}")
+        self._handle._conn.execute(self._sql[2])
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> Literal[False]:
@@ -106,13 +106,20 @@ class Savepoint:
                 handle._check_open()  # raises: the transaction was rolled back as a whole
             return False
         if exc is None:
-            conn.execute(f"RELEASE {self._name}")
+            conn.execute(self._sql[1])
         else:
-            conn.execute(f"ROLLBACK TO {self._name}")
-            conn.execute(f"RELEASE {self._name}")
+            conn.execute(self._sql[2])
+            conn.execute(self._sql[1])
         return False
 
     def __repr__(self) -> str:
         state = "open" if self._entered and not self._exited else (
             "done" if self._exited else "new")
         return f"<Savepoint {state}>"
+
+
+def _statements(own: str, depth: int) -> tuple[str, str, str]:
+    """The SAVEPOINT, RELEASE and ROLLBACK TO texts of the unit at ``depth``
+    (few and fixed per process: they stay in apsw's statement cache)."""
+    name = f"{own}_{depth}"  # the writer's nonce: no caller's SQL can name it
+    return f"SAVEPOINT {name}", f"RELEASE {name}", f"ROLLBACK TO {name}"

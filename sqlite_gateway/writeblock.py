@@ -18,9 +18,10 @@ So the block shares its batch's COMMIT with the requests around it.
 
 Never two threads on the connection at once, by construction: the writer's
 thread is parked in ``_hold`` on the block's condition while the holder uses
-the connection; every statement of the block marks it busy under that same
-lock, and ``_hold`` lets the writer go on only once no statement runs
-(interrupting it first when the hold limit passes).
+the connection; every statement of the block holds the block's statement
+lock while it runs, and ``_hold`` takes that lock (and keeps it) before the
+writer goes on, interrupting a running statement first when the hold limit
+passes. After that no statement of the block can start.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import apsw
 
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .stats import Stats
     from .worker import Worker
+
+
+_INTERRUPT_EVERY = 0.05  # seconds between interrupts of a statement running past the hold
 
 
 class _Phase(enum.Enum):
@@ -85,7 +89,7 @@ class WriteBlock:
     """
 
     __slots__ = ("_enqueue", "_worker", "_stats", "_timeout", "_lane", "_limit", "_cond",
-                 "_phase", "_busy", "_handle", "_request", "_calls", "_owner")
+                 "_phase", "_statement", "_handle", "_request", "_calls", "_owner", "on_held")
 
     def __init__(self, enqueue: Callable[[Request], None], worker: Worker, stats: Stats,
                  timeout: float | None, lane: int, limit: float) -> None:
@@ -95,14 +99,19 @@ class WriteBlock:
         self._timeout = timeout
         self._lane = lane
         self._limit = limit
-        # Guards _phase, _busy and _handle; the writer's thread waits on it in _hold.
+        # Guards changes of _phase and _handle; the writer's thread waits on it in _hold.
         self._cond = threading.Condition(threading.Lock())
         self._phase = _Phase.NEW
-        self._busy = False  # a statement of the block runs now
+        # Held by whichever thread runs one of the block's statements; taken for
+        # good by _hold when the hold ends, so no statement starts after that.
+        self._statement = threading.Lock()
         self._handle: Connection | None = None
         self._request: Request | None = None
         self._calls = 0  # times the writer called _hold (2: its batch was re-run)
         self._owner: int | None = None
+        # Called on the writer's thread once the block holds it (the asyncio
+        # form wakes its loop with it); must be quick and must not raise.
+        self.on_held: Callable[[], object] | None = None
 
     # -- the holder's side ----------------------------------------------------
 
@@ -117,41 +126,21 @@ class WriteBlock:
             GatewayClosed, Overloaded: refused at once (or closed while waiting).
             GatewayError: the block was entered already.
         """
-        if self._phase is not _Phase.NEW:
-            raise GatewayError("a write block is entered once: call db.writer() again "
-                               "for another")
-        request = Request(Kind.TRANSACTION, fn=self._hold, priority=self._lane, answer=FUTURE)
-        future = request.future
-        assert future is not None
-        self._owner = threading.get_ident()
-        self._request = request
-        self._phase = _Phase.WAITING
-        future.add_done_callback(self._wake)
-        try:
-            self._enqueue(request)
-        except BaseException:
-            self._phase = _Phase.DONE
-            raise
+        future = self._begin(threading.get_ident())
         timeout = self._timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._phase is _Phase.WAITING and not future.done():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    # If the writer reaches it now, _hold sees this and lets go at once.
-                    self._phase = _Phase.ABANDONED
-                    break
-                self._cond.wait(remaining)
-            phase = self._phase
-        if phase is _Phase.HELD:
-            return self
-        if phase is _Phase.ABANDONED:
-            request.cancel()
-            raise RequestTimeout(timeout or 0.0, started=False)
-        self._phase = _Phase.DONE  # answered without ever holding: refused or closed
-        error = future.exception()
-        assert error is not None
-        raise error
+        try:
+            with self._cond:
+                while self._phase is _Phase.WAITING and not future.done():
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+        except BaseException:  # Ctrl-C while waiting: never hold the writer for nobody
+            self._abandon()
+            raise
+        self._entered()
+        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> Literal[False]:
@@ -166,20 +155,81 @@ class WriteBlock:
                 block may still commit.
         An exception raised in the ``with`` body always goes on unchanged.
         """
+        future = self._leave(exc is not None)
+        done, _ = wait_futures([future], self._timeout)
+        return self._outcome(bool(done), exc)
+
+    # The steps of entering and leaving, shared with the asyncio form
+    # (sqlite_gateway.integrations.asyncblock), which waits its own way.
+
+    def _begin(self, owner: int | None) -> Future[Any]:
+        """Enqueue the block's request; its future. ``owner``: the thread whose
+        gateway calls are refused while it holds the block (None: none)."""
+        if self._phase is not _Phase.NEW:
+            raise GatewayError("a write block is entered once: call db.writer() again "
+                               "for another")
+        request = Request(Kind.TRANSACTION, fn=self._hold, priority=self._lane, answer=FUTURE)
+        future = request.future
+        assert future is not None
+        self._owner = owner
+        self._request = request
+        self._phase = _Phase.WAITING
+        future.add_done_callback(self._wake)
+        try:
+            self._enqueue(request)
+        except BaseException:
+            self._phase = _Phase.DONE
+            raise
+        return future
+
+    def _abandon(self) -> None:
+        """The holder stops waiting (timeout, Ctrl-C, a cancelled task): the
+        request never runs, or, if it holds the writer already, rolls back."""
+        with self._cond:
+            if self._phase is _Phase.WAITING:
+                self._phase = _Phase.ABANDONED  # if the writer reaches it, _hold lets go
+            elif self._phase is _Phase.HELD:
+                self._phase = _Phase.ROLLBACK
+                self._cond.notify_all()
+        assert self._request is not None
+        self._request.cancel()
+
+    def _entered(self) -> None:
+        """After the wait for the writer: return if held, else raise why not."""
         request = self._request
-        if request is None or self._phase is _Phase.NEW:
+        assert request is not None and request.future is not None
+        if self._phase is _Phase.HELD:
+            return
+        if not request.future.done():
+            # Not held in time. If it is held at this very moment, _abandon rolls
+            # it back: either way nothing of the block runs or is kept.
+            self._abandon()
+            raise RequestTimeout(self._timeout or 0.0, started=False)
+        self._phase = _Phase.DONE  # answered without ever holding: refused or closed
+        error = request.future.exception(0)
+        raise error if error is not None else GatewayError("the write block's request "
+                                                           "ended without holding the writer")
+
+    def _leave(self, failed: bool) -> Future[Any]:
+        """The holder leaves: commit (or, ``failed``, roll back); the request's future."""
+        request = self._request
+        if request is None or request.future is None:
             raise GatewayError("this write block was never entered")
         with self._cond:
             if self._phase is _Phase.HELD:
-                self._phase = _Phase.COMMIT if exc is None else _Phase.ROLLBACK
+                self._phase = _Phase.ROLLBACK if failed else _Phase.COMMIT
                 self._cond.notify_all()
-        future = request.future
-        assert future is not None
-        done, _ = wait_futures([future], self._timeout)
+        return request.future
+
+    def _outcome(self, done: bool, exc: BaseException | None) -> Literal[False]:
+        """After the wait for the answer: return, or raise what the block's caller
+        must hear (never over ``exc``, the body's own exception)."""
         if not done:
             if exc is not None:
                 return False  # it is being rolled back; the body's error says more
             raise RequestTimeout(self._timeout or 0.0, started=True)
+        future = self._request.future  # type: ignore[union-attr]
+        assert future is not None
         error = None if future.cancelled() else future.exception()
         with self._cond:
             if self._phase is not _Phase.EXPIRED:
@@ -239,24 +289,24 @@ class WriteBlock:
         return self._phase is _Phase.HELD
 
     def _use(self) -> Connection:
-        with self._cond:
-            if self._phase is not _Phase.HELD:
-                self._refuse()
-            if self._busy:
-                raise GatewayError("another thread is running a statement on this write "
-                                   "block now: use a block from one thread at a time")
-            self._busy = True
+        """Take the statement lock for one statement; the write handle."""
+        statement = self._statement
+        if statement.acquire(False):
             handle = self._handle
-        assert handle is not None
-        return handle
+            if self._phase is _Phase.HELD and handle is not None:
+                return handle
+            statement.release()
+            self._refuse()
+        if self._phase is _Phase.HELD:
+            raise GatewayError("another thread is running a statement on this write "
+                               "block now: use a block from one thread at a time")
+        self._refuse()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _unuse(self) -> None:
-        with self._cond:
-            self._busy = False
-            if self._phase is not _Phase.HELD:
-                self._cond.notify_all()  # _hold waits for the statement to end
+        self._statement.release()
 
-    def _refuse(self) -> None:
+    def _refuse(self) -> NoReturn:
         phase = self._phase
         if phase is _Phase.EXPIRED:
             raise WriteBlockExpired(self._limit)
@@ -291,20 +341,23 @@ class WriteBlock:
             deadline = held_at + self._limit
             worker.holder_ident = self._owner
             self._cond.notify_all()
+            if self.on_held is not None:
+                self.on_held()
             try:
                 while self._phase is _Phase.HELD:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         self._phase = _Phase.EXPIRED
-                        if self._busy:
-                            handle._conn.interrupt()  # the holder's statement stops
                         break
                     self._cond.wait(remaining)
-                while self._busy:  # never go on while the holder's statement runs
-                    self._cond.wait()
+                phase = self._phase
             finally:
                 worker.holder_ident = None
-            phase = self._phase
+        # Never go on while a statement of the block runs: stop it and wait for
+        # it to end. Again and again, because SQLite forgets an interrupt that
+        # lands just before a statement starts.
+        while not self._statement.acquire(True, _INTERRUPT_EVERY):
+            handle._conn.interrupt()
         self._stats.record_block(time.monotonic() - held_at, phase is _Phase.EXPIRED)
         if phase is _Phase.ROLLBACK:
             raise _RolledBack

@@ -512,3 +512,14 @@ def test_kill_9_during_a_block_keeps_every_acknowledged_block_and_nothing_of_the
     finally:
         conn.close()
     assert os.path.exists(db_path)
+
+
+def test_the_write_block_benchmark_prints_both_figures_and_the_ratio():
+    import sys
+
+    from conftest import ROOT
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "writeblock.py"), "--n",
+                          "200", "--calls", "20", "--rounds", "1"], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert "load average" in out and "block / fn" in out
+    assert "one statement" in out and "read-modify-write" in out

@@ -50,13 +50,16 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import RequestTimeout
 from ..bulk import run_slice
 from ..gateway import DEFAULT, Gateway, State, Timeout
 from ..request import Kind, Params, check_many, check_params, check_priority, check_sql
 from ..result import Result
+
+if TYPE_CHECKING:
+    from .asyncblock import AsyncWriteBlock
 
 __all__ = ["AsyncGateway"]
 
@@ -146,6 +149,13 @@ class AsyncGateway:
     def stats(self) -> dict[str, Any]:
         """The gateway's figures (see :meth:`Gateway.stats`); does not block."""
         return self.gateway.stats()
+
+    def writer(self, *, timeout: Timeout = DEFAULT,
+               priority: str = "interactive") -> AsyncWriteBlock:
+        """A write block for ``async with adb.writer() as w:`` (see :meth:`Gateway.writer`
+        and :mod:`sqlite_gateway.integrations.asyncblock`: ``await w.execute(...)``)."""
+        from .asyncblock import AsyncWriteBlock
+        return AsyncWriteBlock(self.gateway.writer(timeout=timeout, priority=priority))
 
     # -- calls ------------------------------------------------------------------
 
