@@ -20,13 +20,16 @@ import decimal
 from collections.abc import Mapping
 from typing import Any
 
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.validation import BaseDatabaseValidation
 from django.db.backends.sqlite3 import base as sqlite3_base
 from django.db.backends.sqlite3 import features as sqlite3_features
 from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 from django.utils.asyncio import async_unsafe
 
 from ...gateway import Gateway
+from ...options import Options
 from .. import dbapi as Database  # noqa: N812 (Django's name for the driver module)
 from .config import BackendConfig, ConfigError, read_config
 from .creation import DatabaseCreation
@@ -87,6 +90,24 @@ class CursorWrapper(Database.Cursor):
         self._set(result, query)
 
 
+class DatabaseValidation(BaseDatabaseValidation):  # type: ignore[misc]
+    """``manage.py check --database <alias>`` (and ``migrate``) warn of ATOMIC_REQUESTS."""
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        messages: list[checks.CheckMessage] = super().check(**kwargs)
+        if self.connection.settings_dict.get("ATOMIC_REQUESTS"):
+            limit = self.connection.config().options.get("hold_limit", Options().hold_limit)
+            messages.append(checks.Warning(
+                f"ATOMIC_REQUESTS is on for database {self.connection.alias!r}: each request "
+                "holds the single writer for its whole length, so requests run one at a time, "
+                f"and one that holds it past hold_limit ({limit:g} s) is rolled back and fails "
+                "with WriteBlockExpired.",
+                hint="Wrap only the writes in transaction.atomic(), or use on_writer; raise "
+                     "OPTIONS['hold_limit'] if requests must stay atomic.",
+                obj=self.connection.alias, id="sqlite_gateway.W001"))
+        return messages
+
+
 def convert_query(query: str, param_names: list[str] | None) -> str:
     """Django's "format" style to qmark, or "pyformat" to named (as Django's sqlite3)."""
     if param_names is None:
@@ -100,6 +121,7 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):  # type: ignore[misc]
     display_name = "SQLite"  # (Django's messages name the database by it)
     Database = Database
     creation_class = DatabaseCreation
+    validation_class = DatabaseValidation
     features_class = DatabaseFeatures
 
     def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.db.backends.sqlite3.creation import DatabaseCreation as Sqlite3Creation
 
-from ..registry import close_path
+from ..registry import close as close_path
 
 __all__ = ["DatabaseCreation"]
 
