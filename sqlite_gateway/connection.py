@@ -124,13 +124,16 @@ class TransactionGuard:
 
 
 def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
-                          vfs: str | None = None, autocheckpoint: int = 1000) -> tuple[
+                          vfs: str | None = None, autocheckpoint: int = 1000,
+                          setup: Callable[[apsw.Connection], object] | None = None) -> tuple[
         apsw.Connection, TransactionGuard]:
     """Open and configure the one write connection (call on the worker thread).
 
     ``vfs`` names a registered SQLite VFS (None: the default one).
     ``autocheckpoint`` is SQLite's ``wal_autocheckpoint`` in pages (0: never
     checkpoint after a commit; beside Litestream, which checkpoints itself).
+    ``setup`` (the connection_setup option) is called last, with the guard on; if it raises,
+    the connection is closed and its error raised.
     """
     conn = apsw.Connection(path, vfs=vfs)
     try:
@@ -147,6 +150,8 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
         conn.wal_autocheckpoint(autocheckpoint)
         guard = TransactionGuard()
         conn.authorizer = guard
+        if setup is not None:
+            setup(conn)
     except BaseException:
         conn.close()
         raise

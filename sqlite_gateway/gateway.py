@@ -100,16 +100,16 @@ class Gateway(WriteBehind):
         worker = Worker(path, queue, self._stats, batch_max=opts.batch_max,
                         synchronous=opts.synchronous, busy_timeout=opts.busy_timeout,
                         vfs=opts.vfs, background_slice=opts.background_slice,
-                        autocheckpoint=opts.autocheckpoint)
+                        autocheckpoint=opts.autocheckpoint, setup=opts.connection_setup)
         watchdog = None if opts.hang_timeout is None else Watchdog(
             worker, opts.hang_timeout, f"sqlite-gateway-watchdog:{os.path.basename(path)}")
         readers: ReaderPool | ReaderLanes | None = None
         if opts.readers and opts.read_mode == "inline":
             readers = ReaderPool(path, opts.readers, opts.busy_timeout, opts.vfs,
-                                 opts.hang_timeout)
+                                 opts.hang_timeout, opts.connection_setup)
         elif opts.readers:
             readers = ReaderLanes(path, opts.readers, opts.busy_timeout, opts.queue_size,
-                                  opts.vfs, opts.hang_timeout)
+                                  opts.vfs, opts.hang_timeout, opts.connection_setup)
         super().__init__(path, queue, worker, readers, watchdog)
         # SQL texts SQLite judged writes on a reader: sent straight to the
         # writer from then on (set operations are atomic).

@@ -40,6 +40,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import apsw
@@ -68,7 +69,8 @@ class Worker(Batches):
     def __init__(self, path: str, queue: RequestQueue, stats: Stats, *,
                  batch_max: int, synchronous: str, busy_timeout: float,
                  vfs: str | None = None, background_slice: float = 0.01,
-                 autocheckpoint: int = 1000) -> None:
+                 autocheckpoint: int = 1000,
+                 setup: Callable[[apsw.Connection], object] | None = None) -> None:
         self.path = path
         self.queue = queue
         self.stats = stats
@@ -78,6 +80,7 @@ class Worker(Batches):
         self.background_slice = background_slice
         self.vfs = vfs
         self.autocheckpoint = autocheckpoint
+        self.setup = setup  # the connection_setup option
         self.ready: Future[None] = Future()  # done once the connection is open (or failed)
         # Set once the worker will run nothing more: it stopped, or was given up.
         self.stopped = threading.Event()
@@ -122,7 +125,7 @@ class Worker(Batches):
     def open(self) -> None:
         self._conn, self._guard = open_write_connection(
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
-            vfs=self.vfs, autocheckpoint=self.autocheckpoint)
+            vfs=self.vfs, autocheckpoint=self.autocheckpoint, setup=self.setup)
         self._guard.own_savepoint = self._savepoint
         # A request run in its caller's thread has no other thread to stop it
         # at its deadline: SQLite asks this every _PROGRESS_STEPS VM steps.
