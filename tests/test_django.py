@@ -31,6 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "django_counter"
 
 
+def add_answer(conn: Any) -> None:
+    """A project's own SQL function, given as OPTIONS["connection_setup"]."""
+    conn.create_scalar_function("answer", lambda: 42, 0)
+
+
 @pytest.fixture(scope="module")
 def django_env() -> Iterator[Path]:
     """Django configured on two gateway databases, migrated."""
@@ -45,7 +50,7 @@ def django_env() -> Iterator[Path]:
         DATABASES={
             "default": {"ENGINE": "sqlite_gateway.integrations.django",
                         "NAME": str(directory / "app.sqlite3"),
-                        "OPTIONS": {"readers": 2, "init_command": "PRAGMA cache_size = -4096"}},
+                        "OPTIONS": {"readers": 2, "connection_setup": add_answer}},
             "short": {"ENGINE": "sqlite_gateway.integrations.django",
                       "NAME": str(directory / "short.sqlite3"), "ATOMIC_REQUESTS": True,
                       "OPTIONS": {"hold_limit": 0.5}},
@@ -154,7 +159,7 @@ def test_statements_outside_atomic_are_single_calls_and_reads_use_the_readers(
         outside.close()
 
 
-def test_djangos_sql_functions_and_init_command_are_on_readers_and_writer(
+def test_djangos_sql_functions_and_the_projects_own_are_on_readers_and_writer(
         django_env: Path) -> None:
     from counter.models import Page
     from django.db import connection, transaction
@@ -170,11 +175,11 @@ def test_djangos_sql_functions_and_init_command_are_on_readers_and_writer(
     assert list(query.values_list("year", "digest")) == expected  # on a reader
     assert db.stats()["reads"] == reads + 1
     with connection.cursor() as cursor:
-        assert cursor.execute("PRAGMA cache_size").fetchone() == (-4096,)
+        assert cursor.execute("SELECT answer()").fetchone() == (42,)
     with transaction.atomic():  # on the writer
         assert list(query.values_list("year", "digest")) == expected
         with connection.cursor() as cursor:
-            assert cursor.execute("PRAGMA cache_size").fetchone() == (-4096,)
+            assert cursor.execute("SELECT answer()").fetchone() == (42,)
 
 
 def test_on_writer_runs_orm_code_as_one_unit(django_env: Path) -> None:
@@ -301,6 +306,7 @@ def test_a_forked_child_opens_its_own_gateway(django_env: Path) -> None:
     ({"NAME": ":memory:"}, "needs a database file"),
     ({"OPTIONS": {"init_command": "PRAGMA synchronous = OFF"}}, r'OPTIONS\["synchronous"\]'),
     ({"OPTIONS": {"init_command": "PRAGMA journal_mode = DELETE"}}, "always uses WAL"),
+    ({"OPTIONS": {"init_command": "PRAGMA cache_size = -4096"}}, "run_exclusive"),
     ({"OPTIONS": {"transaction_mode": "DEFERRED"}}, "holds the writer from its start"),
     ({"OPTIONS": {"isolation_level": None}}, "shares its connections itself"),
     ({"OPTIONS": {"queue_sz": 10}}, "'queue_sz', which is no gateway option"),

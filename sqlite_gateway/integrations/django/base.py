@@ -146,7 +146,7 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):  # type: ignore[misc]
         # An atomic() block holds the writer from its start (EXCLUSIVE is the same in WAL).
         mode = self.settings_dict["OPTIONS"].get("transaction_mode")
         self.transaction_mode = "EXCLUSIVE" if str(mode).upper() == "EXCLUSIVE" else "IMMEDIATE"
-        self.init_commands = []  # run by the set-up hook (config.pragmas)
+        self.init_commands = []  # refused by config(): the gateway configures its connections
         return {"database": config.path, "setup": config.setup(register_functions),
                 **config.options}
 

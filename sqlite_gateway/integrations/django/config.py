@@ -19,21 +19,15 @@ from ..settings import parse_settings
 
 __all__ = ["BackendConfig", "ConfigError", "read_config"]
 
-# PRAGMAs an init_command may set: they tune each connection the same way, so
-# they run on every connection the gateway opens (writer and readers).
-TUNING_PRAGMAS = frozenset({"cache_size", "cache_spill", "mmap_size", "temp_store", "threads",
-                            "automatic_index", "analysis_limit", "optimize"})
-# The rest are the gateway's own (with the option that sets them) or unsafe on a
-# connection every request shares.
-_OPTION_FOR = {
-    "synchronous": 'set it with OPTIONS["synchronous"] ("FULL", "NORMAL", ...)',
-    "busy_timeout": 'set it with OPTIONS["busy_timeout"] (seconds)',
-    "wal_autocheckpoint": 'set it with OPTIONS["autocheckpoint"] (pages)',
+# What to do instead of an init_command PRAGMA, for the settings the gateway owns.
+_INSTEAD = {
+    "synchronous": 'set OPTIONS["synchronous"] ("FULL", "NORMAL", ...)',
+    "busy_timeout": 'set OPTIONS["busy_timeout"] (seconds)',
+    "wal_autocheckpoint": 'set OPTIONS["autocheckpoint"] (pages)',
     "journal_mode": "remove it: the gateway always uses WAL",
     "foreign_keys": "remove it: foreign keys are always on, as Django expects",
 }
-_PRAGMA = re.compile(r"\s*PRAGMA\s+(?:\w+\.)?(\w+)\s*(?:=\s*(.+?)|\((.+?)\))?\s*\Z",
-                     re.IGNORECASE | re.DOTALL)
+_PRAGMA = re.compile(r"\s*PRAGMA\s+(?:\w+\.)?(\w+)", re.IGNORECASE)
 _MEMORY = re.compile(r"(?:^|[?&])mode=memory(?:&|$)")
 # sqlite3.connect() arguments that the gateway decides for itself.
 _SQLITE3_ARGS = frozenset({"detect_types", "isolation_level", "check_same_thread", "factory",
@@ -51,25 +45,24 @@ class BackendConfig:
 
     Attributes:
         path: the database file.
-        options: Gateway options (checked).
-        pragmas: the init_command's PRAGMAs, run on every connection.
+        options: Gateway options (checked), but for ``connection_setup``.
+        user_setup: the ``connection_setup`` option given, or None.
     """
 
     path: str
     options: dict[str, Any] = field(default_factory=dict)
-    pragmas: tuple[str, ...] = ()
+    user_setup: Callable[[apsw.Connection], object] | None = None
 
     def setup(self, functions: Callable[[apsw.Connection], None]
               ) -> Callable[[apsw.Connection], None]:
-        """The connection set-up hook: ``functions(conn)``, then the PRAGMAs."""
-        pragmas = self.pragmas
+        """The connection set-up hook: ``functions(conn)``, then the user's own."""
+        user_setup = self.user_setup
+        if user_setup is None:
+            return functions
 
         def setup(conn: apsw.Connection) -> None:
-            # On the readers too, so that reading the PRAGMA tells what Django expects.
-            conn.execute("PRAGMA foreign_keys = ON")
             functions(conn)
-            for pragma in pragmas:
-                conn.execute(pragma)
+            user_setup(conn)
         return setup
 
 
@@ -104,7 +97,7 @@ def read_config(alias: str, settings: Mapping[str, Any]) -> BackendConfig:
             "on the gateway every atomic() block holds the writer from its start (as "
             "IMMEDIATE does; in WAL mode EXCLUSIVE is the same), so reads and writes in it "
             "are exact; remove the option, or set it to 'IMMEDIATE'")
-    pragmas = _init_pragmas(where, options.pop("init_command", "") or "")
+    _refuse_init_command(where, options.pop("init_command", "") or "")
     stray = sorted(set(options) & _SQLITE3_ARGS)
     if stray:
         raise ConfigError(
@@ -120,25 +113,22 @@ def read_config(alias: str, settings: Mapping[str, Any]) -> BackendConfig:
         checked = parse_settings(options, source=f"{where}['OPTIONS'][{{!r}}]")
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
-    return BackendConfig(name, checked.options, pragmas)
+    gateway_options = dict(checked.options)
+    user_setup = gateway_options.pop("connection_setup", None)
+    return BackendConfig(name, gateway_options, user_setup)
 
 
-def _init_pragmas(where: str, init_command: str) -> tuple[str, ...]:
-    """The init_command's statements, each a tuning PRAGMA, or ConfigError."""
-    pragmas = []
+def _refuse_init_command(where: str, init_command: str) -> None:
+    """ConfigError for an init_command with any statement, saying what to do instead."""
     for statement in init_command.split(";"):
         if not statement.strip():
             continue
         match = _PRAGMA.match(statement)
         pragma = match.group(1).lower() if match else None
-        if pragma in TUNING_PRAGMAS:
-            pragmas.append(statement.strip())
-            continue
         what = f"PRAGMA {pragma}" if pragma else repr(statement.strip())
-        hint = _OPTION_FOR.get(pragma or "", "it would change a connection every request "
-                               "shares, or the file")
+        hint = _INSTEAD.get(pragma or "", "tune the writer once with "
+                            "connection.gateway().run_exclusive(fn), and register SQL "
+                            "functions with OPTIONS['connection_setup']")
         raise ConfigError(
-            f"{where}['OPTIONS']['init_command'] runs {what}, which the gateway cannot run on "
-            f"its shared connections: {hint}. init_command may hold only these PRAGMAs, run "
-            f"on every connection: {', '.join(sorted(TUNING_PRAGMAS))}")
-    return tuple(pragmas)
+            f"{where}['OPTIONS']['init_command'] runs {what}: the gateway's connections are "
+            f"shared by every request and configured by the gateway itself; {hint}")
