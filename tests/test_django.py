@@ -228,6 +228,8 @@ def test_schema_change_keeps_referring_rows_and_turns_foreign_keys_back_on(
     db = connection.gateway()
     on = db.run_exclusive(lambda conn: conn.execute("PRAGMA foreign_keys").fetchall())
     assert on == [(1,)]
+    with connection.cursor() as cursor:  # as Django reads it
+        assert cursor.execute("PRAGMA foreign_keys").fetchone() == (1,)
     with pytest.raises(IntegrityError):
         View.objects.create(page_id=10**9, ts=0.0)
 
