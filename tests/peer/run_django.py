@@ -2,12 +2,13 @@
 
 Run from the checkout::
 
-    python tests/django_peer/run_suite.py                 # the full set of apps, both backends
-    python tests/django_peer/run_suite.py --apps basic transactions --backends gateway
+    .venv/bin/python tests/peer/run_django.py               # the full set of apps, both backends
+    .venv/bin/python tests/peer/run_django.py --apps basic transactions --backends gateway
 
 It fetches the source distribution of the installed Django version from the package
-index (``pip download django==X --no-binary :all: --no-deps``; nothing of it is kept
-in the repository), unpacks it in a temporary directory, and runs its
+index (``pip download django==X --no-binary :all: --no-deps``, cached in ``--cache``,
+default ``~/.cache/sqlite-gateway``; nothing of it is kept in the repository), unpacks
+it in a temporary directory, and runs its
 ``tests/runtests.py`` once per backend, one after the other, on file databases, with
 the settings modules beside this script. It prints each backend's counts and every
 test that passes on stock but not on the gateway; the exit status is 0 when each of
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # the settings modules are beside this script
 ROOT = HERE.parent.parent
 
 APPS = ("basic", "transactions", "queries", "model_fields", "aggregation", "expressions",
@@ -35,10 +36,7 @@ APPS = ("basic", "transactions", "queries", "model_fields", "aggregation", "expr
         "migrations", "backends")
 """The apps the full run covers: the ORM, transactions, migrations and the backend layer."""
 
-CI_APPS = APPS
-"""The apps the test suite runs (tests/test_django_peer.py)."""
-
-SETTINGS = {"stock": "settings_stock", "gateway": "settings_gateway"}
+SETTINGS = {"stock": "django_settings_stock", "gateway": "django_settings_gateway"}
 
 _BEGIN = ("an atomic() block begins with BEGIN IMMEDIATE (it holds the writer from its start, "
           "so what it reads cannot change before it writes); the test asserts the SQL text "
@@ -98,24 +96,29 @@ def parse(backend: str, output: str, seconds: float) -> Outcome:
     return outcome
 
 
-def fetch_source(into: Path) -> Path:
-    """Download and unpack the installed Django's source distribution; its ``tests`` dir."""
+def fetch_source(cache: Path, into: Path) -> Path:
+    """The installed Django's source distribution (downloaded once into ``cache``),
+    unpacked into ``into``; its ``tests`` dir."""
     import django
 
     version = django.__version__
-    subprocess.run([sys.executable, "-m", "pip", "download", f"django=={version}",
-                    "--no-binary", ":all:", "--no-deps", "--quiet", "-d", str(into)],
-                   check=True, stdout=subprocess.DEVNULL)
-    archive = next(into.glob("[Dd]jango-*.tar.gz"))
+    archive = cache / f"django-{version}.tar.gz"
+    if not archive.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as download:
+            subprocess.run([sys.executable, "-m", "pip", "download", f"django=={version}",
+                            "--no-binary", ":all:", "--no-deps", "--no-build-isolation",
+                            "--quiet", "-d", download], check=True, stdout=subprocess.DEVNULL)
+            next(Path(download).glob("[Dd]jango-*.tar.gz")).replace(archive)
     with tarfile.open(archive) as tar:
         if sys.version_info >= (3, 12):
             tar.extractall(into, filter="data")
         else:
             tar.extractall(into)  # noqa: S202 (the registry's own archive)
-    tests = into / f"{archive.name[:-len('.tar.gz')]}" / "tests"
-    if not (tests / "runtests.py").exists():
+    found = [p for p in into.glob("[Dd]jango-*/tests/runtests.py")]
+    if not found:
         raise SystemExit(f"no tests/runtests.py in {archive.name}")
-    return tests
+    return found[0].parent
 
 
 def run_backend(backend: str, tests: Path, apps: list[str], parallel: int,
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--source", type=Path,
                         help="an unpacked Django source tree's tests dir (else downloaded)")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "sqlite-gateway",
+                        help="where the downloaded source distribution is kept")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds each backend's run may take")
     parser.add_argument("--show-output", action="store_true",
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="django-peer-") as temp:
         workdir = Path(temp)
-        tests = args.source or fetch_source(workdir)
+        tests = args.source or fetch_source(args.cache, workdir)
         outcomes = {}
         for backend in args.backends:
             outcome = outcomes[backend] = run_backend(backend, tests, args.apps,
