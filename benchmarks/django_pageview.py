@@ -18,7 +18,8 @@ each cell in a fresh process, synchronous FULL everywhere:
 After each cell the parent checks the file: the page counts sum to the logged
 views, and the log holds one row per call answered as done. Goal lines at the
 most threads: gateway-fn >= 2x stock; gateway >= 1x stock with p99 <= 1/2 of
-stock's; 0 "database is locked", 0 starved threads in every cell.
+stock's; 0 "database is locked", 0 starved threads in the gateway's cells (stock's
+are shown as info).
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def goal_lines(cells: dict[tuple[str, int], dict[str, Any]], threads: int) -> li
                f"{p99:.2f}x (goal >= 1x, p99 <= 0.5x)")
     for way, cell in zip(WAYS, (stock, plain, fn), strict=True):
         bad = cell["locked"] or cell["starved"] or not cell["correct"]
-        out.append(f"{'MISS' if bad else 'PASS'} {where}: {way}: {cell['locked']} 'database is "
+        verdict = "info" if way == "stock" else "MISS" if bad else "PASS"
+        out.append(f"{verdict} {where}: {way}: {cell['locked']} 'database is "
                    f"locked', {cell['starved']} starved threads, file check "
                    f"{'ok' if cell['correct'] else 'FAILED'} (goal 0, 0, ok)")
     return out

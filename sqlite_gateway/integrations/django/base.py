@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import apsw
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.validation import BaseDatabaseValidation
@@ -32,6 +33,7 @@ from django.utils.asyncio import async_unsafe
 from ...gateway import Gateway
 from ...options import Options
 from .. import dbapi as Database  # noqa: N812 (Django's name for the driver module)
+from ..dbapi_errors import mapped
 from .config import BackendConfig, ConfigError, read_config
 from .creation import DatabaseCreation
 from .exclusive import ExclusiveSession
@@ -44,7 +46,7 @@ __all__ = ["DatabaseWrapper"]
 Database.register_adapter(decimal.Decimal, str)
 
 
-class DatabaseFeatures(sqlite3_features.DatabaseFeatures):  # type: ignore[misc]
+class DatabaseFeatures(sqlite3_features.DatabaseFeatures):
     """Django's sqlite3 features, judged by the SQLite the gateway runs (apsw's)."""
 
     can_alter_table_drop_column = Database.sqlite_version_info >= (3, 35, 5)
@@ -94,12 +96,12 @@ class CursorWrapper(Database.Cursor):
                 result = session.execute(query, [Database._adapt(p) for p in params], True)
             else:
                 result = session.execute(query, Database._adapt(params))
-        except Database.apsw.Error as exc:
-            raise Database.mapped(exc) from exc
+        except apsw.Error as exc:
+            raise mapped(exc) from exc
         self._set(result, query)
 
 
-class DatabaseValidation(BaseDatabaseValidation):  # type: ignore[misc]
+class DatabaseValidation(BaseDatabaseValidation):
     """``manage.py check --database <alias>`` (and ``migrate``) warn of ATOMIC_REQUESTS."""
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -120,11 +122,13 @@ class DatabaseValidation(BaseDatabaseValidation):  # type: ignore[misc]
 def convert_query(query: str, param_names: list[str] | None) -> str:
     """Django's "format" style to qmark, or "pyformat" to named (as Django's sqlite3)."""
     if param_names is None:
-        return FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
-    return query % {name: f":{name}" for name in param_names}
+        qmark: str = FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+        return qmark
+    converted: str = query % {name: f":{name}" for name in param_names}
+    return converted
 
 
-class DatabaseWrapper(sqlite3_base.DatabaseWrapper):  # type: ignore[misc]
+class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
     """Django's sqlite3 DatabaseWrapper on the gateway. One per thread, as every backend."""
 
     display_name = "SQLite"  # (Django's messages name the database by it)
@@ -155,7 +159,7 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):  # type: ignore[misc]
         # An atomic() block holds the writer from its start (EXCLUSIVE is the same in WAL).
         mode = self.settings_dict["OPTIONS"].get("transaction_mode")
         self.transaction_mode = "EXCLUSIVE" if str(mode).upper() == "EXCLUSIVE" else "IMMEDIATE"
-        self.init_commands = []  # refused by config(): the gateway configures its connections
+        self.init_commands: list[str] = []  # refused by config(): the gateway sets them up
         return {"database": config.path, "setup": config.setup(register_functions),
                 **config.options}
 

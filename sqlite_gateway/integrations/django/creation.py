@@ -37,7 +37,7 @@ def remove_database(path: str) -> None:
             os.remove(name)
 
 
-class DatabaseCreation(Sqlite3Creation):  # type: ignore[misc]
+class DatabaseCreation(Sqlite3Creation):
     def _get_test_db_name(self) -> str:
         name = self.connection.settings_dict["TEST"]["NAME"]
         if not name or self.is_in_memory_db(name):

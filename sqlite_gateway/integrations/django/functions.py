@@ -62,7 +62,8 @@ class _Aggregate:
     __slots__ = ("cls", "instance")
 
     def __init__(self, cls: Any) -> None:
-        self.cls, self.instance = cls, None
+        self.cls = cls
+        self.instance: Any = None
 
 
 def _step(context: _Aggregate, *args: Any) -> None:

@@ -60,7 +60,8 @@ def on_writer(func: Callable[..., T] | None = None, /, *, using: str = DEFAULT_D
                 with bound_to(db, conn):
                     return inner(*args, **kwargs)
 
-            return db.transaction(fn, timeout=timeout, priority=priority)
+            value: T = db.transaction(fn, timeout=timeout, priority=priority)
+            return value
         return wrapper
 
     return decorate if func is None else decorate(func)
