@@ -199,6 +199,13 @@ def test_on_writer_runs_orm_code_as_one_unit(django_env: Path) -> None:
     assert create_pages("unit") == 2
 
     @on_writer
+    def create_more(name: str) -> int:
+        return create_pages(name) + create_pages(name + "-b")  # nested: one unit
+
+    assert create_more("nest") == 2 + 2
+    assert Page.objects.filter(name__startswith="nest").count() == 4
+
+    @on_writer
     def fails(name: str) -> None:
         Page.objects.create(name=name)
         raise RuntimeError("boom")

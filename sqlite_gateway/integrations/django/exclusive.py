@@ -14,8 +14,10 @@ on again before the writer goes back to other requests. Other threads' writes
 wait behind it (reads go on, on the readers, seeing the last commit).
 
 Bounded: the session ends by itself (rolled back, foreign keys on) once it has
-held the writer for ``limit`` seconds; its owner's next statement then raises
-:class:`SessionExpired`.
+held the writer for ``limit`` seconds, or about a second after its owner's thread
+has ended (the process is exiting, say) without closing it; its owner's next
+statement then raises :class:`SessionExpired`. An owner interrupted while it waits
+for a statement (Ctrl-C) ends the session as it leaves.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import apsw
 import apsw.ext
 
-from ...errors import GatewayError
+from ...errors import GatewayError, RequestTimeout
 from ...gateway import Gateway
 from ...result import Result, make_result
 
@@ -37,6 +39,7 @@ __all__ = ["ExclusiveSession", "SessionExpired"]
 
 _END = object()
 _MARGIN = 2.0  # seconds the session ends before the watchdog would call the writer stuck
+_LOOK = 1.0  # seconds between looks at the owner's thread while the session waits
 
 
 class SessionExpired(GatewayError):
@@ -50,16 +53,16 @@ class ExclusiveSession:
     and :meth:`close` once (from any thread; idempotent).
     """
 
-    def __init__(self, db: Gateway, limit: float | None, timeout: float | None) -> None:
+    def __init__(self, db: Gateway, limit: float | None) -> None:
         self._db = db
         self._limit = limit
-        self._timeout = timeout
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._ended = threading.Event()
         self._error: BaseException | None = None
         self._closed = False
+        self._owner = threading.current_thread()
         self.in_transaction = False
         self._thread = threading.Thread(target=self._request, daemon=True,
                                         name="sqlite-gateway-schema-session")
@@ -75,12 +78,16 @@ class ExclusiveSession:
             RequestTimeout, GatewayClosed, Overloaded: as ``run_exclusive``.
         """
         hang = db.options.hang_timeout
-        session = cls(db, None if hang is None else max(hang - _MARGIN, hang / 2), timeout)
+        session = cls(db, None if hang is None else max(hang - _MARGIN, hang / 2))
         session._thread.start()
-        while not session._ready.wait(0.05):  # bounded: the request's own timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not session._ready.wait(0.05):  # bounded: the deadline
             if session._ended.is_set():
                 session.close()
                 raise session._expired()
+            if deadline is not None and time.monotonic() > deadline:
+                session._end_soon()  # if it starts later, it ends at once
+                raise RequestTimeout(timeout or 0.0, started=False)
         return session
 
     # -- the owner's side ---------------------------------------------------------------
@@ -95,7 +102,11 @@ class ExclusiveSession:
         if self._ended.is_set():
             raise self._expired()
         self._jobs.put((sql, params, many))
-        answer = self._answers.get()
+        try:
+            answer = self._answers.get()
+        except BaseException:  # Ctrl-C while the statement runs: the session ends after it
+            self._end_soon()
+            raise
         if isinstance(answer, BaseException):
             raise answer
         return answer  # type: ignore[no-any-return]
@@ -104,12 +115,15 @@ class ExclusiveSession:
         """End the session: roll back what is open, foreign keys on, writer freed.
 
         Returns once the writer is back to other requests."""
-        if self._closed:
-            return
-        self._closed = True
-        self._jobs.put(_END)
-        if self._thread.ident is not None:
+        self._end_soon()
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
             self._thread.join()
+
+    def _end_soon(self) -> None:
+        """Ask the session to end once its current statement (if any) is done."""
+        if not self._closed:
+            self._closed = True
+            self._jobs.put(_END)
 
     @property
     def ended(self) -> bool:
@@ -127,7 +141,9 @@ class ExclusiveSession:
 
     def _request(self) -> None:
         try:
-            self._db.run_exclusive(self._hold, timeout=self._timeout)
+            # No timeout here: the request's answer comes when the whole session ends;
+            # open() bounds the wait for its start.
+            self._db.run_exclusive(self._hold, timeout=None)
         except BaseException as exc:  # an error of the request itself: reported to the owner
             self._error = exc
         finally:
@@ -145,9 +161,11 @@ class ExclusiveSession:
                 if left is not None and left <= 0:
                     return
                 try:
-                    job = self._jobs.get(timeout=left)
+                    job = self._jobs.get(timeout=_LOOK if left is None else min(left, _LOOK))
                 except queue.Empty:
-                    return
+                    if not self._owner.is_alive():
+                        return  # its owner is gone (the process exits): nobody will end it
+                    continue
                 if job is _END:
                     return
                 try:

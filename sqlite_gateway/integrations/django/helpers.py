@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -14,6 +15,8 @@ from ..dbapi import bound_to
 __all__ = ["on_writer"]
 
 T = TypeVar("T")
+
+_inside = threading.local()  # .aliases: databases an on_writer function runs on in this thread
 
 
 @overload
@@ -42,7 +45,8 @@ def on_writer(func: Callable[..., T] | None = None, /, *, using: str = DEFAULT_D
     connection: they commit together, with the other requests of the batch
     (group commit), and ``func``'s caller returns once they are committed. If
     ``func`` raises, all of its writes are rolled back and the exception is
-    re-raised in the caller. Nested ``atomic()`` blocks inside are savepoints.
+    re-raised in the caller. Nested ``atomic()`` blocks inside are savepoints;
+    an ``on_writer`` function called from inside one runs as part of it.
 
     As every transaction fn: ``func`` may run in another thread (the
     writer's), it may be run a second time if another request of its batch
@@ -54,11 +58,19 @@ def on_writer(func: Callable[..., T] | None = None, /, *, using: str = DEFAULT_D
     def decorate(inner: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(inner)
         def wrapper(*args: Any, **kwargs: Any) -> T:
+            aliases: set[str] = _inside.__dict__.setdefault("aliases", set())
+            if using in aliases:
+                return inner(*args, **kwargs)  # already on that writer: part of its unit
             db = connections[using].gateway()
 
             def fn(conn: Any) -> T:
-                with bound_to(db, conn):
-                    return inner(*args, **kwargs)
+                mine: set[str] = _inside.__dict__.setdefault("aliases", set())
+                mine.add(using)
+                try:
+                    with bound_to(db, conn):
+                        return inner(*args, **kwargs)
+                finally:
+                    mine.discard(using)
 
             value: T = db.transaction(fn, timeout=timeout, priority=priority)
             return value
