@@ -67,7 +67,10 @@ def test_memory_and_sqlite3_only_features_are_refused_clearly(path):
         dbapi.connect(path, begin="eventually")
     with pytest.raises(ValueError, match="isolation_level"):
         dbapi.connect(path, isolation_level="SOMETIMES")
-    with pytest.raises(dbapi.NotSupportedError, match="set-up"):
+    with pytest.raises(ValueError, match="readers"):
+        dbapi.connect(path, readers=-1)
+    assert not os.path.exists(path)  # refused before anything was opened
+    with pytest.raises(dbapi.NotSupportedError, match="connection_setup"):
         dbapi.connect(path).create_function("twice", 1, lambda v: 2 * v)
 
 
@@ -286,3 +289,24 @@ def test_close_with_an_open_transaction_rolls_back_and_frees_the_writer(conn, pa
     with conn.gateway.writer(timeout=5) as w:  # free at once, not after the hold limit
         w.execute("INSERT INTO t (x) VALUES ('next')")
     assert rows(path) == [(1, "next")]
+
+
+def test_inside_a_transaction_fn_an_unbound_connection_is_refused(conn):
+    db = conn.gateway
+
+    def fn(handle):
+        other = dbapi.connect(db.path)
+        other.execute("SELECT count(*) FROM t")  # a reader would not see fn's writes
+
+    with pytest.raises(NestedCallError):
+        db.transaction(fn)
+
+
+def test_a_failing_connection_setup_opens_nothing_and_a_later_connect_works(path):
+    def broken(conn):
+        raise RuntimeError("setup failed")
+
+    with pytest.raises(RuntimeError, match="setup failed"):
+        dbapi.connect(path, connection_setup=broken)
+    c = dbapi.connect(path)
+    assert c.execute("SELECT regexp('^a', 'abc')").fetchone() == (1,)

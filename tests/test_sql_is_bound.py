@@ -29,6 +29,9 @@ ALLOWED = {
         "a PRAGMA value cannot be bound; Gateway() checked it against SYNCHRONOUS",
     ("sqlite_gateway/baseline.py", "f'PRAGMA synchronous={self.synchronous}'"):
         "a PRAGMA value cannot be bound; RetryGateway() checked it against SYNCHRONOUS",
+    ("sqlite_gateway/integrations/peewee.py", "f'PRAGMA {pragma} = {value}'"):
+        "a PRAGMA value cannot be bound; the name is one of _TUNING and the value a whole "
+        "number or one of temp_store's words (checked by _tuning_value)",
     ("webapp/app.py", "SCHEMA.read_text()"):
         "schema.sql, a file of the package, not request data",
     ("webapp/bets.py", "db"):

@@ -93,6 +93,14 @@ def test_a_bad_url_key_fails_at_create_engine(tmp_path, query, message):
     assert not (tmp_path / "x.db").exists()
 
 
+def test_the_stock_drivers_thread_and_cache_keys_are_accepted(tmp_path):
+    engine = create_engine(f"sqlite+gateway:///{tmp_path / 'k.db'}"
+                           "?check_same_thread=false&cached_statements=10")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
+    registry.close_all()
+
+
 def test_memory_is_refused_at_create_engine():
     with pytest.raises(exc.ArgumentError, match="needs a database file"):
         create_engine("sqlite+gateway:///:memory:")
@@ -318,3 +326,55 @@ def test_a_session_past_the_hold_limit_is_rolled_back_and_told(tmp_path):
     finally:
         engine.dispose()
         registry.close_all()
+
+
+def test_untyped_datetime_and_date_parameters_bind_as_sqlite3s(engine):
+    when = datetime.datetime(2026, 12, 6, 5, 30, 1)
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT :when, :day"), {"when": when, "day": when.date()}).one()
+    assert tuple(got) == ("2026-12-06 05:30:01", "2026-12-06")
+
+
+def _twice(conn):
+    conn.create_scalar_function("twice", lambda v: 2 * v, 1, deterministic=True)
+
+
+def test_functions_reach_every_connection_through_connection_setup(tmp_path):
+    engine = create_engine(f"sqlite+gateway:///{tmp_path / 'fn.db'}",
+                           connect_args={"connection_setup": _twice})
+    Base.metadata.create_all(engine)
+    try:
+        with Session(engine) as session:
+            session.add_all([User(name="ada"), User(name="bob")])
+            session.commit()
+            # on a reader (a read before any write), then inside the write block
+            assert session.scalar(select(sqlalchemy.func.twice(User.id)).where(
+                User.name.regexp_match("^b"))) == 4
+            session.add(User(name="cy"))
+            session.flush()
+            assert session.scalar(select(sqlalchemy.func.twice(sqlalchemy.func.count())
+                                         ).select_from(User)) == 6
+            session.commit()
+    finally:
+        engine.dispose()
+        registry.close_all()
+
+
+def test_orm_updates_and_deletes_on_tables_with_triggers_and_cascades(engine):
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE audit (what TEXT)"))
+        conn.execute(text("CREATE TRIGGER users_audit AFTER UPDATE ON users BEGIN "
+                          "INSERT INTO audit VALUES ('u1'); INSERT INTO audit VALUES ('u2'); END"))
+    with Session(engine) as session:
+        session.add(User(name="ada", posts=[Post(title="a"), Post(title="b")]))
+        session.commit()
+        ada = session.scalars(select(User)).one()
+        ada.name = "Ada"  # rowcount must be 1, not 3 (the trigger's rows are not counted)
+        session.commit()
+        for post in ada.posts:
+            session.delete(post)
+        session.delete(ada)
+        session.commit()
+        assert session.scalars(select(User)).all() == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM audit")).scalar() == 2

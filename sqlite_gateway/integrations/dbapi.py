@@ -43,8 +43,8 @@ Not carried over from ``sqlite3``: ``:memory:`` (the gateway needs a file);
 ``detect_types`` converters (results come back as SQLite stores them;
 SQLAlchemy parses dates itself); functions, aggregates and collations
 registered per connection (the gateway's connections are shared: pass the
-gateway's connection set-up option instead; ``regexp`` and ``floor`` are
-registered on every connection opened here). ``datetime.datetime`` and
+gateway's ``connection_setup`` option instead; ``regexp`` and ``floor`` are
+registered on every connection of a gateway opened here). ``datetime.datetime`` and
 ``datetime.date`` parameters bind as ISO text, as ``sqlite3``'s default
 adapters do, and :func:`register_adapter` adds more.
 """
@@ -55,7 +55,7 @@ import datetime
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -69,12 +69,14 @@ from ..result import Result
 from .dbapi_errors import (DatabaseError, DataError, Error, IntegrityError, InterfaceError,
                            InternalError, NotSupportedError, OperationalError, ProgrammingError,
                            Warning, mapped)
+from .dbapi_cursor import Cursor
 from .registry import open_gateway
 from .txcontrol import Block, TxStatement, parse
 
 __all__ = [
     "apilevel", "threadsafety", "paramstyle", "sqlite_version", "sqlite_version_info",
-    "connect", "Connection", "Cursor", "bound_to", "register_adapter",
+    "connect", "Connection", "Cursor", "bound_to", "register_adapter", "register_converter",
+    "converters",
     "Warning", "Error", "InterfaceError", "DatabaseError", "DataError", "OperationalError",
     "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError",
     "Binary", "Date", "Time", "Timestamp", "DateFromTicks", "TimeFromTicks",
@@ -115,6 +117,19 @@ def register_adapter(type_: type, adapter: Callable[[Any], Any]) -> None:
     """Bind values of exactly ``type_`` as ``adapter(value)`` (as ``sqlite3``'s
     function of that name). Process-wide; register at import time."""
     _adapters[type_] = adapter
+
+
+converters: dict[str, Callable[[bytes], Any]] = {}
+"""What :func:`register_converter` registered, by upper-case type name (as
+``sqlite3.converters``). Kept for code that registers converters at import
+time (Django's backend does); they are not applied: ``detect_types`` is
+refused, because the gateway's results carry column names, not declared types."""
+
+
+def register_converter(typename: str, converter: Callable[[bytes], Any]) -> None:
+    """Record a converter as ``sqlite3.register_converter`` does (see :data:`converters`:
+    it is never applied here)."""
+    converters[typename.upper()] = converter
 
 
 def _adapt(params: Any) -> Any:
@@ -169,12 +184,18 @@ _ISOLATION_LEVELS = {"": None, "DEFERRED": "deferred", "IMMEDIATE": "immediate",
 _BEGIN_MODES = ("deferred", "immediate")
 
 
+def _check_level(value: object) -> None:
+    if value is not None and (not isinstance(value, str)
+                              or value.upper() not in _ISOLATION_LEVELS):
+        raise ValueError("isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or "
+                         f"'EXCLUSIVE', or None (autocommit), not {value!r}")
+
+
 def connect(database: str | os.PathLike[str] | None = None, timeout: Timeout = DEFAULT,
             detect_types: int = 0, isolation_level: str | None = "",
             check_same_thread: bool = True, factory: Any = None,
             cached_statements: int = 128, uri: bool = False, *,
             begin: str = "deferred", gateway: Gateway | None = None,
-            setup: Callable[[apsw.Connection], None] | None = None,
             **options: Any) -> Connection:
     """Open a connection to ``database`` through its process-wide gateway.
 
@@ -189,12 +210,11 @@ def connect(database: str | os.PathLike[str] | None = None, timeout: Timeout = D
             of ``isolation_level=""``.
         gateway: an existing started Gateway to use instead of opening one
             by path (``database`` is then ignored).
-        setup: run on every SQLite connection the gateway opens (functions,
-            collations), after ``regexp`` and ``floor`` are registered; used
-            when this call opens the gateway.
         **options: gateway options (``readers=8``, ``synchronous="NORMAL"``,
             text values parsed); used when this call opens the gateway, and
-            checked against the running one otherwise.
+            checked against the running one otherwise. ``connection_setup``
+            (functions, collations for every SQLite connection the gateway
+            opens) runs after ``regexp`` and ``floor`` are registered.
 
     Raises:
         NotSupportedError: ``:memory:``, ``uri=True``, ``detect_types``, ``factory``.
@@ -204,14 +224,15 @@ def connect(database: str | os.PathLike[str] | None = None, timeout: Timeout = D
     del check_same_thread, cached_statements
     if detect_types:
         raise NotSupportedError(
-            "detect_types is not supported: results come back as SQLite stores them "
-            "(convert in the application or the ORM's column types)")
+            "detect_types is not supported: results come back as SQLite stores them and "
+            "registered converters are not applied (convert in the application or the "
+            "ORM's column types)")
     if factory is not None:
         raise NotSupportedError("factory= is not supported by sqlite_gateway's DB-API")
     if uri:
         raise NotSupportedError("uri=True is not supported: pass a plain file path (the "
                                 "gateway opens its connections in the modes it needs)")
-    return Connection(database, timeout, isolation_level, begin, gateway, setup, options)
+    return Connection(database, timeout, isolation_level, begin, gateway, options)
 
 
 class Connection:
@@ -225,13 +246,18 @@ class Connection:
 
     def __init__(self, database: str | os.PathLike[str] | None, timeout: Timeout,
                  isolation_level: str | None, begin: str, gateway: Gateway | None,
-                 setup: Callable[[apsw.Connection], None] | None,
                  options: dict[str, Any]) -> None:
+        # Every argument is checked before the gateway is opened.
         if begin not in _BEGIN_MODES:
             raise ValueError(f"begin must be 'deferred' or 'immediate', not {begin!r}")
+        _check_level(isolation_level)
         self._begin = begin
+        self._closed = False
+        self._block: Block | None = None
+        self._explicit: str | None = None  # the mode of an open BEGIN statement
+        self._savepoint_tx = False  # autocommit transaction opened by SAVEPOINT
         self._timeout = timeout if timeout is DEFAULT else check_timeout(timeout)
-        self._setup, self._options = setup, options
+        self._options = options
         if gateway is not None:
             if not isinstance(gateway, Gateway):
                 raise TypeError(f"gateway must be a Gateway, not {type(gateway).__name__}")
@@ -247,17 +273,13 @@ class Connection:
                     f"{self._path!r} is not supported: the gateway shares its connections "
                     "and needs WAL, which needs a database file")
             try:
-                self._db = open_gateway(self._path, options, setup)
+                self._db = open_gateway(self._path, options)
             except apsw.Error as exc:
                 raise mapped(exc) from exc
         self._pid = os.getpid()
         self._level: str | None = ""
         self._mode = begin  # the current implicit transactions' begin mode
-        self._block: Block | None = None
-        self._explicit: str | None = None  # the mode of an open BEGIN statement
-        self._savepoint_tx = False  # autocommit transaction opened by SAVEPOINT
         self.isolation_level = isolation_level
-        self._closed = False
         self.row_factory = None
         self.text_factory = str
 
@@ -271,10 +293,8 @@ class Connection:
 
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
+        _check_level(value)
         if value is not None:
-            if not isinstance(value, str) or value.upper() not in _ISOLATION_LEVELS:
-                raise ValueError("isolation_level string must be '', 'DEFERRED', "
-                                 f"'IMMEDIATE', or 'EXCLUSIVE', not {value!r}")
             self._mode = _ISOLATION_LEVELS[value.upper()] or self._begin
         elif self._block is not None and self._explicit is None:
             self.commit()  # sqlite3 commits a pending transaction when autocommit is set
@@ -357,7 +377,8 @@ class Connection:
         raise NotSupportedError(
             f"create_function({name!r}) is not supported per connection: the gateway's "
             "connections are shared; register functions with the gateway's connection "
-            "set-up option (connect(setup=fn) or Gateway(..., setup option))")
+            "connection_setup option (connect(connection_setup=fn), or in SQLAlchemy "
+            "connect_args={'connection_setup': fn})")
 
     create_aggregate = create_collation = create_window_function = create_function
 
@@ -373,7 +394,7 @@ class Connection:
             if self._pid != os.getpid():  # forked: the parent's block is not ours
                 self._block, self._explicit, self._pid = None, None, os.getpid()
             if self._owned:
-                db = self._db = open_gateway(self._path, self._options, self._setup)
+                db = self._db = open_gateway(self._path, self._options)
         return db
 
     def _wait(self, db: Gateway) -> float | None:
@@ -390,7 +411,8 @@ class Connection:
                 if tx is not None:
                     self._transaction_statement(tx)
                     return _EMPTY, True
-            return self._statement(sql, params, many), False
+                return self._statement(sql, _adapt(params), False), False
+            return self._statement(sql, [_adapt(p) for p in params], True), False
         except apsw.Error as exc:
             raise mapped(exc) from exc
 
@@ -411,6 +433,10 @@ class Connection:
             readers = db._readers  # (the gateway's own routing, asked without a write fallback)
             if (fn_conn is None and mode == "deferred" and not many and readers is not None
                     and sql not in db._writes):
+                ident, worker = threading.get_ident(), db._worker
+                if ident == worker.thread_ident or ident == worker.inline_ident:
+                    # Inside a transaction fn, a reader would not see the fn's writes.
+                    db._check_not_worker("execute")
                 result = readers.read(sql, params, self._wait(db))
                 if result is not None:
                     return result
@@ -463,121 +489,3 @@ class Connection:
                     self.commit()  # SQLite: releasing the outermost savepoint commits
             else:
                 block.rollback_to(arg)
-
-
-_DML = ("insert", "update", "delete", "replace")
-
-
-def _is_dml(sql: str) -> bool:
-    """As sqlite3's own test: the first keyword (after comments) changes rows."""
-    text = sql.lstrip()
-    while text.startswith(("--", "/*")):
-        end = text.find("\n") if text.startswith("--") else text.find("*/") + 1
-        if end <= 0:
-            return False
-        text = text[end + 1:].lstrip()
-    return text[:7].lower().startswith(_DML)
-
-
-class Cursor:
-    """A DB-API cursor: every row is fetched when ``execute`` returns.
-
-    ``description`` names the columns of a statement that returns rows, even
-    when it returned none (7-tuples, the last six None); None otherwise.
-    ``rowcount`` is the rows the statement changed (SQLite's ``changes()``,
-    summed over ``executemany``), -1 for a statement that is not
-    INSERT/UPDATE/DELETE/REPLACE. ``lastrowid`` is the rowid of the last
-    INSERT or REPLACE.
-    """
-
-    arraysize = 1
-
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.description: tuple[tuple[Any, ...], ...] | None = None
-        self.rowcount = -1
-        self.lastrowid: int | None = None
-        self.row_factory = None
-        self._rows: tuple[tuple[Any, ...], ...] = ()
-        self._pos = 0
-        self._closed = False
-
-    def execute(self, sql: str, parameters: Any = ()) -> Cursor:
-        self._check()
-        result, _ = self.connection._run(sql, _adapt(parameters), False)
-        self._set(result, sql)
-        return self
-
-    def executemany(self, sql: str, seq_of_parameters: Any) -> Cursor:
-        self._check()
-        rows = [_adapt(p) for p in seq_of_parameters]
-        result, _ = self.connection._run(sql, rows, True)
-        self._set(result, sql)
-        return self
-
-    def executescript(self, script: str) -> Cursor:
-        """Commit any open transaction, then run ``script`` as one gateway call."""
-        self._check()
-        self.connection.commit()
-        try:
-            result = self.connection._gateway().execute(script)
-        except apsw.Error as exc:
-            raise mapped(exc) from exc
-        self._set(result, "")
-        return self
-
-    def _set(self, result: Result, sql: str) -> None:
-        columns = result.columns
-        self.description = tuple((name, None, None, None, None, None, None)
-                                 for name in columns) if columns else None
-        self._rows, self._pos = result.rows, 0
-        if _is_dml(sql):
-            self.rowcount = result.rowcount
-            self.lastrowid = result.lastrowid
-        else:
-            self.rowcount = -1
-
-    def _check(self) -> None:
-        if self._closed:
-            raise ProgrammingError("Cannot operate on a closed cursor.")
-        self.connection._check_open()
-
-    def fetchone(self) -> Any:
-        self._check()
-        if self._pos >= len(self._rows):
-            return None
-        row = self._rows[self._pos]
-        self._pos += 1
-        return row
-
-    def fetchmany(self, size: int | None = None) -> list[Any]:
-        self._check()
-        end = self._pos + (self.arraysize if size is None else size)
-        rows = self._rows[self._pos:end]
-        self._pos += len(rows)
-        return list(rows)
-
-    def fetchall(self) -> list[Any]:
-        self._check()
-        rows = self._rows[self._pos:]
-        self._pos = len(self._rows)
-        return list(rows)
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
-
-    def close(self) -> None:
-        self._closed = True
-        self._rows = ()
-
-    def setinputsizes(self, sizes: Sequence[Any]) -> None:
-        pass
-
-    def setoutputsize(self, size: int, column: int | None = None) -> None:
-        pass

@@ -34,6 +34,8 @@ __all__ = ["builtin_functions", "close", "close_all", "open_gateway"]
 
 _lock = threading.Lock()
 _gateways: dict[tuple[int, str], Gateway] = {}
+# The connection_setup each was opened with (the gateway runs it composed with ours).
+_user_setups: dict[tuple[int, str], Callable[[apsw.Connection], object] | None] = {}
 
 
 def _regexp(pattern: str, text: str | None) -> bool | None:
@@ -54,22 +56,23 @@ def builtin_functions(conn: apsw.Connection) -> None:
     conn.create_scalar_function("floor", _floor, 1, deterministic=True)  # type: ignore[arg-type]
 
 
-def open_gateway(path: str, options: Mapping[str, Any] | None = None,
-                 setup: Callable[[apsw.Connection], None] | None = None) -> Gateway:
+def open_gateway(path: str, options: Mapping[str, Any] | None = None) -> Gateway:
     """The started gateway of ``path`` in this process; opened on first use.
 
     Thread-safe. ``options`` are gateway options (text values are parsed as
-    in every integration: ``{"readers": "8"}``); they apply when this call
-    opens the gateway. When the gateway is already open, every option given
-    must equal the running one's, or ValueError says which differs: one file
-    has one writer and one set of options per process.
+    in every integration: ``{"readers": "8"}``, ``{"connection_setup":
+    "app.db:setup"}``); they apply when this call opens the gateway, whose
+    ``connection_setup`` registers :func:`builtin_functions` and then calls
+    the one given. When the gateway is already open, every option given must
+    equal the running one's, or ValueError says which differs: one file has
+    one writer and one set of options per process.
 
     Raises:
         ValueError, TypeError: an unknown option or a value out of range,
             checked before anything is opened; ``:memory:`` or no path.
         apsw.Error: the file could not be opened.
     """
-    settings = parse_settings(dict(options or {}), source="{}")
+    given = parse_settings(dict(options or {}), source="{}").options
     if not path or path == ":memory:":
         raise ValueError(f"the gateway needs a database file, not {path!r}: SQLite's "
                          "in-memory databases are private to one connection, and the "
@@ -78,24 +81,16 @@ def open_gateway(path: str, options: Mapping[str, Any] | None = None,
     with _lock:
         db = _gateways.get(key)
         if db is not None and db.state is State.RUNNING:
-            _check_same(db, settings.options)
+            _check_same(db, given, _user_setups.get(key))
             return db
-        hook = _compose(setup)
-        db = Gateway(path, **settings.options, **_hook_option(hook)).start()
+        user_setup = given.pop("connection_setup", None)
+        db = Gateway(path, **given, connection_setup=_compose(user_setup)).start()
         _gateways[key] = db
+        _user_setups[key] = user_setup
         return db
 
 
-def _hook_option(hook: Callable[[apsw.Connection], None]) -> dict[str, Any]:
-    """The gateway's connection set-up option, when this version has it."""
-    from ..options import NAMES
-    for name in ("setup", "connection_setup", "on_connect"):
-        if name in NAMES:
-            return {name: hook}
-    return {}
-
-
-def _compose(setup: Callable[[apsw.Connection], None] | None
+def _compose(setup: Callable[[apsw.Connection], object] | None
              ) -> Callable[[apsw.Connection], None]:
     if setup is None:
         return builtin_functions
@@ -106,10 +101,16 @@ def _compose(setup: Callable[[apsw.Connection], None] | None
     return both
 
 
-def _check_same(db: Gateway, given: Mapping[str, Any]) -> None:
+def _check_same(db: Gateway, given: dict[str, Any],
+                user_setup: Callable[[apsw.Connection], object] | None) -> None:
+    differ = []
+    if "connection_setup" in given:
+        setup = given.pop("connection_setup")
+        if setup != user_setup:
+            differ.append(f"connection_setup={setup!r} (running: {user_setup!r})")
     wanted = Options(**given)  # normalised as the running gateway's were
-    differ = [f"{name}={getattr(wanted, name)!r} (running: {getattr(db.options, name)!r})"
-              for name in given if getattr(db.options, name) != getattr(wanted, name)]
+    differ += [f"{name}={getattr(wanted, name)!r} (running: {getattr(db.options, name)!r})"
+               for name in given if getattr(db.options, name) != getattr(wanted, name)]
     if differ:
         raise ValueError(
             f"the gateway on {db.path!r} is already open in this process with other "
@@ -124,7 +125,9 @@ def close(path: str, timeout: float | None = None) -> None:
     statement, with the options they were made with.
     """
     with _lock:
-        db = _gateways.pop((os.getpid(), os.path.realpath(path)), None)
+        key = (os.getpid(), os.path.realpath(path))
+        db = _gateways.pop(key, None)
+        _user_setups.pop(key, None)
     if db is not None:
         db.close(timeout)
 
@@ -138,5 +141,6 @@ def close_all(timeout: float | None = None) -> None:
     with _lock:
         mine = [db for (pid, _), db in _gateways.items() if pid == os.getpid()]
         _gateways.clear()
+        _user_setups.clear()
     for db in mine:
         db.close(timeout)

@@ -52,6 +52,9 @@ T = TypeVar("T")
 # A BEGIN sent through SQLAlchemy: the leftover recipe of stock sqlite3 setups.
 _BEGIN = re.compile(r"\s*BEGIN\b(\s+(?P<mode>\w+))?", re.IGNORECASE)
 _URL_KEYS = ("begin",)
+# Keys of the stock sqlite3 URL that mean nothing here (the gateway owns its
+# connections and their statement caches), accepted so that only the scheme changes.
+_IGNORED_KEYS = ("check_same_thread", "cached_statements")
 
 
 class GatewayPool(pool.QueuePool):
@@ -87,6 +90,8 @@ class GatewayDialect(SQLiteDialect_pysqlite):
                 "sqlite+gateway needs a database file, not :memory: (the gateway shares "
                 "its connections and needs WAL, which needs a file)")
         query = {k: v if isinstance(v, str) else v[-1] for k, v in url.query.items()}
+        for key in _IGNORED_KEYS:  # the stock driver's, meaningless here: accepted
+            query.pop(key, None)
         begin = query.pop("begin", "deferred").lower()
         if begin not in ("deferred", "immediate"):
             raise exc.ArgumentError(f"begin must be 'deferred' or 'immediate', not {begin!r}")
@@ -100,7 +105,9 @@ class GatewayDialect(SQLiteDialect_pysqlite):
         except (ValueError, TypeError) as error:
             raise exc.ArgumentError(f"sqlite+gateway URL: {error}") from None
         params: dict[str, Any] = {"begin": begin, **options}
-        return ([url.database or None], params)
+        # As the stock dialect: a relative path is resolved once, at create_engine.
+        database = os.path.abspath(url.database) if url.database else None
+        return ([database], params)
 
     def on_connect(self) -> Any:
         return None  # regexp and floor are on every gateway connection already
