@@ -160,7 +160,8 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
         mode = self.settings_dict["OPTIONS"].get("transaction_mode")
         self.transaction_mode = "EXCLUSIVE" if str(mode).upper() == "EXCLUSIVE" else "IMMEDIATE"
         self.init_commands: list[str] = []  # refused by config(): the gateway sets them up
-        return {"database": config.path, "setup": config.setup(register_functions),
+        return {"database": config.path,
+                "connection_setup": config.setup(register_functions),
                 **config.options}
 
     @async_unsafe

@@ -8,6 +8,7 @@ what to change, before anything is opened. Imports no framework.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,10 @@ _SQLITE3_ARGS = frozenset({"detect_types", "isolation_level", "check_same_thread
 TRANSACTION_MODES = (None, "IMMEDIATE", "EXCLUSIVE")
 
 
+_composed: dict[tuple[Any, Any], Callable[[apsw.Connection], None]] = {}
+_composed_lock = threading.Lock()
+
+
 class ConfigError(ValueError):
     """A DATABASES setting the backend cannot honour (the message says what to change)."""
 
@@ -55,14 +60,21 @@ class BackendConfig:
 
     def setup(self, functions: Callable[[apsw.Connection], None]
               ) -> Callable[[apsw.Connection], None]:
-        """The connection set-up hook: ``functions(conn)``, then the user's own."""
+        """The connection set-up hook: ``functions(conn)``, then the user's own.
+
+        The same object for the same pair, every time: a gateway already open
+        checks that each connection asks for the hook it runs."""
         user_setup = self.user_setup
         if user_setup is None:
             return functions
-
-        def setup(conn: apsw.Connection) -> None:
-            functions(conn)
-            user_setup(conn)
+        key = (functions, user_setup)
+        with _composed_lock:
+            setup = _composed.get(key)
+            if setup is None:
+                def setup(conn: apsw.Connection) -> None:
+                    functions(conn)
+                    user_setup(conn)
+                _composed[key] = setup
         return setup
 
 
