@@ -332,3 +332,17 @@ def test_settings_the_backend_cannot_honour_fail_at_start_up(
     with pytest.raises(ImproperlyConfigured, match=message):
         handler["default"]
     assert not path.exists()  # checked before anything was opened
+
+
+def test_without_django_the_import_error_names_the_extra() -> None:
+    from conftest import run_python
+
+    done = run_python(
+        "import sys\n"
+        "sys.modules['django'] = None  # as if it were not installed\n"
+        "try:\n"
+        "    import sqlite_gateway.integrations.django\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n")
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'sqlite-gateway[django]'" in done.stdout

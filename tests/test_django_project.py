@@ -135,3 +135,17 @@ def test_runserver_counts_every_view_of_concurrent_requests(server: str) -> None
     # Each request read the count, added one and saved it in one atomic() block: no two
     # saw the same count, and none was lost.
     assert sorted(answers) == list(range(1, 41))
+
+
+def test_the_pageview_benchmark_runs_in_its_smoke_form() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.django_pageview", "--smoke"],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = [line.split() for line in done.stdout.splitlines()
+             if line.startswith(("stock ", "gateway ", "gateway-fn "))]
+    assert [(row[0], row[1]) for row in table] == [
+        (way, n) for n in ("1", "4") for way in ("stock", "gateway", "gateway-fn")]
+    goals = [line for line in done.stdout.splitlines() if line.endswith("ok)")]
+    assert len(goals) == 3  # each way's file check line
+    assert "FAILED" not in done.stdout
