@@ -162,9 +162,10 @@ class Gateway(WriteBehind):
             if reason is not None:
                 raise GatewayClosed(reason)
             ident, worker = threading.get_ident(), self._worker
-            if (ident == worker.thread_ident or ident == worker.inline_ident
-                    or ident == worker.holder_ident):
+            if ident == worker.thread_ident or ident == worker.inline_ident:
                 self._check_not_worker("execute")
+            # (A thread holding a write block may read here: a reader does not
+            # wait for the writer. A write goes to _call, which refuses it.)
             result = readers.read(sql, params, wait)
             if result is not None:
                 return result
@@ -235,8 +236,10 @@ class Gateway(WriteBehind):
         the writer for ``hold_limit`` seconds (an option, default 5); then it
         is rolled back and ``w``'s next statement, or leaving the ``with``,
         raises :class:`WriteBlockExpired`. While your thread holds the block,
-        its calls on this gateway raise :class:`NestedCallError` at once
-        (they would wait for the block). ``timeout`` bounds the wait for the
+        its calls on this gateway that need the writer raise
+        :class:`NestedCallError` at once (they would wait for the block); a
+        read through ``db.execute`` goes to a reader and sees the last
+        commit, not the block's writes. ``timeout`` bounds the wait for the
         writer on entering and for the COMMIT on leaving; ``priority`` is the
         block's place in the queue, as for :meth:`transaction`. See
         :class:`~sqlite_gateway.writeblock.WriteBlock` for the details.

@@ -138,6 +138,15 @@ class Reader:
                 # with the same errors as on the writer.
                 return run_sql(self.conn, self.guard, sql, params)
             raise
+        except apsw.SQLError:
+            if known:
+                raise
+            # A text seen for the first time that this reader could not prepare:
+            # its copy of the schema may predate a change the writer made
+            # (SQLite re-reads it for "no such table", not for every error, e.g.
+            # an upsert's ON CONFLICT target on a new index). The writer decides.
+            self.passed += 1
+            return None
         except apsw.InterruptError:
             if self.stop:
                 raise GatewayClosed("gateway closed while this read ran") from None

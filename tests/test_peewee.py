@@ -255,7 +255,7 @@ def test_the_hold_limit_and_nested_calls_inside_atomic(db_path):
         with pytest.raises(NestedCallError):
             with database.atomic():
                 User.create(name="a")
-                database.gateway.execute("SELECT 1")  # would wait for its own block
+                database.gateway.execute("DELETE FROM user")  # would wait for its own block
         with pytest.raises(WriteBlockExpired):
             with database.atomic():
                 User.create(name="slow")
