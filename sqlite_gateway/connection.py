@@ -16,8 +16,7 @@ from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
                      make_result)
 from .savepoint import Savepoint
-from .shape import (COLUMNLESS, EMPTY, TRACED, Trace, columns_after, describe, remember,
-                    shapes)
+from .shape import COLUMNLESS, MULTI, Trace, describe, shapes
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -179,10 +178,10 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     trace = None
     cursor = None
     try:
-        if shape is None or shape & TRACED or many or tracer is not None:
-            # A text seen for the first time, several statements, a query that
-            # has found nothing before, executemany: traced (see shape.py).
-            trace = Trace(conn, before, tracer, many)
+        if shape is None or shape & MULTI or many or tracer is not None:
+            # A text seen for the first time, several statements, executemany:
+            # traced (see shape.py).
+            trace = Trace(conn, before, tracer)
             cursor = conn.cursor()
             cursor.exec_trace = trace
             if many:
@@ -215,17 +214,14 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
+    if columns is None:  # no row: the names, unless the text is known to have none
+        columns = () if shape is not None and shape & COLUMNLESS else describe(
+            conn, sql, params[0] if many and params else params)
     if trace is None:
         # One statement: its own changes() (not its triggers'), if it changed anything.
         rowcount = conn.changes() if conn.total_changes() != before else 0
-        if columns is None:
-            columns = () if shape & COLUMNLESS else _described(  # type: ignore[operator]
-                conn, sql, params, shape)  # type: ignore[arg-type]
     else:
-        rowcount = trace.finish(None if many else sql, columns is None)
-        if columns is None:
-            columns = columns_after(conn, sql, params[0] if many and params else params,
-                                    trace.columns)
+        rowcount = trace.finish(None if many else sql, columns)
     result: Result = _new(Result)  # make_result(), inlined: this runs per statement
     _set_rows(result, rows)
     _set_rowcount(result, rowcount)
@@ -255,7 +251,7 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
     raised as they are; the caller interprets an ``AuthError``."""
     shape = shapes.get(sql)
     trace = None
-    if shape is None or shape & TRACED or tracer is not None:
+    if shape is None or shape & MULTI or tracer is not None:
         trace = Trace(None, 0, tracer)
         cursor = conn.cursor()
         cursor.exec_trace = trace
@@ -265,26 +261,19 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
     try:
         first = cursor.fetchone()
         if first is None:
+            names = () if shape is not None and shape & COLUMNLESS else describe(
+                conn, sql, params)
             if trace is not None:
-                trace.finish(sql, True)
-                return make_result((), 0, 0, columns_after(conn, sql, params, trace.columns))
-            return make_result((), 0, 0, () if shape & COLUMNLESS  # type: ignore[operator]
-                               else _described(conn, sql, params, shape))  # type: ignore[arg-type]
+                trace.finish(sql, names)
+            return make_result((), 0, 0, names)
         columns = tuple([d[0] for d in cursor.get_description()])
         rest = cursor.fetchall()
     except BaseException:
         cursor.close()
         raise
     if trace is not None:
-        trace.finish(sql, False)
+        trace.finish(sql, columns)
     return make_result((first, *rest) if rest else (first,), 0, 0, columns)
-
-
-def _described(conn: apsw.Connection, sql: str, params: Any, shape: int) -> tuple[str, ...]:
-    """The columns of a known single query that found no row this time; from
-    now on it runs traced (see shape.py)."""
-    remember(sql, shape | EMPTY)
-    return describe(conn, sql, params)
 
 
 class Connection:

@@ -84,6 +84,10 @@ class Reader:
         self._known = known_reads  # shared by the pool: texts SQLite judged read-only
         self.conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs)
         self.conn.set_busy_timeout(int(busy_timeout * 1000))
+        # As on the writer, so that reading the setting here tells the truth
+        # (a migration tool that reads foreign_keys=0 skips turning them off
+        # before a table rebuild, and the writer's DROP TABLE then cascades).
+        self.conn.execute("PRAGMA foreign_keys=ON")
         self.guard = _ReadGuard()
         self.conn.authorizer = self.guard
         self.conn.set_progress_handler(self._should_stop, _PROGRESS_STEPS)

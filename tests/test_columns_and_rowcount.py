@@ -72,6 +72,24 @@ def test_columns_follow_a_schema_change_for_a_query_that_found_nothing(db):
     assert db.execute(sql).columns == ("what", "at")
 
 
+@pytest.mark.parametrize("rows", [True, False], ids=["rows", "no-rows"])
+@pytest.mark.parametrize("seen", [True, False], ids=["known-text", "new-text"])
+def test_columns_after_a_schema_change_on_the_writer_and_the_readers(db, rows, seen):
+    db.execute("INSERT INTO audit VALUES ('x')")
+    where = "1" if rows else "0"
+    sql = f"SELECT * FROM audit WHERE {where} LIMIT 1"
+    db.execute("SELECT count(*) FROM audit")  # every connection has loaded the schema
+    if seen:
+        assert db.execute(sql).columns == ("what",)
+        assert db.transaction(lambda conn: conn.execute(sql).columns) == ("what",)
+    db.execute("ALTER TABLE audit ADD COLUMN at REAL")
+    db.execute("ALTER TABLE audit DROP COLUMN what")
+    assert db.execute(sql).columns == ("at",)
+    assert db.transaction(lambda conn: conn.execute(sql).columns) == ("at",)
+    with db.writer() as w:
+        assert w.execute(sql).columns == ("at",)
+
+
 def test_rowcount_counts_the_statement_not_its_trigger_rows(db):
     result = db.execute("UPDATE parent SET name = name || '!' WHERE id IN (1, 2)")
     assert result.rowcount == 2  # its trigger inserted 4 audit rows: not counted

@@ -86,6 +86,7 @@ _AS_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 # PRAGMAs already as the gateway sets them: accepted when they say so.
 _ALREADY = {"journal_mode": "wal", "foreign_keys": "1"}
+_HANG_TIMEOUT = 60.0  # the gateway's default hang_timeout, which must exceed busy_timeout
 # Per-connection tuning with no effect on results: applied to every connection.
 _TUNING = ("cache_size", "temp_store", "journal_size_limit")
 
@@ -146,6 +147,9 @@ class GatewayDatabase(peewee.SqliteDatabase):
         options, self._tuning = _from_pragmas(self._pragmas)
         if timeout is not None:
             options.setdefault("busy_timeout", float(timeout))
+        busy = options.get("busy_timeout", kwargs.get("busy_timeout", 0.0))
+        if busy >= _HANG_TIMEOUT and "hang_timeout" not in kwargs:
+            options["hang_timeout"] = busy + _HANG_TIMEOUT  # waiting for a lock is no hang
         # Gateway options: given as keywords (connect_params), or from the pragmas.
         self.connect_params = {**options, **self.connect_params}
 
