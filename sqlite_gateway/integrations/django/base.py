@@ -17,7 +17,6 @@ place of ``sqlite3`` and these differences:
 from __future__ import annotations
 
 import decimal
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,9 +51,6 @@ class DatabaseFeatures(sqlite3_features.DatabaseFeatures):
     can_alter_table_drop_column = Database.sqlite_version_info >= (3, 35, 5)
 
 
-_FOREIGN_KEYS = re.compile(r"\s*PRAGMA\s+foreign_keys\s*;?\s*\Z", re.IGNORECASE)
-
-
 class CursorWrapper(Database.Cursor):
     """Django's "format"/"pyformat" parameters -> qmark/named, as Django's sqlite3
     cursor does; during a schema change, statements go to the exclusive session."""
@@ -70,11 +66,6 @@ class CursorWrapper(Database.Cursor):
         session = self._wrapper.session
         if session is not None:
             self._run_in(session, query, params, False)
-            return self
-        if _FOREIGN_KEYS.match(query) and not self.connection.in_transaction:
-            # Asked of the writer: a reader never writes and has them off.
-            db = self.connection.gateway
-            self._set(db.transaction(lambda conn: conn.execute(query)), query)
             return self
         super().execute(query, params)
         return self
