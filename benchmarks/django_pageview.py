@@ -134,6 +134,21 @@ def check(path: str, writes: int) -> bool:
     return bool(total == rows == writes)
 
 
+def median_run(cell_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median ops/s, with every run's ops/s, the sums of locked errors
+    and starved threads, and correct only if every run was."""
+    failed = [c for c in cell_runs if "child_failed" in c]
+    if failed:
+        return failed[0]
+    ordered = sorted(cell_runs, key=lambda c: c["ops_per_s"])
+    cell = dict(ordered[(len(ordered) - 1) // 2])
+    cell["runs"] = [c["ops_per_s"] for c in cell_runs]
+    cell["locked"] = sum(c["locked"] for c in cell_runs)
+    cell["starved"] = sum(c["starved"] for c in cell_runs)
+    cell["correct"] = all(c.get("correct") for c in cell_runs)
+    return cell
+
+
 def goal_lines(cells: dict[tuple[str, int], dict[str, Any]], threads: int) -> list[str]:
     """PASS/MISS lines at ``threads`` (every goal uses cells of this one run)."""
     stock, plain, fn = (cells.get((way, threads)) for way in WAYS)
@@ -163,43 +178,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=csv_of(int), default=(1, 8, 32))
     parser.add_argument("--seconds", type=positive, default=5.0)
     parser.add_argument("--ways", type=csv_of(str, WAYS), default=WAYS)
-    parser.add_argument("--smoke", action="store_true", help="1 and 4 threads, 0.5 s each")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each cell, round-robin; the median run is shown")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 and 4 threads, 0.5 s each, one run")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cell:
         return child_cell(args.cell, run_cell)
     threads, seconds = ((1, 4), 0.5) if args.smoke else (args.threads, args.seconds)
+    repeat = 1 if args.smoke else max(1, args.repeat)
     load_before = os.getloadavg()[0]
-    cells: dict[tuple[str, int], dict[str, Any]] = {}
-    progress = Progress(len(threads) * len(args.ways))
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    progress = Progress(len(threads) * len(args.ways) * repeat)
     with tempfile.TemporaryDirectory(prefix="django-pageview-") as temp:
-        for n in threads:
-            for way in args.ways:
-                path = os.path.join(temp, f"{way}-{n}.sqlite3")
-                progress.begin(f"{way} x{n}")
-                cell = run_child(__file__, {"way": way, "threads": n, "seconds": seconds,
-                                            "path": path}, limit=120 + 4 * seconds,
-                                 tick=progress.tick)
-                if "child_failed" not in cell:
-                    cell["correct"] = check(path, cell["writes"])
-                cells[(way, n)] = cell
-                progress.end(f"{way} x{n}: {cell.get('ops_per_s', 0):,.0f} ops/s")
+        for rep in range(repeat):  # round-robin: a change in the machine's load hits every way
+            for n in threads:
+                for way in args.ways:
+                    path = os.path.join(temp, f"{way}-{n}-{rep}.sqlite3")
+                    progress.begin(f"{way} x{n}")
+                    cell = run_child(__file__, {"way": way, "threads": n, "seconds": seconds,
+                                                "path": path}, limit=120 + 4 * seconds,
+                                     tick=progress.tick)
+                    if "child_failed" not in cell:
+                        cell["correct"] = check(path, cell["writes"])
+                    runs.setdefault((way, n), []).append(cell)
+                    progress.end(f"{way} x{n}: {cell.get('ops_per_s', 0):,.0f} ops/s")
     progress.close()
+    cells = {key: median_run(cell_runs) for key, cell_runs in runs.items()}
     print_header(machine_lines("synchronous FULL; stock: WAL, transaction_mode IMMEDIATE, "
                                "timeout 5 s", django=_django_version(),
                                **{"load average before": f"{load_before:.2f}"}),
                  args.markdown)
     rows = []
-    for (way, n), cell in cells.items():
+    for (way, n), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], WAYS.index(kv[0][0]))):
         if "child_failed" in cell:
-            rows.append((way, n, "failed: " + cell["child_failed"], "", "", "", "", "", ""))
+            rows.append((way, n, "failed: " + cell["child_failed"], "", "", "", "", "", "", ""))
             continue
-        rows.append((way, n, f"{cell['ops_per_s']:,.0f}", f"{cell['p50_ms']:.2f}",
+        rows.append((way, n, f"{cell['ops_per_s']:,.0f}",
+                     "/".join(f"{x:,.0f}" for x in cell["runs"]), f"{cell['p50_ms']:.2f}",
                      f"{cell['p99_ms']:.2f}", f"{cell['max_ms']:.1f}", cell["errors"],
                      cell["locked"], cell["starved"]))
-    print_table(("way", "threads", "ops/s", "p50 ms", "p99 ms", "max ms", "errors", "locked",
-                 "starved"), rows, args.markdown, left=2)
+    print_table(("way", "threads", "ops/s", "runs", "p50 ms", "p99 ms", "max ms", "errors",
+                 "locked", "starved"), rows, args.markdown, left=2)
+    print(f"load average after: {os.getloadavg()[0]:.2f}; each row: the median of {repeat} "
+          "run(s) (ops/s of every run beside it); locked and starved: summed over the runs")
     if set(args.ways) == set(WAYS):
         for line in goal_lines(cells, max(threads)):
             print(line)
