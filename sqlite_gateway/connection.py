@@ -16,9 +16,11 @@ from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
                      make_result)
 from .savepoint import Savepoint
-from .shape import COLUMNLESS, MULTI, Trace, describe, shapes
+from .shape import COLUMNLESS, MULTI, UNKNOWN, Trace, describe, shapes
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_shape_of = shapes.get  # (bound once: it runs per statement)
 
 _TRANSACTION_OPS = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT})
 
@@ -174,14 +176,15 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         apsw.Error: whatever SQLite raised, unchanged.
     """
     before = conn.total_changes()
-    shape = shapes.get(sql)
+    shape = _shape_of(sql, UNKNOWN)
     trace = None
     cursor = None
     try:
-        if shape is None or shape & MULTI or many or tracer is not None:
+        if shape & MULTI or many or tracer is not None:  # (UNKNOWN has the MULTI bit)
             # A text seen for the first time, several statements, executemany:
             # traced (see shape.py).
-            trace = Trace(conn, before, tracer)
+            # (A tracer set on the connection still runs: a cursor's replaces it.)
+            trace = Trace(conn, before, tracer if tracer is not None else conn.exec_trace)
             cursor = conn.cursor()
             cursor.exec_trace = trace
             if many:
@@ -215,7 +218,7 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
     if columns is None:  # no row: the names, unless the text is known to have none
-        columns = () if shape is not None and shape & COLUMNLESS else describe(
+        columns = () if shape & COLUMNLESS and shape != UNKNOWN else describe(
             conn, sql, params[0] if many and params else params)
     if trace is None:
         # One statement: its own changes() (not its triggers'), if it changed anything.
@@ -249,10 +252,10 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
     """:func:`run_sql` for a read-only connection: nothing changes there, so
     no change counts are read (rowcount and lastrowid are 0). Errors are
     raised as they are; the caller interprets an ``AuthError``."""
-    shape = shapes.get(sql)
+    shape = _shape_of(sql, UNKNOWN)
     trace = None
-    if shape is None or shape & MULTI or tracer is not None:
-        trace = Trace(None, 0, tracer)
+    if shape & MULTI or tracer is not None:
+        trace = Trace(None, 0, tracer if tracer is not None else conn.exec_trace)
         cursor = conn.cursor()
         cursor.exec_trace = trace
         cursor.execute(sql, params)
@@ -261,7 +264,7 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
     try:
         first = cursor.fetchone()
         if first is None:
-            names = () if shape is not None and shape & COLUMNLESS else describe(
+            names = () if shape & COLUMNLESS and shape != UNKNOWN else describe(
                 conn, sql, params)
             if trace is not None:
                 trace.finish(sql, names)

@@ -33,6 +33,7 @@ import apsw
 
 MULTI = 1  # several statements: traced every time
 COLUMNLESS = 2  # no statement returns columns (INSERT/UPDATE/DELETE without RETURNING, DDL)
+UNKNOWN = -1  # not seen yet: every bit set, so one test (shape & MULTI) sends it to the tracer
 
 _MEMO = 4096  # texts remembered (cleared when full)
 _DESCRIBE_MAX = 1000  # statements of one text looked at for column names

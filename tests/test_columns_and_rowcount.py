@@ -161,3 +161,22 @@ def test_the_shape_memo_is_bounded_and_shared_by_threads(db, monkeypatch):
         thread.join(60)
     assert not errors, errors
     assert len(shape_module.shapes) <= 50
+
+
+def test_a_tracer_set_on_the_connection_still_sees_every_statement(db_path):
+    import apsw
+
+    from sqlite_gateway.connection import TransactionGuard, run_sql
+
+    conn = apsw.Connection(db_path)
+    seen = []
+    conn.exec_trace = lambda cursor, sql, bindings: seen.append(sql) or "ABORT" not in sql
+    try:
+        conn.execute("CREATE TABLE t(x)")
+        run_sql(conn, TransactionGuard(), "INSERT INTO t VALUES (1); SELECT 2", ())
+        with pytest.raises(apsw.ExecTraceAbort):
+            run_sql(conn, TransactionGuard(), "INSERT INTO t VALUES (3) /* ABORT */", ())
+        assert conn.execute("SELECT count(*) FROM t").fetchall() == [(1,)]
+        assert any("SELECT 2" in sql for sql in seen)
+    finally:
+        conn.close()

@@ -532,3 +532,15 @@ def test_the_write_block_benchmark_prints_both_figures_and_the_ratio():
                          text=True, timeout=120, check=True).stdout
     assert "load average" in out and "block / fn" in out
     assert "one statement" in out and "read-modify-write" in out
+
+
+def test_a_block_on_a_gateway_not_started_or_closed_is_refused_at_once(db_path):
+    db = Gateway(db_path)
+    with pytest.raises(GatewayError, match="not started"):
+        with db.writer():
+            pass
+    db.start()
+    db.close()
+    with pytest.raises(GatewayClosed):
+        with db.writer():
+            pass

@@ -241,7 +241,10 @@ class Connection:
     Cheap to make (no SQLite connection of its own). Use it from one thread
     at a time (``threadsafety = 1``); an ORM's pool passes it between
     threads between transactions. A transaction's write block belongs to the
-    thread that opened it.
+    thread that opened it. End every transaction (``commit``, ``rollback`` or
+    ``close``): one left open holds the writer until the gateway's
+    ``hold_limit`` rolls it back (SQLAlchemy's pool rolls back a connection
+    whose session was dropped).
     """
 
     def __init__(self, database: str | os.PathLike[str] | None, timeout: Timeout,
