@@ -163,7 +163,7 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
         return CursorWrapper(self.connection, self)
 
     def _start_transaction_under_autocommit(self) -> None:
-        begin = f"BEGIN {self.transaction_mode}"
+        begin = "BEGIN EXCLUSIVE" if self.transaction_mode == "EXCLUSIVE" else "BEGIN IMMEDIATE"
         if self.session is not None:
             self.session.execute(begin)
         else:
