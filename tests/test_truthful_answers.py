@@ -111,7 +111,9 @@ def test_a_write_answered_timed_out_in_place_was_never_committed(db_path):
         committed = {row[0] for row in db.execute("SELECT x FROM t")}
         lies = [x for x, said in told.items() if said != (x in committed)]
         assert not lies, f"{len(lies)} answers disagree with the file, e.g. {lies[:5]}"
-        assert told and all(told.values())
+        # Most commit (a loaded machine may stop a few early, truthfully): enough
+        # COMMITs for SQLite to have consulted the progress handler in some.
+        assert sum(told.values()) >= len(told) // 2
 
 
 # -- timeouts too large to wait on --------------------------------------------------
