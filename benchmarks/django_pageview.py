@@ -31,12 +31,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the sibling scripts import each other by name
-EXAMPLE = HERE.parent / "examples" / "django_counter"
+from .harness import (Progress, child_cell, csv_of, machine_lines, positive, print_header,
+                      print_table, ratio, run_child)
 
-from harness import (Progress, child_cell, csv_of, machine_lines, positive,  # noqa: E402
-                     print_header, print_table, ratio, run_child)
+HERE = Path(__file__).resolve().parent
+EXAMPLE = HERE.parent / "examples" / "django_counter"
+# The example project's app, imported from the checkout (its label stays "counter").
+APP = "examples.django_counter.counter"
 
 WAYS = ("stock", "gateway", "gateway-fn")
 PAGES = tuple(f"p{i}" for i in range(10))
@@ -54,31 +55,30 @@ def database(way: str, path: str) -> dict[str, Any]:
 
 def setup_django(way: str, path: str) -> None:
     """Configure Django for this process (the example's app), migrate, make the pages."""
-    sys.path.insert(0, str(EXAMPLE))
     import django
     from django.conf import settings
 
-    settings.configure(DATABASES={"default": database(way, path)}, INSTALLED_APPS=["counter"],
+    settings.configure(DATABASES={"default": database(way, path)}, INSTALLED_APPS=[APP],
                        USE_TZ=True, DEFAULT_AUTO_FIELD="django.db.models.BigAutoField")
     django.setup()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from counter.models import Page
+    from examples.django_counter.counter.models import Page
 
     Page.objects.bulk_create([Page(name=name) for name in PAGES])
 
 
 def strategy(way: str, path: str) -> Any:
     """The cell's strategy (see workloads.run_cell): Django's ORM from every thread."""
-    from strategies import Strategy
+    from .strategies import Strategy
 
     class DjangoWay(Strategy):
         workloads = ("pageview-fn",)
 
         def __init__(self) -> None:
             super().__init__(path, "FULL")
-            from counter.views import record_view
+            from examples.django_counter.counter.views import record_view
 
             self.record = record_view
             if way == "gateway-fn":
@@ -114,7 +114,7 @@ def strategy(way: str, path: str) -> Any:
 
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """In the child: one way, one thread count."""
-    from workloads import run_cell as run_callers
+    from .workloads import run_cell as run_callers
 
     setup_django(spec["way"], spec["path"])
     return run_callers(strategy(spec["way"], spec["path"]), "pageview-fn", spec["threads"],
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 for way in args.ways:
                     path = os.path.join(temp, f"{way}-{n}-{rep}.sqlite3")
                     progress.begin(f"{way} x{n}")
-                    cell = run_child(__file__, {"way": way, "threads": n, "seconds": seconds,
+                    cell = run_child(__spec__.name, {"way": way, "threads": n, "seconds": seconds,
                                                 "path": path}, limit=120 + 4 * seconds,
                                      tick=progress.tick)
                     if "child_failed" not in cell:

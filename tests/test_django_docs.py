@@ -54,3 +54,15 @@ def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
                           stderr=subprocess.STDOUT, text=True, timeout=120)
     assert done.returncode == 0, done.stdout
     assert done.stdout.split()[-2:] == ["9", "9"]  # nine views counted, nine logged
+
+
+def test_the_readme_settings_block_runs_as_written(tmp_path: Path) -> None:
+    """README's Django section: its DATABASES block, with the docs' @on_writer code."""
+    section = (ROOT / "README.md").read_text().split("### Django", 1)[1].split("\n## ", 1)[0]
+    settings_block = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    code = CHILD.format(example=str(ROOT / "examples" / "django_counter"),
+                        base=str(tmp_path), blocks=(settings_block, quick_start_blocks()[1]))
+    done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.split()[-2:] == ["9", "9"]

@@ -98,6 +98,8 @@ EXPECTED: dict[str, Callable[[int, str], list[str]]] = {  # (run, folder) -> std
     'Gateway("typed.db")': lambda run, folder: ["True"],
     # its page counter grows by 100 views a run
     'AsyncGateway("async-app.db"': lambda run, folder: [str(100 * run), "1"],
+    # one hit a run, through SQLAlchemy on the sqlite+gateway dialect
+    'sqlite+gateway:///orm-hits.db': lambda run, folder: [str(run)],
     'Replicator("durable.db"': lambda run, folder: [
         os.path.join(folder, "durable-from-replica.db")],
 }
@@ -134,11 +136,12 @@ def test_gunicorn_hooks_open_and_close_a_gateway_in_each_worker(tmp_path):
 CHERRYPY = block_named("# cherrypy_hits.py")
 FLASK = block_named("# flask_hits.py")
 FLASK_PAGEVIEWS = block_named("# flask_pageviews.py")  # tests/test_flask.py runs it
+DJANGO = block_named('"ENGINE": "sqlite_gateway.integrations.django"')  # test_django_docs runs it
 
 
 def test_every_python_block_is_run_by_a_test():
     runs_it = [QUICKSTART, *map(block_named, EXPECTED), block_named('Gateway("monitored.db")'),
-               block_named("# gunicorn.conf.py"), CHERRYPY, FLASK, FLASK_PAGEVIEWS]
+               block_named("# gunicorn.conf.py"), CHERRYPY, FLASK, FLASK_PAGEVIEWS, DJANGO]
     assert sorted(runs_it) == sorted(python_blocks())
 
 
