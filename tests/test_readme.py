@@ -49,8 +49,10 @@ def block_named(mark: str) -> str:
 
 
 def shell_after(mark: str) -> str:
-    """The README's sh block right after the python block holding ``mark``."""
-    blocks = fenced("README.md")
+    """The sh block right after the python block holding ``mark`` (README, then the guide)."""
+    doc = next(d for d in DOCS if any(lang == "python" and mark in text
+                                      for lang, text in fenced(d)))
+    blocks = fenced(doc)
     at = next(i for i, (lang, text) in enumerate(blocks) if lang == "python" and mark in text)
     lang, text = blocks[at + 1]
     assert lang == "sh", f"no sh block after the example holding {mark!r}"
