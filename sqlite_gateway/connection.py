@@ -224,7 +224,7 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         # One statement: its own changes() (not its triggers'), if it changed anything.
         rowcount = conn.changes() if conn.total_changes() != before else 0
     else:
-        rowcount = trace.finish(None if many else sql, columns)
+        rowcount = trace.finish(sql, columns, len(params) if many else 1)
     result: Result = _new(Result)  # make_result(), inlined: this runs per statement
     _set_rows(result, rows)
     _set_rowcount(result, rowcount)

@@ -74,14 +74,15 @@ class Trace:
         then = self.then
         return True if then is None else then(cursor, statement, bindings)
 
-    def finish(self, sql: str | None, columns: tuple[str, ...]) -> int:
+    def finish(self, sql: str, columns: tuple[str, ...], runs: int = 1) -> int:
         """After the run: the rows changed, all statements summed; remember the
-        shape of ``sql`` (None: do not, e.g. executemany) from its ``columns``."""
+        shape of ``sql`` from its ``columns`` and the statements seen in
+        ``runs`` runs of it (executemany: one per parameter set)."""
         conn = self.conn
         if conn is not None and conn.total_changes() != self.mark:
             self.changes += conn.changes()
-        if sql is not None and sql not in shapes:
-            remember(sql, (MULTI if self.statements > 1 else 0)
+        if runs and sql not in shapes:
+            remember(sql, (MULTI if self.statements > runs else 0)
                      | (0 if columns else COLUMNLESS))
         return self.changes
 
@@ -105,6 +106,8 @@ def describe(conn: apsw.Connection, sql: str, params: Any) -> tuple[str, ...]:
     """
     rest, bindings = sql, params
     for _ in range(_DESCRIBE_MAX):
+        if not rest or rest.isspace():
+            return ()
         found: list[tuple[str, tuple[tuple[str, str], ...], int]] = []
 
         def stop(cursor: apsw.Cursor, statement: str, _bindings: Any,
@@ -128,8 +131,8 @@ def describe(conn: apsw.Connection, sql: str, params: Any) -> tuple[str, ...]:
         if description:
             return tuple([column[0] for column in description])
         at = rest.find(statement)
-        if at < 0:
-            return ()
+        if at < 0 or not statement.strip():
+            return ()  # (apsw shows a remainder of comments as an empty statement)
         rest = rest[at + len(statement):]
         if isinstance(bindings, (list, tuple)):
             bindings = bindings[used:]

@@ -180,3 +180,13 @@ def test_a_tracer_set_on_the_connection_still_sees_every_statement(db_path):
         assert any("SELECT 2" in sql for sql in seen)
     finally:
         conn.close()
+
+
+def test_trailing_comments_and_executemany_texts_keep_their_columns(db):
+    assert db.execute("SELECT name FROM parent WHERE 0; -- nothing found").columns == ("name",)
+    assert db.execute("SELECT name FROM parent WHERE 0 /* a comment */").columns == ("name",)
+    sql = "UPDATE parent SET name = ? WHERE id = ? RETURNING id"
+    assert db.executemany(sql, [("x", 99), ("y", 98)]).columns == ("id",)  # no row back
+    assert db.executemany(sql, [("x", 1)]).rows == ((1,),)
+    assert db.execute(sql, ("z", 97)).columns == ("id",)
+    assert db.executemany("INSERT INTO audit VALUES (?)", []).columns == ()
