@@ -29,6 +29,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,9 +49,12 @@ def cell_main(spec: dict[str, Any]) -> dict[str, Any]:
     from orm_ways import make_way
     from workloads import run_cell
 
-    way = make_way(spec["orm"], spec["way"], spec["path"], spec["threads"])
+    way = make_way(spec["orm"], spec["way"], spec["path"], spec["threads"], spec.get("readers"))
     workload = "point-read" if spec["way"] in READ_WAYS else "pageview-fn"
+    cpu = time.process_time()
     cell = run_cell(way, workload, spec["threads"], spec["seconds"], join_grace=45.0)
+    # the whole process's CPU (every thread, the ORM's Python and SQLite's C) per operation
+    cell["cpu_ms_per_op"] = (time.process_time() - cpu) * 1000 / max(1, cell["ops"])
     cell["starved"] = starved(cell.pop("thread_ops"))
     return cell
 
@@ -68,7 +72,7 @@ def run_one(spec: dict[str, Any], temp: str, progress: Progress) -> dict[str, An
                      progress.tick)
     cell["load"] = (load_before, os.getloadavg()[0])
     if "child_failed" in cell:
-        cell.update(ops_per_s=0.0, p50_ms=0.0, p99_ms=0.0, errors=1, locked=0,
+        cell.update(ops_per_s=0.0, p50_ms=0.0, p99_ms=0.0, errors=1, locked=0, cpu_ms_per_op=0.0,
                     starved=spec["threads"], correct=False)
     else:
         cell["correct"] = check_database(path, cell["writes"])["correct"]
@@ -96,11 +100,13 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return cell
 
 
-def plan(orms: tuple[str, ...], threads: tuple[int, ...],
-         read_threads: tuple[int, ...]) -> list[tuple[str, str, int]]:
+def plan(orms: tuple[str, ...], threads: tuple[int, ...], read_threads: tuple[int, ...],
+         kinds: tuple[str, ...] = ("writes", "reads")) -> list[tuple[str, str, int]]:
     """(orm, way, threads) of every cell, writes then reads."""
-    return ([(orm, way, n) for orm in orms for n in threads for way in WRITE_WAYS]
-            + [(orm, way, n) for orm in orms for n in read_threads for way in READ_WAYS])
+    return ([(orm, way, n) for orm in orms for n in threads for way in WRITE_WAYS
+             if "writes" in kinds]
+            + [(orm, way, n) for orm in orms for n in read_threads for way in READ_WAYS
+               if "reads" in kinds])
 
 
 def goal_lines(cells: Cells, orm: str, writes_at: int, reads_at: int) -> list[tuple[str, str]]:
@@ -108,7 +114,9 @@ def goal_lines(cells: Cells, orm: str, writes_at: int, reads_at: int) -> list[tu
     where = f"{orm} x{writes_at}"
     stock, plain, fn = (cells.get((orm, way, writes_at)) for way in WRITE_WAYS)
     out: list[tuple[str, str]] = []
-    if not (stock and plain and fn) or any("child_failed" in c for c in (stock, plain, fn)):
+    if not (stock or plain or fn):
+        pass  # no write cells in this run (--cells reads)
+    elif not (stock and plain and fn) or any("child_failed" in c for c in (stock, plain, fn)):
         out.append(("MISS", f"{where}: a write cell failed, no ratios"))
     else:
         r_fn = ratio(fn["ops_per_s"], stock["ops_per_s"])
@@ -128,7 +136,9 @@ def goal_lines(cells: Cells, orm: str, writes_at: int, reads_at: int) -> list[tu
                         f"{cell['starved']} starved threads, file check "
                         f"{'ok' if cell['correct'] else 'FAILED'} (goal 0, 0, ok)"))
     s_read, g_read = (cells.get((orm, way, reads_at)) for way in READ_WAYS)
-    if not (s_read and g_read) or "child_failed" in s_read or "child_failed" in g_read:
+    if not (s_read or g_read):
+        pass  # no read cells in this run (--cells writes)
+    elif not (s_read and g_read) or "child_failed" in s_read or "child_failed" in g_read:
         out.append(("MISS", f"{orm} x{reads_at}: a read cell failed, no ratio"))
     else:
         r_read = ratio(g_read["ops_per_s"], s_read["ops_per_s"])
@@ -145,12 +155,12 @@ def table_rows(cells: Cells) -> list[tuple[object, ...]]:
     for (orm, way, n), cell in sorted(cells.items(), key=lambda kv: (
             ORMS.index(kv[0][0]), kv[0][1] in READ_WAYS, kv[0][2], ways.index(kv[0][1]))):
         if "child_failed" in cell:
-            rows.append((orm, way, n, "failed: " + cell["child_failed"], *("",) * 8))
+            rows.append((orm, way, n, "failed: " + cell["child_failed"], *("",) * 9))
             continue
         rows.append((orm, way, n, f"{cell['ops_per_s']:,.0f}",
                      "/".join(f"{x:,.0f}" for x in cell.get("runs", [cell["ops_per_s"]])),
                      f"{cell['p50_ms']:.2f}", f"{cell['p99_ms']:.2f}", cell["errors"],
-                     cell["locked"], cell["starved"],
+                     cell["locked"], cell["starved"], f"{cell['cpu_ms_per_op']:.2f}",
                      f"{cell['load'][0]:.1f} / {cell['load'][1]:.1f}",
                      "ok" if cell["correct"] else "FAIL"))
     return rows
@@ -163,6 +173,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write cells' thread counts (default 1,8,32)")
     parser.add_argument("--read-threads", type=csv_of(int), default=READ_THREADS,
                         help="read cells' thread counts (default 1,32)")
+    parser.add_argument("--cells", type=csv_of(str, ("writes", "reads")),
+                        default=("writes", "reads"), help="writes, reads or both (default)")
+    parser.add_argument("--readers", type=whole, default=None,
+                        help="the gateway's readers (default: its default, 8)")
     parser.add_argument("--seconds", type=positive, default=3.0)
     parser.add_argument("--repeat", type=whole, default=3,
                         help="runs of each cell, round-robin; the median run is shown")
@@ -183,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cell:
         return child_cell(args.cell, cell_main)
-    keys = plan(args.orms, args.threads, args.read_threads)
+    keys = plan(args.orms, args.threads, args.read_threads, args.cells)
     load_before = os.getloadavg()[0]
     runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     progress = Progress(len(keys) * args.repeat)
@@ -192,19 +206,20 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.repeat):  # round-robin: load changes hit every way alike
                 for orm, way, n in keys:
                     spec = {"orm": orm, "way": way, "threads": n, "seconds": args.seconds,
-                            "rep": rep}
+                            "rep": rep, "readers": args.readers}
                     runs.setdefault((orm, way, n), []).append(run_one(spec, temp, progress))
     finally:
         progress.close()
     cells = {key: median_run(cell_runs) for key, cell_runs in runs.items()}
     print_header(machine_lines(
         f"synchronous=FULL, busy timeout 5 s, WAL; {args.seconds:g} s per cell, "
-        f"{args.repeat} run(s) per cell (round-robin; the median run shown)",
+        f"{args.repeat} run(s) per cell (round-robin; the median run shown); gateway "
+        f"readers: {args.readers or 'default (8)'}",
         **_versions(args.orms), **{"load average before": f"{load_before:.2f}"}),
         args.markdown)
     print()
     print_table(("orm", "way", "threads", "ops/s", "runs", "p50 ms", "p99 ms", "errors",
-                 "locked", "starved", "load before / after", "check"),
+                 "locked", "starved", "CPU ms/op", "load before / after", "check"),
                 table_rows(cells), args.markdown, left=3)
     for (orm, way, n), cell in cells.items():  # what failed, in the ORM's own words
         for sample in cell.get("error_samples", [])[:2] if cell["errors"] else []:

@@ -25,7 +25,8 @@ The ways (synchronous FULL and a 5 s busy timeout on every one):
   around the unchanged ``atomic()`` code (there it is a savepoint);
 - ``stock-read`` / ``gateway-read``: point reads on each side's default engine
   (stock: no BEGIN IMMEDIATE recipe, which would make reads take the write
-  lock; gateway: ``begin=deferred``, reads on the gateway's 8 readers).
+  lock; gateway: ``begin=deferred``, reads on the gateway's readers: its default
+  8, or ``--readers``).
 
 A stock way runs in a process that never opens the file with apsw, and a
 gateway way in one that never opens it with ``sqlite3``.
@@ -76,12 +77,13 @@ class OrmWay(Strategy):
         return {"locked": self.locked}
 
 
-def make_way(orm: str, way: str, path: str, threads: int) -> OrmWay:
-    """The strategy for one cell (imports the ORM: call it in the cell's child)."""
-    return (_sqlalchemy if orm == "sqlalchemy" else _peewee)(way, path, threads)
+def make_way(orm: str, way: str, path: str, threads: int, readers: int | None = None) -> OrmWay:
+    """The strategy for one cell (imports the ORM: call it in the cell's child);
+    ``readers`` sets the gateway's readers (None: its default, 8)."""
+    return (_sqlalchemy if orm == "sqlalchemy" else _peewee)(way, path, threads, readers)
 
 
-def _sqlalchemy(way: str, path: str, threads: int) -> OrmWay:
+def _sqlalchemy(way: str, path: str, threads: int, readers: int | None) -> OrmWay:
     from sqlalchemy import Float, Integer, String, create_engine, event
     from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
 
@@ -124,7 +126,8 @@ def _sqlalchemy(way: str, path: str, threads: int) -> OrmWay:
     else:
         begin = "deferred" if way == "gateway-read" else "immediate"
         engine = create_engine(f"sqlite+gateway:///{path}?begin={begin}&synchronous=FULL"
-                               f"&busy_timeout={BUSY_TIMEOUT_S}")
+                               f"&busy_timeout={BUSY_TIMEOUT_S}"
+                               + (f"&readers={readers}" if readers else ""))
 
     def write(page: str, ts: float) -> None:
         with Session(engine) as session, session.begin():
@@ -145,7 +148,7 @@ def _sqlalchemy(way: str, path: str, threads: int) -> OrmWay:
     return OrmWay(path, write, read, engine.dispose)
 
 
-def _peewee(way: str, path: str, threads: int) -> OrmWay:
+def _peewee(way: str, path: str, threads: int, readers: int | None) -> OrmWay:
     import peewee
 
     # The same arguments for both classes: only the class changes.
@@ -156,7 +159,7 @@ def _peewee(way: str, path: str, threads: int) -> OrmWay:
     else:
         from sqlite_gateway.integrations.peewee import GatewayDatabase
 
-        db = GatewayDatabase(path, **settings)
+        db = GatewayDatabase(path, **settings, **({"readers": readers} if readers else {}))
 
     class Page(peewee.Model):
         name = peewee.CharField(primary_key=True)
