@@ -1,5 +1,11 @@
 """Locust traffic for the demo app (``python -m webapp``): page views, bets, an admin.
 
+The demo's load profile, for a person watching the dashboard under a realistic mix
+(Locust's web UI, or headless). No published figure comes from it: the HTTP figures
+come from the open-loop driver ``python -m benchmarks.load_sweep``, whose request
+mix is this one as shares of the arrivals. tests/test_load_smoke.py runs it
+headless against the app so that it keeps matching the app's API::
+
     locust -f locustfile.py --headless -u 50 -r 10 -t 30s \\
         --host http://127.0.0.1:8080 --csv out
 
@@ -15,7 +21,7 @@ Three user classes, weighted like real traffic:
 
 The admin actions (creating an account with a balance, closing a match) take HTTP Basic
 auth with the app's admin token: set ``SQLITE_GATEWAY_ADMIN_TOKEN`` for both the app and
-Locust (``benchmarks/load_compare.py`` does). Every POST sends JSON.
+Locust (tests/test_load_smoke.py does). Every POST sends JSON.
 
 The app's refusals are correct answers, not failures: 410 (cap reached), 409 (match
 closed), 422 (overdraft). A failure is any other status (a 500, a timeout) or a body
@@ -25,7 +31,7 @@ Setup (``events.test_start``, and lazily by the first user if that did not run, 
 on a worker): the hot pages with a huge cap, and a few open matches.
 
 ``LOAD_THINK`` (env, default 1.0) scales every think time: 0.1 makes the same mix ten
-times denser (what ``benchmarks/load_compare.py`` uses to push the server).
+times denser.
 """
 
 from __future__ import annotations

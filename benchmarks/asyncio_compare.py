@@ -25,7 +25,7 @@ rows == sum(pages.views) == the views the child counted.
 writer (no readers), a thread pool whose threads read in place (inline
 readers), or that pool handing on to the gateway's reader threads.
 
-Run: ``python benchmarks/asyncio_compare.py`` (about 1 min; ``--quick``: 10 s).
+Run: ``python -m benchmarks.asyncio_compare`` (about 1 min; ``--quick``: 10 s).
 """
 
 from __future__ import annotations
@@ -35,13 +35,12 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from typing import Any
 
-from harness import percentile, print_table
+from .harness import child_env, percentile, print_table, python_m
 
 HOT_PAGES = 10
 BUSY_TIMEOUT = 5.0
@@ -262,8 +261,9 @@ def measure(strategy: str, tasks: int, seconds: float, synchronous: str) -> dict
         prepare(path)
         cell = {"strategy": strategy, "tasks": tasks, "seconds": seconds,
                 "synchronous": synchronous, "path": path}
-        proc = subprocess.run([sys.executable, __file__, "--cell", json.dumps(cell)],
-                              capture_output=True, text=True, timeout=seconds * 10 + 120)
+        proc = subprocess.run(python_m(__spec__.name, "--cell", json.dumps(cell)),
+                              env=child_env(), capture_output=True, text=True,
+                              timeout=seconds * 10 + 120)
         if proc.returncode != 0:
             raise RuntimeError(f"cell {strategy} x{tasks} failed:\n{proc.stderr}")
         figures: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])

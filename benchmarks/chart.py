@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from strategies import STRATEGIES
+from .strategies import STRATEGIES
 
 
 def draw_chart(path: str, results: Sequence[tuple[str, dict[tuple[str, int], dict[str, Any]]]],

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/compare.py                    # the full sweep (about 10 min)
-    .venv/bin/python benchmarks/compare.py --quick            # threads 1,8,32, 1 s per cell
-    .venv/bin/python benchmarks/compare.py --goals --markdown # the goal cells, PASS/MISS
+    .venv/bin/python -m benchmarks.compare                    # the full sweep (about 10 min)
+    .venv/bin/python -m benchmarks.compare --quick            # threads 1,8,32, 1 s per cell
+    .venv/bin/python -m benchmarks.compare --goals --markdown # the goal cells, PASS/MISS
 
 Options: ``--workload pageview-fn|pageview-trigger|mixed|point-read|all``,
 ``--threads 1,8,32,64``, ``--readers N`` (gateway+readers; default: the thread
@@ -45,11 +45,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from goals import GOAL_PLAN, goal_lines  # noqa: E402
-from harness import (  # noqa: E402
+from .goals import GOAL_PLAN, goal_lines
+from .harness import (
     Progress,
     child_cell,
     csv_of,
@@ -61,15 +59,15 @@ from harness import (  # noqa: E402
     run_child,
     whole,
 )
-from strategies import JOIN_GRACE, STRATEGIES, NotAvailable, make_strategy, strategy_class  # noqa: E402
-from workloads import WORKLOADS, check_database, create_schema, run_cell  # noqa: E402
+from .strategies import JOIN_GRACE, STRATEGIES, NotAvailable, make_strategy, strategy_class
+from .workloads import WORKLOADS, check_database, create_schema, run_cell
 
 DEFAULT_THREADS = (1, 8, 32, 64)
 DEFAULT_SECONDS = 3.0
 QUICK_THREADS = (1, 8, 32)
 QUICK_SECONDS = 1.0
 CHILD_GRACE = JOIN_GRACE + 45.0  # past the deadline, how long to wait for a child
-DEFAULT_CHART = os.path.join(HERE, "compare.png")
+DEFAULT_CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare.png")
 PRODUCT = {"pageview-fn": "gateway", "pageview-trigger": "gateway", "mixed": "gateway+readers",
            "point-read": "gateway+readers"}
 FLOOR = {"pageview-fn": "bare", "pageview-trigger": "bare", "mixed": "busy",
@@ -109,7 +107,7 @@ def run_one(spec: dict[str, Any], progress: Progress) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sqlite-gateway-compare-") as tmp:
         path = os.path.join(tmp, "bench.db")
         create_schema(path, spec["workload"])
-        cell = run_child(__file__, {**spec, "path": path}, spec["seconds"] + CHILD_GRACE,
+        cell = run_child(__spec__.name, {**spec, "path": path}, spec["seconds"] + CHILD_GRACE,
                          progress.tick)
         if "child_failed" in cell:
             cell = {**base, "ops": 0, "ops_per_s": 0.0, "p50_ms": 0.0, "p95_ms": 0.0,
@@ -325,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.goals:
         print(f"goals: {misses} missed" if misses else "goals: all met")
     elif not args.no_chart:
-        from chart import draw_chart
+        from .chart import draw_chart
         problem = draw_chart(args.chart, [(config_title(c), cells) for c, cells in results],
                              args.strategies, args.threads)
         shown = os.path.relpath(args.chart)

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/crash_campaign.py                # 100 trials
-    .venv/bin/python benchmarks/crash_campaign.py --trials 10 --seed 7 --threads 16
+    .venv/bin/python -m benchmarks.crash_campaign                # 100 trials
+    .venv/bin/python -m benchmarks.crash_campaign --trials 10 --seed 7 --threads 16
 
 Each trial starts a child process (this script with a hidden ``--child``
 argument) that opens a :class:`~sqlite_gateway.Gateway` on the campaign's
@@ -50,12 +50,10 @@ from typing import Any
 import apsw
 
 # Run as a script from a checkout: make the library importable without installing it.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import non_negative, print_header, whole  # noqa: E402
+from .harness import child_env, non_negative, print_header, python_m, whole
 
-from sqlite_gateway import Gateway  # noqa: E402
+from sqlite_gateway import Gateway
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS acked(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, payload BLOB);
@@ -261,11 +259,11 @@ class Summary:
 def run_trial(path: str, ack_path: str, trial: int, rng: random.Random, threads: int,
               min_run: float, max_run: float, synchronous: str) -> str | None:
     """Run one child and SIGKILL it; return an error text if it failed on its own."""
-    command = [sys.executable, os.path.abspath(__file__), "--child", path, ack_path,
-               "--trial", str(trial), "--threads", str(threads),
-               "--seed", str(rng.randrange(2**31)), "--synchronous", synchronous]
+    command = python_m(__spec__.name, "--child", path, ack_path,
+                       "--trial", str(trial), "--threads", str(threads),
+                       "--seed", str(rng.randrange(2**31)), "--synchronous", synchronous)
     with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=err, text=True) as child:
+            command, stdout=subprocess.PIPE, stderr=err, text=True, env=child_env()) as child:
         try:
             ready = _readline(child, READY_TIMEOUT)
             if ready != "running":

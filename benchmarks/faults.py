@@ -2,14 +2,14 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/faults.py --markdown
+    .venv/bin/python -m benchmarks.faults --markdown
 
 For each fault it commits 100 rows, injects the fault under a running gateway,
 records what the caller received and how long it took to be answered, checks
 that the gateway serves again (the same one, or a new Gateway on the file when
 the fault broke it), then closes it and reads the file with a plain apsw
 connection: acknowledged rows missing (must be 0) and ``integrity_check``.
-I/O errors come from the apsw VFS shim in ``tests/faultvfs.py``. Exit status 1
+I/O errors come from the apsw VFS shim ``FaultVFS`` of ``benchmarks/vfs.py``. Exit status 1
 if any acknowledged row is lost or the file is damaged.
 """
 
@@ -29,14 +29,12 @@ from typing import Any
 
 import apsw
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The harness beside it, the package, and the VFS shim from the tests.
-sys.path[:0] = [os.path.join(ROOT, "benchmarks"), ROOT, os.path.join(ROOT, "tests")]
 
-from faultvfs import ALWAYS, FaultVFS  # noqa: E402
-from harness import print_table  # noqa: E402
+from .vfs import ALWAYS, FaultVFS
+from .harness import print_table
 
-from sqlite_gateway import Gateway  # noqa: E402
+from sqlite_gateway import Gateway
 
 ENDLESS = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
            "SELECT count(*) FROM c")
@@ -267,7 +265,7 @@ def main() -> int:
     header = ("fault", "the caller got", "answered in ms", "the gateway after",
               "acked rows lost", "integrity")
     print(f"apsw {apsw.apsw_version()}, SQLite {apsw.sqlite_lib_version()}, "
-          f"{os.cpu_count()} cpus; command: .venv/bin/python benchmarks/faults.py --markdown\n")
+          f"{os.cpu_count()} cpus; command: .venv/bin/python -m benchmarks.faults --markdown\n")
     print_table(header, rows, args.markdown, left=2)
     VFS.unregister()
     return 1 if bad else 0

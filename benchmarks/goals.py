@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import ratio
+from .harness import ratio
 
 # (workload, synchronous, threads, readers, strategies): one table each.
 GOAL_PLAN = (

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/group_commit.py            # threads 1,8,32,64, 5 s per cell
-    .venv/bin/python benchmarks/group_commit.py --quick    # threads 1,8,32, 1.5 s per cell
-    .venv/bin/python benchmarks/group_commit.py --markdown # the table as Markdown (README)
+    .venv/bin/python -m benchmarks.group_commit            # threads 1,8,32,64, 5 s per cell
+    .venv/bin/python -m benchmarks.group_commit --quick    # threads 1,8,32, 1.5 s per cell
+    .venv/bin/python -m benchmarks.group_commit --markdown # the table as Markdown (README)
 
 Options: ``--threads 1,8,32,64``, ``--seconds 5``, ``--synchronous FULL|NORMAL``.
 
@@ -38,10 +38,8 @@ import threading
 import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import (  # noqa: E402
+from .harness import (
     child_cell,
     csv_of,
     machine_lines,
@@ -51,9 +49,9 @@ from harness import (  # noqa: E402
     print_table,
     run_child,
 )
-from workloads import PAGES, check_database, create_schema, pageview  # noqa: E402
+from .workloads import PAGES, check_database, create_schema, pageview
 
-from sqlite_gateway import Gateway  # noqa: E402
+from sqlite_gateway import Gateway
 
 BATCH_ON = 256  # Gateway's default batch_max: group commit on
 BATCH_OFF = 1  # one request per transaction: group commit off
@@ -137,7 +135,7 @@ def run_one(threads: int, batch_max: int, seconds: float, synchronous: str) -> d
     with tempfile.TemporaryDirectory(prefix="sqlite-gateway-bench-") as tmp:
         path = os.path.join(tmp, "bench.db")
         create_schema(path)
-        cell = run_child(__file__, {"threads": threads, "batch_max": batch_max,
+        cell = run_child(__spec__.name, {"threads": threads, "batch_max": batch_max,
                                     "seconds": seconds, "synchronous": synchronous,
                                     "path": path}, seconds + CHILD_GRACE)
         if "child_failed" in cell:

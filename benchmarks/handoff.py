@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/handoff.py             # 20,000 calls per figure
-    .venv/bin/python benchmarks/handoff.py --calls 5000
+    .venv/bin/python -m benchmarks.handoff             # 20,000 calls per figure
+    .venv/bin/python -m benchmarks.handoff --calls 5000
 
 It prints microseconds per call for: the bare hand-off (``flush()``: a round
 trip through the queue with no SQL), a one-row INSERT through the gateway, the
@@ -24,12 +24,10 @@ from collections.abc import Callable
 
 import apsw
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import print_table, whole  # noqa: E402
+from .harness import print_table, whole
 
-from sqlite_gateway import Gateway  # noqa: E402
+from sqlite_gateway import Gateway
 
 SCHEMA = "CREATE TABLE log(id INTEGER PRIMARY KEY, page INTEGER, at REAL)"
 INSERT = "INSERT INTO log(page, at) VALUES (?, ?)"

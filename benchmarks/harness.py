@@ -1,7 +1,8 @@
 """What every benchmark script shares: figures, tables, argument types, child cells.
 
-Each script imports it from beside itself: a script's folder is on ``sys.path``
-when it runs, and a script loaded by path (the tests do) puts it there first.
+``benchmarks`` is a package: each script runs as ``python -m benchmarks.<name>``
+from the checkout's root and imports this module as ``.harness``. Tests may
+import benchmarks; benchmarks never import tests.
 
 - figures: :func:`percentile` (nearest rank), :func:`percentile_of_counts` (the
   same over a histogram), :func:`half_wait` (the time-weighted median), :func:`ratio`;
@@ -9,7 +10,7 @@ when it runs, and a script loaded by path (the tests do) puts it there first.
   :func:`print_header` and :func:`machine_lines` (what ran, where, by which command);
 - argument types for argparse: :func:`csv_of`, :func:`whole`, :func:`non_negative`,
   :func:`positive`;
-- cells in child processes: :func:`run_child` runs ``script --cell SPEC`` in a fresh
+- cells in child processes: :func:`run_child` runs ``-m module --cell SPEC`` in a fresh
   interpreter (no threads or state leak from one cell into the next), bounded in time,
   and returns the JSON object the child printed last.
 """
@@ -18,18 +19,24 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import itertools
 import json
 import math
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""The checkout's root (the folder holding ``benchmarks/`` and ``sqlite_gateway/``)."""
+
 
 # -- figures ------------------------------------------------------------------------
 
@@ -197,17 +204,45 @@ def positive(text: str) -> float:
 # -- cells in child processes -----------------------------------------------------------
 
 
-def run_child(script: str, spec: Mapping[str, Any], limit: float,
+def python_m(module: str, *args: str) -> list[str]:
+    """The command for ``python -m module args`` in this interpreter (how a script
+    runs a cell of its own, or another benchmark, in a child)."""
+    return [sys.executable, "-m", module, *args]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the checkout first on ``PYTHONPATH``, so that
+    a child imports ``benchmarks`` (and this checkout's library) from any directory."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def workdir(keep: str | None, prefix: str) -> Iterator[str]:
+    """``keep`` (made if missing, left in place), or a temporary folder removed at the end."""
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        yield keep
+        return
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_child(module: str, spec: Mapping[str, Any], limit: float,
               tick: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run ``python script --cell JSON(spec)`` and return the JSON object it printed last.
+    """Run ``python -m module --cell JSON(spec)`` and return the JSON object it printed last.
 
     Bounded: a child still running after ``limit`` seconds is killed. On a crash,
     a timeout or no output, returns ``{"child_failed": reason, ...}`` with the
     last lines of its stderr, so the caller can report a failed cell.
     ``tick`` is called about four times a second while the child runs.
     """
-    proc = subprocess.Popen([sys.executable, os.path.abspath(script), "--cell",
-                             json.dumps(spec)],
+    proc = subprocess.Popen(python_m(module, "--cell", json.dumps(spec)), env=child_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     give_up = time.monotonic() + limit
     while True:  # bounded: give_up

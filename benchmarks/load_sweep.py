@@ -1,10 +1,17 @@
 """The demo app under an open-loop load: gateway, busy and retry at fractions of capacity.
 
+This is the one load driver for the HTTP figures: the load table (served req/s and
+p99 per backend and load) and the charts ``benchmarks/load_sweep_latency.png`` and
+``benchmarks/load_sweep_served.png`` all come from it. ``locustfile.py`` is the
+demo's load profile for a person watching the dashboard (Locust's closed loop of
+users with think times); no figure comes from it, and :data:`MIX` below is its mix
+as shares of the arrivals.
+
 Run from the repository root (needs the ``web`` extra; the charts need matplotlib)::
 
-    .venv/bin/python benchmarks/load_sweep.py                # 15 s per cell, 18 cells
-    .venv/bin/python benchmarks/load_sweep.py --quick        # 5 s per cell
-    .venv/bin/python benchmarks/load_sweep.py --markdown     # the table for README
+    .venv/bin/python -m benchmarks.load_sweep                # 15 s per cell, 18 cells
+    .venv/bin/python -m benchmarks.load_sweep --quick        # 5 s per cell
+    .venv/bin/python -m benchmarks.load_sweep --markdown     # the table for README
 
 Options: ``--seconds 15``, ``--fractions 25,50,75,90,100,120`` (percent of the
 measured capacity), ``--backends gateway,busy,retry``, ``--capacity N`` (req/s:
@@ -19,7 +26,7 @@ What it does, in one run:
    answered: the server is never idle) for ``--seconds``; capacity = the
    requests/s answered as expected.
 2. For each fraction, each backend in turn: a fresh app on a fresh database
-   (``python -m webapp --backend B``, a child process), the setup requests
+   (``python -m benchmarks.demo_app --backend B``, a child process), the setup requests
    (pages, accounts, matches), then ``fraction x capacity`` requests/s for
    ``--seconds``, then every write-behind ticket is read back until it is
    committed or refused, the app is stopped (SIGTERM: it drains) and its
@@ -65,7 +72,8 @@ but 503 refusals that carry Retry-After, and every database check passes.
 Exit status 1 if a database check fails or a cell cannot run; a missed goal
 alone is reported, not an exit status.
 
-Importable (tests/test_load_sweep_smoke.py loads it by path): :func:`run_cell`.
+Importable (tests/test_load_sweep_smoke.py imports it): :func:`run_cell`; the app
+runs through :mod:`benchmarks.demo_app`.
 """
 
 from __future__ import annotations
@@ -79,7 +87,6 @@ import math
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -90,9 +97,9 @@ from typing import Any
 
 import apsw
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import percentile, print_table  # noqa: E402
-from load_compare import ROOT, check_db, child_env, free_port, stop_app, workdir  # noqa: E402
+from .harness import ROOT, percentile, print_table, workdir
+from . import demo_app
+from .demo_app import check_db, free_port, stop_app
 
 BACKENDS = ("gateway", "busy", "retry")
 FRACTIONS = (25, 50, 75, 90, 100, 120)
@@ -104,11 +111,8 @@ READY_TIMEOUT_S = 30.0
 TICKETS_WITHIN_S = 30.0  # after the load: every write-behind ticket must be done by then
 APP_CPU, GENERATOR_CPU = 0, 1
 
-# The admin credential the app takes from its environment, and how a request
-# carries it (admin actions: creating accounts with a balance, matches, closes).
-ADMIN_TOKEN_ENV = "SQLITE_GATEWAY_ADMIN_TOKEN"
-
-
+# How a request carries the admin credential (admin actions: creating accounts with a
+# balance, matches, closes).
 def admin_headers(token: str) -> dict[str, str]:
     basic = base64.b64encode(f"admin:{token}".encode()).decode()
     return {"Authorization": f"Basic {basic}"}
@@ -342,36 +346,11 @@ def _pin_all_threads(pid: int, cpu: int) -> str:
 
 def start_app(db_path: str, port: int, backend: str, workdir: str, token: str,
               app_cpu: int | None) -> tuple[Any, str]:
-    """``python -m webapp`` as a child on ``app_cpu``; returned once it answers (bounded)."""
-    log = open(os.path.join(workdir, "app.log"), "ab")  # noqa: SIM115 - the child's, kept open
-    env = child_env(**{ADMIN_TOKEN_ENV: token})
-    proc = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port), "--db",
-                             db_path, "--backend", backend], cwd=workdir, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    log.close()
+    """The demo app on ``backend`` (:func:`benchmarks.demo_app.start_app`), every thread
+    of it then pinned to ``app_cpu``; returns the process and the affinity read back."""
+    proc = demo_app.start_app(db_path, port, backend, workdir, token)
     pinned = _pin_all_threads(proc.pid, app_cpu) if app_cpu is not None else "not pinned"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:  # bounded
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app exited ({proc.returncode}); see {workdir}/app.log")
-        with contextlib.suppress(OSError, HTTPError, asyncio.TimeoutError):
-            answer = asyncio.run(_once(port, token, "GET", "/api/stats"))
-            if answer.status == 200:
-                if app_cpu is not None:  # threads started meanwhile (thread pool, jobs)
-                    pinned = _pin_all_threads(proc.pid, app_cpu)
-                return proc, pinned
-        time.sleep(0.1)
-    stop_app(proc)
-    raise RuntimeError(f"the app did not answer within {READY_TIMEOUT_S:.0f} s")
-
-
-async def _once(port: int, token: str, method: str, path: str, body: Any = None,
-                admin: bool = False) -> Answer:
-    client = Client(port, token)
-    try:
-        return await asyncio.wait_for(client.request(method, path, body, admin), 5.0)
-    finally:
-        client.close()
+    return proc, pinned
 
 
 async def _setup(client: Client, state: State, cap: int) -> None:

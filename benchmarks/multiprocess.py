@@ -13,7 +13,7 @@ All processes start together (a shared start time) and stop together. The
 parent checks the file after they have all exited: views rows ==
 sum(pages.views) == the views the children counted.
 
-Run: ``python benchmarks/multiprocess.py`` (about 30 s; ``--quick``: 10 s).
+Run: ``python -m benchmarks.multiprocess`` (about 30 s; ``--quick``: 10 s).
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from typing import Any
 
 # The same page-view schema, fn and check as the asyncio comparison.
-from asyncio_compare import HOT_PAGES, check, page, pageview, prepare
-from harness import percentile, print_table
+from .asyncio_compare import HOT_PAGES, check, page, pageview, prepare
+from .harness import child_env, percentile, print_table, python_m
 
 
 def child(cell: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +86,7 @@ def measure(processes: int, threads: int, seconds: float, synchronous: str,
                     "seconds": seconds, "synchronous": synchronous, "index": index,
                     "busy_timeout": busy_timeout}
             children.append(subprocess.Popen(
-                [sys.executable, __file__, "--child", json.dumps(cell)],
+                python_m(__spec__.name, "--child", json.dumps(cell)), env=child_env(),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         outputs = []
         for proc in children:

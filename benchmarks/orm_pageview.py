@@ -32,12 +32,9 @@ import tempfile
 import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the sibling scripts; the library
-
-from harness import (Progress, child_cell, csv_of, machine_lines, positive,  # noqa: E402
-                     print_header, print_table, ratio, run_child, starved, whole)
-from orm_ways import ORMS, READ_WAYS, WRITE_WAYS  # noqa: E402
+from .harness import (Progress, child_cell, csv_of, machine_lines, positive, print_header,
+                      print_table, ratio, run_child, starved, whole)
+from .orm_ways import ORMS, READ_WAYS, WRITE_WAYS
 
 Cells = dict[tuple[str, str, int], dict[str, Any]]
 CHILD_GRACE = 90.0  # past the cell's window, how long to wait for its child
@@ -46,8 +43,8 @@ READ_THREADS = (1, 32)
 
 def cell_main(spec: dict[str, Any]) -> dict[str, Any]:
     """In the child: one ORM, one way, one thread count."""
-    from orm_ways import make_way
-    from workloads import run_cell
+    from .orm_ways import make_way
+    from .workloads import run_cell
 
     way = make_way(spec["orm"], spec["way"], spec["path"], spec["threads"], spec.get("readers"))
     workload = "point-read" if spec["way"] in READ_WAYS else "pageview-fn"
@@ -61,14 +58,14 @@ def cell_main(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_one(spec: dict[str, Any], temp: str, progress: Progress) -> dict[str, Any]:
     """One cell in a fresh interpreter on a fresh database, checked afterwards."""
-    from workloads import check_database, create_schema
+    from .workloads import check_database, create_schema
 
     label = f"{spec['orm']} {spec['way']} x{spec['threads']}"
     progress.begin(label)
     path = os.path.join(temp, f"{spec['orm']}-{spec['way']}-{spec['threads']}-{spec['rep']}.db")
     create_schema(path)
     load_before = os.getloadavg()[0]
-    cell = run_child(__file__, {**spec, "path": path}, spec["seconds"] + CHILD_GRACE,
+    cell = run_child(__spec__.name, {**spec, "path": path}, spec["seconds"] + CHILD_GRACE,
                      progress.tick)
     cell["load"] = (load_before, os.getloadavg()[0])
     if "child_failed" in cell:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from strategies import Strategy
+from .strategies import Strategy
 
 ORMS = ("sqlalchemy", "peewee")
 WRITE_WAYS = ("stock", "gateway", "gateway-fn")

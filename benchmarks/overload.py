@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/overload.py             # 3 s / 6 s / 3 s phases
-    .venv/bin/python benchmarks/overload.py --quick     # 1 s / 2 s / 1 s
-    .venv/bin/python benchmarks/overload.py --markdown  # the table as Markdown (README)
+    .venv/bin/python -m benchmarks.overload             # 3 s / 6 s / 3 s phases
+    .venv/bin/python -m benchmarks.overload --quick     # 1 s / 2 s / 1 s
+    .venv/bin/python -m benchmarks.overload --markdown  # the table as Markdown (README)
 
 Options: ``--factor 10`` (offered load in the overload phase, as a multiple of the
 measured capacity), ``--queue-size 10000`` (the gateway's default), ``--rows 300``
@@ -43,13 +43,11 @@ from concurrent.futures import Future
 
 import apsw
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import machine_lines, percentile, positive, print_header, print_table, whole  # noqa: E402
+from .harness import machine_lines, percentile, positive, print_header, print_table, whole
 
-from sqlite_gateway import Gateway, Overloaded  # noqa: E402
-from sqlite_gateway.result import Result  # noqa: E402
+from sqlite_gateway import Gateway, Overloaded
+from sqlite_gateway.result import Result
 
 WRITE = ("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?)"
          " INSERT INTO t(op, i) SELECT ?, i FROM c")

@@ -2,12 +2,12 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/power_loss.py --cuts 1000 --synchronous FULL --seed 1
-    .venv/bin/python benchmarks/power_loss.py --cuts 1000 --synchronous NORMAL --seed 1
+    .venv/bin/python -m benchmarks.power_loss --cuts 1000 --synchronous FULL --seed 1
+    .venv/bin/python -m benchmarks.power_loss --cuts 1000 --synchronous NORMAL --seed 1
 
 kill -9 cannot tell ``FULL`` from ``NORMAL``: the kernel keeps what a killed
 process wrote. A power cut loses what was not yet synced, so this campaign
-simulates one with an apsw VFS shim (``tests/powervfs.py``) that keeps each
+simulates one with an apsw VFS shim (``benchmarks/vfs.py`` PowerVFS) that keeps each
 file's durable image (as of its last xSync) apart from what was written since,
 as SQLite's own crash tests do.
 
@@ -62,15 +62,10 @@ from typing import Any
 import apsw
 
 # Run as a script from a checkout: the library and the shim (a test helper) importable.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from .harness import print_table
+from .vfs import MODES, PowerVFS, copy_file_set
 
-from harness import print_table  # noqa: E402
-from powervfs import MODES, PowerVFS, copy_file_set  # noqa: E402
-
-from sqlite_gateway import Gateway  # noqa: E402
+from sqlite_gateway import Gateway
 
 SCHEMA = """
 CREATE TABLE singles(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, payload BLOB);

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/priority.py             # 8 s per cell
-    .venv/bin/python benchmarks/priority.py --quick     # 2 s per cell
-    .venv/bin/python benchmarks/priority.py --markdown  # the table as Markdown (README)
+    .venv/bin/python -m benchmarks.priority             # 8 s per cell
+    .venv/bin/python -m benchmarks.priority --quick     # 2 s per cell
+    .venv/bin/python -m benchmarks.priority --markdown  # the table as Markdown (README)
 
 Options: ``--seconds 8``, ``--web-threads 16``, ``--think 0.002`` (seconds
 each web thread waits between calls), ``--slice 0.01`` (the gateway's
@@ -45,20 +45,20 @@ from typing import Any
 
 import apsw
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import (  # noqa: E402
+from .harness import (
+    child_env,
     machine_lines,
     non_negative,
     percentile,
     positive,
     print_header,
     print_table,
+    python_m,
     whole,
 )
 
-from sqlite_gateway import Gateway  # noqa: E402
+from sqlite_gateway import Gateway
 
 CELLS = ("web alone", "+ bulk, sliced", "+ bulk, unsliced")
 PAGES = 10
@@ -155,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for cell in CELLS:
         out = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--cell", cell,
-             "--seconds", str(args.seconds), "--web-threads", str(args.web_threads),
-             "--think", str(args.think), "--slice", str(args.slice)],
-            capture_output=True, text=True, timeout=args.seconds * 4 + 120, check=False)
+            python_m(__spec__.name, "--cell", cell,
+                     "--seconds", str(args.seconds), "--web-threads", str(args.web_threads),
+                     "--think", str(args.think), "--slice", str(args.slice)),
+            env=child_env(), capture_output=True, text=True, timeout=args.seconds * 4 + 120,
+            check=False)
         if out.returncode:
             print(f"cell {cell!r} failed:\n{out.stderr}", file=sys.stderr)
             return 1

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/profile_hot.py                      # pageview-fn, 1 and 32 threads
-    py-spy record -f raw -o out.txt -- .venv/bin/python benchmarks/profile_hot.py --seconds 10
+    .venv/bin/python -m benchmarks.profile_hot                      # pageview-fn, 1 and 32 threads
+    py-spy record -f raw -o out.txt -- .venv/bin/python -m benchmarks.profile_hot --seconds 10
     py-spy record -f speedscope -o out.json --threads 1 -- ...      # per thread, in speedscope
 
 Options: ``--threads 1,32``, ``--seconds 5`` (per thread count), ``--strategy gateway``
@@ -23,12 +23,10 @@ import os
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import csv_of, positive, print_table  # noqa: E402
-from strategies import JOIN_GRACE, STRATEGIES, make_strategy  # noqa: E402
-from workloads import WORKLOADS, check_database, create_schema, run_cell  # noqa: E402
+from .harness import csv_of, positive, print_table
+from .strategies import JOIN_GRACE, STRATEGIES, make_strategy
+from .workloads import WORKLOADS, check_database, create_schema, run_cell
 
 
 def main(argv: list[str] | None = None) -> int:

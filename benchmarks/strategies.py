@@ -7,7 +7,7 @@ Each strategy runs the same SQL (``workloads.py``) on the same file settings (WA
   ``gateway+readers`` (``readers=`` the thread count, or ``--readers``) and
   ``gateway+reader-threads`` (two reader threads): ``sqlite_gateway.Gateway``;
 - ``retry``: each thread its own connection, busy timeout 0, the whole unit retried
-  with backoff (``sqlite_gateway.baseline.RetryGateway``: what this project replaces);
+  with backoff (``benchmarks/baselines.py`` RetryGateway: what this project replaces);
 - ``busy``: each thread its own connection, busy timeout 5 s, ``BEGIN IMMEDIATE``
   (Django 5.1's ``transaction_mode="IMMEDIATE"``, Rails 8);
 - ``direct``: each thread its own connection, plain reads: the floor for reads;
@@ -26,11 +26,11 @@ import threading
 from typing import Any
 
 import apsw
-from floors import BareLoop, NaiveQueue
-from workloads import INSERT_VIEW, PAGES, READ_COUNTER, WORKLOADS, pageview
+from .floors import BareLoop, NaiveQueue
+from .workloads import INSERT_VIEW, PAGES, READ_COUNTER, WORKLOADS, pageview
 
 from sqlite_gateway import Gateway
-from sqlite_gateway.baseline import RetryGateway
+from .baselines import RetryGateway
 
 BUSY_TIMEOUT_S = 5.0  # busy's, and the gateways'
 CALL_TIMEOUT = 30.0  # one caller's longest wait for one answer (retry: its deadline)

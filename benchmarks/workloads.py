@@ -28,10 +28,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import apsw
-from harness import half_wait, percentile
+from .harness import half_wait, percentile
 
 if TYPE_CHECKING:
-    from strategies import Strategy
+    from .strategies import Strategy
 
 WORKLOADS = ("pageview-fn", "pageview-trigger", "mixed", "point-read")
 PAGES = tuple(f"p{i}" for i in range(10))  # the hot rows

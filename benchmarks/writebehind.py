@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/writebehind.py             # 200,000 rows per path, 3 rounds
-    .venv/bin/python benchmarks/writebehind.py --quick     # 50,000 rows, 2 rounds
-    .venv/bin/python benchmarks/writebehind.py --markdown  # the tables as Markdown (README)
+    .venv/bin/python -m benchmarks.writebehind             # 200,000 rows per path, 3 rounds
+    .venv/bin/python -m benchmarks.writebehind --quick     # 50,000 rows, 2 rounds
+    .venv/bin/python -m benchmarks.writebehind --markdown  # the tables as Markdown (README)
 
 Options: ``--rows 200000``, ``--chunk 5000``, ``--rounds 3``, ``--synchronous FULL``,
 ``--backpressure-rows 100000``.
@@ -45,16 +45,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
 
-import apsw  # noqa: E402
-from floors import WriteBehindLoop  # noqa: E402
-from harness import machine_lines, print_header, print_table, ratio, whole  # noqa: E402
-from strategies import apsw_connection  # noqa: E402
-from workloads import INSERT_VIEW, PAGES, create_schema  # noqa: E402
+import apsw
+from .floors import WriteBehindLoop
+from .harness import machine_lines, print_header, print_table, ratio, whole
+from .strategies import apsw_connection
+from .workloads import INSERT_VIEW, PAGES, create_schema
 
-from sqlite_gateway import Gateway, Overloaded  # noqa: E402
+from sqlite_gateway import Gateway, Overloaded
 
 PATHS = ("ceiling", "bare", "bare+future", "submit", "post")
 GOAL = 0.9  # submit / bare+future and post / bare: within 10 % of the floor

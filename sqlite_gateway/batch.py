@@ -16,7 +16,9 @@ change count. So a failed call never keeps anything, whatever ran before it.
 
 from __future__ import annotations
 
+import copy
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ import apsw
 
 from .connection import Connection, TransactionGuard, run_sql
 from .errors import GatewayError
+from .memo import TextMemo
 from .request import POST, WAIT, Kind, Request
 
 if TYPE_CHECKING:
@@ -33,7 +36,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sqlite_gateway.worker")
 
-SINGLE_MEMO = 4096  # SQL texts remembered as single statements
 # After these errors the connection's state is not trusted: it is reopened.
 # (After a failed fsync, what the OS kept of the written pages is unknown.)
 RESET_AFTER = (apsw.IOError, apsw.CorruptError)
@@ -51,16 +53,21 @@ class Batches:
     stats: Stats
     turn: Turn
     background_slice: float
+    deadline: float | None
     _conn: apsw.Connection | None
     _guard: TransactionGuard
     _suspect: bool
     _sql: dict[str, str]
     _single: dict[str, bool]
+    _singles: TextMemo[bool]
 
     def _exec(self, sql: str) -> None:
         raise NotImplementedError
 
     def _reopen(self, cause: str, level: int = logging.WARNING) -> None:
+        raise NotImplementedError
+
+    def _arm(self) -> None:
         raise NotImplementedError
 
     def _run_batch(self, batch: list[Request]) -> None:
@@ -74,6 +81,7 @@ class Batches:
         reruns = 0
         while True:
             ran: list[Request] = []  # claimed and run, their outcome kept on them
+            committing = False
             try:
                 self.turn.begin(None)  # BEGIN may wait up to busy_timeout for a lock
                 self._exec(self._sql["begin"])
@@ -114,7 +122,12 @@ class Batches:
                         break
                     ran.append(request)
                 if offender is None:
+                    # An in-place caller's deadline ends here: SQLite consults the
+                    # progress handler during COMMIT too, and a COMMIT it stopped
+                    # would have been answered as a timeout once it had committed.
+                    self.deadline = None
                     self.turn.begin(None, committing=True)
+                    committing = True
                     self._exec(self._sql["commit"])
                 elif not conn.get_autocommit():
                     self._exec(self._sql["rollback"])
@@ -136,9 +149,20 @@ class Batches:
                 # A flush marker still succeeds: the requests before it have failed,
                 # and "committed or failed" is all a barrier promises.
                 failed = [r for r in todo if r.claim()]
+                # An I/O error from COMMIT (its sync, or the auto-checkpoint SQLite
+                # runs inside it after the commit) leaves the outcome unknown: each
+                # answer says so, or its caller would take it for "nothing kept".
+                unknown = committing and isinstance(exc, RESET_AFTER)
+                # Each caller gets an object of its own: a door adds notes to it
+                # (bulk's), which must not reach the other callers.
+                clean = _copy_error(exc)
+                error: BaseException = exc
                 for request in failed:
                     if request.kind is not Kind.FLUSH:
-                        request.value, request.error = None, exc
+                        if unknown:
+                            _add_note(error, _MAY_BE_COMMITTED)
+                        request.value, request.error = None, error
+                        error = _copy_error(clean)
                 self._answer(failed)
                 if reopen:
                     self._reopen(f"{type(exc).__name__}: {exc}")
@@ -221,7 +245,7 @@ class Batches:
         turn.begin(request)
         try:
             if kind is Kind.TRANSACTION:
-                handle = Connection(conn, self._guard)  # _call_fn(), inlined
+                handle = Connection(conn, self._guard, self._singles)  # _call_fn(), inlined
                 try:
                     assert request.fn is not None
                     if request.kwargs:
@@ -232,15 +256,9 @@ class Batches:
                     handle._open = False
             elif kind is Kind.EXECUTE:
                 statements: list[str] = []
-
-                def record(_cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
-                    statements.append(statement)
-                    return True
                 value = run_sql(conn, self._guard, request.sql or "", request.params,
-                                tracer=record)
-                if len(self._single) >= SINGLE_MEMO:
-                    self._single.clear()
-                self._single[request.sql or ""] = len(statements) == 1
+                                statements=statements)
+                self._singles.remember(request.sql or "", len(statements) == 1)
             else:
                 value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
         except BaseException as exc:  # every failure goes back to its own caller
@@ -312,7 +330,7 @@ class Batches:
 
     def _call_fn(self, request: Request, conn: apsw.Connection) -> Any:
         """Call a transaction fn with its own conn handle, valid for this call only."""
-        handle = Connection(conn, self._guard)
+        handle = Connection(conn, self._guard, self._singles)
         try:
             assert request.fn is not None
             if request.kwargs:
@@ -343,6 +361,7 @@ class Batches:
         finally:
             self.turn.end_request()
             guard.active = True
+        self._arm()  # fn had the raw connection: its handlers may be gone
         failed = None
         if not conn.get_autocommit():  # never leave a transaction open behind it
             try:
@@ -382,3 +401,29 @@ class Batches:
         self.stats.record_answers([now - r.enqueued for r in requests], errors)
         # Break reference cycles: an exception's frames hold this list.
         requests.clear()
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """``exc`` for one more caller: the same class, arguments, attributes and
+    traceback, in an object of its own (its notes list not shared)."""
+    try:
+        clone = copy.copy(exc)
+    except Exception:  # an exception type that cannot be copied: share it
+        return exc
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        clone.__notes__ = list(notes)  # type: ignore[attr-defined]
+    clone.__cause__, clone.__context__ = exc.__cause__, exc.__context__
+    return clone.with_traceback(exc.__traceback__)
+
+
+_MAY_BE_COMMITTED = ("sqlite_gateway: the COMMIT of this request's batch failed with an I/O "
+                     "error, after SQLite may have written it: it may be committed (all of "
+                     "it or none of it)")
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # no add_note() before 3.11: the same attribute, by hand
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]

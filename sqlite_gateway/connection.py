@@ -1,26 +1,29 @@
 """Opening the write connection, running statements, and the fn handle.
 
-Everything here runs on the worker thread, the only thread that touches the
-apsw connection.
+Nothing here starts a thread: each function runs in the thread that holds the
+connection it is given. That is the write connection's holder (the worker
+thread, or a caller running its request in place under the writer lock) or a
+reader's (the calling thread with ``read_mode="inline"``, a reader thread with
+``"threads"``). One connection is never used by two threads at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import apsw
 
 from .errors import ConnectionSettingError, GatewayError, TransactionControlError
+from .memo import TextMemo
 from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
                      make_result)
 from .savepoint import Savepoint
-from .shape import COLUMNLESS, MULTI, UNKNOWN, Trace, describe, shapes
+from .shape import Trace, names_when_empty
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-_shape_of = shapes.get  # (bound once: it runs per statement)
 
 _TRANSACTION_OPS = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT})
 
@@ -136,14 +139,20 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
     ``setup`` (the connection_setup option) is called last, with the guard on; if it raises,
     the connection is closed and its error raised.
     """
-    conn = apsw.Connection(path, vfs=vfs)
+    try:
+        conn = apsw.Connection(path, vfs=vfs)
+    except apsw.CantOpenError as exc:
+        raise _cant_open(path, exc) from None
     try:
         # No SQL may corrupt the file on purpose (e.g. writes to an FTS5 index's
         # shadow tables): SQLite's SQLITE_DBCONFIG_DEFENSIVE.
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         # Set first, so that switching to WAL also waits for an outside lock.
         conn.set_busy_timeout(int(busy_timeout * 1000))
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+        except apsw.CantOpenError as exc:  # the -wal file cannot be created
+            raise _cant_open(path, exc) from None
         if str(mode).lower() != "wal":
             raise GatewayError(f"could not put {path!r} in WAL mode (journal_mode is {mode!r})")
         conn.execute(f"PRAGMA synchronous={synchronous}")  # validated against SYNCHRONOUS
@@ -159,54 +168,88 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
     return conn, guard
 
 
+def _cant_open(path: str, exc: apsw.CantOpenError) -> apsw.CantOpenError:
+    """SQLite's "unable to open database file", with the path and the likely reason.
+
+    Same class and result codes: code that catches ``apsw.CantOpenError`` still does.
+    """
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        reason = f"its folder {folder} does not exist (create it first)"
+    elif os.path.isdir(full):
+        reason = "it is a folder, not a file"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        reason = (f"no permission to write in its folder {folder} (SQLite creates the "
+                  "-wal and -shm files beside the database)")
+    elif os.path.exists(full) and not os.access(full, os.R_OK | os.W_OK):
+        reason = "no permission to read and write it"
+    else:
+        reason = "see the error code"
+    better = apsw.CantOpenError(f"{exc}: {path!r}: {reason}")
+    for name in ("result", "extendedresult", "error_offset"):
+        if hasattr(exc, name):
+            setattr(better, name, getattr(exc, name))
+    return better
+
+
 def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             params: Any, many: bool = False,
-            tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
+            statements: list[str] | None = None) -> Result:
     """Run caller SQL to completion and copy its rows out.
 
     Every row is fetched here: apsw cursors are lazy, and in a string of
     several statements the later ones run only as the cursor is consumed.
-    ``tracer`` is set as the cursor's exec tracer: called with each statement
-    before it runs, it may refuse it (apsw then raises ``ExecTraceAbort``).
-    The Result's columns and rowcount are as :mod:`~sqlite_gateway.shape` says.
+    ``statements``, when given, receives each statement's text as it
+    begins (an exec tracer): pass it for a text that may hold several, so
+    that the result keeps the rows and columns of the last statement that
+    returned rows (see :func:`read_rows`); without it the text must be one
+    statement (the caller learned that before). The Result's columns and
+    rowcount are as :mod:`~sqlite_gateway.shape` says.
 
     Raises:
         TransactionControlError: the SQL holds BEGIN/COMMIT/SAVEPOINT/...
         ConnectionSettingError: a PRAGMA sets what the gateway owns.
+        KeyError: a named parameter has no value in ``params`` (named in the message).
         apsw.Error: whatever SQLite raised, unchanged.
     """
     before = conn.total_changes()
-    shape = _shape_of(sql, UNKNOWN)
-    trace = None
     cursor = None
+    trace = None
+    columns: tuple[str, ...]
+    rows: tuple[Any, ...]
     try:
-        if shape & MULTI or many or tracer is not None:  # (UNKNOWN has the MULTI bit)
-            # A text seen for the first time, several statements, executemany:
-            # traced (see shape.py).
-            # (A tracer set on the connection still runs: a cursor's replaces it.)
-            trace = Trace(conn, before, tracer if tracer is not None else conn.exec_trace)
+        if statements is None and not many:
+            cursor = conn.execute(sql, params)
+        else:
+            # Several statements, or executemany: each one's own changes() is
+            # counted as the next begins (see shape.py). (A tracer set on the
+            # connection still runs: a cursor's would replace it.)
             cursor = conn.cursor()
+            trace = Trace(conn, before, conn.exec_trace, statements)
             cursor.exec_trace = trace
             if many:
                 cursor.executemany(sql, params)
             else:
                 cursor.execute(sql, params)
+        if statements is not None and not many:
+            rows, columns = read_rows(cursor, statements)
         else:
-            cursor = conn.execute(sql, params)
-        # The first row, if any, before the description: asking a finished
-        # cursor for its description raises, and an exception costs more than
-        # the statement itself.
-        first = cursor.fetchone()
-        if first is None:
-            columns: tuple[str, ...] | None = None
-            rows: tuple[Any, ...] = ()
-        else:
-            columns = tuple([d[0] for d in cursor.get_description()])
-            rest = cursor.fetchall()
-            rows = (first, *rest) if rest else (first,)
+            # The first row, if any, before the description: asking a finished
+            # cursor for its description raises, and an exception costs more than
+            # the statement itself (an INSERT has no rows, so no description).
+            first = cursor.fetchone()
+            if first is None:
+                columns, rows = (), ()
+            else:
+                columns = tuple([d[0] for d in cursor.get_description()])
+                rest = cursor.fetchall()
+                rows = (first, *rest) if rest else (first,)
     except BaseException as exc:
         if cursor is not None:
             cursor.close()  # reset its statement now, not when the exception is freed
+        if isinstance(exc, KeyError):
+            raise _missing_parameter(exc, params, many) from None
         if not isinstance(exc, apsw.AuthError):
             raise
         refused, pragma = guard.refused, guard.refused_pragma
@@ -217,20 +260,65 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
-    if columns is None:  # no row: the names, unless the text is known to have none
-        columns = () if shape & COLUMNLESS and shape != UNKNOWN else describe(
-            conn, sql, params[0] if many and params else params)
+    if not rows:  # no row: the names all the same, unless the text has none
+        columns = names_when_empty(conn, sql, params[0] if many and params else params)
     if trace is None:
         # One statement: its own changes() (not its triggers'), if it changed anything.
         rowcount = conn.changes() if conn.total_changes() != before else 0
     else:
-        rowcount = trace.finish(sql, columns, len(params) if many else 1)
+        rowcount = trace.finish()
     result: Result = _new(Result)  # make_result(), inlined: this runs per statement
     _set_rows(result, rows)
     _set_rowcount(result, rowcount)
     _set_lastrowid(result, conn.last_insert_rowid())
     _set_columns(result, columns)
     return result
+
+
+def _recorder(statements: list[str],
+              then: Callable[[apsw.Cursor, str, Any], bool] | None = None,
+              ) -> Callable[[apsw.Cursor, str, Any], bool]:
+    """An exec tracer that appends each statement to ``statements`` as it
+    begins, once ``then`` (if given) lets it run."""
+    def record(cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
+        if then is not None and not then(cursor, statement, bindings):
+            return False
+        statements.append(statement)
+        return True
+    return record
+
+
+def read_rows(cursor: apsw.Cursor, statements: list[str]) -> tuple[
+        tuple[tuple[Any, ...], ...], tuple[str, ...]]:
+    """Fetch every row of a text that may hold several statements; return the
+    rows and columns of the last statement that returned rows.
+
+    Statements of one text may return different columns (``SELECT 1 AS a;
+    SELECT 2 AS b, 3 AS c``): rows of several under one set of names would
+    be mislabelled, so only the last result is kept, as a DB-API cursor
+    keeps its latest result set. ``statements`` grows (by the exec tracer)
+    as each statement begins, which marks where one result ends.
+    """
+    rows: list[tuple[Any, ...]] = []
+    columns: tuple[str, ...] = ()
+    seen = -1
+    for row in cursor:
+        if len(statements) != seen:  # the first row of a statement
+            seen = len(statements)
+            rows = []
+            columns = tuple([d[0] for d in cursor.get_description()])
+        rows.append(row)
+    return tuple(rows), columns
+
+
+def _missing_parameter(exc: KeyError, params: Any, many: bool) -> KeyError:
+    """apsw's bare ``KeyError('name')`` for a named parameter missing from a
+    mapping, as a KeyError that says what to change."""
+    name = exc.args[0] if exc.args else "?"
+    given = params[0] if many and isinstance(params, Sequence) and params else params
+    keys = ", ".join(map(repr, given)) if isinstance(given, Mapping) else "none"
+    return KeyError(f"the SQL names the parameter :{name}, but params has no value for "
+                    f"{name!r} (its keys: {keys}); add it, or correct the name")
 
 
 def _setting_refused(name: str) -> str:
@@ -248,35 +336,37 @@ def _setting_refused(name: str) -> str:
 
 
 def run_read(conn: apsw.Connection, sql: str, params: Any,
+             statements: list[str] | None = None,
              tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
     """:func:`run_sql` for a read-only connection: nothing changes there, so
-    no change counts are read (rowcount and lastrowid are 0). Errors are
-    raised as they are; the caller interprets an ``AuthError``."""
-    shape = _shape_of(sql, UNKNOWN)
-    trace = None
-    if shape & MULTI or tracer is not None:
-        trace = Trace(None, 0, tracer if tracer is not None else conn.exec_trace)
-        cursor = conn.cursor()
-        cursor.exec_trace = trace
-        cursor.execute(sql, params)
-    else:
-        cursor = conn.execute(sql, params)
+    no change counts are read (rowcount and lastrowid are 0). ``statements``
+    as in :func:`run_sql`; ``tracer`` may refuse a statement before it runs
+    (apsw then raises ``ExecTraceAbort``). Errors are raised as they are
+    (the caller interprets an ``AuthError``), except a missing named
+    parameter, named as in :func:`run_sql`."""
+    cursor = None
     try:
-        first = cursor.fetchone()
-        if first is None:
-            names = () if shape & COLUMNLESS and shape != UNKNOWN else describe(
-                conn, sql, params)
-            if trace is not None:
-                trace.finish(sql, names)
-            return make_result((), 0, 0, names)
-        columns = tuple([d[0] for d in cursor.get_description()])
-        rest = cursor.fetchall()
-    except BaseException:
-        cursor.close()
+        if statements is None:
+            cursor = conn.execute(sql, params)
+            first = cursor.fetchone()
+            if first is None:
+                return make_result((), 0, 0, names_when_empty(conn, sql, params))
+            columns = tuple([d[0] for d in cursor.get_description()])
+            rest = cursor.fetchall()
+            return make_result((first, *rest) if rest else (first,), 0, 0, columns)
+        cursor = conn.cursor()
+        cursor.exec_trace = _recorder(statements, tracer)
+        cursor.execute(sql, params)
+        rows, columns = read_rows(cursor, statements)
+        if not rows:
+            columns = names_when_empty(conn, sql, params)
+        return make_result(rows, 0, 0, columns)
+    except BaseException as exc:
+        if cursor is not None:
+            cursor.close()
+        if isinstance(exc, KeyError):
+            raise _missing_parameter(exc, params, False) from None
         raise
-    if trace is not None:
-        trace.finish(sql, columns)
-    return make_result((first, *rest) if rest else (first,), 0, 0, columns)
 
 
 class Connection:
@@ -291,13 +381,18 @@ class Connection:
     (``run_exclusive(fn)`` gives fn the raw ``apsw.Connection`` instead.)
     """
 
-    __slots__ = ("_conn", "_guard", "_open", "_savepoints")
+    __slots__ = ("_conn", "_guard", "_open", "_singles", "_savepoints")
 
-    def __init__(self, conn: apsw.Connection, guard: TransactionGuard) -> None:
+    def __init__(self, conn: apsw.Connection, guard: TransactionGuard,
+                 singles: TextMemo[bool] | None = None) -> None:
         self._conn = conn
         self._guard = guard
         self._open = True
         self._savepoints: list[Savepoint] | None = None  # open ones, innermost last
+        # The writer's memo of texts known to be one statement: any other
+        # text runs traced (and is learned), so a multi-statement one keeps
+        # the columns of the rows it returns (see read_rows).
+        self._singles = singles
 
     def _check_open(self) -> apsw.Connection:
         if not self._open:
@@ -331,7 +426,13 @@ class Connection:
             sql = check_sql(sql)
         if type(params) is not tuple:
             params = check_params(params)
-        return run_sql(conn, self._guard, sql, params)
+        singles = self._singles
+        if singles is None or singles.map.get(sql):
+            return run_sql(conn, self._guard, sql, params)
+        statements: list[str] = []
+        result = run_sql(conn, self._guard, sql, params, statements=statements)
+        singles.remember(sql, len(statements) == 1)
+        return result
 
     def executemany(self, sql: str, seq_of_params: Sequence[Params]) -> Result:
         """Run one statement once per parameter set, inside the fn's transaction."""

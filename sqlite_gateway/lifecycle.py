@@ -39,16 +39,21 @@ import os
 import threading
 import weakref
 
-from .errors import GatewayClosed, GatewayError, NestedCallError
-from .readers import ReaderLanes, ReaderPool
+from .core import Core
+from .errors import GatewayClosed, GatewayError
 from .requestqueue import RequestQueue, fail_pending
+from .samefile import warn_if_shared
 from .watchdog import Watchdog
-from .worker import Worker
 
 logger = logging.getLogger(__name__)
 
 _EXIT_CLOSE_TIMEOUT = 30.0  # how long the exit hook waits for one gateway to drain
 _open_gateways: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
+# Gateways closed while their worker thread was stuck (given up): the thread keeps
+# its connection, so the file stays open in this process until it exits. Kept
+# (strongly: the thread outlives the gateway object) so that the same-file check
+# of a later gateway knows whose descriptors those are.
+_stuck_gateways: set[Lifecycle] = set()
 
 
 class State(enum.Enum):
@@ -65,18 +70,19 @@ class Lifecycle:
     """The parts a gateway starts and stops, and its state machine.
 
     The base of :class:`~sqlite_gateway.Gateway`: it owns the queue, the
-    worker and its thread, the readers and the watchdog; the subclass adds
-    the calls. Thread-safe: ``_state_lock`` is held while reading-then-changing
+    worker and its thread, the readers and the watchdog (the first three
+    through its :class:`~sqlite_gateway.core.Core`, shared with every door);
+    the subclass adds the calls. Thread-safe: ``_state_lock`` is held while reading-then-changing
     ``_state`` and ``_thread`` (start and close); request acceptance is the
     queue's own mutex.
     """
 
-    def __init__(self, path: str, queue: RequestQueue, worker: Worker,
-                 readers: ReaderPool | ReaderLanes | None, watchdog: Watchdog | None) -> None:
+    def __init__(self, path: str, core: Core, watchdog: Watchdog | None) -> None:
         self.path = path
-        self._queue = queue
-        self._worker = worker
-        self._readers = readers
+        self.core = core
+        self._queue = core.queue
+        self._worker = core.worker
+        self._readers = core.readers
         self._watchdog = watchdog
         self._state_lock = threading.Lock()
         self._state = State.NEW
@@ -106,13 +112,17 @@ class Lifecycle:
             if self._state is not State.NEW:
                 raise GatewayError(f"gateway is {self.state.value}; it can be started once "
                                    "(to restart, make a new Gateway on the same file)")
+            # before we open it ourselves
+            warn_if_shared(self.path, self, [*_open_gateways, *_stuck_gateways])
             thread = threading.Thread(target=self._worker.run, daemon=True,
                                       name=f"sqlite-gateway-writer:{os.path.basename(self.path)}")
             # Daemon, so the interpreter reaches atexit, where _close_at_exit
             # drains it; an explicit close() is still the proper way.
             self._thread = thread
-            thread.start()
             try:
+                # (Inside the try: Ctrl-C can land while start() waits for the
+                # new thread to run, and must leave the gateway closed too.)
+                thread.start()
                 self._worker.ready.result()  # bounded by the busy timeout
             except BaseException:
                 self._state = State.CLOSED
@@ -140,6 +150,7 @@ class Lifecycle:
             if self._watchdog is not None:
                 self._watchdog.start()
             self._state = State.RUNNING
+            self.core.started = True
             _open_gateways.add(self)
             # If the gateway is dropped without close(), let the worker finish and exit.
             self._finalizer = weakref.finalize(self, self._queue.close, "gateway was collected")
@@ -191,21 +202,13 @@ class Lifecycle:
             if self._state is State.CLOSING:
                 self._state = State.CLOSED
                 _open_gateways.discard(self)
+                if thread.is_alive() and self._worker.death is not None:
+                    _stuck_gateways.add(self)
                 logger.info("gateway closed on %s", self.path)
 
     def _check_not_worker(self, what: str) -> None:
         """Refuse a call made on the writer's thread: it would wait for itself."""
-        ident = threading.get_ident()
-        if ident == self._worker.holder_ident:
-            raise NestedCallError(
-                f"Gateway.{what}() was called by a thread that holds a write block "
-                "(db.writer()); it would wait for its own block. Use the block's handle "
-                "(w.execute, w.executemany, w.savepoint) until the 'with' ends.")
-        if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
-            raise NestedCallError(
-                f"Gateway.{what}() was called from inside a transaction fn (on the worker "
-                "thread, or in place in its caller's thread); it would wait for itself. "
-                "Use the conn argument the fn receives.")
+        self.core.check_caller(what)
 
     def _disown(self, reason: str) -> None:
         """In a forked child (one thread, at the fork): refuse every call at once.
@@ -221,6 +224,7 @@ class Lifecycle:
         queue.close(reason)
         self._queue = queue
         self._readers = None
+        self.core.disown(queue)
         self._finalizer.detach()
 
 

@@ -1,7 +1,7 @@
 """The gateway's options, defined once: names, defaults, checks and meaning.
 
 :class:`Options` is what ``Gateway(path, **options)`` builds from its keyword
-arguments, what the baselines (:mod:`sqlite_gateway.baseline`) read their own
+arguments, what the benchmarks' baselines (``benchmarks/baselines.py``) read their own
 subset from, and what the framework integrations list as config keys
 (:mod:`sqlite_gateway.integrations.settings` reads its fields). A new option is
 added here, and only here, to become a keyword of every gateway class and a
@@ -14,6 +14,8 @@ import dataclasses
 import enum
 import math
 import os
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -139,8 +141,9 @@ class Options:
         _whole("queue_size", self.queue_size, 1)
         _whole("batch_max", self.batch_max, 1)
         if self.timeout is not None:
-            check_seconds("timeout", self.timeout)
-        check_seconds("busy_timeout", self.busy_timeout, zero_ok=True)
+            check_seconds("timeout", self.timeout, most=threading.TIMEOUT_MAX)
+        # SQLite takes the busy timeout in milliseconds, as a C int.
+        check_seconds("busy_timeout", self.busy_timeout, zero_ok=True, most=_BUSY_MAX)
         check_seconds("background_slice", self.background_slice)
         check_seconds("hold_limit", self.hold_limit)
         if self.connection_setup is not None and not callable(self.connection_setup):
@@ -199,16 +202,26 @@ NAMES_IN_ORDER: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Optio
 NAMES = frozenset(NAMES_IN_ORDER)
 
 
-def check_path(path: str | os.PathLike[str]) -> str:
+def check_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
     """The database path as a str, or ValueError for what the gateway cannot open.
 
-    ``:memory:`` and empty paths are refused (the gateway needs WAL, which
-    needs a file), and so are URI file names: SQLite would take
-    ``file:x.db?mode=ro`` as a plain file name here, and the gateway opens its
-    connections in the modes it needs itself.
+    A bytes path is decoded as the OS does (``os.fsdecode``). ``:memory:`` and
+    empty paths are refused (the gateway needs WAL, which needs a file), and so
+    are URI file names: SQLite would take ``file:x.db?mode=ro`` as a plain file
+    name here, and the gateway opens its connections in the modes it needs itself.
+
+    Raises:
+        TypeError: not a str, bytes or path object.
+        ValueError: a path the gateway cannot open (the message says why).
     """
-    path = os.fspath(path)
-    if not isinstance(path, str) or not path or path == ":memory:":
+    path = os.fsdecode(path)
+    try:
+        path.encode("utf-8")  # SQLite takes UTF-8 file names
+    except UnicodeEncodeError:
+        raise ValueError(f"path {path!r} is not valid in this system's file name encoding "
+                         f"({sys.getfilesystemencoding()}): SQLite needs a name it can "
+                         "pass as UTF-8") from None
+    if not path or path == ":memory:":
         raise ValueError(f"path must name a database file, not {path!r} "
                          "(the gateway needs WAL, which needs a file)")
     if path[:5].lower() == "file:":
@@ -224,10 +237,18 @@ def _whole(name: str, value: object, least: int) -> None:
         raise ValueError(f"{name} must be a whole number >= {least}, not {value!r}")
 
 
-def check_seconds(name: str, value: object, zero_ok: bool = False) -> float:
+def check_seconds(name: str, value: object, zero_ok: bool = False,
+                  most: float = math.inf) -> float:
     """``value`` as float seconds, or ValueError naming ``name``: a finite number
-    > 0 (>= 0 with ``zero_ok``); NaN, infinity and bools are refused."""
+    > 0 (>= 0 with ``zero_ok``), at most ``most``; NaN, infinity and bools are refused."""
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
             or not 0 <= value < math.inf or (value == 0 and not zero_ok)):
         raise ValueError(f"{name} must be a finite number of seconds > 0, not {value!r}")
+    if value > most:
+        raise ValueError(f"{name} must be at most {most:.0f} s (the longest wait the "
+                         f"platform can time), not {value!r}; use None for no limit "
+                         "where the option allows it")
     return float(value)
+
+
+_BUSY_MAX = (2**31 - 1) / 1000  # seconds: SQLite's busy timeout is a C int of milliseconds

@@ -11,7 +11,10 @@ class Result:
 
     Attributes:
         rows: every row, as a tuple of tuples (all fetched on the worker, so
-            errors on a later row are never deferred to the caller).
+            errors on a later row are never deferred to the caller). For a
+            text of several statements: the rows of the last statement that
+            returned rows (statements may return different columns; a DB-API
+            cursor likewise keeps its latest result set).
         rowcount: rows inserted, updated or deleted by the call's own
             statements, as DB-API and ``sqlite3`` count them (SQLite's
             ``changes()``): not the rows their triggers, foreign-key actions
@@ -22,10 +25,10 @@ class Result:
         lastrowid: the connection's ``last_insert_rowid()`` after the call;
             meaningful after an INSERT into a rowid table.
         columns: the column names, whether rows came back or not: those of
-            the first statement that returned a row, else of the first
-            statement that returns data (a SELECT that found nothing has its
-            columns); ``()`` when no statement returns data (an INSERT
-            without RETURNING, DDL).
+            the statement whose rows these are; when no statement returned a
+            row, those of the first statement that returns data (a SELECT
+            that found nothing has its columns); ``()`` when no statement
+            returns data (an INSERT without RETURNING, DDL).
 
     Iterating a Result yields its rows; ``len()`` counts them.
     """

@@ -1,8 +1,10 @@
 """The worker: the one thread that owns the write connection.
 
-A request's path: caller -> ``RequestQueue.put`` -> ``Worker.run_once`` takes
-the batch -> ``BEGIN IMMEDIATE`` -> per request ``SAVEPOINT``, run,
-``RELEASE`` (or ``ROLLBACK TO``) -> ``COMMIT`` -> every future answered.
+A queued request's path: caller -> ``RequestQueue.put`` -> ``Worker.run_once``
+takes the batch -> ``BEGIN IMMEDIATE`` -> per request ``SAVEPOINT`` where it can
+matter, run, ``RELEASE`` (or ``ROLLBACK TO``) -> ``COMMIT`` -> every request
+answered (a waiting caller's lock released, a future set, or, for ``post``, a
+failure recorded). A request may instead run in its caller's thread (below).
 No caller hears anything before the COMMIT has returned, so an answer means
 the data is committed (and, with ``synchronous=FULL``, on disk).
 
@@ -48,6 +50,7 @@ import apsw
 from .batch import Batches
 from .connection import TransactionGuard, open_write_connection
 from .errors import GatewayClosed
+from .memo import TextMemo
 from .request import STOP, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
@@ -57,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 _REOPEN_DELAYS = (0.0, 0.1, 1.0)  # seconds before each attempt to reopen; then the worker dies
 _PROGRESS_STEPS = 1000  # SQLite VM steps between two looks at an in-place caller's deadline
+# Seconds between two tries for a lock another process holds: SQLite's own
+# busy-timeout schedule (sqliteDefaultBusyCallback).
+_BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
 
 
 class Worker(Batches):
@@ -99,6 +105,7 @@ class Worker(Batches):
         # call goes through the worker (one fsync for many, not one each).
         self.last_batch = 1
         self._suspect = False  # an I/O error was seen: reopen after this turn
+        self._busy_since = 0.0  # when the current wait for a lock began
         self._conn: apsw.Connection | None = None
         self._guard = TransactionGuard()
         self._inflight: list[Request] = []
@@ -117,8 +124,10 @@ class Worker(Batches):
         }
         # SQL text -> True when it holds exactly one statement (learned on its
         # first successful run). One statement is atomic by itself, so it
-        # needs no savepoint of its own. Bounded: cleared when full.
-        self._single: dict[str, bool] = {}
+        # needs no savepoint of its own, and its rows need no statement
+        # boundaries. Bounded in entries and bytes; _single is its plain dict.
+        self._singles: TextMemo[bool] = TextMemo()
+        self._single = self._singles.map
 
     # -- thread body ------------------------------------------------------
 
@@ -127,13 +136,47 @@ class Worker(Batches):
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
             vfs=self.vfs, autocheckpoint=self.autocheckpoint, setup=self.setup)
         self._guard.own_savepoint = self._savepoint
-        # A request run in its caller's thread has no other thread to stop it
-        # at its deadline: SQLite asks this every _PROGRESS_STEPS VM steps.
-        self._conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Install what the gateway owns on its connection (again after an
+        exclusive fn, which gets the raw connection and may have changed it).
+
+        - the guard (the authorizer that refuses transaction control;
+          setting it makes SQLite expire every prepared statement, so none
+          prepared without it runs again unchecked), and no connection-wide
+          tracers (a row tracer would rewrite every later caller's rows);
+        - a progress handler: a request run in its caller's thread has no
+          other thread to stop it at its deadline, so SQLite asks this every
+          _PROGRESS_STEPS VM steps;
+        - a busy handler that waits for another process's lock up to
+          ``busy_timeout``, as SQLite's own does, but no longer than that
+          in-place caller's deadline.
+        """
+        conn = self._conn
+        assert conn is not None
+        conn.authorizer = self._guard
+        conn.exec_trace = conn.row_trace = None
+        conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+        conn.set_busy_handler(self._busy)
 
     def _past_deadline(self) -> bool:
         deadline = self.deadline
         return deadline is not None and time.monotonic() >= deadline
+
+    def _busy(self, tries: int) -> bool:
+        """SQLite's busy handler: True to try the lock again after a short sleep."""
+        now = time.monotonic()
+        if tries == 0:
+            self._busy_since = now
+        limit = self._busy_since + self.busy_timeout
+        deadline = self.deadline
+        if deadline is not None and deadline < limit:
+            limit = deadline
+        if now >= limit:
+            return False
+        time.sleep(min(_BUSY_DELAYS[min(tries, len(_BUSY_DELAYS) - 1)], limit - now))
+        return True
 
     def close(self) -> None:
         """Close the connection (SQLite rolls back an open transaction)."""
@@ -273,7 +316,9 @@ class Worker(Batches):
             # watchdog struck: answered here). run() closes the connection,
             # which rolls back whatever the batch had done.
             logger.warning("worker on %s returned after it was given up; stopping", self.path)
-            fail_pending(batch, lambda: GatewayClosed(f"gateway is broken: {self.death}"))
+            # GivenUp is raised as a step begins, COMMIT included: nothing committed.
+            fail_pending(batch, lambda: GatewayClosed(
+                f"gateway is broken: {self.death}; it was not committed"))
             return False
         # (On any other exception the worker dies: give_up() answers _inflight.)
         self._inflight = []

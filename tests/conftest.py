@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import apsw
@@ -21,14 +20,27 @@ from sqlite_gateway import Gateway
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_benchmark(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py`` by path (the scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)  # dataclasses look the module up
-    spec.loader.exec_module(module)
-    return module
+def run_benchmark(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.<name> args`` in a child, from the checkout's root."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+HANG_S = 30.0
+"""How long a test waits for a state before it calls it a hang: a hang detector with a
+wide margin (what it waits for takes milliseconds), never a timing goal."""
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = HANG_S) -> None:
+    """Poll ``condition()`` until it is true; fail the test, naming ``what``, if it is
+    still false after ``timeout`` seconds. For states another thread or process reaches
+    with no event to wait on (a queue depth, a gateway's state); never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():  # bounded: the deadline
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {timeout:g} s for {what}")
+        time.sleep(0.002)  # a poll interval, not a guess at how long anything takes
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The baselines (sqlite_gateway.baseline): correct, bounded, and Gateway-shaped.
+"""The baselines (benchmarks/baselines.py): correct, bounded, and Gateway-shaped.
 
 RetryGateway (busy timeout 0, backoff and retry) and BusyGateway (busy timeout,
 BEGIN IMMEDIATE for writes, plain reads) share their plumbing; the tests of
@@ -16,22 +16,49 @@ from pathlib import Path
 import apsw
 import pytest
 
-from conftest import child_python, scalar
+from conftest import HANG_S, child_python, scalar
 from sqlite_gateway import GatewayClosed, Result
-from sqlite_gateway.baseline import BusyGateway, RetryGateway
+from benchmarks.baselines import BusyGateway, RetryGateway
 from sqlite_gateway.errors import TransactionControlError
 
-# Holds the write lock from outside: BEGIN IMMEDIATE, say so, wait, commit.
+# Holds the write lock from outside: BEGIN IMMEDIATE, say so, commit when told (a line
+# on stdin), say so.
 HOLDER = """
-import sys, time, apsw
+import sys, apsw
 conn = apsw.Connection(sys.argv[1])
 conn.execute("PRAGMA journal_mode=WAL")
 conn.execute("BEGIN IMMEDIATE")
 conn.execute("INSERT INTO counters VALUES (99, 0)")
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()
 conn.execute("COMMIT")
+print("committed", flush=True)
 """
+DEFAULT_TIMEOUT = 30.0  # the baselines' default deadline (Gateway's): far past any wait here
+
+
+class Holder:
+    """The HOLDER child: ``release()`` makes it commit and returns once it has."""
+
+    def __init__(self, child: subprocess.Popen[str]) -> None:
+        self.child = child
+        assert self._line() == "locked", "the holder never took the lock"
+
+    def _line(self) -> str:
+        assert self.child.stdout is not None
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.child.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(HANG_S)
+        return line[0].strip() if line else "(nothing)"
+
+    def release(self) -> None:
+        assert self.child.stdin is not None
+        self.child.stdin.write("commit\n")
+        self.child.stdin.flush()
+        assert self._line() == "committed"
+        assert self.child.wait(HANG_S) == 0
 
 
 def _counters(db):
@@ -69,17 +96,10 @@ def busy_db(db_path: str):
 
 
 @contextlib.contextmanager
-def holding_the_lock(db_path: str, seconds: float) -> Iterator[subprocess.Popen[str]]:
-    """A child process that holds the write lock for ``seconds``; entered once it has it."""
-    with child_python(HOLDER, db_path, str(seconds), stdout=-1) as holder:
-        assert holder.stdout is not None
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(holder.stdout.readline()),
-                                  daemon=True)
-        reader.start()
-        reader.join(30)
-        assert line == ["locked\n"], "the holder never took the lock"
-        yield holder
+def holding_the_lock(db_path: str) -> Iterator[Holder]:
+    """A child process that holds the write lock until released; entered once it has it."""
+    with child_python(HOLDER, db_path, stdin=-1, stdout=-1) as child:
+        yield Holder(child)
 
 
 def test_eight_threads_increment_one_counter_exactly(old_way, db_path: str):
@@ -145,24 +165,34 @@ def test_sqlite_error_reaches_the_caller_with_its_own_class(old_way):
 
 def test_outside_lock_holder_busy_past_deadline_then_success(retry_db: RetryGateway,
                                                              db_path: str):
-    with child_python(HOLDER, db_path, "1.5", stdout=-1) as holder:
-        assert holder.stdout is not None
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(holder.stdout.readline()),
-                                  daemon=True)
-        reader.start()
-        reader.join(30)
-        assert line == ["locked\n"], "the holder never took the lock"
-        locked_at = time.monotonic()
+    with holding_the_lock(db_path) as holder:
         began = time.monotonic()
         with pytest.raises(apsw.BusyError):
             retry_db.execute("UPDATE counters SET n = n + 1 WHERE id = 1", timeout=0.3)
-        assert 0.3 <= time.monotonic() - began < 1.5
+        # Retried until its own deadline, not the default one (a hang detector).
+        assert 0.3 <= time.monotonic() - began < DEFAULT_TIMEOUT / 3
         assert retry_db.stats()["retries"] > 0
-        # The default deadline (30 s) outlasts the holder: retried until it commits.
+        # The default deadline outlasts the holder: retried until it commits. The lock
+        # is released once this call has been refused and is backing off (the stats
+        # count retries only when a call ends: a wrapper on the backoff tells).
+        backing_off = threading.Event()
+        backoff = retry_db._backoff
+
+        def noted_backoff(attempt: int, deadline: float) -> bool:
+            backing_off.set()
+            return backoff(attempt, deadline)
+
+        retry_db._backoff = noted_backoff  # type: ignore[method-assign]
+
+        def release_once_backing_off() -> None:
+            assert backing_off.wait(HANG_S), "the write never met the lock"
+            holder.release()
+
+        releaser = threading.Thread(target=release_once_backing_off)
+        releaser.start()
         assert retry_db.execute("UPDATE counters SET n = n + 1 WHERE id = 1").rowcount == 1
-        assert time.monotonic() - locked_at >= 1.0
-        assert holder.wait(30) == 0
+        releaser.join(HANG_S)
+        assert not releaser.is_alive()
     assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 1
     assert scalar(db_path, "SELECT count(*) FROM counters") == 2  # the holder's row too
     stats = retry_db.stats()
@@ -236,20 +266,29 @@ def test_busy_read_then_write_transactions_never_fail_on_a_lock_upgrade(busy_db:
 
 def test_busy_write_waits_for_an_outside_lock_then_reads_do_not(busy_db: BusyGateway,
                                                                db_path: str):
-    with holding_the_lock(db_path, 1.5) as holder:
-        locked_at = time.monotonic()
-        # A read is a plain statement on a WAL snapshot: it does not wait for the writer.
+    with holding_the_lock(db_path) as holder:
+        # A read is a plain statement on a WAL snapshot: it does not wait for the writer
+        # (which never lets go by itself: a waiting read would fail after busy_timeout).
         assert busy_db.execute("SELECT n FROM counters WHERE id = 1").scalar() == 0
-        assert time.monotonic() - locked_at < 1.0
         # A call's timeout below busy_timeout bounds its wait; then BusyError, no retry.
         began = time.monotonic()
         with pytest.raises(apsw.BusyError):
             busy_db.execute("UPDATE counters SET n = n + 1 WHERE id = 1", timeout=0.3)
-        assert 0.25 <= time.monotonic() - began < 1.2
+        assert 0.25 <= time.monotonic() - began < busy_db.busy_timeout  # not the busy timeout
         # busy_timeout (5 s) outlasts the holder: SQLite's handler waits until it commits.
-        assert busy_db.execute("UPDATE counters SET n = n + 1 WHERE id = 1").rowcount == 1
-        assert time.monotonic() - locked_at >= 1.0
-        assert holder.wait(30) == 0
+        answers: list[object] = []
+        calling = threading.Event()
+
+        def write() -> None:
+            calling.set()
+            answers.append(busy_db.execute("UPDATE counters SET n = n + 1 WHERE id = 1"))
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert calling.wait(HANG_S)
+        holder.release()
+        writer.join(HANG_S)
+        assert [r.rowcount for r in answers] == [1]  # type: ignore[attr-defined]
     assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 1
     stats = busy_db.stats()
     assert stats["busy_errors"] == 1 and stats["errors"] == 1 and stats["retries"] == 0
@@ -258,11 +297,13 @@ def test_busy_write_waits_for_an_outside_lock_then_reads_do_not(busy_db: BusyGat
 def test_busy_gives_up_after_its_busy_timeout(db_path: str):
     db = _counters(BusyGateway(db_path, busy_timeout=0.3).start())
     try:
-        with holding_the_lock(db_path, 1.5):
+        with holding_the_lock(db_path) as holder:
             began = time.monotonic()
             with pytest.raises(apsw.BusyError):
                 db.transaction(lambda conn: conn.execute("UPDATE counters SET n = 9"))
-            assert 0.25 <= time.monotonic() - began < 1.2
+            # At its busy timeout, not at the call's (default) deadline: a hang detector.
+            assert 0.25 <= time.monotonic() - began < DEFAULT_TIMEOUT / 3
+            holder.release()
     finally:
         db.close()
     assert scalar(db_path, "SELECT n FROM counters WHERE id = 1") == 0

@@ -3,28 +3,17 @@ and the floors they measure against: correct, or their figures mean nothing."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import apsw
 import pytest
-from conftest import ROOT
+from conftest import run_benchmark as run_script
 
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmark modules import each other
-
-import floors  # noqa: E402
-import goals  # noqa: E402
-import workloads  # noqa: E402
-
-
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args],
-                          capture_output=True, text=True, timeout=300)
+from benchmarks import floors, goals, workloads
 
 
 def test_group_commit_benchmark_smoke_run():
-    proc = run_script("group_commit.py", "--threads", "1,4", "--seconds", "0.3", "--markdown")
+    proc = run_script("group_commit", "--threads", "1,4", "--seconds", "0.3", "--markdown")
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 3  # the header row, then threads 1 and 4
@@ -33,7 +22,7 @@ def test_group_commit_benchmark_smoke_run():
 
 
 def test_compare_benchmark_smoke_run():
-    proc = run_script("compare.py", "--threads", "2", "--seconds", "0.2", "--no-chart",
+    proc = run_script("compare", "--threads", "2", "--seconds", "0.2", "--no-chart",
                       "--workload", "all",
                       "--strategies", "busy,direct,naive,bare,gateway,gateway+readers,ceiling")
     assert proc.returncode == 0, proc.stderr
@@ -48,7 +37,7 @@ def test_compare_benchmark_smoke_run():
 
 
 def test_writebehind_benchmark_smoke_run():
-    proc = run_script("writebehind.py", "--rows", "2000", "--chunk", "500", "--rounds", "1",
+    proc = run_script("writebehind", "--rows", "2000", "--chunk", "500", "--rounds", "1",
                       "--backpressure-rows", "300", "--synchronous", "OFF")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "submit / bare+future = " in proc.stdout
@@ -56,8 +45,8 @@ def test_writebehind_benchmark_smoke_run():
 
 
 def test_priority_and_overload_benchmarks_smoke_run():
-    for script, args in (("priority.py", ["--seconds", "0.5", "--web-threads", "4"]),
-                         ("overload.py", ["--quick", "--factor", "3", "--rows", "50"])):
+    for script, args in (("priority", ["--seconds", "0.5", "--web-threads", "4"]),
+                         ("overload", ["--quick", "--factor", "3", "--rows", "50"])):
         proc = run_script(script, *args)
         assert proc.returncode == 0, (script, proc.stdout, proc.stderr)
         assert "phase" in proc.stdout or "web alone" in proc.stdout, proc.stdout
@@ -146,11 +135,36 @@ def test_goal_lines_judge_the_ratio_from_the_cells():
 
 
 def test_profiling_scripts_smoke_run():
-    proc = run_script("profile_hot.py", "--threads", "2", "--seconds", "0.2",
+    proc = run_script("profile_hot", "--threads", "2", "--seconds", "0.2",
                       "--synchronous", "OFF")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1].split()[-1] == "ok", proc.stdout
-    proc = run_script("steps.py", "--n", "200", "--n-commit", "20", "--synchronous", "OFF")
+    proc = run_script("steps", "--n", "200", "--n-commit", "20", "--synchronous", "OFF")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for step in ("Request object", "commit share", "bare loop call"):
         assert step in proc.stdout, proc.stdout
+
+
+def test_benchmarks_are_a_package_that_imports_no_test_and_edits_no_sys_path():
+    """Scripts run as ``python -m benchmarks.<name>`` and import each other as a package;
+    tests may import benchmarks, never the other way round (the VFS shims live in
+    benchmarks/vfs.py for that reason)."""
+    import ast
+
+    from conftest import ROOT
+    assert (ROOT / "benchmarks" / "__init__.py").is_file()
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else []
+            else:
+                names = []
+            for name in names:
+                assert name.split(".")[0] not in ("tests", "conftest", "faultvfs", "powervfs"), (
+                    f"{path.name} imports {name}")
+            if isinstance(node, ast.Attribute) and node.attr == "path":
+                assert not (isinstance(node.value, ast.Name) and node.value.id == "sys"), (
+                    f"{path.name}:{node.lineno} uses sys.path")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import apsw
 import pytest
-from conftest import load_benchmark
-
-campaign = load_benchmark("crash_campaign")
+from benchmarks import crash_campaign as campaign
 
 
 @pytest.mark.timeout(90)

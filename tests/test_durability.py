@@ -82,24 +82,33 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path):
         conn.close()
 
 
+# Holds the write lock from outside until told to commit (a line on stdin).
 HOLDER = r"""
-import sys, time, apsw
+import sys, apsw
 conn = apsw.Connection(sys.argv[1])
 conn.execute("BEGIN IMMEDIATE")
 conn.execute("INSERT INTO items(name) VALUES ('outside')")
 print("locked", flush=True)
-time.sleep(1.0)
+sys.stdin.readline()
 conn.execute("COMMIT")
 print("released", flush=True)
 """
 
 
-def test_an_outside_process_holding_the_write_lock_for_1s_causes_no_error(gateway, db_path):
-    with child_python(HOLDER, db_path, stdout=subprocess.PIPE) as holder:
+def _release(holder):
+    holder.stdin.write("commit\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "released"
+
+
+def test_an_outside_process_holding_the_write_lock_briefly_causes_no_error(gateway, db_path):
+    with child_python(HOLDER, db_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as holder:
         assert holder.stdout.readline().strip() == "locked"
         errors, results = [], []
+        calling = threading.Barrier(9)
 
         def write(k):
+            calling.wait(30)
             try:
                 results.append(gateway.execute("INSERT INTO items(name) VALUES (?)", (str(k),)))
             except BaseException as exc:  # asserted below
@@ -108,6 +117,8 @@ def test_an_outside_process_holding_the_write_lock_for_1s_causes_no_error(gatewa
         threads = [threading.Thread(target=write, args=(k,)) for k in range(8)]
         for t in threads:
             t.start()
+        calling.wait(30)  # every writer is making its call while the lock is held
+        _release(holder)
         for t in threads:
             t.join(30)
         assert holder.wait(30) == 0
@@ -121,7 +132,8 @@ def test_a_lock_held_past_the_busy_timeout_fails_the_batch_and_the_gateway_recov
 
     with Gateway(db_path, busy_timeout=0.1) as db:
         db.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT)")
-        with child_python(HOLDER, db_path, stdout=subprocess.PIPE) as holder:
+        with child_python(HOLDER, db_path, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE) as holder:
             assert holder.stdout.readline().strip() == "locked"
             try:
                 db.execute("INSERT INTO items(name) VALUES ('blocked')")
@@ -129,6 +141,7 @@ def test_a_lock_held_past_the_busy_timeout_fails_the_batch_and_the_gateway_recov
             except apsw.BusyError as exc:
                 raised = exc
             assert isinstance(raised, apsw.BusyError)
+            _release(holder)
             assert holder.wait(30) == 0
         assert db.execute("INSERT INTO items(name) VALUES ('after')").rowcount == 1
         assert db.execute("SELECT count(*) FROM items").scalar() == 2

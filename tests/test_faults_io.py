@@ -14,8 +14,8 @@ import uuid
 import apsw
 import pytest
 from conftest import WorkerBlocker, read_only
-from faultvfs import ALWAYS, FaultVFS
 
+from benchmarks.vfs import ALWAYS, FaultVFS
 from sqlite_gateway import Gateway, GatewayClosed
 from sqlite_gateway.gateway import State
 

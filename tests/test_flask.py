@@ -27,18 +27,13 @@ _EXAMPLE_MARK = "# flask_pageviews.py"
 
 
 def load_example() -> types.ModuleType:
-    """The Flask example exactly as the README shows it (REPORT-int.md until merged)."""
-    for doc in ("README.md", "REPORT-int.md"):
-        path = ROOT / doc
-        if not path.exists():
-            continue
-        found = re.search(r"```python\n(" + re.escape(_EXAMPLE_MARK) + r".*?)```",
-                          path.read_text(), re.S)
-        if found:
-            module = types.ModuleType("flask_pageviews")
-            exec(compile(found.group(1), f"{doc}:flask example", "exec"), module.__dict__)
-            return module
-    raise AssertionError(f"no python block starting with {_EXAMPLE_MARK!r} in the README")
+    """The Flask example exactly as docs/guide.md shows it."""
+    found = re.search(r"```python\n(" + re.escape(_EXAMPLE_MARK) + r".*?)```",
+                      (ROOT / "docs" / "guide.md").read_text(), re.S)
+    assert found, f"no python block starting with {_EXAMPLE_MARK!r} in docs/guide.md"
+    module = types.ModuleType("flask_pageviews")
+    exec(compile(found.group(1), "docs/guide.md:flask example", "exec"), module.__dict__)
+    return module
 
 
 @contextlib.contextmanager
@@ -181,6 +176,24 @@ def test_config_keys_are_checked_at_init_app(db_path):
         assert ext.db._queue.maxsize == 7 and ext.db.timeout is None
         assert app.extensions["sqlite_gateway"] is ext
     ext.close(app)
+
+
+def test_a_factory_makes_the_apps_database(db_path):
+    """``FlaskGateway(factory=...)`` opens the database it makes (what a benchmark
+    passes to run the same app on a baseline), with the app's config options."""
+    from benchmarks.baselines import BusyGateway
+    app = flask.Flask("factory")
+    app.config.update(SQLITE_GATEWAY_PATH=db_path, SQLITE_GATEWAY_TIMEOUT="9")
+    ext = FlaskGateway(app, factory=BusyGateway,
+                       setup=lambda db: db.execute("CREATE TABLE IF NOT EXISTS t(x)"))
+    with app.app_context():
+        db = ext.db
+        assert isinstance(db, BusyGateway) and db.timeout == 9
+        db.execute("INSERT INTO t VALUES (1)")
+    ext.close(app)
+    assert scalar(db_path, "SELECT count(*) FROM t") == 1
+    with pytest.raises(TypeError, match="factory must be a callable"):
+        FlaskGateway(factory="busy")
 
 
 # A child process: the flask app on a threaded werkzeug server, a write-behind

@@ -7,7 +7,7 @@ import time
 
 import apsw
 import pytest
-from conftest import WorkerBlocker
+from conftest import WorkerBlocker, wait_until
 
 from sqlite_gateway import Gateway, GatewayError, RequestTimeout
 from sqlite_gateway.errors import NestedCallError
@@ -72,7 +72,10 @@ def test_a_call_in_place_never_overtakes_work_accepted_before_it(gateway):
 
     worker = threading.Thread(target=lambda: seen.append(later()))
     worker.start()
-    time.sleep(0.2)
+    # The read ran, and the transaction either waits in the queue behind 'earlier'
+    # (right) or already ran in place, overtaking it (wrong: seen[-1] == 0 below).
+    wait_until(lambda: len(seen) == 2 or (seen and gateway.stats()["queued"] >= 2),
+               "the transaction to queue behind the earlier write (or overtake it)")
     assert not earlier.done()
     blocker.done()
     worker.join(BOUND_S)

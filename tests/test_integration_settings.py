@@ -19,9 +19,9 @@ def test_every_gateway_option_is_configurable():
 def test_text_values_are_read_as_their_option_needs(db_path):
     settings = parse_settings({"APP_DEBUG": True, "DB_PATH": db_path, "DB_QUEUE_SIZE": "12",
                                "DB_TIMEOUT": "none", "DB_BUSY_TIMEOUT": "2.5",
-                               "DB_SYNCHRONOUS": "normal", "DB_BACKEND": "retry"},
+                               "DB_SYNCHRONOUS": "normal"},
                               prefix="DB_", upper=True)
-    assert settings.path == db_path and settings.backend == "retry"
+    assert settings.path == db_path
     assert settings.options == {"queue_size": 12, "timeout": None, "busy_timeout": 2.5,
                                 "synchronous": "normal"}
 
@@ -33,12 +33,32 @@ def test_text_values_are_read_as_their_option_needs(db_path):
     ({"DB_QUEUE_SIZE": True}, TypeError, "DB_QUEUE_SIZE must be a whole number"),
     ({"DB_QUEUE_SIZE": 0}, ValueError, "DB_QUEUE_SIZE must be a whole number >= 1"),
     ({"DB_READ_MODE": "sometimes"}, ValueError, "DB_READ_MODE must be 'inline' or 'threads'"),
-    ({"DB_BACKEND": "magic"}, ValueError, "DB_BACKEND must be one of gateway, retry"),
+    # Production configuration cannot choose an old, slower way: only code passes a factory.
+    ({"DB_BACKEND": "retry"}, ValueError, "unknown setting 'DB_BACKEND'"),
     ({"DB_PATH": ":memory:"}, ValueError, "DB_PATH must name a database file"),
 ])
 def test_bad_settings_are_refused_with_the_key_name(config, error, message):
     with pytest.raises(error, match="^" + message.replace("(", r"\(")):
         parse_settings(config, prefix="DB_", upper=True)
+
+
+def test_open_makes_the_database_with_the_factory_given(db_path):
+    """A factory gets the path and the converted options, and its database is started."""
+    from benchmarks.baselines import RetryGateway
+    made = []
+
+    def factory(path, **options):
+        made.append((path, options))
+        return RetryGateway(path, **options)
+
+    settings = parse_settings({"DB_PATH": db_path, "DB_TIMEOUT": "7"}, prefix="DB_", upper=True)
+    db = settings.open(lambda db: db.execute("CREATE TABLE t(x)"), factory=factory)
+    try:
+        assert isinstance(db, RetryGateway) and db.timeout == 7
+        assert made == [(db_path, {"timeout": 7.0})]
+        assert db.execute("SELECT count(*) FROM t").scalar() == 0  # setup ran on it
+    finally:
+        db.close()
 
 
 def test_a_missing_path_is_refused_only_when_opening():

@@ -1,7 +1,7 @@
 """A short open-loop run of the demo app: the gateway and the busy backend at two
 rates for a few seconds each, then the database checks.
 
-The cell is ``benchmarks/load_sweep.py``'s :func:`run_cell`, loaded by path; the
+The cell is ``benchmarks/load_sweep.py``'s :func:`run_cell`; the
 app runs as a child process on a free loopback port. No pinning here (that would
 pin the test process too), and no timing goal: the sweep script prints those.
 """
@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import load_benchmark
 
-load_sweep = load_benchmark("load_sweep")
+from benchmarks import load_sweep
 
 SECONDS = 3.0
 RATES = (10.0, 40.0)  # requests/s: far below the capacity of either backend

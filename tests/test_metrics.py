@@ -13,7 +13,7 @@ import prometheus_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from sqlite_gateway import Gateway
-from sqlite_gateway.baseline import RetryGateway
+from benchmarks.baselines import RetryGateway
 from sqlite_gateway.metrics import GatewayCollector
 
 

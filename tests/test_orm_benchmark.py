@@ -4,11 +4,9 @@ checks out, and the goal lines are printed (their verdicts are figures, not asse
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT
+from conftest import run_benchmark
 
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("peewee")
@@ -18,9 +16,7 @@ WAYS = ["stock", "gateway", "gateway-fn", "stock-read", "gateway-read"]
 
 @pytest.mark.timeout(600)
 def test_orm_pageview_smoke_run_checks_every_cell_and_prints_goal_lines():
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.orm_pageview", "--smoke",
-                           "--markdown"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=480)
+    proc = run_benchmark("orm_pageview", "--smoke", "--markdown", timeout=480)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = [[cell.strip() for cell in line.strip("|").split("|")]
             for line in proc.stdout.splitlines() if line.startswith("| ")][1:]

@@ -27,7 +27,7 @@ def test_a_full_queue_raises_overloaded_at_once_and_keeps_what_it_accepted(small
     start = time.monotonic()
     with pytest.raises(Overloaded, match="5 requests waiting") as info:
         small.submit("INSERT INTO t VALUES (99)")
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < small.timeout / 3  # not waiting for room
     assert info.value.queue_size == 5
     with pytest.raises(Overloaded):
         small.execute("INSERT INTO t VALUES (100)")

@@ -1,4 +1,4 @@
-"""Power loss, simulated as SQLite's own crash tests do (tests/powervfs.py), short form.
+"""Power loss, simulated as SQLite's own crash tests do (benchmarks/vfs.py), short form.
 
 The shim is checked on its own first (what survives a cut: synced bytes only,
 or a random subset of sectors; deletes, truncates, new files, the -shm), then
@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import uuid
 
 import apsw
 import pytest
-from conftest import ROOT, load_benchmark
-from powervfs import PowerVFS
+from conftest import run_benchmark
 
-campaign = load_benchmark("power_loss")
+from benchmarks import power_loss as campaign
+from benchmarks.vfs import PowerVFS
 
 SECTOR = 512
 OPEN_DB = apsw.SQLITE_OPEN_MAIN_DB | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_READWRITE
@@ -263,9 +261,8 @@ def test_the_checks_catch_a_damaged_file(tmp_path):
 def _run(*args: str) -> dict:
     """The script in a child process (it forks one child per cut, which a test
     process with threads of its own must not do)."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "power_loss.py"),
-                           "--json", "--quiet", "--threads", "3", *args],
-                          capture_output=True, text=True, timeout=120)
+    done = run_benchmark("power_loss", "--json", "--quiet", "--threads", "3", *args,
+                         timeout=120)
     assert done.stdout, done.stderr[-2000:]
     report = json.loads(done.stdout.splitlines()[-1])
     report["returncode"] = done.returncode

@@ -14,7 +14,7 @@ import sqlite_gateway
 from sqlite_gateway import (Connection, ConnectionSettingError, Database, Gateway, GatewayClosed,
                             GatewayError, NestedCallError, Options, Overloaded, RequestTimeout,
                             Result, State, TransactionControlError)
-from sqlite_gateway.baseline import BusyGateway, RetryGateway
+from benchmarks.baselines import BusyGateway, RetryGateway
 
 
 def test_all_lists_exactly_the_public_names():

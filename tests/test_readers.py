@@ -7,6 +7,7 @@ import time
 
 import apsw
 import pytest
+from conftest import HANG_S, wait_until
 
 from sqlite_gateway import Gateway, GatewayClosed, RequestTimeout
 from sqlite_gateway.errors import TransactionControlError
@@ -124,29 +125,47 @@ def test_read_errors_keep_their_class(rdb):
     assert rdb.execute("SELECT 1").scalar() == 1
 
 
-def test_threads_past_the_readers_count_wait_for_a_free_reader_not_for_the_writer(db_path):
+def _entering_reads(monkeypatch, on_enter) -> None:
+    """Call ``on_enter(reader, sql)`` on the reading thread as each read starts on a
+    reader connection (in either read mode): a state to wait on instead of a sleep."""
+    original = Reader.read
+
+    def read(self, sql, *args, **kwargs):
+        on_enter(self, sql)
+        return original(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(Reader, "read", read)
+
+
+def test_threads_past_the_readers_count_wait_for_a_free_reader_not_for_the_writer(
+        db_path, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():  # a read that keeps its reader busy until released
+        entered.set()
+        assert release.wait(HANG_S), "never released"
+        return 1
+
+    def on_enter(reader, sql):  # readers open lazily: give each one the function
+        reader.conn.create_scalar_function("hold", hold, 0)
+
+    _entering_reads(monkeypatch, on_enter)
     with Gateway(db_path, readers=1) as db:
         db.execute("CREATE TABLE t(x)")
-        first_in = threading.Event()
-        db._readers._known.add(SLOW_READ)  # type: ignore[union-attr]
-
-        def holder():
-            # A read that keeps its reader busy until released (a user function
-            # on that connection would be simpler, but readers open lazily).
-            first_in.set()
-            db.execute(SLOW_READ, timeout=30)
-
-        a = threading.Thread(target=holder)
-        a.start()
-        assert first_in.wait(10)
-        time.sleep(0.2)
         before = db.stats()
+        a = threading.Thread(target=lambda: db.execute("SELECT hold()", timeout=HANG_S))
+        a.start()
+        assert entered.wait(HANG_S)
         answers = []
         b = threading.Thread(target=lambda: answers.append(db.execute("SELECT 2").scalar()))
         b.start()
-        b.join(10)
-        a.join(60)
-        assert answers == [2]
+        # b waits for the one reader (not for the writer, not answered elsewhere).
+        wait_until(lambda: db._readers._waiting == 1, "the second read to wait for a reader")
+        assert answers == [] and db.stats()["reads_to_writer"] == before["reads_to_writer"]
+        release.set()
+        b.join(HANG_S)
+        a.join(HANG_S)
+        assert answers == [2] and not a.is_alive()
         figures = db.stats()
         assert figures["reads"] == before["reads"] + 2  # both served by the one reader
         assert figures["reads_to_writer"] == before["reads_to_writer"]
@@ -186,7 +205,10 @@ def test_many_threads_past_the_readers_count_all_read_on_readers(db_path):
 
 
 @pytest.mark.parametrize("mode", ["inline", "threads"])
-def test_a_runaway_read_stops_at_its_callers_deadline_and_close_is_bounded(db_path, mode):
+def test_a_runaway_read_stops_at_its_callers_deadline_and_close_is_bounded(
+        db_path, mode, monkeypatch):
+    endless_started = threading.Event()
+    _entering_reads(monkeypatch, lambda reader, sql: sql == ENDLESS and endless_started.set())
     db = Gateway(db_path, readers=2, read_mode=mode).start()
     start = time.monotonic()
     with pytest.raises(RequestTimeout):
@@ -202,9 +224,10 @@ def test_a_runaway_read_stops_at_its_callers_deadline_and_close_is_bounded(db_pa
         except BaseException as exc:  # reported below
             outcome.append(exc)
 
+    endless_started.clear()  # the first one (with a deadline) set it
     t = threading.Thread(target=endless)
     t.start()
-    time.sleep(0.3)
+    assert endless_started.wait(BOUND_S)  # close() below meets a read that runs
     start = time.monotonic()
     db.close(timeout=BOUND_S)
     t.join(BOUND_S)

@@ -4,7 +4,6 @@ input checking, overload, graceful stop."""
 from __future__ import annotations
 
 import collections
-import importlib.util
 import signal
 import subprocess
 import threading
@@ -17,16 +16,6 @@ import cherrypy
 import pytest
 from conftest import ROOT, WorkerBlocker, child_python, read_only
 from webapp_fixtures import free_port, live_app, live_fixture, shared_live_fixture  # noqa: F401
-
-HELPERS = ("helpers.periodic", "helpers.rollup", "helpers.settlement", "helpers.maintenance")
-
-
-def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
 
 def _count(path, sql, params=()):
     conn = read_only(path)
@@ -160,7 +149,6 @@ def test_bets_before_a_close_count_and_bets_after_it_are_refused(live):
     assert live.post("/api/matches/999/close", {"winner": "x"}, admin=True).status == 404
 
 
-@pytest.mark.skipif(not _have("helpers.settlement"), reason="helpers.settlement not written yet")
 def test_close_settles_the_bets_placed_before_it(live):
     account, match = _setup_betting(live, 1000)
     for pick in ("red", "blue", "red"):
@@ -352,7 +340,6 @@ def test_graceful_stop_drains_every_accepted_write(tmp_path):
     assert balance == [(10**9 - 60,)]
 
 
-@pytest.mark.skipif(not all(_have(m) for m in HELPERS), reason="helpers/ not written yet")
 def test_helper_jobs_start_and_stop_with_the_engine(tmp_path):
     from webapp import app as webapp_app
 
@@ -393,11 +380,13 @@ def test_python_dash_m_webapp_serves_and_stops_on_sigterm(tmp_path):
     assert (tmp_path / "main.db").exists()
 
 
-# -- the retry backend: same app code, the old way underneath -------------------------
+# -- a factory: same app code, the old way underneath (what the load sweep runs) -----
 
-def test_the_app_runs_unchanged_on_the_retry_backend(tmp_path):
-    """db.backend: "retry" swaps in RetryGateway; results stay exact, its retries are counted."""
-    with live_app(str(tmp_path / "retry.db"), **{"engine.sqlite_gateway.backend": "retry"}) as live:
+def test_the_app_runs_unchanged_on_the_retry_baseline(tmp_path):
+    """build_app(factory=RetryGateway) swaps in the baseline; results stay exact, its
+    retries are counted."""
+    from benchmarks.baselines import RetryGateway
+    with live_app(str(tmp_path / "retry.db"), factory=RetryGateway) as live:
         stats = live.get("/api/stats").json
         # It is really the old way: only the baselines count retries and BusyErrors.
         assert "retries" in stats and "busy_errors" in stats

@@ -527,8 +527,8 @@ def test_the_write_block_benchmark_prints_both_figures_and_the_ratio():
     import sys
 
     from conftest import ROOT
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "writeblock.py"), "--n",
-                          "200", "--calls", "20", "--rounds", "1"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.writeblock", "--n", "200",
+                          "--calls", "20", "--rounds", "1"], capture_output=True, cwd=ROOT,
                          text=True, timeout=120, check=True).stdout
     assert "load average" in out and "block / fn" in out
     assert "one statement" in out and "read-modify-write" in out

@@ -20,7 +20,7 @@ import cherrypy
 import pytest
 
 from sqlite_gateway import Gateway
-from sqlite_gateway.cherrypy_plugin import CHANNEL
+from sqlite_gateway.integrations.cherrypy import CHANNEL
 from webapp import app as webapp_app
 
 _HELPERS_OFF = {f"helpers.{job}.on": False for job in ("rollup", "settlement", "maintenance")}
@@ -87,11 +87,13 @@ class Live:
 
 
 @contextlib.contextmanager
-def live_app(db_path: str, helpers: bool = False, **global_conf: Any) -> Iterator[Live]:
+def live_app(db_path: str, helpers: bool = False, factory: Any = None,
+             **global_conf: Any) -> Iterator[Live]:
     """Build the app from webapp/app.conf on a free port and a tmp database,
     start the engine, yield; always stop and clean up. ``global_conf`` adds or
     overrides [global] keys (e.g. ``{"engine.sqlite_gateway.queue_size": 2}``
-    via ``**{...}``); the helper jobs are off unless ``helpers=True``."""
+    via ``**{...}``); the helper jobs are off unless ``helpers=True``; ``factory``
+    makes the database instead of a Gateway (see ``build_app``)."""
     port = free_port()
     config = webapp_app.load_config(webapp_app.DEFAULT_CONFIG)
     overrides = {"server.socket_port": port, "server.socket_host": "127.0.0.1",
@@ -102,7 +104,7 @@ def live_app(db_path: str, helpers: bool = False, **global_conf: Any) -> Iterato
     config["global"].update(overrides)
     config["global"].update(global_conf)
     try:
-        webapp_app.build_app(config, db_path=db_path)
+        webapp_app.build_app(config, db_path=db_path, factory=factory)
         cherrypy.engine.start()
         assert cherrypy.engine.state == cherrypy.engine.states.STARTED, "engine did not start"
         yield Live(f"http://127.0.0.1:{port}", port, db_path)

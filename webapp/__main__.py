@@ -1,4 +1,4 @@
-"""``python -m webapp [--config F] [--port N] [--db PATH] [--backend B]``: serve the demo.
+"""``python -m webapp [--config F] [--port N] [--db PATH]``: serve the demo.
 
 Binds 127.0.0.1 (the config's host); Ctrl-C or SIGTERM stops it gracefully
 (the HTTP server first, then the helper jobs, then the gateway drains). The
@@ -14,6 +14,8 @@ import socket
 import sys
 
 import cherrypy
+
+from sqlite_gateway.integrations.settings import DatabaseFactory
 
 from .app import DEFAULT_CONFIG, build_app, load_config
 
@@ -40,26 +42,24 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m webapp", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, factory: DatabaseFactory | None = None,
+         prog: str = "python -m webapp") -> None:
+    """Serve the demo until stopped. ``factory`` makes the database instead of a
+    Gateway (``python -m benchmarks.demo_app`` passes a baseline)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="CherryPy config file")
     parser.add_argument("--port", type=int, help="override server.socket_port")
     parser.add_argument("--db", help="override engine.sqlite_gateway.path")
-    parser.add_argument("--backend", choices=("gateway", "retry", "busy"),
-                        help="override engine.sqlite_gateway.backend: the gateway, "
-                             "or an old way to compare (retry, busy)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     global_conf = config.setdefault("global", {})
     if args.port is not None:
         global_conf["server.socket_port"] = args.port
-    if args.backend is not None:
-        global_conf["engine.sqlite_gateway.backend"] = args.backend
     host = str(global_conf.get("server.socket_host", "127.0.0.1"))
     problem = port_problem(host, int(global_conf.get("server.socket_port", 8080)))
     if problem is not None:
         sys.exit(f"webapp: {problem}")
-    build_app(config, db_path=args.db)
+    build_app(config, db_path=args.db, factory=factory)
     cherrypy.engine.signal_handler.subscribe()  # SIGTERM: exit, SIGHUP: graceful
     cherrypy.engine.start()
     cherrypy.engine.block()

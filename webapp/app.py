@@ -28,7 +28,8 @@ from helpers.maintenance import MaintenanceJob
 from helpers.replication import ReplicationPlugin
 from helpers.rollup import RollupJob
 from helpers.settlement import SettlementJob
-from sqlite_gateway.cherrypy_plugin import GatewayPlugin, install
+from sqlite_gateway.integrations.cherrypy import GatewayPlugin, install
+from sqlite_gateway.integrations.settings import DatabaseFactory
 
 from . import bets, bodies, dashboard, home, pageviews, security
 from .tree import Api, Root
@@ -111,12 +112,16 @@ def _subscribe_jobs(engine: Any, settings: dict[str, dict[str, Any]]) -> list[An
 
 
 def build_app(config: str | Path | dict[str, Any] | None = None,
-              db_path: str | None = None) -> cherrypy.Application:
+              db_path: str | None = None,
+              factory: DatabaseFactory | None = None) -> cherrypy.Application:
     """Wire the demo app on ``cherrypy.engine`` and mount it at ``/``.
 
     Args:
         config: app.conf's path, or the same as a dict (see :func:`load_config`).
         db_path: the database file; overrides ``engine.sqlite_gateway.path``.
+        factory: makes the database from the path and options instead of a
+            Gateway (the benchmarks pass their baselines to run the same app the
+            old ways); never configuration.
 
     Returns:
         the mounted application. Call ``cherrypy.engine.start()`` next.
@@ -129,13 +134,16 @@ def build_app(config: str | Path | dict[str, Any] | None = None,
     conf = load_config(config)
     global_conf = conf.pop("global", {})
     engine = cherrypy.engine
-    plugin: GatewayPlugin = install(engine, setup=create_schema)
+    plugin: GatewayPlugin = install(engine, setup=create_schema,
+                                    **({} if factory is None else {"factory": factory}))
     _installed["plugin"] = plugin
     helpers_ns = Namespace("helpers", set(JOBS), nested=True)
     webapp_ns = Namespace("webapp", set(APP_SETTINGS))
     cherrypy.config.namespaces["helpers"] = helpers_ns
     cherrypy.config.namespaces["webapp"] = webapp_ns
     _installed["namespaces"] = ("helpers", "webapp")
+    # Request heads must arrive within server.socket_timeout in all (heads.py).
+    global_conf.setdefault("server.instance", "webapp.heads.HeadTimedServer")
     # engine.sqlite_gateway.* reaches the plugin, helpers.* and webapp.* the handlers above.
     cherrypy.config.update(global_conf)
     if db_path is not None:
@@ -145,7 +153,7 @@ def build_app(config: str | Path | dict[str, Any] | None = None,
         # Litestream owns checkpointing: no autocheckpoint on the writer, no
         # checkpoint in the maintenance job (unless the config says otherwise).
         jobs.setdefault("maintenance", {}).setdefault("checkpoint", False)
-        if plugin.backend == "gateway" and plugin.autocheckpoint is None:
+        if plugin.autocheckpoint is None:
             plugin.autocheckpoint = 0
     _installed["jobs"] = _subscribe_jobs(engine, jobs)
     settings = {**APP_SETTINGS, **webapp_ns.values}
@@ -214,3 +222,4 @@ def teardown() -> None:
         cherrypy.config.namespaces.pop(name, None)
     _installed.pop("app", None)
     cherrypy.tree.apps.clear()
+    cherrypy.server.instance = None  # set through config by build_app; config.reset() keeps it

@@ -20,6 +20,8 @@
       sqlalchemy.py     the sqlite+gateway dialect, engine_for, run_in_transaction
       cherrypy_sqlalchemy.py  SessionTool: a SQLAlchemy Session per request
       peewee.py         GatewayDatabase for peewee models
+      django/           the Django database backend (ENGINE
+                        "sqlite_gateway.integrations.django"), on_writer
 
 ``http``, ``settings`` and the DB-API modules import no framework. Each framework module imports
 its framework when it is imported itself, never from here, so ``import

@@ -8,7 +8,11 @@
   the errors a handler does not catch to HTTP answers, as JSON, never with a
   traceback (that goes to the log): ``Overloaded`` and ``GatewayClosed`` ->
   503 with Retry-After, ``RequestTimeout`` -> 504, ``apsw.ConstraintError``
-  -> 409, anything else -> 500.
+  -> 409, anything else -> 500. On the paths where it is on, CherryPy's own
+  HTTP errors (404, 405, 413, 415, ...) are JSON too (``json_error_page``,
+  unless the app set its own ``error_page.default``), and a request with no
+  body headers (``curl -X POST URL``) has an empty body, as HTTP says,
+  instead of CherryPy's 411 Length Required.
 - A broken gateway (its worker died, or the watchdog gave up a hung one) is
   replaced: the first request that finds it broken asks the plugin, on the
   channel ``"sqlite-gateway-renew"``, to close it and start a new Gateway on
@@ -36,13 +40,17 @@ Ten lines for any app::
 Config keys: ``engine.sqlite_gateway.<option>`` sets ``path`` or any keyword
 option of Gateway (queue_size, timeout, synchronous, readers, ...), read and
 checked by :mod:`sqlite_gateway.integrations.settings` as in every integration;
-``engine.sqlite_gateway.backend: "retry"`` or ``"busy"`` swaps in an old way
-(``sqlite_gateway.baseline.RetryGateway``) for comparisons; ``tools.db.on``
-switches the tool on for a path.
+``tools.db.on`` switches the tool on for a path. The plugin makes a
+:class:`Gateway`; ``factory=`` (code, not config) makes something else with the
+same calls from the path and options, as the benchmarks do to run the demo app
+the old ways.
 """
 
 from __future__ import annotations
 
+import html
+import http
+import json
 import logging
 import sys
 import threading
@@ -50,20 +58,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import cherrypy
-from cherrypy.process.plugins import SimplePlugin
-from cherrypy.process.wspbus import Bus
-
-from ..errors import GatewayClosed
 from ..database import Database
+from ..errors import GatewayClosed
+from ..gateway import Gateway
 from ..lifecycle import State
+from .extras import needs_extra
 from .http import RETRY_AFTER_S, error_answer
-from .settings import OPTIONS, parse_settings
+from .settings import OPTIONS, DatabaseFactory, check_factory, parse_settings
+
+with needs_extra("web", __name__):
+    import cherrypy
+    from cherrypy.process.plugins import SimplePlugin
+    from cherrypy.process.wspbus import Bus
 
 __all__ = ["CHANNEL", "RETRY_AFTER_S", "GatewayPlugin", "GatewayTool", "install",
-           "json_error_response"]
+           "json_error_page", "json_error_response"]
 
 CHANNEL = "sqlite-gateway"
+_ATTRIBUTES = ("bus", "path", "setup", "db")  # the plugin's own public attributes
 
 
 class GatewayPlugin(SimplePlugin):
@@ -79,21 +91,23 @@ class GatewayPlugin(SimplePlugin):
         bus: the engine (``cherrypy.engine``).
         path: the database file; may also come from config.
         setup: called with the started gateway (e.g. to create the schema).
+        factory: makes the database from the path and options (see
+            :data:`~sqlite_gateway.integrations.settings.DatabaseFactory`); a Gateway
+            unless told.
         **options: Gateway keyword options; each is also an attribute that
             ``engine.sqlite_gateway.<option>`` config sets.
     """
 
     def __init__(self, bus: Bus, path: str | None = None,
-                 setup: Callable[[Database], object] | None = None, **options: Any) -> None:
+                 setup: Callable[[Database], object] | None = None,
+                 factory: DatabaseFactory = Gateway, **options: Any) -> None:
         super().__init__(bus)
         unknown = set(options) - set(OPTIONS)
         if unknown:
             raise TypeError(f"unknown Gateway options: {', '.join(sorted(unknown))}")
         self.path = path
         self.setup = setup
-        # "gateway", or "retry": sqlite_gateway.baseline.RetryGateway, the old way
-        # (per-thread connections, backoff and retry), kept for comparisons.
-        self.backend = "gateway"
+        self._factory = check_factory(factory)
         for name in OPTIONS:
             setattr(self, name, options.get(name))
         self.db: Database | None = None
@@ -101,6 +115,16 @@ class GatewayPlugin(SimplePlugin):
         # request threads that find the gateway broken replace it only once.
         self._lock = threading.RLock()
         self._renew_failed_at = float("-inf")
+
+    @property
+    def factory(self) -> DatabaseFactory:
+        """What makes the database (given to the constructor; never configuration)."""
+        return self._factory
+
+    @factory.setter
+    def factory(self, value: object) -> None:
+        raise ValueError("engine.sqlite_gateway.factory cannot be configured: pass "
+                         "factory= to GatewayPlugin() or install() in code")
 
     def subscribe(self) -> None:
         super().subscribe()
@@ -151,10 +175,18 @@ class GatewayPlugin(SimplePlugin):
         if not self.path:
             raise ValueError("GatewayPlugin needs a path: pass path= or set "
                              "engine.sqlite_gateway.path in the config")
+        # Config sets any attribute it names (engine.sqlite_gateway.<name>): refuse the
+        # ones that mean nothing here (a typo, or the old "backend" setting).
+        unknown = sorted(n for n in vars(self) if not n.startswith("_")
+                         and n not in (*_ATTRIBUTES, *OPTIONS))
+        if unknown:
+            known = ", ".join(f"engine.sqlite_gateway.{n}" for n in ("path", *OPTIONS))
+            raise ValueError(f"unknown setting engine.sqlite_gateway.{unknown[0]}; known: "
+                             f"{known}")
         config = {n: getattr(self, n) for n in OPTIONS if getattr(self, n) is not None}
-        settings = parse_settings({**config, "path": self.path, "backend": self.backend},
+        settings = parse_settings({**config, "path": self.path},
                                   source="engine.sqlite_gateway.{}")
-        self.db = settings.open(self.setup)
+        self.db = settings.open(self.setup, self.factory)
         self.bus.log(f"sqlite_gateway: started on {self.path}")
 
     start.priority = 67  # type: ignore[attr-defined]
@@ -196,6 +228,28 @@ def json_error_response() -> None:
     response.body = body
 
 
+def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
+    """An ``error_page.default``: CherryPy's HTTP errors (404, 405, 4xx) as JSON.
+
+    The body is ``{"error": message, "status": code}``, never the traceback. A
+    message that carries the request's path or query (CherryPy's own 404 says
+    "The path '...' was not found.") is replaced by the status phrase: an
+    error body never echoes what the client sent.
+    """
+    headers = cherrypy.serving.response.headers
+    headers["Content-Type"] = "application/json"
+    code = int(str(status).split()[0])
+    if code == 503:  # CherryPy drops a Retry-After set before the error; say it here
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    request = cherrypy.serving.request
+    echoed = [part for part in (request.path_info, request.query_string) if part]
+    if not message or any(part in message for part in echoed) or code == 404 and (
+            message.startswith("The path ")):
+        message = http.HTTPStatus(code).phrase.lower()
+    # CherryPy html-escapes the message before calling us; JSON wants the text.
+    return json.dumps({"error": html.unescape(message), "status": code})
+
+
 class GatewayTool(cherrypy.Tool):
     """Sets ``cherrypy.request.db`` and maps gateway errors to HTTP answers."""
 
@@ -218,13 +272,23 @@ class GatewayTool(cherrypy.Tool):
 
     def _setup(self) -> None:
         super()._setup()
-        cherrypy.serving.request.error_response = json_error_response
+        request = cherrypy.serving.request
+        request.error_response = json_error_response
+        # Config is applied before tools are set up: an app's own page is already here.
+        request.error_page.setdefault("default", json_error_page)
+        if "Content-Length" not in request.headers and (
+                "Transfer-Encoding" not in request.headers):
+            # No body headers means an empty body (RFC 9112, 6.3); CherryPy answers 411.
+            request.headers["Content-Length"] = "0"
+            request.body.length = 0
 
 
 def install(engine: Bus | None = None, path: str | None = None, tool_name: str = "db",
             **options: Any) -> GatewayPlugin:
     """Subscribe a :class:`GatewayPlugin` as ``engine.sqlite_gateway`` and
-    register :class:`GatewayTool` as ``cherrypy.tools.<tool_name>``."""
+    register :class:`GatewayTool` as ``cherrypy.tools.<tool_name>``.
+
+    ``options`` are the plugin's (``setup``, ``factory``, Gateway options)."""
     engine = engine or cherrypy.engine
     plugin = GatewayPlugin(engine, path, **options)
     plugin.subscribe()

@@ -178,7 +178,6 @@ def _bound_conn(gateway: Gateway) -> Any:
 
 
 _EMPTY = Result()
-_WRITES_MEMO = 4096  # as the gateway's own memo of texts SQLite judged writes
 _ISOLATION_LEVELS = {"": None, "DEFERRED": "deferred", "IMMEDIATE": "immediate",
                      "EXCLUSIVE": "immediate"}
 _BEGIN_MODES = ("deferred", "immediate")
@@ -433,19 +432,17 @@ class Connection:
                     return db.executemany(sql, params, timeout=wait)
                 return db.execute(sql, params, timeout=wait)
             mode = self._explicit or self._mode
-            readers = db._readers  # (the gateway's own routing, asked without a write fallback)
-            if (fn_conn is None and mode == "deferred" and not many and readers is not None
-                    and sql not in db._writes):
-                ident, worker = threading.get_ident(), db._worker
-                if ident == worker.thread_ident or ident == worker.inline_ident:
+            # The gateway's own routing, asked without a write fallback (a text
+            # SQLite judged a write is remembered: next time, no trial on a reader).
+            readers = db.core.reader_for(sql) if fn_conn is None else None
+            if mode == "deferred" and not many and readers is not None:
+                worker = db.core.worker
+                if threading.get_ident() in (worker.thread_ident, worker.inline_ident):
                     # Inside a transaction fn, a reader would not see the fn's writes.
-                    db._check_not_worker("execute")
-                result = readers.read(sql, params, self._wait(db))
+                    db.core.check_caller("execute")
+                result = db.core.read(readers, sql, params, self._wait(db))
                 if result is not None:
                     return result
-                if len(db._writes) >= _WRITES_MEMO:
-                    db._writes.clear()
-                db._writes.add(sql)  # SQLite judged it a write: next time, no trial on a reader
             block = self._open_block(db, fn_conn)
         if many:
             return block.executemany(sql, params)

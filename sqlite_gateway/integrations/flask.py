@@ -42,12 +42,16 @@ import weakref
 from collections.abc import Callable
 
 import apsw
-import flask
 
-from ..errors import GatewayError
 from ..database import Database
+from ..errors import GatewayError
+from ..gateway import Gateway
+from .extras import needs_extra
 from .http import error_answer
-from .settings import GatewaySettings, parse_settings
+from .settings import DatabaseFactory, GatewaySettings, check_factory, parse_settings
+
+with needs_extra("flask", __name__):
+    import flask
 
 __all__ = ["CONFIG_PREFIX", "EXTENSION_KEY", "FlaskGateway"]
 
@@ -80,13 +84,19 @@ class FlaskGateway:
         setup: called with each newly opened gateway (e.g. to create the
             schema); if it raises, that gateway is closed and the error
             reaches the caller that opened it.
+        factory: makes the database from the path and options (see
+            :data:`~sqlite_gateway.integrations.settings.DatabaseFactory`); a
+            :class:`Gateway` unless told (code, not config: a benchmark may pass
+            another class with the same calls).
 
     Thread-safe: views, background threads and the exit hook may all use it.
     """
 
     def __init__(self, app: flask.Flask | None = None, *,
-                 setup: Callable[[Database], object] | None = None) -> None:
+                 setup: Callable[[Database], object] | None = None,
+                 factory: DatabaseFactory = Gateway) -> None:
         self.setup = setup
+        self.factory = check_factory(factory)
         # _lock is held while opening or closing a gateway of any app.
         self._lock = threading.Lock()
         self._apps: weakref.WeakKeyDictionary[flask.Flask, _AppState] = (
@@ -143,7 +153,7 @@ class FlaskGateway:
                 state.inherited.append(state.db)  # the parent's: see _AppState
                 state.db = None
             if state.db is None:
-                state.db = state.settings.open(self.setup)
+                state.db = state.settings.open(self.setup, self.factory)
                 state.pid = os.getpid()
                 if not self._exit_hook:
                     atexit.register(self._close_all_at_exit)

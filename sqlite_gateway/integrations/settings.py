@@ -38,10 +38,23 @@ OPTIONS: dict[str, str] = {f.name: _KINDS.get(str(f.type), "")  # "": taken as g
 """Every gateway option a config may set (the fields of :class:`~sqlite_gateway.Options`,
 so a new option is configurable everywhere at once), and the kind of value each takes."""
 
-BACKENDS = ("gateway", "retry", "busy")
-"""``"gateway"``, or an old way kept for comparisons (:mod:`sqlite_gateway.baseline`):
-``"retry"`` (per-thread connections, backoff and retry: ``RetryGateway``) or ``"busy"``
-(per-thread connections, a busy timeout, ``BEGIN IMMEDIATE``: ``BusyGateway``)."""
+DatabaseFactory = Callable[..., Database]
+"""How an integration makes its database: ``factory(path, **options)`` returns a
+:class:`Database` not yet started. The default is :class:`~sqlite_gateway.Gateway`;
+a benchmark passes another class with the same calls to run an app the old way."""
+
+
+def check_factory(factory: object) -> DatabaseFactory:
+    """``factory`` if it can make a database; checked when an integration is set up,
+    before anything is opened.
+
+    Raises:
+        TypeError: ``factory`` is not callable.
+    """
+    if not callable(factory):
+        raise TypeError("factory must be a callable that makes the database from "
+                        f"(path, **options), such as Gateway; not {factory!r}")
+    return factory
 
 
 @dataclass(frozen=True)
@@ -50,24 +63,23 @@ class GatewaySettings:
 
     Attributes:
         path: the database file, or None if the config gave none yet.
-        backend: ``"gateway"``, ``"retry"`` or ``"busy"``.
         options: Gateway keyword options, with their values converted.
         extra: the integration's own keys (see ``parse_settings(extra=)``).
         path_key: how the config names the path (for the message when it is missing).
     """
 
     path: str | None = None
-    backend: str = "gateway"
     options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     path_key: str = "path"
 
-    def open(self, setup: Callable[[Database], object] | None = None) -> Database:
-        """Make and start the gateway, then run ``setup(db)`` (e.g. the schema).
+    def open(self, setup: Callable[[Database], object] | None = None,
+             factory: DatabaseFactory = Gateway) -> Database:
+        """Make the database with ``factory(path, **options)``, start it, then run
+        ``setup(db)`` (e.g. the schema).
 
-        Returns the started gateway (with ``backend="retry"`` or ``"busy"`` a
-        RetryGateway or BusyGateway: every one has the :class:`Database` calls). If setup
-        raises, the gateway is closed and the error re-raised.
+        Returns the started database. If setup raises, it is closed and the error
+        re-raised.
 
         Raises:
             ValueError: no path was configured.
@@ -75,13 +87,7 @@ class GatewaySettings:
         """
         if not self.path:
             raise ValueError(f"no database path: set {self.path_key} in the config")
-        db: Database
-        if self.backend in ("retry", "busy"):
-            from ..baseline import BusyGateway, RetryGateway
-            old_way = RetryGateway if self.backend == "retry" else BusyGateway
-            db = old_way(self.path, **self.options).start()
-        else:
-            db = Gateway(self.path, **self.options).start()
+        db: Database = factory(self.path, **self.options).start()
         try:
             if setup is not None:
                 setup(db)
@@ -108,13 +114,13 @@ def parse_settings(config: Mapping[str, Any], *, prefix: str = "", upper: bool =
         GatewaySettings; ``path`` may be None (the integration may get it later).
 
     Raises:
-        ValueError: an unknown key, a bad backend, or a value out of range
+        ValueError: an unknown key, or a value out of range
             (Gateway's own check, run here without opening anything).
         TypeError: a value of the wrong type.
     """
     source = source or prefix + "{}"
     names = {name.upper() if upper else name: name
-             for name in (*OPTIONS, "path", "backend", *extra)}
+             for name in (*OPTIONS, "path", *extra)}
     found: dict[str, Any] = {}
     for key, value in config.items():
         if not isinstance(key, str) or not key.startswith(prefix):
@@ -130,16 +136,12 @@ def parse_settings(config: Mapping[str, Any], *, prefix: str = "", upper: bool =
 
     options = {name: _convert(named(name), kind, found[name])
                for name, kind in OPTIONS.items() if name in found}
-    backend = found.get("backend", "gateway")
-    if backend not in BACKENDS:
-        raise ValueError(f"{named('backend')} must be one of {', '.join(BACKENDS)}, "
-                         f"not {backend!r}")
     path = found.get("path")
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"{named('path')} must be a file path, not {type(path).__name__}")
         path = os.fspath(path)
-    settings = GatewaySettings(path=path, backend=backend, options=options,
+    settings = GatewaySettings(path=path, options=options,
                                extra={n: found[n] for n in extra if n in found},
                                path_key=named("path"))
     _check_ranges(settings, named)
@@ -149,8 +151,6 @@ def parse_settings(config: Mapping[str, Any], *, prefix: str = "", upper: bool =
 def _check_ranges(settings: GatewaySettings, named: Callable[[str], str]) -> None:
     """Run the options' own checks now (they open nothing), so a bad value fails
     at configuration time with its key."""
-    if settings.backend != "gateway":
-        return  # the baselines check their own subset when they are made
     try:
         if settings.path is not None:
             check_path(settings.path)

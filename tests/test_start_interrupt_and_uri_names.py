@@ -1,17 +1,18 @@
-"""Review findings: Ctrl-C during start(), and URI file names.
+"""Ctrl-C during start() returns at once, and URI file names are refused clearly.
 
-Ctrl-C during ``start()`` while another process held the file's lock hung until the
+Regression: Ctrl-C during ``start()`` while another process held the file's lock hung until the
 busy timeout ran out: start() joined a worker waiting in SQLite's busy handler.
 ``Gateway("file:x.db?mode=ro")`` created a file with that literal name.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 
 import pytest
-from conftest import child_python
+from conftest import child_python, wait_until
 
 from sqlite_gateway import Gateway, GatewayClosed
 
@@ -55,11 +56,10 @@ def test_ctrl_c_during_start_on_a_locked_file_returns_at_once_and_the_process_ex
                       stderr=subprocess.PIPE) as child:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "starting"
-        # start() is now waiting for the worker, which waits for the lock.
-        try:
-            child.wait(0.5)
-        except subprocess.TimeoutExpired:
-            pass
+        # start() is under way once it has made the worker thread (which then waits for
+        # the lock): the child's second thread.
+        wait_until(lambda: len(os.listdir(f"/proc/{child.pid}/task")) >= 2,
+                   "start() to make the worker thread")
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)  # hang detector: about 1 s seen
     assert child.returncode == 0, err

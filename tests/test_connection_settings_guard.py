@@ -1,6 +1,7 @@
-"""Review findings: settings a caller's SQL may not change on the shared connections.
+"""Settings a caller's SQL may not change on the shared connections are refused, with
+the reason and the way in; maintenance PRAGMAs and reads still pass.
 
-``PRAGMA hard_heap_limit=65536`` through execute() made every SQLite call in the
+Regression: ``PRAGMA hard_heap_limit=65536`` through execute() made every SQLite call in the
 process fail with NoMemError; other PRAGMAs (case_sensitive_like, recursive_triggers,
 defer_foreign_keys, ...) and ATTACH changed the writer for every later caller.
 """
@@ -80,7 +81,7 @@ ALLOWED = [
 
 
 @pytest.mark.parametrize("options", MODES[:2], ids=MODE_IDS[:2])
-def test_maintenance_and_reads_still_pass(db_path, options):
+def test_maintenance_pragmas_and_reads_still_pass(db_path, options):
     with Gateway(db_path, **options) as db:
         db.execute("CREATE TABLE t(x)")
         for sql in ALLOWED:

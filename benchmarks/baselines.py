@@ -1,9 +1,11 @@
 """The baselines: SQLite the ways most threaded apps use it, to compare against.
 
-Not part of the public API (``sqlite_gateway.__all__`` does not export them):
-they exist so that the benchmarks (``benchmarks/compare.py``,
-``benchmarks/load_sweep.py``) and the demo app (``db.backend: retry`` or
-``busy``) can measure the approaches this project replaces.
+They live with the benchmarks, not in the library: production configuration
+never offers the slow old ways. They exist so that the benchmarks
+(``python -m benchmarks.compare``, ``python -m benchmarks.load_sweep``) can
+measure the approaches this project replaces; the demo app runs on them when
+a benchmark passes one as its factory (``webapp.app.build_app(factory=...)``,
+``python -m benchmarks.demo_app --backend retry``).
 
 Both offer :class:`~sqlite_gateway.Gateway`'s API with no queue and no worker.
 Each calling thread opens its own apsw connection (WAL, the same
@@ -40,15 +42,15 @@ from typing import Any, ClassVar, TypeVar
 
 import apsw
 
-from .connection import Connection, TransactionGuard, run_sql
-from .errors import GatewayClosed, GatewayError, NestedCallError
-from .failures import PostFailure
-from .lifecycle import State
-from .options import DEFAULT, Options, Timeout, check_path, check_seconds
-from .request import (Params, check_many, check_params, check_priority, check_sql,
+from sqlite_gateway.connection import Connection, TransactionGuard, run_sql
+from sqlite_gateway.errors import GatewayClosed, GatewayError, NestedCallError
+from sqlite_gateway.failures import PostFailure
+from sqlite_gateway.lifecycle import State
+from sqlite_gateway.options import DEFAULT, Options, Timeout, check_path, check_seconds
+from sqlite_gateway.request import (Params, check_many, check_params, check_priority, check_sql,
                       check_timeout)
-from .result import Result
-from .stats import Stats
+from sqlite_gateway.result import Result
+from sqlite_gateway.stats import Stats
 
 T = TypeVar("T")
 _G = TypeVar("_G", bound="_PerThreadGateway")

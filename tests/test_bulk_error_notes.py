@@ -1,6 +1,7 @@
-"""Review finding: bulk()'s note on an error must match what is in the file.
+"""bulk()'s note on an error says what is in the file: a slice that timed out may
+still commit, one that failed kept nothing, one refused at once never ran.
 
-After a slice timed out, the note said "0 of N parameter sets were committed; the rest
+Regression: after a slice timed out, the note said "0 of N parameter sets were committed; the rest
 did not run", yet the slice had started and committed afterwards.
 """
 

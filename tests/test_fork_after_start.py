@@ -1,6 +1,7 @@
-"""Review finding: a process forked after start() inherits a gateway whose threads did not come.
+"""A process forked after start() inherits a gateway whose threads did not come with it:
+the child's copy refuses every call at once and its exit does not wait.
 
-Before the fix, every call in the child waited out its whole timeout (forever with
+Regression: before the fix, every call in the child waited out its whole timeout (forever with
 ``timeout=None``) for a worker that does not exist there, and the child's normal exit
 waited 30 s in the exit hook. Now the child's copy refuses every call at once with
 GatewayClosed, its exit does not wait, and a Gateway made in the child works.
