@@ -9,13 +9,14 @@ What one operation is, and the ways (``stock``, ``gateway``, ``gateway-fn``,
 thread count) runs in a fresh child process on a fresh database that the parent
 creates with apsw and checks afterwards, read-only: the counters sum to the
 log rows, and the log holds one row per write answered as done. The child of a
-stock way never imports a gateway connection onto the file, and the child of a
-gateway way never opens it with ``sqlite3``.
+stock way never opens the file with apsw, and the child of a gateway way never
+opens it with ``sqlite3``.
 
 Per cell: ops/s (operations completed inside the window), p50/p99 over every
 successful operation, errors (every failed operation), "database is locked"
-among them, starved threads (completed < 10 % of the mean per thread), and the
-1-minute load average before and after the cell. Goal lines at the most
+among them, starved threads (completed < 10 % of the mean per thread), the
+process's CPU time per operation, and the 1-minute load average before and
+after the cell. Goal lines at the most
 threads, per ORM: gateway-fn >= 2x stock; gateway >= 1x stock with p99 <= 1/2
 of stock's; 0 "database is locked" and 0 starved threads on the gateway's ways
 (stock's shown as info); reads through the gateway >= 0.9x stock.
