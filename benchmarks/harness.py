@@ -77,6 +77,15 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else math.inf
 
 
+def starved(counts: Sequence[int], share: float = 0.10) -> int:
+    """How many threads completed fewer than ``share`` of the mean count per
+    thread (with the default, under 10 % of a fair share; 0 when none ran)."""
+    if not counts:
+        return 0
+    floor = share * sum(counts) / len(counts)
+    return sum(count < floor for count in counts)
+
+
 # -- tables -------------------------------------------------------------------------
 
 

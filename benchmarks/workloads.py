@@ -211,5 +211,6 @@ def run_cell(strategy: Strategy, workload: str, threads: int, seconds: float,
             "max_ms": (latencies[-1] if latencies else 0.0) * 1000,
             "half_wait_ms": half_wait(waits) * 1000,
             "starved": sum(caller.in_window == 0 for caller in callers),
+            "thread_ops": [caller.in_window for caller in callers],  # per thread, for fairness
             "errors": sum(len(caller.failed) for caller in callers) + len(problems),
             "error_samples": samples, "stuck": stuck}
