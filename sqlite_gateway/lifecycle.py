@@ -54,6 +54,9 @@ _open_gateways: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
 # (strongly: the thread outlives the gateway object) so that the same-file check
 # of a later gateway knows whose descriptors those are.
 _stuck_gateways: set[Lifecycle] = set()
+# In a forked child, the parent's gateways: their descriptors came along in the fork and
+# stay open here (the parent still uses them), so the same check must know them too.
+_inherited_gateways: set[Lifecycle] = set()
 
 
 class State(enum.Enum):
@@ -113,7 +116,8 @@ class Lifecycle:
                 raise GatewayError(f"gateway is {self.state.value}; it can be started once "
                                    "(to restart, make a new Gateway on the same file)")
             # before we open it ourselves
-            warn_if_shared(self.path, self, [*_open_gateways, *_stuck_gateways])
+            warn_if_shared(self.path, self,
+                           [*_open_gateways, *_stuck_gateways, *_inherited_gateways])
             thread = threading.Thread(target=self._worker.run, daemon=True,
                                       name=f"sqlite-gateway-writer:{os.path.basename(self.path)}")
             # Daemon, so the interpreter reaches atexit, where _close_at_exit
@@ -234,6 +238,7 @@ def _after_fork_in_child() -> None:
     for gateway in list(_open_gateways):
         gateway._disown(f"this gateway was started in process {parent}; a forked child "
                         f"(process {child}) must make its own Gateway after the fork")
+        _inherited_gateways.add(gateway)
     _open_gateways.clear()  # and the child's exit does not wait for the parent's workers
 
 

@@ -81,6 +81,7 @@ install_chromium() { echo CHROMIUM; }
 make_venv() { echo "VENV $1 $2 $3"; }
 check_types() { echo MYPY; %(mypy)s; }
 check_lint() { echo RUFF; }
+peer_sqlalchemy() { echo PEER SQLALCHEMY; }
 full_suite() { echo FULL SUITE; }
 core_suite() { echo "CORE $2"; }
 find_python() { [ "$1" = 3.12 ] && echo /fake/python3.12; }
@@ -97,8 +98,8 @@ def test_every_step_runs_and_the_pythons_run_and_missing_are_named() -> None:
     done = run_main()
     assert done.returncode == 0, done.stdout + done.stderr
     order = [line for line in done.stdout.splitlines() if not line.startswith("===")]
-    assert order[:5] == ["CHROMIUM", f"VENV {sys.executable} .venv test", "MYPY", "RUFF",
-                         "FULL SUITE"]
+    assert order[:6] == ["CHROMIUM", f"VENV {sys.executable} .venv test", "MYPY", "RUFF",
+                         "PEER SQLALCHEMY", "FULL SUITE"]
     assert "CORE 3.12" in order
     main = ".".join(map(str, sys.version_info[:3]))
     assert f"Pythons run: {main} (full suite)" in done.stdout
