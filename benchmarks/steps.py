@@ -42,6 +42,11 @@ from .workloads import READ_COUNTER, create_schema, pageview
 
 import sqlite_gateway.connection as gw_connection
 import sqlite_gateway.readers as gw_readers
+
+try:  # the byte-bounded memo of SQL texts (older commits kept a plain set)
+    import sqlite_gateway.memo as gw_memo
+except ImportError:  # pragma: no cover - run against an older commit
+    gw_memo = None  # type: ignore[assignment]
 import sqlite_gateway.request as gw_request
 import sqlite_gateway.requestqueue as gw_queue
 import sqlite_gateway.stats as gw_stats
@@ -246,7 +251,8 @@ def reader_steps(b: Bench) -> dict[str, Figure]:
         reader = gw_readers.Reader(path, 5.0)
         read = reader.read
     except TypeError:  # Reader(path, busy_timeout, vfs, known_reads); read(..., deadline, timeout)
-        reader = gw_readers.Reader(path, 5.0, None, set())
+        known = gw_memo.TextMemo() if gw_memo is not None else set()
+        reader = gw_readers.Reader(path, 5.0, None, known)
         read = functools.partial(reader.read, deadline=None, timeout=None)
     plain = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     guard, run_sql = gw_connection.TransactionGuard(), gw_connection.run_sql

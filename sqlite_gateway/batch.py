@@ -16,6 +16,7 @@ change count. So a failed call never keeps anything, whatever ran before it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ import apsw
 
 from .connection import Connection, TransactionGuard, run_sql
 from .errors import GatewayError
+from .memo import TextMemo
 from .request import POST, WAIT, Kind, Request
 
 if TYPE_CHECKING:
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sqlite_gateway.worker")
 
-SINGLE_MEMO = 4096  # SQL texts remembered as single statements
 # After these errors the connection's state is not trusted: it is reopened.
 # (After a failed fsync, what the OS kept of the written pages is unknown.)
 RESET_AFTER = (apsw.IOError, apsw.CorruptError)
@@ -51,16 +52,21 @@ class Batches:
     stats: Stats
     turn: Turn
     background_slice: float
+    deadline: float | None
     _conn: apsw.Connection | None
     _guard: TransactionGuard
     _suspect: bool
     _sql: dict[str, str]
     _single: dict[str, bool]
+    _singles: TextMemo[bool]
 
     def _exec(self, sql: str) -> None:
         raise NotImplementedError
 
     def _reopen(self, cause: str, level: int = logging.WARNING) -> None:
+        raise NotImplementedError
+
+    def _arm(self) -> None:
         raise NotImplementedError
 
     def _run_batch(self, batch: list[Request]) -> None:
@@ -114,6 +120,10 @@ class Batches:
                         break
                     ran.append(request)
                 if offender is None:
+                    # An in-place caller's deadline ends here: SQLite consults the
+                    # progress handler during COMMIT too, and a COMMIT it stopped
+                    # would have been answered as a timeout once it had committed.
+                    self.deadline = None
                     self.turn.begin(None, committing=True)
                     self._exec(self._sql["commit"])
                 elif not conn.get_autocommit():
@@ -136,9 +146,13 @@ class Batches:
                 # A flush marker still succeeds: the requests before it have failed,
                 # and "committed or failed" is all a barrier promises.
                 failed = [r for r in todo if r.claim()]
+                error: BaseException = exc
                 for request in failed:
                     if request.kind is not Kind.FLUSH:
-                        request.value, request.error = None, exc
+                        request.value, request.error = None, error
+                        # Each caller gets an object of its own: a door adds notes
+                        # to it (bulk's), which must not reach the other callers.
+                        error = _copy_error(exc)
                 self._answer(failed)
                 if reopen:
                     self._reopen(f"{type(exc).__name__}: {exc}")
@@ -221,7 +235,7 @@ class Batches:
         turn.begin(request)
         try:
             if kind is Kind.TRANSACTION:
-                handle = Connection(conn, self._guard)  # _call_fn(), inlined
+                handle = Connection(conn, self._guard, self._singles)  # _call_fn(), inlined
                 try:
                     assert request.fn is not None
                     if request.kwargs:
@@ -232,15 +246,9 @@ class Batches:
                     handle._open = False
             elif kind is Kind.EXECUTE:
                 statements: list[str] = []
-
-                def record(_cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
-                    statements.append(statement)
-                    return True
                 value = run_sql(conn, self._guard, request.sql or "", request.params,
-                                tracer=record)
-                if len(self._single) >= SINGLE_MEMO:
-                    self._single.clear()
-                self._single[request.sql or ""] = len(statements) == 1
+                                statements=statements)
+                self._singles.remember(request.sql or "", len(statements) == 1)
             else:
                 value = run_sql(conn, self._guard, request.sql or "", request.params, many=True)
         except BaseException as exc:  # every failure goes back to its own caller
@@ -312,7 +320,7 @@ class Batches:
 
     def _call_fn(self, request: Request, conn: apsw.Connection) -> Any:
         """Call a transaction fn with its own conn handle, valid for this call only."""
-        handle = Connection(conn, self._guard)
+        handle = Connection(conn, self._guard, self._singles)
         try:
             assert request.fn is not None
             if request.kwargs:
@@ -343,6 +351,7 @@ class Batches:
         finally:
             self.turn.end_request()
             guard.active = True
+        self._arm()  # fn had the raw connection: its handlers may be gone
         failed = None
         if not conn.get_autocommit():  # never leave a transaction open behind it
             try:
@@ -382,3 +391,17 @@ class Batches:
         self.stats.record_answers([now - r.enqueued for r in requests], errors)
         # Break reference cycles: an exception's frames hold this list.
         requests.clear()
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """``exc`` for one more caller: the same class, arguments, attributes and
+    traceback, in an object of its own (its notes list not shared)."""
+    try:
+        clone = copy.copy(exc)
+    except Exception:  # an exception type that cannot be copied: share it
+        return exc
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        clone.__notes__ = list(notes)  # type: ignore[attr-defined]
+    clone.__cause__, clone.__context__ = exc.__cause__, exc.__context__
+    return clone.with_traceback(exc.__traceback__)

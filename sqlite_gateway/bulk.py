@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Callable
 
+import apsw
+
 from .connection import Connection
 from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .request import Params, Request
@@ -40,8 +42,14 @@ def run_slice(conn: Connection, sql: str, rows: list[Params], start: int, second
 def add_note(exc: BaseException, request: Request, done: int, total: int) -> None:
     """Add to ``exc`` what bulk() knows of the file when ``request`` (its slice
     from ``done``) raised it."""
-    known = f"bulk(): {done} of {total} parameter sets were committed before this error"
-    if isinstance(exc, RequestTimeout) and not exc.started:
+    future = request.future  # (the async door's requests; a cancelled task lands here)
+    if future is not None and future.done() and not future.cancelled() and (
+            future.exception() is None):
+        # Its answer came as the caller was interrupted (a cancelled task): committed.
+        done += future.result()[0]
+        fate = "the slice before this error was committed"
+    elif (isinstance(exc, RequestTimeout) and not exc.started) or (
+            future is not None and future.cancelled()):
         fate = "the slice after them had not started and will not run"
     elif isinstance(exc, RequestTimeout) or (not request.done
                                              and not isinstance(exc, GatewayError)):
@@ -53,8 +61,14 @@ def add_note(exc: BaseException, request: Request, done: int, total: int) -> Non
         fate = "the slice after them was not accepted"  # refused at once (closed, full)
     elif isinstance(exc, GatewayClosed):  # answered by a gateway that broke meanwhile
         fate = "the error says whether the slice after them may be committed"
+    elif isinstance(exc, (apsw.IOError, apsw.CorruptError)):
+        # Perhaps from the COMMIT itself: SQLite may have written the slice
+        # before a failed fsync, so the file may hold it.
+        fate = (f"the slice that starts at parameter set {done} may still commit (all of "
+                "it or none of it): after an I/O error its outcome is unknown")
     else:
         fate = "the slice after them was rolled back"  # its own error
+    known = f"bulk(): {done} of {total} parameter sets were committed before this error"
     note = f"{known}; {fate}; no later slice was sent"
     if sys.version_info >= (3, 11):
         exc.add_note(note)

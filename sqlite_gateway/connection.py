@@ -6,11 +6,12 @@ apsw connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import apsw
 
+from .memo import TextMemo
 from .errors import ConnectionSettingError, GatewayError, TransactionControlError
 from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
@@ -149,46 +150,56 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
 
 def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             params: Any, many: bool = False,
-            tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
+            statements: list[str] | None = None) -> Result:
     """Run caller SQL to completion and copy its rows out.
 
     Every row is fetched here: apsw cursors are lazy, and in a string of
     several statements the later ones run only as the cursor is consumed.
-    ``tracer`` is set as the cursor's exec tracer: called with each statement
-    before it runs, it may refuse it (apsw then raises ``ExecTraceAbort``).
+    ``statements``, when given, receives each statement's text as it
+    begins (an exec tracer): pass it for a text that may hold several, so
+    that the result keeps the rows and columns of the last statement that
+    returned rows (see :func:`read_rows`); without it the text must be one
+    statement (the caller learned that before).
 
     Raises:
         TransactionControlError: the SQL holds BEGIN/COMMIT/SAVEPOINT/...
         ConnectionSettingError: a PRAGMA sets what the gateway owns.
+        KeyError: a named parameter has no value in ``params`` (named in the message).
         apsw.Error: whatever SQLite raised, unchanged.
     """
     before = conn.total_changes()
     cursor = None
+    columns: tuple[str, ...]
+    rows: tuple[Any, ...]
     try:
-        if tracer is None and not many:
+        if statements is None and not many:
             cursor = conn.execute(sql, params)
         else:
             cursor = conn.cursor()
-            if tracer is not None:
-                cursor.exec_trace = tracer
+            if statements is not None:
+                cursor.exec_trace = _recorder(statements)
             if many:
                 cursor.executemany(sql, params)
             else:
                 cursor.execute(sql, params)
-        # The first row, if any, before the description: asking a finished
-        # cursor for its description raises, and an exception costs more than
-        # the statement itself (an INSERT has no rows, so no description).
-        first = cursor.fetchone()
-        if first is None:
-            columns: tuple[str, ...] = ()
-            rows: tuple[Any, ...] = ()
+        if statements is not None and not many:
+            rows, columns = read_rows(cursor, statements)
         else:
-            columns = tuple([d[0] for d in cursor.get_description()])
-            rest = cursor.fetchall()
-            rows = (first, *rest) if rest else (first,)
+            # The first row, if any, before the description: asking a finished
+            # cursor for its description raises, and an exception costs more than
+            # the statement itself (an INSERT has no rows, so no description).
+            first = cursor.fetchone()
+            if first is None:
+                columns, rows = (), ()
+            else:
+                columns = tuple([d[0] for d in cursor.get_description()])
+                rest = cursor.fetchall()
+                rows = (first, *rest) if rest else (first,)
     except BaseException as exc:
         if cursor is not None:
             cursor.close()  # reset its statement now, not when the exception is freed
+        if isinstance(exc, KeyError):
+            raise _missing_parameter(exc, params, many) from None
         if not isinstance(exc, apsw.AuthError):
             raise
         refused, pragma = guard.refused, guard.refused_pragma
@@ -207,6 +218,52 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     return result
 
 
+def _recorder(statements: list[str],
+              then: Callable[[apsw.Cursor, str, Any], bool] | None = None,
+              ) -> Callable[[apsw.Cursor, str, Any], bool]:
+    """An exec tracer that appends each statement to ``statements`` as it
+    begins, once ``then`` (if given) lets it run."""
+    def record(cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
+        if then is not None and not then(cursor, statement, bindings):
+            return False
+        statements.append(statement)
+        return True
+    return record
+
+
+def read_rows(cursor: apsw.Cursor, statements: list[str]) -> tuple[
+        tuple[tuple[Any, ...], ...], tuple[str, ...]]:
+    """Fetch every row of a text that may hold several statements; return the
+    rows and columns of the last statement that returned rows.
+
+    Statements of one text may return different columns (``SELECT 1 AS a;
+    SELECT 2 AS b, 3 AS c``): rows of several under one set of names would
+    be mislabelled, so only the last result is kept, as a DB-API cursor
+    keeps its latest result set. ``statements`` grows (by the exec tracer)
+    as each statement begins, which marks where one result ends.
+    """
+    rows: list[tuple[Any, ...]] = []
+    columns: tuple[str, ...] = ()
+    seen = -1
+    for row in cursor:
+        if len(statements) != seen:  # the first row of a statement
+            seen = len(statements)
+            rows = []
+            columns = tuple([d[0] for d in cursor.get_description()])
+        rows.append(row)
+    return tuple(rows), columns
+
+
+def _missing_parameter(exc: KeyError, params: Any, many: bool) -> KeyError:
+    """apsw's bare ``KeyError('name')`` for a named parameter missing from a
+    mapping, as a KeyError that says what to change."""
+    name = exc.args[0] if exc.args else "?"
+    given = params[0] if many and isinstance(params, Sequence) and params else params
+    keys = ", ".join(map(repr, given)) if isinstance(given, Mapping) else "none"
+    return KeyError(f"the SQL names the parameter :{name}, but params has no value for "
+                    f"{name!r} (its keys: {keys}); add it, or correct the name")
+
+
 def _setting_refused(name: str) -> str:
     if name == "ATTACH":
         return ("ATTACH and DETACH are refused: an attached database would stay attached "
@@ -222,26 +279,35 @@ def _setting_refused(name: str) -> str:
 
 
 def run_read(conn: apsw.Connection, sql: str, params: Any,
+             statements: list[str] | None = None,
              tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
     """:func:`run_sql` for a read-only connection: nothing changes there, so
-    no change counts are read (rowcount and lastrowid are 0). Errors are
-    raised as they are; the caller interprets an ``AuthError``."""
-    if tracer is None:
-        cursor = conn.execute(sql, params)
-    else:
-        cursor = conn.cursor()
-        cursor.exec_trace = tracer
-        cursor.execute(sql, params)
+    no change counts are read (rowcount and lastrowid are 0). ``statements``
+    as in :func:`run_sql`; ``tracer`` may refuse a statement before it runs
+    (apsw then raises ``ExecTraceAbort``). Errors are raised as they are
+    (the caller interprets an ``AuthError``), except a missing named
+    parameter, named as in :func:`run_sql`."""
+    cursor = None
     try:
-        first = cursor.fetchone()
-        if first is None:
-            return make_result((), 0, 0, ())
-        columns = tuple([d[0] for d in cursor.get_description()])
-        rest = cursor.fetchall()
-    except BaseException:
-        cursor.close()
+        if statements is None:
+            cursor = conn.execute(sql, params)
+            first = cursor.fetchone()
+            if first is None:
+                return make_result((), 0, 0, ())
+            columns = tuple([d[0] for d in cursor.get_description()])
+            rest = cursor.fetchall()
+            return make_result((first, *rest) if rest else (first,), 0, 0, columns)
+        cursor = conn.cursor()
+        cursor.exec_trace = _recorder(statements, tracer)
+        cursor.execute(sql, params)
+        rows, columns = read_rows(cursor, statements)
+        return make_result(rows, 0, 0, columns)
+    except BaseException as exc:
+        if cursor is not None:
+            cursor.close()
+        if isinstance(exc, KeyError):
+            raise _missing_parameter(exc, params, False) from None
         raise
-    return make_result((first, *rest) if rest else (first,), 0, 0, columns)
 
 
 class Connection:
@@ -256,12 +322,17 @@ class Connection:
     (``run_exclusive(fn)`` gives fn the raw ``apsw.Connection`` instead.)
     """
 
-    __slots__ = ("_conn", "_guard", "_open")
+    __slots__ = ("_conn", "_guard", "_open", "_singles")
 
-    def __init__(self, conn: apsw.Connection, guard: TransactionGuard) -> None:
+    def __init__(self, conn: apsw.Connection, guard: TransactionGuard,
+                 singles: TextMemo[bool] | None = None) -> None:
         self._conn = conn
         self._guard = guard
         self._open = True
+        # The writer's memo of texts known to be one statement: any other
+        # text runs traced (and is learned), so a multi-statement one keeps
+        # the columns of the rows it returns (see read_rows).
+        self._singles = singles
 
     def _check_open(self) -> apsw.Connection:
         if not self._open:
@@ -295,7 +366,13 @@ class Connection:
             sql = check_sql(sql)
         if type(params) is not tuple:
             params = check_params(params)
-        return run_sql(conn, self._guard, sql, params)
+        singles = self._singles
+        if singles is None or singles.map.get(sql):
+            return run_sql(conn, self._guard, sql, params)
+        statements: list[str] = []
+        result = run_sql(conn, self._guard, sql, params, statements=statements)
+        singles.remember(sql, len(statements) == 1)
+        return result
 
     def executemany(self, sql: str, seq_of_params: Sequence[Params]) -> Result:
         """Run one statement once per parameter set, inside the fn's transaction."""

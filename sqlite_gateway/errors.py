@@ -59,13 +59,16 @@ class RequestTimeout(GatewayError, TimeoutError):
 
     If the request had not started it will never run. If it had started it
     may still commit, unless ``interrupted``: its running SQL statement was
-    then stopped (``Connection.interrupt()``), so it fails with
-    ``apsw.InterruptError`` unless it was just finishing.
+    then stopped (``Connection.interrupt()``, or the caller's deadline in
+    place) and it failed, so nothing of it is committed. An interrupt that
+    missed (a statement just finishing) is not reported as one: the caller
+    waits briefly for the answer that says which, and gets the committed
+    result if it came.
     """
 
     def __init__(self, timeout: float, started: bool, interrupted: bool = False) -> None:
         if interrupted:
-            state = "its running statement was interrupted, so it will most likely not commit"
+            state = "its running statement was interrupted: nothing of it was committed"
         elif started:
             state = "it had started and may still commit"
         else:

@@ -24,30 +24,40 @@ from typing import Any, TypeVar
 
 import apsw
 
-from .bulk import add_note, run_slice
-from .errors import GatewayClosed, GatewayError, RequestTimeout
+from .core import Core, run_plan
+from .errors import GatewayError, RequestTimeout
 from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
-from .request import (WAIT, Kind, Params, Request, check_many, check_params, check_priority,
-                      check_sql, check_timeout, new_wait)
+from .request import (WAIT, Kind, Params, Request, check_params,
+                      check_priority, check_sql, check_timeout, new_wait)
 from .requestqueue import RequestQueue
 from .result import Result
 from .stats import Stats
 from .watchdog import Watchdog
 from .worker import Worker
-from .writebehind import SQL_KINDS, WriteBehind
+from .writebehind import WriteBehind
 
 __all__ = ["DEFAULT", "Gateway", "State", "Timeout"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_monotonic = time.monotonic
 
-_WRITES_MEMO = 4096  # SQL texts SQLite judged writes (cleared when full)
 # Signals (Ctrl-C) are delivered to the main thread: it never runs the
 # writer's own steps in place, so a KeyboardInterrupt cannot land in a COMMIT.
 _MAIN_THREAD = threading.main_thread().ident
+
+
+def _main_thread_after_fork() -> None:
+    """In a forked child the forking thread is the main thread (it gets the signals)."""
+    global _MAIN_THREAD
+    _MAIN_THREAD = threading.get_ident()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_main_thread_after_fork)
 
 
 class Gateway(WriteBehind):
@@ -109,10 +119,8 @@ class Gateway(WriteBehind):
         elif opts.readers:
             readers = ReaderLanes(path, opts.readers, opts.busy_timeout, opts.queue_size,
                                   opts.vfs, opts.hang_timeout)
-        super().__init__(path, queue, worker, readers, watchdog)
-        # SQL texts SQLite judged writes on a reader: sent straight to the
-        # writer from then on (set operations are atomic).
-        self._writes: set[str] = set()
+        super().__init__(path, Core(queue, worker, readers, timeout=opts.timeout,
+                                    background_slice=opts.background_slice), watchdog)
 
     def start(self) -> Gateway:
         super().start()
@@ -137,35 +145,40 @@ class Gateway(WriteBehind):
 
         With ``readers``, SQL that SQLite judges read-only runs on a reader
         instead (it sees every write acknowledged before the call); anything
-        else goes to the writer. Temporary tables live on the writer only:
-        use them inside ``transaction()``.
+        else goes to the writer (so does a statement SQLite judged read-only
+        that then writes, such as ``PRAGMA optimize``). Temporary tables
+        live on the writer only: use them inside ``transaction()``. For
+        several statements the Result holds the rows and columns of the
+        last one that returned rows.
 
         Raises:
             apsw.Error: SQLite's own error, the same object the worker caught
                 (e.g. ``apsw.ConstraintError``); nothing of the call is kept.
             TransactionControlError: ``sql`` holds BEGIN/COMMIT/SAVEPOINT/...
             TypeError, ValueError: ``sql`` or ``params`` of the wrong kind.
+            KeyError: a named parameter has no value in ``params`` (named).
             Overloaded, GatewayClosed: refused at once, nothing enqueued.
             RequestTimeout: you stopped waiting. If the request had not
-                started it will not run; if it had, it may still commit.
+                started it will not run; if it had, it may still commit. The
+                timeout covers the whole call (a reader's wait included).
         """
         sql, params = check_sql(sql), check_params(params)
         lane = 0 if priority == "interactive" else check_priority(priority)
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        readers = self._readers
-        if readers is not None and sql not in self._writes and self._state is State.RUNNING:
-            reason = self._queue.closed_reason
-            if reason is not None:
-                raise GatewayClosed(reason)
-            ident = threading.get_ident()
-            if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
-                self._check_not_worker("execute")
-            result = readers.read(sql, params, wait)
-            if result is not None:
-                return result
-            if len(self._writes) >= _WRITES_MEMO:
-                self._writes.clear()
-            self._writes.add(sql)  # SQLite judged it a write: next time, straight to the writer
+        core = self.core
+        if core.readers is not None and sql not in core.writes:
+            readers = core.reader_for(sql)
+            if readers is not None:
+                ident = threading.get_ident()
+                if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
+                    self._check_not_worker("execute")
+                started = _monotonic()
+                result = core.read(readers, sql, params, wait)
+                if result is not None:
+                    return result
+                if wait is not None:  # one deadline for the whole call: the reader's wait counts
+                    return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (),  # type: ignore[no-any-return]
+                                                      None, lane), wait, started)
         return self._call(new_wait(Kind.EXECUTE, sql, params, None, (), None, lane),  # type: ignore[no-any-return]
                           wait)
 
@@ -176,11 +189,10 @@ class Gateway(WriteBehind):
         All of it is one request: it holds the writer until done. For a long
         job beside interactive traffic, :meth:`bulk` cuts it into slices.
         """
-        lane = check_priority(priority)
-        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        params = check_many(seq_of_params)  # materialised here, not on the worker
-        return self._call(Request(Kind.EXECUTEMANY, check_sql(sql), params,  # type: ignore[no-any-return]
-                                  priority=lane, answer=WAIT), wait)
+        wait = self.core.wait_for(timeout)
+        # (The parameter sets are materialised here, not on the worker.)
+        return self._call(self.core.sql_request(Kind.EXECUTEMANY, sql, seq_of_params,  # type: ignore[no-any-return]
+                                                priority, WAIT), wait)
 
     def transaction(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
                     priority: str = "interactive", **kwargs: Any) -> T:
@@ -207,14 +219,16 @@ class Gateway(WriteBehind):
     def flush(self, timeout: Timeout = DEFAULT) -> None:
         """Barrier: return once every request accepted before it is committed or failed.
 
+        Accepted even when the queue is full (a barrier carries no data), so
+        a producer can always wait for its earlier writes.
+
         Raises:
             RequestTimeout: the barrier was not reached in time (the earlier
                 requests are still queued and will still run).
             GatewayClosed: the gateway is closed or broken.
         """
-        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        self._call(Request(Kind.FLUSH, answer=WAIT), wait)
-        self._failures.barrier()
+        wait = self.core.wait_for(timeout)
+        run_plan(self.core.flush_plan(WAIT), lambda request: self._call(request, wait))
 
     def run_exclusive(self, fn: Callable[..., T], /, *args: Any, timeout: Timeout = DEFAULT,
                       priority: str = "interactive", **kwargs: Any) -> T:
@@ -225,11 +239,8 @@ class Gateway(WriteBehind):
         connection for the duration of the call only; do not keep it.
         It may use explicit transactions; one left open is rolled back.
         """
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        request = Request(Kind.EXCLUSIVE, fn=fn, args=args, kwargs=kwargs,
-                          priority=check_priority(priority), answer=WAIT)
+        wait = self.core.wait_for(timeout)
+        request = self.core.fn_request(Kind.EXCLUSIVE, fn, args, kwargs, priority, WAIT)
         return self._call(request, wait)  # type: ignore[no-any-return]
 
     def bulk(self, sql: str, seq_of_params: Iterable[Params], *, timeout: Timeout = DEFAULT,
@@ -251,35 +262,30 @@ class Gateway(WriteBehind):
             of it or none. No later slice is sent.
             TypeError, ValueError, Overloaded, GatewayClosed: as executemany.
         """
-        rows = check_many(seq_of_params)
-        sql, lane = check_sql(sql), check_priority(priority)
-        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        done = changed = 0
-        while done < len(rows):
-            request = Request(Kind.TRANSACTION, fn=run_slice, priority=lane, answer=WAIT,
-                              args=(sql, rows, done, self.background_slice,
-                                    self._queue.interactive_waiting if lane else None))
-            try:
-                ran, count = self._call(request, wait)
-            except BaseException as exc:
-                add_note(exc, request, done, len(rows))
-                raise
-            done += ran
-            changed += count
-        return changed
+        wait = self.core.wait_for(timeout)
+        plan = self.core.bulk_plan(sql, seq_of_params, priority, WAIT)
+        return run_plan(plan, lambda request: self._call(request, wait))
 
     def stats(self) -> dict[str, Any]:
         """Figures since start: queued now, requests, errors, batches, commits,
         batch_mean, batch_max, latency p50/p99/max in ms (wait + run, over the
         most recent requests). Approximate: a snapshot taken while work goes on."""
         figures = self._stats.snapshot(len(self._queue))
-        figures["post_failures"] = self._failures.total
+        figures["post_failures"] = self.core.failures.total
         figures["state"] = self.state.value
         figures["reads"] = self._readers.reads if self._readers else 0
         figures["reads_to_writer"] = self._readers.to_writer if self._readers else 0
         return figures
 
     # -- plumbing ---------------------------------------------------------------
+
+    def _call_within(self, request: Request, timeout: float, started: float) -> Any:
+        """:meth:`_call` with what is left of ``timeout`` since ``started``; a
+        RequestTimeout names the caller's whole timeout."""
+        try:
+            return self._call(request, max(0.0, timeout - (_monotonic() - started)))
+        except RequestTimeout as exc:
+            raise RequestTimeout(timeout, exc.started, exc.interrupted) from None
 
     def _call(self, request: Request, timeout: float | None) -> Any:
         """Run a WAIT request: in place when the writer is idle, else via the worker."""
@@ -301,13 +307,21 @@ class Gateway(WriteBehind):
             finally:
                 worker.writer.release()
             if accepted:
-                if (deadline is not None and isinstance(request.error, apsw.InterruptError)
-                        and time.monotonic() >= deadline):
-                    request.error = None  # stopped at the caller's deadline: nothing committed
-                    raise RequestTimeout(timeout or 0.0, started=True, interrupted=True)
-                return request.wait(0)
+                # Only the answer is read (never the worker's working fields): a
+                # watchdog that gave this call up answered first, and that wins.
+                try:
+                    return request.wait(0)
+                except (apsw.InterruptError, apsw.BusyError) as exc:
+                    if deadline is None or time.monotonic() < deadline:
+                        raise
+                    # Stopped at the caller's deadline, before COMMIT (the deadline
+                    # is disarmed there): nothing of it was committed. BusyError:
+                    # BEGIN gave up waiting for another process's lock; it never ran.
+                    interrupted = isinstance(exc, apsw.InterruptError)
+                    del exc
+                    raise RequestTimeout(timeout or 0.0, started=interrupted,
+                                         interrupted=interrupted) from None
         self._queue.put(request)
         # A caller who gives up on a running statement stops it. Not a fn's:
         # it may be running Python, which cannot be stopped (the watchdog's job).
-        interrupt = worker.interrupt if request.kind in SQL_KINDS else None
-        return request.wait(timeout, interrupt)
+        return request.wait(timeout, self.core.interrupt)

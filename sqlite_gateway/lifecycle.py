@@ -39,11 +39,11 @@ import os
 import threading
 import weakref
 
-from .errors import GatewayClosed, GatewayError, NestedCallError
-from .readers import ReaderLanes, ReaderPool
+from .core import Core
+from .errors import GatewayClosed, GatewayError
+from .readers import ReaderLanes
 from .requestqueue import RequestQueue, fail_pending
 from .watchdog import Watchdog
-from .worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +65,19 @@ class Lifecycle:
     """The parts a gateway starts and stops, and its state machine.
 
     The base of :class:`~sqlite_gateway.Gateway`: it owns the queue, the
-    worker and its thread, the readers and the watchdog; the subclass adds
-    the calls. Thread-safe: ``_state_lock`` is held while reading-then-changing
+    worker and its thread, the readers and the watchdog (the first three
+    through its :class:`~sqlite_gateway.core.Core`, shared with every door);
+    the subclass adds the calls. Thread-safe: ``_state_lock`` is held while reading-then-changing
     ``_state`` and ``_thread`` (start and close); request acceptance is the
     queue's own mutex.
     """
 
-    def __init__(self, path: str, queue: RequestQueue, worker: Worker,
-                 readers: ReaderPool | ReaderLanes | None, watchdog: Watchdog | None) -> None:
+    def __init__(self, path: str, core: Core, watchdog: Watchdog | None) -> None:
         self.path = path
-        self._queue = queue
-        self._worker = worker
-        self._readers = readers
+        self.core = core
+        self._queue = core.queue
+        self._worker = core.worker
+        self._readers = core.readers
         self._watchdog = watchdog
         self._state_lock = threading.Lock()
         self._state = State.NEW
@@ -130,6 +131,7 @@ class Lifecycle:
             if self._watchdog is not None:
                 self._watchdog.start()
             self._state = State.RUNNING
+            self.core.started = True
             _open_gateways.add(self)
             # If the gateway is dropped without close(), let the worker finish and exit.
             self._finalizer = weakref.finalize(self, self._queue.close, "gateway was collected")
@@ -185,12 +187,7 @@ class Lifecycle:
 
     def _check_not_worker(self, what: str) -> None:
         """Refuse a call made on the writer's thread: it would wait for itself."""
-        ident = threading.get_ident()
-        if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
-            raise NestedCallError(
-                f"Gateway.{what}() was called from inside a transaction fn (on the worker "
-                "thread, or in place in its caller's thread); it would wait for itself. "
-                "Use the conn argument the fn receives.")
+        self.core.check_caller(what)
 
     def _disown(self, reason: str) -> None:
         """In a forked child (one thread, at the fork): refuse every call at once.
@@ -206,6 +203,7 @@ class Lifecycle:
         queue.close(reason)
         self._queue = queue
         self._readers = None
+        self.core.disown(queue)
         self._finalizer.detach()
 
 

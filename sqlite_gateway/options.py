@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import math
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -119,8 +120,9 @@ class Options:
         _whole("queue_size", self.queue_size, 1)
         _whole("batch_max", self.batch_max, 1)
         if self.timeout is not None:
-            check_seconds("timeout", self.timeout)
-        check_seconds("busy_timeout", self.busy_timeout, zero_ok=True)
+            check_seconds("timeout", self.timeout, most=threading.TIMEOUT_MAX)
+        # SQLite takes the busy timeout in milliseconds, as a C int.
+        check_seconds("busy_timeout", self.busy_timeout, zero_ok=True, most=_BUSY_MAX)
         check_seconds("background_slice", self.background_slice)
         _whole("readers", self.readers, 0)
         if (not isinstance(self.autocheckpoint, int) or isinstance(self.autocheckpoint, bool)
@@ -199,10 +201,18 @@ def _whole(name: str, value: object, least: int) -> None:
         raise ValueError(f"{name} must be a whole number >= {least}, not {value!r}")
 
 
-def check_seconds(name: str, value: object, zero_ok: bool = False) -> float:
+def check_seconds(name: str, value: object, zero_ok: bool = False,
+                  most: float = math.inf) -> float:
     """``value`` as float seconds, or ValueError naming ``name``: a finite number
-    > 0 (>= 0 with ``zero_ok``); NaN, infinity and bools are refused."""
+    > 0 (>= 0 with ``zero_ok``), at most ``most``; NaN, infinity and bools are refused."""
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
             or not 0 <= value < math.inf or (value == 0 and not zero_ok)):
         raise ValueError(f"{name} must be a finite number of seconds > 0, not {value!r}")
+    if value > most:
+        raise ValueError(f"{name} must be at most {most:.0f} s (the longest wait the "
+                         f"platform can time), not {value!r}; use None for no limit "
+                         "where the option allows it")
     return float(value)
+
+
+_BUSY_MAX = (2**31 - 1) / 1000  # seconds: SQLite's busy timeout is a C int of milliseconds

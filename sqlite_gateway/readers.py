@@ -37,6 +37,7 @@ import apsw
 
 from .connection import TransactionGuard, run_read, run_sql
 from .errors import GatewayClosed, RequestTimeout
+from .memo import TextMemo
 from .request import FUTURE, STOP, Kind, Request, wait_for
 from .requestqueue import RequestQueue, fail_pending
 from .result import Result
@@ -44,7 +45,6 @@ from .result import Result
 logger = logging.getLogger(__name__)
 
 _PROGRESS_STEPS = 1000  # VM steps between two looks at the deadline (a point read takes ~100)
-_READS_MEMO = 4096  # SQL texts remembered as read-only (cleared when full)
 _CLOSE_WAIT = 5.0  # seconds close() waits for reads in progress to stop
 
 
@@ -72,13 +72,15 @@ class Reader:
     """One read-only connection, used by one thread at a time."""
 
     def __init__(self, path: str, busy_timeout: float, vfs: str | None,
-                 known_reads: set[str]) -> None:
+                 known_reads: TextMemo[bool]) -> None:
         self.stop = False  # set by close(): the running statement stops
         self.closed = False
         self.deadline: float | None = None  # the running read's caller's deadline
+        self.cancel: threading.Event | None = None  # set: the running read's caller gave up
         self.served = 0  # reads answered here
         self.passed = 0  # texts SQLite judged writes, sent on to the writer
-        self._known = known_reads  # shared by the pool: texts SQLite judged read-only
+        # Shared by the pool: texts SQLite judged read-only (True: one statement).
+        self._known = known_reads
         self.conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs)
         self.conn.set_busy_timeout(int(busy_timeout * 1000))
         self.guard = _ReadGuard()
@@ -86,8 +88,9 @@ class Reader:
         self.conn.set_progress_handler(self._should_stop, _PROGRESS_STEPS)
 
     def _should_stop(self) -> bool:
-        deadline = self.deadline
-        return self.stop or (deadline is not None and time.monotonic() >= deadline)
+        deadline, cancel = self.deadline, self.cancel
+        return self.stop or (deadline is not None and time.monotonic() >= deadline) or (
+            cancel is not None and cancel.is_set())
 
     def _only_reads(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
         if cursor.is_readonly:
@@ -96,7 +99,8 @@ class Reader:
         return False  # apsw raises ExecTraceAbort before the statement steps
 
     def read(self, sql: str, params: Any, deadline: float | None,
-             timeout: float | None, hang_limit: float | None = None) -> Result | None:
+             timeout: float | None, hang_limit: float | None = None,
+             cancel: threading.Event | None = None) -> Result | None:
         """The statement's Result, or None when SQLite says it must run on the writer.
 
         Args:
@@ -105,23 +109,34 @@ class Reader:
             hang_limit: when the read has run past the gateway's
                 ``hang_timeout`` (monotonic), or None: then it is stopped
                 with ``apsw.InterruptError``, as the watchdog stops the writer.
+            cancel: once set (by a caller that gave up: a cancelled task),
+                the running statement is stopped (``RequestTimeout``).
 
         Raises:
             RequestTimeout: stopped at ``deadline`` (nothing to undo: a read).
             GatewayClosed: stopped because the gateway is closing.
             apsw.Error: SQLite's own error.
         """
-        known = sql in self._known
+        known = self._known.map.get(sql)  # None: not seen; True: one statement; False: several
         self.guard.to_writer = False
         if hang_limit is not None and (deadline is None or hang_limit < deadline):
             self.deadline = hang_limit
         else:
             self.deadline = deadline
+        self.cancel = cancel
+        statements: list[str] = []
         try:
-            result = run_read(self.conn, sql, params, None if known else self._only_reads)
-        except (apsw.ExecTraceAbort, apsw.AuthError, apsw.ReadOnlyError):
-            if self.guard.to_writer or known:
-                self._known.discard(sql)
+            if known:
+                result = run_read(self.conn, sql, params)
+            else:
+                result = run_read(self.conn, sql, params, statements,
+                                  None if known is not None else self._only_reads)
+        except (apsw.ExecTraceAbort, apsw.AuthError, apsw.ReadOnlyError) as exc:
+            # ReadOnlyError: SQLite judged the statement read-only, yet it wrote
+            # (PRAGMA optimize runs ANALYZE): nothing was written here (the
+            # connection is read-only), and the writer can run it.
+            if self.guard.to_writer or known is not None or isinstance(exc, apsw.ReadOnlyError):
+                self._known.forget(sql)
                 self.passed += 1
                 return None
             if self.guard.refused or self.guard.refused_pragma is not None:
@@ -132,15 +147,15 @@ class Reader:
         except apsw.InterruptError:
             if self.stop:
                 raise GatewayClosed("gateway closed while this read ran") from None
-            if deadline is not None and time.monotonic() >= deadline:
+            if (deadline is not None and time.monotonic() >= deadline) or (
+                    cancel is not None and cancel.is_set()):
                 raise RequestTimeout(timeout or 0.0, started=True, interrupted=True) from None
             raise
         finally:
             self.deadline = None
-        if not known:
-            if len(self._known) >= _READS_MEMO:
-                self._known.clear()
-            self._known.add(sql)
+            self.cancel = None
+        if known is None:
+            self._known.remember(sql, len(statements) == 1)
         self.served += 1
         return result
 
@@ -167,7 +182,7 @@ class ReaderPool:
         self._hang_timeout = hang_timeout
         self._busy_timeout = busy_timeout
         self._vfs = vfs
-        self._known: set[str] = set()
+        self._known: TextMemo[bool] = TextMemo()
         self._free: list[Reader] = []  # a stack: the most recently used (warm cache) on top
         self._all: list[Reader] = []
         self._lock = threading.Lock()
@@ -183,10 +198,12 @@ class ReaderPool:
     def to_writer(self) -> int:
         return sum(reader.passed for reader in list(self._all))
 
-    def read(self, sql: str, params: Any, timeout: float | None) -> Result | None:
+    def read(self, sql: str, params: Any, timeout: float | None,
+             cancel: threading.Event | None = None) -> Result | None:
         """Run a read in the calling thread; None when it must go to the writer.
 
         Waits for a free reader when all ``size`` are busy (within ``timeout``).
+        ``cancel``, once set, stops the running statement (see :meth:`Reader.read`).
         """
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
@@ -199,7 +216,7 @@ class ReaderPool:
             if self._closed:
                 raise GatewayClosed("gateway is closed")
             return reader.read(sql, params, deadline, timeout,
-                               None if hang is None else now + hang)
+                               None if hang is None else now + hang, cancel)
         finally:
             self._give_back(reader)
 
@@ -260,7 +277,7 @@ class ReaderLanes:
         self._hang_timeout = hang_timeout
         self._busy_timeout = busy_timeout
         self._vfs = vfs
-        self._known: set[str] = set()
+        self._known: TextMemo[bool] = TextMemo()
         self._queue = RequestQueue(queue_size)
         self._readers: list[Reader] = []
         self._threads = [threading.Thread(target=self._run, daemon=True,
@@ -274,12 +291,13 @@ class ReaderLanes:
         for thread in self._threads:
             thread.start()
 
-    def read(self, sql: str, params: Any, timeout: float | None) -> Result | None:
+    def read(self, sql: str, params: Any, timeout: float | None,
+             cancel: threading.Event | None = None) -> Result | None:
         request = Request(Kind.EXECUTE, sql, params, answer=FUTURE)
         # The reader stops the statement itself at the caller's deadline.
         now, hang = time.monotonic(), self._hang_timeout
         request.args = (None if timeout is None else now + timeout, timeout,
-                        None if hang is None else now + hang)
+                        None if hang is None else now + hang, cancel)
         self._queue.put(request)
         return wait_for(request, timeout)  # type: ignore[no-any-return]
 
@@ -302,10 +320,10 @@ class ReaderLanes:
                 for request in batch:
                     if not request.claim():
                         continue
-                    deadline, timeout, hang_limit = request.args
+                    deadline, timeout, hang_limit, cancel = request.args
                     try:
                         result = reader.read(request.sql or "", request.params, deadline,
-                                             timeout, hang_limit)
+                                             timeout, hang_limit, cancel)
                     except BaseException as exc:  # goes back to its own caller
                         request.set_exception(exc)
                         del exc  # break the frame <-> exception cycle

@@ -14,7 +14,11 @@ A :class:`Request` is answered in one of three ways, chosen by who asked:
 
 Whatever the way, the first answer wins (the watchdog may answer a stuck
 worker's requests while the worker later returns), and a request whose
-caller gave up before it started never runs.
+caller gave up before it started never runs. ``value`` and ``error`` are the
+worker's working outcome, written as the request runs; an answer given
+through :meth:`Request.set_exception`/``set_result`` (the watchdog's, the
+fail-everything path's) is kept apart, so a worker that returns late can
+never overwrite what its caller is told.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ from __future__ import annotations
 import _thread
 import enum
 import logging
-import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout  # (not the builtin on 3.10)
+from concurrent.futures import wait as futures_wait
 from typing import Any, Union
+
+import apsw
 
 from .errors import RequestTimeout
 
@@ -96,7 +104,7 @@ class Request:
 
     __slots__ = ("kind", "sql", "params", "fn", "args", "kwargs", "future", "seq",
                  "priority", "enqueued", "answer", "value", "error", "report",
-                 "_answered", "_start", "_done", "_claimed")
+                 "_answered", "_start", "_done", "_claimed", "_final")
 
     def __init__(
         self,
@@ -124,6 +132,9 @@ class Request:
         self.error: BaseException | None = None
         self.report = report  # POST: where a failure goes
         self._claimed: bool | None = None
+        # (value, error) given by _finish(): the answer when it won the _done
+        # token; None when the worker answered from value/error in place.
+        self._final: tuple[Any, BaseException | None] | None = None
         if answer is FUTURE:
             self.future: GatewayFuture | None = GatewayFuture()
             self._answered: _thread.LockType | None = None
@@ -182,8 +193,7 @@ class Request:
         assert self._done is not None
         if not self._done.acquire(False):
             return False
-        self.value = value
-        self.error = error
+        self._final = (value, error)
         if self._answered is not None:
             self._answered.release()
         return True
@@ -220,27 +230,99 @@ class Request:
                 had started; True if it stopped the request's running SQL.
 
         Raises:
-            RequestTimeout: no answer within ``timeout``. The request never runs
-                if it had not started; if it had, its running SQL statement is
-                interrupted when ``interrupt`` can.
+            RequestTimeout: no answer within ``timeout`` (see :meth:`timed_out`).
             BaseException: what the request raised, the same object.
         """
         answered = self._answered
         assert answered is not None
         if not answered.acquire(True, -1 if timeout is None else timeout):
-            if self.cancel():
-                raise RequestTimeout(timeout or 0.0, started=False)
-            if not answered.acquire(False):  # not answered in the meantime
-                interrupted = interrupt is not None and interrupt(self)
-                raise RequestTimeout(timeout or 0.0, True, interrupted)
-        error = self.error
+            if self.give_up(timeout, interrupt):
+                answered.acquire(True, INTERRUPT_GRACE)
+            return self.verdict(timeout)
+        return self.outcome()
+
+    def outcome(self) -> Any:
+        """The answer of a request that is answered: return its value or raise its error.
+
+        Only the answer is read: a worker that returns after the watchdog
+        answered writes its working fields, never the answer.
+        """
+        future = self.future
+        if future is not None:
+            return future.result(0)
+        final = self._final
+        if final is None:  # the worker's own answer (its fast path)
+            value, error = self.value, self.error
+        else:
+            value, error = final
+            self._final = None
         if error is not None:
             self.error = None  # the caller's traceback must not keep the request alive
             try:
                 raise error
             finally:
                 del error
-        return self.value
+        return value
+
+    def give_up(self, timeout: float | None,
+                interrupt: Callable[[Request], bool] | None = None) -> bool:
+        """The rule when a caller's wait ends without an answer, in every door (1 of 2).
+
+        If the request has not started, it is given up: it never runs
+        (RequestTimeout, ``started`` False). Else ``interrupt(request)`` may
+        stop its running SQL: then True, and the caller waits up to
+        :data:`INTERRUPT_GRACE` for the answer (its own way) before
+        :meth:`verdict`, because an interrupt can miss (a statement that was
+        just finishing, the next statement of a script) and only the answer
+        says whether it hit.
+
+        Raises:
+            RequestTimeout: the request had not started and never will.
+        """
+        if self.cancel():
+            raise RequestTimeout(timeout or 0.0, started=False)
+        return not self.done and interrupt is not None and interrupt(self)
+
+    def verdict(self, timeout: float | None, writes: bool = True) -> Any:
+        """The rule when a caller's wait ends without an answer (2 of 2).
+
+        Answered meanwhile: that answer (a value means committed: late, but
+        true), except that ``apsw.InterruptError`` becomes RequestTimeout with
+        ``interrupted`` True: stopped, nothing of it committed. Not answered:
+        RequestTimeout with ``started`` (``writes``: False for a read, which
+        has nothing that could commit): it may still commit.
+        """
+        if self.done:
+            try:
+                return self.outcome()
+            except apsw.InterruptError:
+                raise RequestTimeout(timeout or 0.0, True, True) from None
+        raise RequestTimeout(timeout or 0.0, writes)
+
+    def timed_out(self, timeout: float | None,
+                  interrupt: Callable[[Request], bool] | None = None,
+                  writes: bool = True) -> Any:
+        """:meth:`give_up` then :meth:`verdict`, for a caller that may block
+        (up to :data:`INTERRUPT_GRACE`) for the answer after an interrupt."""
+        if self.give_up(timeout, interrupt):
+            wait_answered(self, INTERRUPT_GRACE)
+        return self.verdict(timeout, writes)
+
+    def cancel_note(self, interrupt: Callable[[Request], bool] | None = None) -> str:
+        """Give up the request for a caller that was cancelled (an asyncio
+        task); return what became of it, for a note on the CancelledError."""
+        if self.cancel():
+            return "sqlite_gateway: cancelled before the request started; it will not run"
+        if self.done:
+            future = self.future
+            failed = (future.exception() is not None if future is not None
+                      else (self._final or (None, self.error))[1] is not None)
+            outcome = "it failed" if failed else "it was committed"
+            return f"sqlite_gateway: cancelled after the request had finished; {outcome}"
+        if interrupt is not None and interrupt(self):
+            return ("sqlite_gateway: cancelled while the request ran; its running statement "
+                    "was interrupted, so it will most likely not commit")
+        return "sqlite_gateway: cancelled after the request started; it may still commit"
 
     def __repr__(self) -> str:
         what = self.sql if self.fn is None else getattr(self.fn, "__qualname__", self.fn)
@@ -263,7 +345,7 @@ def new_post(sql: str, params: Params, lane: int,
     request.seq, request.priority, request.enqueued = 0, lane, _monotonic()
     request.answer, request.value, request.error, request.report = POST, None, None, report
     request.future, request._answered, request._start = None, None, None
-    request._done, request._claimed = _new_lock(), None
+    request._done, request._claimed, request._final = _new_lock(), None, None
     return request
 
 
@@ -277,7 +359,7 @@ def new_wait(kind: Kind, sql: str | None, params: Any, fn: Callable[..., Any] | 
     request.fn, request.args, request.kwargs = fn, args, kwargs
     request.seq, request.priority, request.enqueued = 0, lane, _monotonic()
     request.answer, request.value, request.error, request.report = WAIT, None, None, None
-    request.future, request._claimed = None, None
+    request.future, request._claimed, request._final = None, None, None
     request._done, request._start = _new_lock(), _new_lock()
     request._answered = answered = _new_lock()
     answered.acquire()
@@ -293,8 +375,22 @@ def new_future(kind: Kind, sql: str | None, params: Any, lane: int) -> Request:
     request.seq, request.priority, request.enqueued = 0, lane, _monotonic()
     request.answer, request.value, request.error, request.report = FUTURE, None, None, None
     request.future, request._answered, request._start = GatewayFuture(), None, None
-    request._done, request._claimed = None, None
+    request._done, request._claimed, request._final = None, None, None
     return request
+
+
+INTERRUPT_GRACE = 0.5
+"""Seconds a caller that interrupted its request's SQL at its timeout waits for
+the answer, which says whether the interrupt hit (then nothing committed)."""
+
+
+def wait_answered(request: Request, timeout: float) -> bool:
+    """Block up to ``timeout`` for ``request``'s answer; True once it is answered."""
+    future = request.future
+    if future is not None:
+        return bool(futures_wait((future,), timeout).done)
+    answered = request._answered
+    return answered is None or answered.acquire(True, timeout)
 
 
 def wait_for(request: Request, timeout: float | None,
@@ -308,14 +404,10 @@ def wait_for(request: Request, timeout: float | None,
         return request.wait(timeout, interrupt)
     try:
         return future.result(timeout)
-    except TimeoutError:
+    except (TimeoutError, FutureTimeout):
         if future.done():
-            return future.result(0)
-        started = not future.cancel()
-        if started and future.done():
-            return future.result(0)
-        interrupted = started and interrupt is not None and interrupt(request)
-        raise RequestTimeout(timeout or 0.0, started, interrupted) from None
+            raise  # the answer itself was a TimeoutError (a RequestTimeout)
+    return request.timed_out(timeout, interrupt)
 
 
 class _Marker:
@@ -355,13 +447,23 @@ def check_timeout(timeout: object) -> float | None:
     """
     if timeout is None:
         return None
-    if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < math.inf:
+    if (type(timeout) is float or type(timeout) is int) and 0 <= timeout <= TIMEOUT_MAX:
         return timeout
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and (
-            0 <= timeout < math.inf):
+            0 <= timeout <= TIMEOUT_MAX):
         return float(timeout)
-    raise ValueError(f"timeout must be a finite number of seconds >= 0, or None for no limit; "
-                     f"not {timeout!r}")
+    raise ValueError(timeout_refused("timeout", timeout))
+
+
+TIMEOUT_MAX = threading.TIMEOUT_MAX
+"""The longest wait a lock can be asked for (a longer one raises OverflowError
+after the request is queued): longer timeouts are refused at the call."""
+
+
+def timeout_refused(name: str, value: object) -> str:
+    """The error message for a timeout that is not a number of seconds a lock can wait."""
+    return (f"{name} must be a number of seconds from 0 to threading.TIMEOUT_MAX "
+            f"({TIMEOUT_MAX:.0f} s), or None for no limit; not {value!r}")
 
 
 def check_many(seq_of_params: object) -> list[Params]:
@@ -410,11 +512,14 @@ _FROZEN = frozenset({int, float, str, bytes, type(None), bool})
 
 
 def capture_params(params: object) -> Params:
-    """Check ``params`` and copy them as they are now (for write-behind calls).
+    """Check ``params`` and copy them as they are now (for calls that return
+    before the worker runs them: write-behind, the async door).
 
-    A write-behind call runs later, on the worker: the caller may reuse and
-    change its list or dict meanwhile, so the container is copied, and
-    mutable byte buffers among the values are frozen into ``bytes``.
+    The caller may reuse and change its list or dict meanwhile, so the
+    container is copied, and every value that apsw would bind through the
+    buffer protocol (``bytearray``, ``memoryview``, ``array.array``,
+    ``mmap``...) is frozen into ``bytes``. Plain values (int, float, str,
+    bytes, None) cost one type check each.
     """
     checked = check_params(params)
     if type(checked) is tuple:
@@ -431,9 +536,26 @@ def capture_params(params: object) -> Params:
     return checked
 
 
+def capture_many(seq_of_params: object) -> list[Params]:
+    """:func:`check_many`, each parameter set captured by :func:`capture_params`."""
+    if isinstance(seq_of_params, (str, bytes)) or not isinstance(seq_of_params, Iterable):
+        raise TypeError("seq_of_params must be an iterable of parameter sets, "
+                        f"not {type(seq_of_params).__name__}")
+    return [capture_params(p) for p in seq_of_params]
+
+
+def _frozen(value: Any) -> Any:
+    if type(value) in _FROZEN or isinstance(value, (str, bytes)):
+        return value
+    try:
+        view = memoryview(value)  # anything apsw binds as a blob through the buffer protocol
+    except TypeError:
+        return value  # not a buffer: apsw binds it by value (or refuses it)
+    with view:
+        return view.tobytes()
+
+
 def _freeze(params: Params) -> Params:
-    def frozen(value: Any) -> Any:
-        return bytes(value) if isinstance(value, (bytearray, memoryview)) else value
     if isinstance(params, dict):
-        return {key: frozen(value) for key, value in params.items()}
-    return tuple(frozen(value) for value in params)
+        return {key: _frozen(value) for key, value in params.items()}
+    return tuple(_frozen(value) for value in params)

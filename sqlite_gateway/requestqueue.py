@@ -29,6 +29,7 @@ from .request import STOP, Kind, Request, _Marker
 
 LANES = 2  # 0: interactive, 1: background (see request.PRIORITIES)
 _EXCLUSIVE = Kind.EXCLUSIVE
+_FLUSH = Kind.FLUSH
 STARVE_AFTER = 1.0  # seconds a background request waits at most behind interactive work
 
 
@@ -69,6 +70,8 @@ class RequestQueue:
         for fail-fast callers, so a blocked producer never turns web requests
         into Overloaded.
 
+        A FLUSH barrier is accepted beyond the bound: it carries no data.
+
         Raises:
             GatewayClosed: ``close()`` has run (the reason says why), also
                 while blocked.
@@ -78,7 +81,10 @@ class RequestQueue:
         with self._mutex:
             if self._closed is not None:
                 raise GatewayClosed(self._closed)
-            if self._count >= (self.high_water if block else self.maxsize):
+            if self._count >= (self.high_water if block else self.maxsize) and (
+                    request.kind is not _FLUSH):
+                # (A barrier carries no data and holds no room: refusing it would
+                # refuse flush() exactly under load, when a producer needs it.)
                 if not block:
                     raise Overloaded(self.maxsize)
                 self._wait_for_room(timeout)

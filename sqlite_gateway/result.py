@@ -11,14 +11,17 @@ class Result:
 
     Attributes:
         rows: every row, as a tuple of tuples (all fetched on the worker, so
-            errors on a later row are never deferred to the caller).
+            errors on a later row are never deferred to the caller). For a
+            text of several statements: the rows of the last statement that
+            returned rows (statements may return different columns; a DB-API
+            cursor likewise keeps its latest result set).
         rowcount: rows inserted, updated or deleted by the call (all
             statements of it, all parameter sets of ``executemany``); 0 for a
             plain query.
         lastrowid: the connection's ``last_insert_rowid()`` after the call;
             meaningful after an INSERT into a rowid table.
-        columns: the column names of the first statement that returns data,
-            or ``()`` when it returned no row before finishing.
+        columns: the column names of the statement whose rows these are,
+            or ``()`` when no statement returned a row.
 
     Iterating a Result yields its rows; ``len()`` counts them.
     """

@@ -47,6 +47,7 @@ import apsw
 from .batch import Batches
 from .connection import TransactionGuard, open_write_connection
 from .errors import GatewayClosed
+from .memo import TextMemo
 from .request import STOP, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
@@ -56,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 _REOPEN_DELAYS = (0.0, 0.1, 1.0)  # seconds before each attempt to reopen; then the worker dies
 _PROGRESS_STEPS = 1000  # SQLite VM steps between two looks at an in-place caller's deadline
+# Seconds between two tries for a lock another process holds: SQLite's own
+# busy-timeout schedule (sqliteDefaultBusyCallback).
+_BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
 
 
 class Worker(Batches):
@@ -93,6 +97,7 @@ class Worker(Batches):
         # call goes through the worker (one fsync for many, not one each).
         self.last_batch = 1
         self._suspect = False  # an I/O error was seen: reopen after this turn
+        self._busy_since = 0.0  # when the current wait for a lock began
         self._conn: apsw.Connection | None = None
         self._guard = TransactionGuard()
         self._inflight: list[Request] = []
@@ -111,8 +116,10 @@ class Worker(Batches):
         }
         # SQL text -> True when it holds exactly one statement (learned on its
         # first successful run). One statement is atomic by itself, so it
-        # needs no savepoint of its own. Bounded: cleared when full.
-        self._single: dict[str, bool] = {}
+        # needs no savepoint of its own, and its rows need no statement
+        # boundaries. Bounded in entries and bytes; _single is its plain dict.
+        self._singles: TextMemo[bool] = TextMemo()
+        self._single = self._singles.map
 
     # -- thread body ------------------------------------------------------
 
@@ -121,13 +128,43 @@ class Worker(Batches):
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
             vfs=self.vfs, autocheckpoint=self.autocheckpoint)
         self._guard.own_savepoint = self._savepoint
-        # A request run in its caller's thread has no other thread to stop it
-        # at its deadline: SQLite asks this every _PROGRESS_STEPS VM steps.
-        self._conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Install what the gateway owns on its connection (again after an
+        exclusive fn, which gets the raw connection and may have changed it).
+
+        - the guard (the authorizer that refuses transaction control);
+        - a progress handler: a request run in its caller's thread has no
+          other thread to stop it at its deadline, so SQLite asks this every
+          _PROGRESS_STEPS VM steps;
+        - a busy handler that waits for another process's lock up to
+          ``busy_timeout``, as SQLite's own does, but no longer than that
+          in-place caller's deadline.
+        """
+        conn = self._conn
+        assert conn is not None
+        conn.authorizer = self._guard
+        conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+        conn.set_busy_handler(self._busy)
 
     def _past_deadline(self) -> bool:
         deadline = self.deadline
         return deadline is not None and time.monotonic() >= deadline
+
+    def _busy(self, tries: int) -> bool:
+        """SQLite's busy handler: True to try the lock again after a short sleep."""
+        now = time.monotonic()
+        if tries == 0:
+            self._busy_since = now
+        limit = self._busy_since + self.busy_timeout
+        deadline = self.deadline
+        if deadline is not None and deadline < limit:
+            limit = deadline
+        if now >= limit:
+            return False
+        time.sleep(min(_BUSY_DELAYS[min(tries, len(_BUSY_DELAYS) - 1)], limit - now))
+        return True
 
     def close(self) -> None:
         """Close the connection (SQLite rolls back an open transaction)."""
@@ -267,7 +304,9 @@ class Worker(Batches):
             # watchdog struck: answered here). run() closes the connection,
             # which rolls back whatever the batch had done.
             logger.warning("worker on %s returned after it was given up; stopping", self.path)
-            fail_pending(batch, lambda: GatewayClosed(f"gateway is broken: {self.death}"))
+            # GivenUp is raised as a step begins, COMMIT included: nothing committed.
+            fail_pending(batch, lambda: GatewayClosed(
+                f"gateway is broken: {self.death}; it was not committed"))
             return False
         # (On any other exception the worker dies: give_up() answers _inflight.)
         self._inflight = []

@@ -1,35 +1,31 @@
-"""The calls that return at once: write-behind and its plumbing.
+"""The calls that return at once: write-behind.
 
 ``submit``/``submit_transaction`` hand back a Future, ``post`` hands back
-nothing (its failures are kept for :meth:`WriteBehind.failures`), and
-``_submit_request`` is the same door for integrations that wait their own way
-(the asyncio one). Each checks its input, then enqueues: the caller goes on
-before the worker runs the request, so parameters are copied at the call.
+nothing (its failures are kept for :meth:`WriteBehind.failures`). Each checks
+its input, then enqueues through the :class:`~sqlite_gateway.core.Core`: the
+caller goes on before the worker runs the request, so parameters are copied
+at the call. Every door offers these same calls (the asyncio one calls them).
 Order: one priority's submissions run in the order they were accepted;
 ``Gateway.flush()`` is the barrier that covers them all.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .errors import GatewayError
-from .failures import FailureLog, PostFailure
+from .core import Core
+from .failures import PostFailure
 from .lifecycle import Lifecycle, State
-from .readers import ReaderLanes, ReaderPool
-from .request import (FUTURE, Kind, Params, Request, capture_params, check_many,
-                      check_priority, check_sql, check_timeout, new_future, new_post)
-from .requestqueue import RequestQueue
+from .request import FUTURE, Kind, Params, Request, capture_params, check_sql, new_future, new_post
 from .result import Result
 from .watchdog import Watchdog
-from .worker import Worker
 
 T = TypeVar("T")
+_get_ident = threading.get_ident
 _RUNNING = State.RUNNING
-
-SQL_KINDS = (Kind.EXECUTE, Kind.EXECUTEMANY)  # requests that are SQL only
 
 
 class WriteBehind(Lifecycle):
@@ -40,10 +36,9 @@ class WriteBehind(Lifecycle):
     ``TypeError``/``ValueError`` (bad input).
     """
 
-    def __init__(self, path: str, queue: RequestQueue, worker: Worker,
-                 readers: ReaderPool | ReaderLanes | None, watchdog: Watchdog | None) -> None:
-        super().__init__(path, queue, worker, readers, watchdog)
-        self._failures = FailureLog()  # what post() could not write, until failures()
+    def __init__(self, path: str, core: Core, watchdog: Watchdog | None) -> None:
+        super().__init__(path, core, watchdog)
+        self._failures = core.failures  # what post() could not write, until failures()
         self._report = self._failures.report
 
     def submit(self, sql: str, params: Params = (), *, priority: str = "interactive",
@@ -72,10 +67,10 @@ class WriteBehind(Lifecycle):
         Raises:
             Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
         """
-        lane = 0 if priority == "interactive" and block is False else self._lane_for(
+        lane = 0 if priority == "interactive" and block is False else self.core.lane(
             priority, block, timeout)
         request = new_future(Kind.EXECUTE, check_sql(sql), capture_params(params), lane)
-        self._enqueue(request, block, timeout)
+        self.core.enqueue(request, block, timeout)
         return request.future  # type: ignore[return-value]
 
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
@@ -90,8 +85,8 @@ class WriteBehind(Lifecycle):
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs,
-                          priority=self._lane_for(priority, block, timeout), answer=FUTURE)
-        self._enqueue(request, block, timeout)
+                          priority=self.core.lane(priority, block, timeout), answer=FUTURE)
+        self.core.enqueue(request, block, timeout)
         return request.future  # type: ignore[return-value]
 
     def post(self, sql: str, params: Params = (), *, priority: str = "interactive",
@@ -114,15 +109,18 @@ class WriteBehind(Lifecycle):
         Raises:
             Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
         """
-        lane = 0 if priority == "interactive" and block is False else self._lane_for(
+        lane = 0 if priority == "interactive" and block is False else self.core.lane(
             priority, block, timeout)
         request = new_post(check_sql(sql), capture_params(params), lane, self._report)
         if block or self._state is not _RUNNING:
-            self._enqueue(request, block, timeout)  # (with the checks a waiting call needs)
-        else:
-            # No nested-call check: a post made inside a transaction fn is
-            # simply run in a later batch; nobody waits for it.
-            self._queue.put(request)
+            self.core.enqueue(request, block, timeout)  # (with the checks a waiting call needs)
+            return
+        # Refused inside a transaction fn like every other call: its row would
+        # commit in a later batch even if the fn failed.
+        worker, ident = self._worker, _get_ident()
+        if ident == worker.thread_ident or ident == worker.inline_ident:
+            self.core.check_caller("post")
+        self._queue.put(request)
 
     def failures(self) -> list[PostFailure]:
         """Return the :meth:`post` failures since the last call, and forget them.
@@ -132,62 +130,3 @@ class WriteBehind(Lifecycle):
         (``stats()["post_failures"]``).
         """
         return self._failures.take()
-
-    def _submit_request(self, kind: Kind, sql: str | None = None, params: Any = None, *,
-                        fn: Callable[..., Any] | None = None, args: tuple[Any, ...] = (),
-                        kwargs: dict[str, Any] | None = None,
-                        priority: str = "interactive") -> tuple[Future[Any], Callable[[], bool]]:
-        """Enqueue one writer request of ``kind``; return at once (for callers that
-        wait their own way, e.g. on an event loop).
-
-        Input is checked as the public method of that kind checks it (``params``
-        is the parameter sets for EXECUTEMANY; EXECUTE params are copied, as for
-        write-behind). Reads are not routed to readers.
-
-        Returns:
-            The request's future (cancel it before the request starts and it
-            never runs), and ``stop()``: stops the request's running SQL for
-            EXECUTE/EXECUTEMANY (True if it was running), else returns False.
-
-        Raises:
-            Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
-        """
-        lane = check_priority(priority)
-        if kind is Kind.EXECUTE:
-            # The caller goes on before the worker runs it: copy, as write-behind calls must.
-            sql, params = check_sql(sql), capture_params(params)
-        elif kind is Kind.EXECUTEMANY:
-            params = check_many(params)
-            sql = check_sql(sql)
-        elif kind is not Kind.FLUSH and not callable(fn):
-            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        request = Request(kind, sql, params, fn=fn, args=args, kwargs=kwargs, priority=lane,
-                          answer=FUTURE)
-        self._enqueue(request)
-        worker, future = self._worker, request.future
-        assert future is not None
-        if kind in SQL_KINDS:
-            return future, lambda: worker.interrupt(request)
-        return future, lambda: False
-
-    def _lane_for(self, priority: str, block: bool, timeout: float | None) -> int:
-        lane = check_priority(priority)
-        if block:
-            if block is not True:
-                raise ValueError(f"block must be True or False, not {block!r}")
-            if not lane:
-                raise ValueError("block=True is for background producers: pass "
-                                 "priority='background' (interactive callers fail fast "
-                                 "with Overloaded, so a web request never waits for room)")
-            check_timeout(timeout)
-        elif block is not False:
-            raise ValueError(f"block must be True or False, not {block!r}")
-        return lane
-
-    def _enqueue(self, request: Request, block: bool = False,
-                 timeout: float | None = None) -> None:
-        if self._state is State.NEW:
-            raise GatewayError("gateway is not started: call start() or use "
-                               "'with Gateway(path) as db:'")
-        self._check_not_worker(request.kind.value)
-        self._queue.put(request, block, timeout)

@@ -230,7 +230,7 @@ def test_an_answer_after_its_loop_closed_does_not_disturb_the_worker(shared, cap
 
 
 def test_a_cancelled_write_behind_future_never_runs_and_loops_are_not_kept(shared):
-    from sqlite_gateway.integrations import asyncio as integration
+    from sqlite_gateway.integrations import loopbridge as integration
 
     db = AsyncGateway(shared)
     blocker = WorkerBlocker(shared)

@@ -21,6 +21,14 @@ Reads never block the loop: with ``readers``, ``execute()`` hands a read to a
 small pool of threads (``read_threads``, each reading in place on a reader
 connection of its own); without readers every call goes to the writer.
 
+One core, two doors. Every call is the threaded door's call, built by the
+same :class:`~sqlite_gateway.core.Core` (the gateway's ``core``): the same
+input checks, queue, read routing, bulk slices and their notes, flush barrier
+and timeout rules; only the waiting is the loop's. The calls that return at
+once (``submit``, ``submit_transaction``, ``post``, ``failures``) are the
+Gateway's own; ``block=True`` (a background producer waiting for room) waits
+on a thread of this object, never on the loop.
+
 Why a transaction fn is not a coroutine: it runs on the writer thread while
 the write lock is held and every other request waits behind it. An ``await``
 inside it would hold the lock for as long as the awaited thing takes (a
@@ -33,7 +41,8 @@ the request had not started it never runs; if it had, it may still commit
 then most likely fails it). A timeout raises
 :class:`~sqlite_gateway.RequestTimeout` (its ``started`` says which);
 cancelling the awaiting task raises ``asyncio.CancelledError``, as asyncio's
-contract says, with a note (``exc.__notes__``) saying which.
+contract says, with a note (``exc.__notes__``) saying which. A cancelled read
+is stopped (its reader and thread are free again at once).
 
 An answer that arrives after its event loop was closed is dropped quietly
 (the request committed all the same); the worker is not disturbed.
@@ -43,27 +52,28 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import os
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
+from ..core import Plan
 from ..errors import RequestTimeout
-from ..bulk import run_slice
+from ..failures import PostFailure
 from ..gateway import DEFAULT, Gateway, State, Timeout
-from ..request import Kind, Params, check_many, check_params, check_priority, check_sql
+from ..request import (FUTURE, INTERRUPT_GRACE, Kind, Params, Request, capture_params,
+                       check_priority, check_sql)
 from ..result import Result
+from .loopbridge import TimedOut, add_note, bridge, time_out
 
 __all__ = ["AsyncGateway"]
 
 T = TypeVar("T")
 
 _READ_THREADS = 4  # default size of the pool that runs reads off the event loop
-_WRITES_MEMO = 4096  # SQL texts remembered as writes (cleared when full)
 
 
 class AsyncGateway:
@@ -100,9 +110,13 @@ class AsyncGateway:
                 read_threads < 1):
             raise ValueError(f"read_threads must be a whole number >= 1, not {read_threads!r}")
         self.read_threads = read_threads
+        self._core = self.gateway.core
+        # _pools_lock is held while creating or shutting down the two pools:
+        # the read threads, and the one producer thread that waits for room
+        # for block=True calls (one, so they are accepted in call order).
+        self._pools_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._writes: set[str] = set()  # SQL texts a reader declined (set ops are atomic)
-        self._pool_lock = threading.Lock()  # held while creating or shutting down _pool
+        self._producer: ThreadPoolExecutor | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -117,7 +131,7 @@ class AsyncGateway:
         return self
 
     async def aclose(self, timeout: float | None = None) -> None:
-        """Drain and close the gateway (in a thread), and stop the read threads.
+        """Drain and close the gateway (in a thread), and stop this object's threads.
 
         Tasks still waiting get their answers as the queue drains (everything
         accepted is committed first); later calls raise GatewayClosed. Closes
@@ -128,16 +142,18 @@ class AsyncGateway:
     def _close(self, timeout: float | None, gateway_too: bool = True) -> None:
         if gateway_too:
             self.gateway.close(timeout)
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        with self._pools_lock:
+            pools = (self._pool, self._producer)
+            self._pool = self._producer = None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     async def __aenter__(self) -> AsyncGateway:
         return await self.start()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        """Close the gateway if this object made or started it; else only the read threads."""
+        """Close the gateway if this object made or started it; else only its threads."""
         await asyncio.get_running_loop().run_in_executor(None, self._close, None, self._owns)
 
     def __repr__(self) -> str:
@@ -147,47 +163,58 @@ class AsyncGateway:
         """The gateway's figures (see :meth:`Gateway.stats`); does not block."""
         return self.gateway.stats()
 
-    # -- calls ------------------------------------------------------------------
+    def failures(self) -> list[PostFailure]:
+        """The :meth:`post` failures since the last call (see :meth:`Gateway.failures`)."""
+        return self.gateway.failures()
+
+    # -- calls that wait --------------------------------------------------------
 
     async def execute(self, sql: str, params: Params = (), *, timeout: Timeout = DEFAULT,
                       priority: str = "interactive") -> Result:
         """Run ``sql`` atomically; return once committed (as :meth:`Gateway.execute`).
 
         With readers, a statement SQLite judges read-only runs on a read
-        thread; anything else goes to the writer without a thread.
+        thread; anything else goes to the writer without a thread. The
+        timeout covers the whole call.
 
         Raises:
             as :meth:`Gateway.execute`; ``asyncio.CancelledError`` with a note
             when the awaiting task is cancelled.
         """
-        seconds = self._seconds(timeout)
-        readers = self._readers_for(sql)
-        if readers is not None:
-            check_sql(sql)
-            check_priority(priority)
-            params = _copied(params)  # other tasks run before the read thread takes it
-            started = time.monotonic()
-            future: Future[Any] = self._read_pool().submit(readers.read, sql, params, seconds)
-            result = await _wait(future, seconds, None, read=True)
-            if result is not None:
-                return result  # type: ignore[no-any-return]
-            # SQLite judged it a write: to the writer, now and next time.
-            if len(self._writes) >= _WRITES_MEMO:
-                self._writes.clear()
-            self._writes.add(sql)
-            if seconds is not None:
-                seconds = max(0.0, seconds - (time.monotonic() - started))
-        future, stop = self.gateway._submit_request(Kind.EXECUTE, sql, params,
-                                                    priority=priority)
-        return await _wait(future, seconds, stop)  # type: ignore[no-any-return]
+        core = self._core
+        wait = core.wait_for(timeout)
+        sql = check_sql(sql)
+        check_priority(priority)
+        readers = core.reader_for(sql)
+        if readers is None:
+            answer: Result = await self._call(
+                core.sql_request(Kind.EXECUTE, sql, params, priority, FUTURE), wait)
+            return answer
+        params = capture_params(params)  # other tasks run before the read thread takes it
+        started = time.monotonic()
+        cancel = threading.Event()
+        read = self._read_pool().submit(core.read, readers, sql, params, wait, cancel)
+        result = await _wait_read(read, wait, cancel)
+        if result is not None:
+            return result
+        # SQLite judged it a write: to the writer, with what is left of the timeout.
+        request = core.sql_request(Kind.EXECUTE, sql, params, priority, FUTURE)
+        try:
+            answer = await self._call(request, None if wait is None else max(
+                0.0, wait - (time.monotonic() - started)))
+        except RequestTimeout as exc:
+            raise RequestTimeout(wait or 0.0, exc.started, exc.interrupted) from None
+        return answer
 
     async def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
                           timeout: Timeout = DEFAULT, priority: str = "interactive") -> Result:
-        """One statement per parameter set, all atomically (as :meth:`Gateway.executemany`)."""
-        seconds = self._seconds(timeout)
-        future, stop = self.gateway._submit_request(Kind.EXECUTEMANY, sql, seq_of_params,
-                                                    priority=priority)
-        return await _wait(future, seconds, stop)  # type: ignore[no-any-return]
+        """One statement per parameter set, all atomically (as :meth:`Gateway.executemany`);
+        the parameter sets are captured at the call."""
+        core = self._core
+        wait = core.wait_for(timeout)
+        answer: Result = await self._call(core.sql_request(Kind.EXECUTEMANY, sql, seq_of_params,
+                                                           priority, FUTURE), wait)
+        return answer
 
     async def transaction(self, fn: Callable[..., T], /, *args: Any,
                           timeout: Timeout = DEFAULT, priority: str = "interactive",
@@ -201,113 +228,147 @@ class AsyncGateway:
         Raises:
             TypeError: fn is a coroutine function.
         """
-        seconds = self._seconds(timeout)
-        future, _ = self.gateway._submit_request(Kind.TRANSACTION, fn=_plain(fn), args=args,
-                                                 kwargs=kwargs, priority=priority)
-        return await _wait(future, seconds, None)  # type: ignore[no-any-return]
+        core = self._core
+        wait = core.wait_for(timeout)
+        return await self._call(core.fn_request(Kind.TRANSACTION, _plain(fn), args, kwargs,  # type: ignore[no-any-return]
+                                                priority, FUTURE), wait)
 
     async def run_exclusive(self, fn: Callable[..., T], /, *args: Any,
                             timeout: Timeout = DEFAULT, priority: str = "interactive",
                             **kwargs: Any) -> T:
         """Run ``fn(apsw_connection, ...)`` alone, outside any transaction
         (as :meth:`Gateway.run_exclusive`); fn is a plain function."""
-        seconds = self._seconds(timeout)
-        future, _ = self.gateway._submit_request(Kind.EXCLUSIVE, fn=_plain(fn), args=args,
-                                                 kwargs=kwargs, priority=priority)
-        return await _wait(future, seconds, None)  # type: ignore[no-any-return]
+        core = self._core
+        wait = core.wait_for(timeout)
+        return await self._call(core.fn_request(Kind.EXCLUSIVE, _plain(fn), args, kwargs,  # type: ignore[no-any-return]
+                                                priority, FUTURE), wait)
 
-    def submit(self, sql: str, params: Params = (), *,
-               priority: str = "interactive") -> asyncio.Future[Result]:
+    async def flush(self, timeout: Timeout = DEFAULT) -> None:
+        """Barrier: return once every request accepted before it is committed or
+        failed (as :meth:`Gateway.flush`: admitted even when the queue is full;
+        the next failed post after it is logged again)."""
+        wait = self._core.wait_for(timeout)
+        await self._run_plan(self._core.flush_plan(FUTURE), wait)
+
+    async def bulk(self, sql: str, seq_of_params: Iterable[Params], *,
+                   timeout: Timeout = DEFAULT, priority: str = "background") -> int:
+        """Run one statement per parameter set in slices; return the rows changed.
+
+        As :meth:`Gateway.bulk`, by the same plan: each slice holds the writer
+        for about ``background_slice`` seconds (less when interactive work
+        waits) and is committed on its own; ``timeout`` applies to each
+        slice; an error (a cancellation too) carries the same note saying what
+        the file holds.
+        """
+        wait = self._core.wait_for(timeout)
+        return await self._run_plan(self._core.bulk_plan(sql, seq_of_params, priority, FUTURE),
+                                    wait)
+
+    # -- calls that return at once ------------------------------------------------
+
+    def submit(self, sql: str, params: Params = (), *, priority: str = "interactive",
+               block: bool = False, timeout: float | None = None) -> asyncio.Future[Result]:
         """Write-behind: enqueue ``sql``; return an asyncio future at once.
 
         Not a coroutine: the request is accepted (or refused with Overloaded,
         GatewayClosed, TypeError, ValueError) before it returns, so order
         holds without an ``await``. The future resolves after the commit;
         cancelling it before the request starts stops it from running.
+
+        ``block=True`` (background producers, as :meth:`Gateway.submit`):
+        the request is accepted once there is room, on this object's
+        producer thread (blocked calls are accepted in call order), and the
+        future resolves after its commit: await it to be held back. Its
+        parameters are captured at the call.
         """
-        return _bridge(self.gateway.submit(sql, params, priority=priority))
+        if not block:
+            return bridge(self.gateway.submit(sql, params, priority=priority))
+        put = partial(self.gateway.submit, check_sql(sql), capture_params(params),
+                      priority=priority, block=True, timeout=self._blocking(priority, timeout))
+        return asyncio.ensure_future(self._accepted_then_answered(put))
 
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
-                           priority: str = "interactive", **kwargs: Any) -> asyncio.Future[T]:
-        """Write-behind form of :meth:`transaction`; returns an asyncio future at once."""
-        return _bridge(self.gateway.submit_transaction(_plain(fn), *args, priority=priority,
-                                                       **kwargs))
+                           priority: str = "interactive", block: bool = False,
+                           timeout: float | None = None, **kwargs: Any) -> asyncio.Future[T]:
+        """Write-behind form of :meth:`transaction`; returns an asyncio future at
+        once (``block`` as in :meth:`submit`; fn's arguments are not copied)."""
+        if not block:
+            return bridge(self.gateway.submit_transaction(_plain(fn), *args, priority=priority,
+                                                          **kwargs))
+        put = partial(self.gateway.submit_transaction, _plain(fn), *args, priority=priority,
+                      block=True, timeout=self._blocking(priority, timeout), **kwargs)
+        return asyncio.ensure_future(self._accepted_then_answered(put))
 
-    async def flush(self, timeout: Timeout = DEFAULT) -> None:
-        """Barrier: return once every request accepted before it is committed or failed."""
-        seconds = self._seconds(timeout)
-        future, _ = self.gateway._submit_request(Kind.FLUSH)
-        await _wait(future, seconds, None)
+    async def post(self, sql: str, params: Params = (), *, priority: str = "interactive",
+                   block: bool = False, timeout: float | None = None) -> None:
+        """Fire-and-forget write-behind (as :meth:`Gateway.post`); returns once accepted.
 
-    async def bulk(self, sql: str, seq_of_params: Iterable[Params], *,
-                   timeout: Timeout = DEFAULT, priority: str = "background") -> int:
-        """Run one statement per parameter set in slices; return the rows changed.
-
-        As :meth:`Gateway.bulk`: each slice holds the writer for about
-        ``background_slice`` seconds and is committed on its own. ``timeout``
-        applies to each slice. Cancelled or failed, the error carries a note
-        saying how many parameter sets were committed; the rest do not run.
+        Without ``block`` it never suspends: awaiting it only runs the
+        Gateway's own ``post``. With ``block=True`` (background producers) it
+        waits for room on this object's producer thread, the loop free;
+        cancelled while it waits, the row may still be accepted (a post has
+        no future to cancel). Failures go to :meth:`failures`.
         """
-        rows = check_many(seq_of_params)
-        sql = check_sql(sql)
-        seconds = self._seconds(timeout)
-        done = changed = 0
-        while done < len(rows):
-            try:
-                future, _ = self.gateway._submit_request(
-                    Kind.TRANSACTION, fn=run_slice, priority=priority,
-                    args=(sql, rows, done, self.gateway.background_slice, None))
-                ran, count = await _wait(future, seconds, None)
-            except BaseException as exc:
-                _add_note(exc, f"bulk(): {done} of {len(rows)} parameter sets were committed "
-                               "before this error; the rest did not run")
-                raise
-            done += ran
-            changed += count
-        return changed
+        if not block:
+            self.gateway.post(sql, params, priority=priority)
+            return
+        await self._accepted(partial(self.gateway.post, check_sql(sql), capture_params(params),
+                                     priority=priority, block=True,
+                                     timeout=self._blocking(priority, timeout)))
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _seconds(self, timeout: Timeout) -> float | None:
-        """The wait in seconds (None: no limit); a bad value raises before anything is queued."""
-        if timeout is DEFAULT:
-            return self.gateway.timeout
-        if timeout is None:
-            return None
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and (
-                0 <= timeout < math.inf):
-            return float(timeout)
-        raise ValueError("timeout must be a finite number of seconds >= 0, or None for no "
-                         f"limit; not {timeout!r}")
+    async def _call(self, request: Request, timeout: float | None) -> Any:
+        """Enqueue ``request`` (a FUTURE one) and await its answer."""
+        self._core.enqueue(request)
+        return await _wait(request, timeout, self._core.interrupt)
 
-    def _readers_for(self, sql: object) -> Any:
-        """The gateway's readers if ``sql`` should be tried on one, else None.
+    async def _run_plan(self, plan: Plan[T], timeout: float | None) -> T:
+        """Drive a core plan (see :func:`sqlite_gateway.core.run_plan`) with awaits."""
+        try:
+            request = next(plan)
+            while True:
+                try:
+                    value = await self._call(request, timeout)
+                except BaseException as exc:
+                    request = plan.throw(exc)  # the plan adds what it knows and re-raises
+                else:
+                    request = plan.send(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
 
-        A read thread only asks a reader (which declines what SQLite judges a
-        write); a write is then sent to the writer from the loop, so its
-        cancellation keeps its meaning. Looks at two private attributes of
-        Gateway (its readers, and the SQL texts it learned are writes).
-        """
-        readers = getattr(self.gateway, "_readers", None)
-        if readers is None or sql in self._writes or self.gateway.state is not State.RUNNING or (
-                sql in getattr(self.gateway, "_writes", ())):
-            return None
-        return readers
+    def _blocking(self, priority: str, timeout: float | None) -> float | None:
+        """Check a block=True call's priority and timeout at the call."""
+        self._core.lane(priority, True, timeout)
+        return timeout
+
+    async def _accepted(self, put: Callable[[], T]) -> T:
+        """Run a blocking put on the producer thread; the loop stays free."""
+        pending = asyncio.get_running_loop().run_in_executor(self._thread_pool(True), put)
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(_cancel_when_accepted)
+            raise
+
+    async def _accepted_then_answered(self, put: Callable[[], Future[T]]) -> T:
+        future = await self._accepted(put)
+        return await bridge(future)
 
     def _read_pool(self) -> ThreadPoolExecutor:
-        pool = self._pool
-        if pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(
-                        self.read_threads, thread_name_prefix="sqlite-gateway-async-read")
-                pool = self._pool
-        return pool
+        return self._pool or self._thread_pool(False)
 
-
-def _copied(params: Params) -> Params:
-    checked = check_params(params)
-    return dict(checked) if isinstance(checked, Mapping) else tuple(checked)
+    def _thread_pool(self, producer: bool) -> ThreadPoolExecutor:
+        with self._pools_lock:
+            if producer:
+                if self._producer is None:
+                    self._producer = ThreadPoolExecutor(
+                        1, thread_name_prefix="sqlite-gateway-async-producer")
+                return self._producer
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.read_threads, thread_name_prefix="sqlite-gateway-async-read")
+            return self._pool
 
 
 def _plain(fn: Callable[..., T]) -> Callable[..., T]:
@@ -319,163 +380,64 @@ def _plain(fn: Callable[..., T]) -> Callable[..., T]:
     return fn
 
 
-class _Inbox:
-    """Answers for one event loop from other threads, delivered in one wake-up per burst.
+def _cancel_when_accepted(pending: asyncio.Future[Any]) -> None:
+    """A blocked submit whose caller was cancelled: give its request up once accepted."""
+    if not pending.cancelled() and pending.exception() is None:
+        accepted = pending.result()
+        if isinstance(accepted, Future):
+            accepted.cancel()
 
-    The worker answers a whole batch at once. One ``call_soon_threadsafe`` per
-    answer would write to the loop's wake-up pipe once each, and every such
-    write lets the GIL go: the worker could then wait a switch interval
-    (5 ms) for the busy loop thread to give it back, per answer. So answers
-    queue here, and only the first of a burst wakes the loop.
+
+async def _wait(request: Request, timeout: float | None,
+                interrupt: Callable[[Request], bool]) -> Any:
+    """Await a FUTURE request's answer: the timeout and cancellation rules are
+    the request's own (:meth:`Request.timed_out`, :meth:`Request.cancel_note`),
+    as in the threaded door. The timeout is a timer on the loop that fails the
+    waiter (cheaper than ``asyncio.wait_for``, which wraps it in another future).
     """
-
-    __slots__ = ("__weakref__", "_lock", "_loop", "_items", "_scheduled", "_closed")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = weakref.ref(loop)  # weak: the inbox must not keep its loop alive
-        # _lock guards _items, _scheduled and _closed.
-        self._lock = threading.Lock()
-        self._items: list[tuple[asyncio.Future[Any], Future[Any]]] = []
-        self._scheduled = False  # a drain is scheduled on the loop and has not run yet
-        self._closed = False  # the loop was found closed: answers are dropped
-
-    def post(self, waiter: asyncio.Future[Any], done: Future[Any]) -> None:
-        """From any thread: have ``waiter`` settled from ``done`` on the loop; never raises."""
-        with self._lock:
-            if self._closed:
-                return
-            self._items.append((waiter, done))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        loop = self._loop()
-        try:
-            if loop is None:
-                raise RuntimeError("the event loop is gone")
-            loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # the loop is closed: nobody can await these answers any more
-            with self._lock:
-                self._closed = True
-                self._items.clear()
-
-    def _drain(self) -> None:
-        with self._lock:
-            items, self._items = self._items, []
-            self._scheduled = False
-        for waiter, done in items:
-            _settle(waiter, done)
-
-
-_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
-    weakref.WeakKeyDictionary())
-_inboxes_lock = threading.Lock()  # held while adding an inbox
-
-
-def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
-    inbox = _inboxes.get(loop)
-    if inbox is None:
-        with _inboxes_lock:
-            inbox = _inboxes.setdefault(loop, _Inbox(loop))
-    return inbox
-
-
-def _bridge(future: Future[T]) -> asyncio.Future[T]:
-    """An asyncio future on the running loop that follows ``future``.
-
-    The answer reaches the loop through its :class:`_Inbox` (no thread is
-    parked waiting). Cancelling the asyncio future cancels ``future``, which
-    stops the request only if it has not started.
-    """
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[T] = loop.create_future()
-    post = _inbox(loop).post
-
-    def cancel_source(settled: asyncio.Future[T]) -> None:
-        if settled.cancelled():
-            future.cancel()
-
-    waiter.add_done_callback(cancel_source)
-    future.add_done_callback(lambda done: post(waiter, done))
-    return waiter
-
-
-def _settle(waiter: asyncio.Future[T], done: Future[T]) -> None:
-    """On the loop: copy the outcome of ``done`` into ``waiter`` (unless it is settled)."""
-    if waiter.done():
-        return
-    if done.cancelled():
-        waiter.cancel()
-        return
-    exc = done.exception()
-    if exc is None:
-        waiter.set_result(done.result())
-        return
-    try:
-        waiter.set_exception(exc)  # the worker's exception object itself
-    except TypeError:  # asyncio refuses StopIteration in a future
-        waiter.set_exception(RuntimeError(f"the request raised {exc!r}"))
-
-
-class _TimedOut(Exception):
-    """Set on a waiter whose wait ran out (never leaves this module)."""
-
-
-def _time_out(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_exception(_TimedOut())
-
-
-async def _wait(future: Future[Any], timeout: float | None,
-                stop: Callable[[], bool] | None, read: bool = False) -> Any:
-    """Await ``future``; timeouts and cancellation as the module docstring says.
-
-    The timeout is a timer on the loop that fails the waiter (cheaper than
-    ``asyncio.wait_for``, which wraps the waiter in another future).
-    """
-    waiter = _bridge(future)
+    assert request.future is not None
+    waiter = bridge(request.future)
     timer = None if timeout is None else waiter.get_loop().call_later(
-        timeout, _time_out, waiter)
+        timeout, time_out, waiter)
     try:
         return await waiter
-    except _TimedOut:
-        started = not future.cancel()
-        if started and future.done():
-            return future.result(0)  # answered just as the wait ended
-        interrupted = started and stop is not None and stop()
-        # A read that ran wrote nothing: nothing of it can still commit.
-        raise RequestTimeout(timeout or 0.0, started and not read, interrupted) from None
+    except TimedOut:
+        if request.give_up(timeout, interrupt):
+            # Only the answer says whether the interrupt hit: wait for it, briefly.
+            late = bridge(request.future)
+            await asyncio.wait((late,), timeout=INTERRUPT_GRACE)
+            late.cancel()
+        return request.verdict(timeout)
     except asyncio.CancelledError as exc:
-        if read:
-            future.cancel()
-            _add_note(exc, "sqlite_gateway: cancelled during a read; nothing was written")
-        else:
-            _add_note(exc, _cancel_note(future, stop))
+        add_note(exc, request.cancel_note(interrupt))
         raise
     finally:
         if timer is not None:
             timer.cancel()
 
 
-def _cancel_note(future: Future[Any], stop: Callable[[], bool] | None) -> str:
-    """Cancel ``future`` if it has not started; say what became of the request."""
-    if future.cancel():
-        return "sqlite_gateway: cancelled before the request started; it will not run"
-    if future.done():
-        outcome = "it failed" if future.exception() is not None else "it was committed"
-        return f"sqlite_gateway: cancelled after the request had finished; {outcome}"
-    if stop is not None and stop():
-        return ("sqlite_gateway: cancelled while the request ran; its running statement was "
-                "interrupted, so it will most likely not commit")
-    return "sqlite_gateway: cancelled after the request started; it may still commit"
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note(note)``; on Python 3.10 (no add_note) the same list by hand."""
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:  # pragma: no cover - Python 3.10
-        notes = getattr(exc, "__notes__", None)
-        if not isinstance(notes, list):
-            notes = []
-            setattr(exc, "__notes__", notes)  # noqa: B010 (no such attribute on 3.10)
-        notes.append(note)
+async def _wait_read(read: Future[Result | None], timeout: float | None,
+                     cancel: threading.Event) -> Result | None:
+    """Await a read running on a read thread. Given up (a timeout, a cancelled
+    task), it is stopped: not started, it never runs; running, ``cancel``
+    stops its statement, which frees the reader and the thread at once."""
+    waiter = bridge(read)
+    timer = None if timeout is None else waiter.get_loop().call_later(
+        timeout, time_out, waiter)
+    try:
+        return await waiter
+    except TimedOut:
+        if not read.cancel() and read.done():
+            return read.result(0)  # answered just as the wait ended
+        cancel.set()
+        # A read writes nothing: nothing of it can still commit.
+        raise RequestTimeout(timeout or 0.0, started=False) from None
+    except asyncio.CancelledError as exc:
+        read.cancel()
+        cancel.set()
+        add_note(exc, "sqlite_gateway: cancelled during a read; it was stopped and "
+                      "nothing was written")
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()

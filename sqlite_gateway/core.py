@@ -1,0 +1,229 @@
+"""The core that every door of a gateway shares; a door only waits its own way.
+
+A door is a way in: the threaded one (:class:`~sqlite_gateway.Gateway`, whose
+calls block their thread, or run in place when the writer is idle) and the
+asyncio one (:class:`~sqlite_gateway.integrations.asyncio.AsyncGateway`,
+whose calls await). As httpx shares ``BaseClient`` between ``Client`` and
+``AsyncClient``, both doors do here, and only here: check a call's input and
+build its request, enqueue it (with the not-started and nested-call checks),
+route a read to a reader and learn which texts are writes, cut a bulk job
+into slices and note what its error leaves in the file, place the flush
+barrier and re-arm the failure log after it. The timeout and cancellation
+rules live on the request (:meth:`Request.timed_out`,
+:meth:`Request.cancel_note`); write-behind calls (``submit``, ``post``...)
+return at once, so both doors call the Gateway's own.
+
+Plans. A call made of several waits (bulk's slices; flush's barrier, then
+the log) is a generator: it yields each request to be answered and receives
+its value, or has its exception thrown in. :func:`run_plan` drives one in a
+thread; the async door drives one with ``await``. What happens between the
+waits is thus written once, whatever the door.
+
+The core holds the gateway's parts, never the gateway (an abandoned gateway
+can still be collected). Thread-safe: its fields are set before the gateway
+starts, except ``started`` and, in a forked child, what :meth:`disown` swaps.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator, Iterable
+from typing import Any, TypeVar
+
+from .bulk import add_note, run_slice
+from .errors import GatewayClosed, GatewayError, NestedCallError
+from .failures import FailureLog
+from .memo import TextMemo
+from .options import DEFAULT, Timeout
+from .readers import ReaderLanes, ReaderPool
+from .request import (Answer, Kind, Params, Request, capture_many, capture_params,
+                      check_many, check_params, check_priority, check_sql, check_timeout)
+from .requestqueue import RequestQueue
+from .result import Result
+from .worker import Worker
+
+T = TypeVar("T")
+Plan = Generator[Request, Any, T]
+"""A call as a generator: yields the requests to wait for, returns the call's value."""
+
+SQL_KINDS = (Kind.EXECUTE, Kind.EXECUTEMANY)  # requests that are SQL only: a wait may stop them
+
+
+class Core:
+    """One gateway's shared calls, for every door (see the module docstring).
+
+    Args:
+        queue, worker, readers: the gateway's parts.
+        timeout: the gateway's default per-call timeout (None: no limit).
+        background_slice: seconds one bulk slice may hold the writer.
+    """
+
+    def __init__(self, queue: RequestQueue, worker: Worker,
+                 readers: ReaderPool | ReaderLanes | None, *, timeout: float | None,
+                 background_slice: float) -> None:
+        self.queue = queue
+        self.worker = worker
+        self.readers = readers
+        self.timeout = timeout
+        self.background_slice = background_slice
+        self.failures = FailureLog()  # what post() could not write, until failures()
+        self.started = False  # set once the gateway has started (a flag: read lock-free)
+        # SQL texts a reader declined as writes: sent straight to the writer
+        # from then on (writes is the memo's plain dict, for lookups).
+        self._writes: TextMemo[bool] = TextMemo()
+        self.writes = self._writes.map
+
+    # -- checks -------------------------------------------------------------
+
+    def wait_for(self, timeout: Timeout) -> float | None:
+        """A call's wait in seconds (None: no limit), checked before anything is queued."""
+        return self.timeout if timeout is DEFAULT else check_timeout(timeout)
+
+    def check_caller(self, what: str) -> None:
+        """Refuse a call made from inside a transaction fn: it would wait for itself."""
+        worker, ident = self.worker, threading.get_ident()
+        if ident == worker.thread_ident or ident == worker.inline_ident:
+            raise NestedCallError(
+                f"Gateway.{what}() was called from inside a transaction fn (on the worker "
+                "thread, or in place in its caller's thread); it would wait for itself. "
+                "Use the conn argument the fn receives.")
+
+    def lane(self, priority: str, block: bool, timeout: float | None) -> int:
+        """The queue lane of ``priority``, with ``block`` and its ``timeout`` checked."""
+        lane = check_priority(priority)
+        if block:
+            if block is not True:
+                raise ValueError(f"block must be True or False, not {block!r}")
+            if not lane:
+                raise ValueError("block=True is for background producers: pass "
+                                 "priority='background' (interactive callers fail fast "
+                                 "with Overloaded, so a web request never waits for room)")
+            check_timeout(timeout)
+        elif block is not False:
+            raise ValueError(f"block must be True or False, not {block!r}")
+        return lane
+
+    # -- requests -----------------------------------------------------------------
+
+    def sql_request(self, kind: Kind, sql: str, params: Any, priority: str,
+                    answer: Answer) -> Request:
+        """A checked EXECUTE (``params``: one set) or EXECUTEMANY (the sets) request.
+
+        A FUTURE request's caller goes on before the worker runs it: its
+        parameters are captured as write-behind ones are. A WAIT caller
+        blocks meanwhile, so its parameter sets are only materialised.
+        """
+        lane = check_priority(priority)
+        sql = check_sql(sql)
+        if kind is Kind.EXECUTE:
+            params = capture_params(params) if answer is Answer.FUTURE else check_params(params)
+        else:
+            params = capture_many(params) if answer is Answer.FUTURE else check_many(params)
+        return Request(kind, sql, params, priority=lane, answer=answer)
+
+    def fn_request(self, kind: Kind, fn: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any] | None, priority: str, answer: Answer) -> Request:
+        """A checked TRANSACTION or EXCLUSIVE request (fn's arguments are not copied)."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        return Request(kind, fn=fn, args=args, kwargs=kwargs, priority=check_priority(priority),
+                       answer=answer)
+
+    def enqueue(self, request: Request, block: bool = False,
+                timeout: float | None = None) -> None:
+        """Accept ``request`` or raise at once (nothing enqueued).
+
+        Raises:
+            GatewayError: the gateway is not started.
+            NestedCallError: called from inside a transaction fn.
+            Overloaded, GatewayClosed: from the queue.
+        """
+        if not self.started:
+            raise GatewayError("gateway is not started: call start() or use "
+                               "'with Gateway(path) as db:'")
+        self.check_caller(request.kind.value)
+        self.queue.put(request, block, timeout)
+
+    def interrupt(self, request: Request) -> bool:
+        """Stop ``request``'s running SQL (True if it ran): what a wait that ends
+        early may do. A fn's Python cannot be stopped (the watchdog's job)."""
+        return request.kind in SQL_KINDS and self.worker.interrupt(request)
+
+    # -- reads ----------------------------------------------------------------
+
+    def reader_for(self, sql: str) -> ReaderPool | ReaderLanes | None:
+        """The readers to try ``sql`` on, or None: it goes to the writer.
+
+        Raises:
+            GatewayClosed: the gateway is closed (a read must not outlive it).
+        """
+        readers = self.readers
+        if readers is None or not self.started or sql in self.writes:
+            return None
+        reason = self.queue.closed_reason
+        if reason is not None:
+            raise GatewayClosed(reason)
+        return readers
+
+    def read(self, readers: ReaderPool | ReaderLanes, sql: str, params: Params,
+             timeout: float | None, cancel: threading.Event | None = None) -> Result | None:
+        """Run ``sql`` on a reader; None when SQLite judged it a write (then
+        remembered: it goes straight to the writer next time). ``cancel``,
+        once set, stops the read as its deadline would."""
+        result = readers.read(sql, params, timeout, cancel)
+        if result is None:
+            self._writes.remember(sql, True)
+        return result
+
+    # -- plans ----------------------------------------------------------------
+
+    def flush_plan(self, answer: Answer) -> Plan[None]:
+        """The barrier (accepted even when the queue is full), then the failure
+        log re-armed: the next failed post after it is logged again."""
+        yield Request(Kind.FLUSH, answer=answer)
+        self.failures.barrier()
+
+    def bulk_plan(self, sql: str, seq_of_params: Iterable[Params], priority: str,
+                  answer: Answer) -> Plan[int]:
+        """``bulk()``: slices of about ``background_slice`` seconds, one after
+        another; a background slice yields the writer as soon as interactive
+        work waits. The first error gets a note saying what the file holds,
+        and no later slice is sent."""
+        rows = capture_many(seq_of_params)  # slices run while the caller's code goes on
+        sql, lane = check_sql(sql), check_priority(priority)
+        preempted = self.queue.interactive_waiting if lane else None
+        done = changed = 0
+        while done < len(rows):
+            request = Request(Kind.TRANSACTION, fn=run_slice, priority=lane, answer=answer,
+                              args=(sql, rows, done, self.background_slice, preempted))
+            try:
+                ran, count = yield request
+            except BaseException as exc:
+                add_note(exc, request, done, len(rows))
+                raise
+            done += ran
+            changed += count
+        return changed
+
+    # -- fork -----------------------------------------------------------------
+
+    def disown(self, queue: RequestQueue) -> None:
+        """In a forked child: the parent's readers are not ours, and ``queue`` (closed) is."""
+        self.queue = queue
+        self.readers = None
+
+
+def run_plan(plan: Plan[T], wait: Callable[[Request], Any]) -> T:
+    """Drive ``plan`` in this thread: ``wait(request)`` enqueues a request and
+    returns its value or raises its error, which goes back into the plan."""
+    try:
+        request = next(plan)
+        while True:
+            try:
+                value = wait(request)
+            except BaseException as exc:
+                request = plan.throw(exc)  # the plan adds what it knows and re-raises
+            else:
+                request = plan.send(value)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
