@@ -16,6 +16,9 @@ from .errors import ConnectionSettingError, GatewayError, TransactionControlErro
 from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
                      make_result)
+from .savepoint import Savepoint
+from .shape import (COLUMNLESS, EMPTY, TRACED, Trace, columns_after, describe, remember,
+                    shapes)
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -99,7 +102,8 @@ class TransactionGuard:
         self.refused_pragma: str | None = None
         # The worker's own savepoint (its name holds a per-process random
         # nonce no caller can know): allowed with the guard active, so the
-        # savepoint around each request costs no guard switching.
+        # savepoint around each request costs no guard switching. Names that
+        # start with it are the gateway's too (conn.savepoint(): own + depth).
         self.own_savepoint: str | None = None
 
     def __call__(self, op: int, p1: str | None, p2: str | None,
@@ -110,8 +114,10 @@ class TransactionGuard:
             return apsw.SQLITE_DENY
         if op in _TRANSACTION_OPS:
             if self.active:
-                if op == apsw.SQLITE_SAVEPOINT and p2 is not None and p2 == self.own_savepoint:
-                    return apsw.SQLITE_OK
+                own = self.own_savepoint
+                if (op == apsw.SQLITE_SAVEPOINT and p2 is not None and own is not None
+                        and p2.startswith(own)):
+                    return apsw.SQLITE_OK  # the worker's, or a conn.savepoint() (own + depth)
                 self.refused = True
                 return apsw.SQLITE_DENY
             self.allowed = True
@@ -119,13 +125,16 @@ class TransactionGuard:
 
 
 def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
-                          vfs: str | None = None, autocheckpoint: int = 1000) -> tuple[
+                          vfs: str | None = None, autocheckpoint: int = 1000,
+                          setup: Callable[[apsw.Connection], object] | None = None) -> tuple[
         apsw.Connection, TransactionGuard]:
     """Open and configure the one write connection (call on the worker thread).
 
     ``vfs`` names a registered SQLite VFS (None: the default one).
     ``autocheckpoint`` is SQLite's ``wal_autocheckpoint`` in pages (0: never
     checkpoint after a commit; beside Litestream, which checkpoints itself).
+    ``setup`` (the connection_setup option) is called last, with the guard on; if it raises,
+    the connection is closed and its error raised.
     """
     conn = apsw.Connection(path, vfs=vfs)
     try:
@@ -142,6 +151,8 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
         conn.wal_autocheckpoint(autocheckpoint)
         guard = TransactionGuard()
         conn.authorizer = guard
+        if setup is not None:
+            setup(conn)
     except BaseException:
         conn.close()
         raise
@@ -150,7 +161,8 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
 
 def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             params: Any, many: bool = False,
-            statements: list[str] | None = None) -> Result:
+            statements: list[str] | None = None,
+            tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
     """Run caller SQL to completion and copy its rows out.
 
     Every row is fetched here: apsw cursors are lazy, and in a string of
@@ -160,6 +172,9 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     that the result keeps the rows and columns of the last statement that
     returned rows (see :func:`read_rows`); without it the text must be one
     statement (the caller learned that before).
+    ``tracer`` is called with each statement before it runs; it may refuse
+    it (apsw then raises ``ExecTraceAbort``). The Result's columns (when no
+    row came back) and rowcount are as :mod:`~sqlite_gateway.shape` says.
 
     Raises:
         TransactionControlError: the SQL holds BEGIN/COMMIT/SAVEPOINT/...
@@ -168,29 +183,37 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         apsw.Error: whatever SQLite raised, unchanged.
     """
     before = conn.total_changes()
+    shape = shapes.get(sql)
+    trace = None
     cursor = None
-    columns: tuple[str, ...]
+    columns: tuple[str, ...] | None
     rows: tuple[Any, ...]
     try:
-        if statements is None and not many:
-            cursor = conn.execute(sql, params)
-        else:
+        if (shape is None or shape & TRACED or many or tracer is not None
+                or statements is not None):
+            # A text seen for the first time, several statements, a query that
+            # has found nothing before, executemany: traced (see shape.py).
+            trace = Trace(conn, before, tracer if statements is None
+                          else _recorder(statements, tracer), many)
             cursor = conn.cursor()
-            if statements is not None:
-                cursor.exec_trace = _recorder(statements)
+            cursor.exec_trace = trace
             if many:
                 cursor.executemany(sql, params)
             else:
                 cursor.execute(sql, params)
+        else:
+            cursor = conn.execute(sql, params)
         if statements is not None and not many:
             rows, columns = read_rows(cursor, statements)
+            if not rows:
+                columns = None
         else:
             # The first row, if any, before the description: asking a finished
             # cursor for its description raises, and an exception costs more than
-            # the statement itself (an INSERT has no rows, so no description).
+            # the statement itself.
             first = cursor.fetchone()
             if first is None:
-                columns, rows = (), ()
+                columns, rows = None, ()
             else:
                 columns = tuple([d[0] for d in cursor.get_description()])
                 rest = cursor.fetchall()
@@ -210,9 +233,20 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
+    if trace is None:
+        # One statement: its own changes() (not its triggers'), if it changed anything.
+        rowcount = conn.changes() if conn.total_changes() != before else 0
+        if columns is None:
+            columns = () if shape & COLUMNLESS else _described(  # type: ignore[operator]
+                conn, sql, params, shape)  # type: ignore[arg-type]
+    else:
+        rowcount = trace.finish(None if many else sql, columns is None)
+        if columns is None:
+            columns = columns_after(conn, sql, params[0] if many and params else params,
+                                    trace.columns)
     result: Result = _new(Result)  # make_result(), inlined: this runs per statement
     _set_rows(result, rows)
-    _set_rowcount(result, conn.total_changes() - before)
+    _set_rowcount(result, rowcount)
     _set_lastrowid(result, conn.last_insert_rowid())
     _set_columns(result, columns)
     return result
@@ -283,31 +317,54 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
              tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
     """:func:`run_sql` for a read-only connection: nothing changes there, so
     no change counts are read (rowcount and lastrowid are 0). ``statements``
-    as in :func:`run_sql`; ``tracer`` may refuse a statement before it runs
-    (apsw then raises ``ExecTraceAbort``). Errors are raised as they are
-    (the caller interprets an ``AuthError``), except a missing named
-    parameter, named as in :func:`run_sql`."""
+    and ``tracer`` as in :func:`run_sql`. Errors are raised as they are (the
+    caller interprets an ``AuthError``), except a missing named parameter,
+    named as in :func:`run_sql`."""
+    shape = shapes.get(sql)
+    trace = None
     cursor = None
     try:
-        if statements is None:
+        if shape is None or shape & TRACED or tracer is not None or statements is not None:
+            trace = Trace(None, 0, tracer if statements is None
+                          else _recorder(statements, tracer))
+            cursor = conn.cursor()
+            cursor.exec_trace = trace
+            cursor.execute(sql, params)
+        else:
             cursor = conn.execute(sql, params)
-            first = cursor.fetchone()
-            if first is None:
-                return make_result((), 0, 0, ())
-            columns = tuple([d[0] for d in cursor.get_description()])
-            rest = cursor.fetchall()
-            return make_result((first, *rest) if rest else (first,), 0, 0, columns)
-        cursor = conn.cursor()
-        cursor.exec_trace = _recorder(statements, tracer)
-        cursor.execute(sql, params)
-        rows, columns = read_rows(cursor, statements)
-        return make_result(rows, 0, 0, columns)
+        if statements is not None:
+            rows, columns = read_rows(cursor, statements)
+            if not rows:
+                trace.finish(sql, True)  # type: ignore[union-attr]
+                return make_result((), 0, 0, columns_after(conn, sql, params,
+                                                           trace.columns))  # type: ignore[union-attr]
+            trace.finish(sql, False)  # type: ignore[union-attr]
+            return make_result(rows, 0, 0, columns)
+        first = cursor.fetchone()
+        if first is None:
+            if trace is not None:
+                trace.finish(sql, True)
+                return make_result((), 0, 0, columns_after(conn, sql, params, trace.columns))
+            return make_result((), 0, 0, () if shape & COLUMNLESS  # type: ignore[operator]
+                               else _described(conn, sql, params, shape))  # type: ignore[arg-type]
+        columns = tuple([d[0] for d in cursor.get_description()])
+        rest = cursor.fetchall()
     except BaseException as exc:
         if cursor is not None:
             cursor.close()
         if isinstance(exc, KeyError):
             raise _missing_parameter(exc, params, False) from None
         raise
+    if trace is not None:
+        trace.finish(sql, False)
+    return make_result((first, *rest) if rest else (first,), 0, 0, columns)
+
+
+def _described(conn: apsw.Connection, sql: str, params: Any, shape: int) -> tuple[str, ...]:
+    """The columns of a known single query that found no row this time; from
+    now on it runs traced (see shape.py)."""
+    remember(sql, shape | EMPTY)
+    return describe(conn, sql, params)
 
 
 class Connection:
@@ -322,7 +379,7 @@ class Connection:
     (``run_exclusive(fn)`` gives fn the raw ``apsw.Connection`` instead.)
     """
 
-    __slots__ = ("_conn", "_guard", "_open", "_singles")
+    __slots__ = ("_conn", "_guard", "_open", "_savepoints", "_singles")
 
     def __init__(self, conn: apsw.Connection, guard: TransactionGuard,
                  singles: TextMemo[bool] | None = None) -> None:
@@ -333,6 +390,7 @@ class Connection:
         # text runs traced (and is learned), so a multi-statement one keeps
         # the columns of the rows it returns (see read_rows).
         self._singles = singles
+        self._savepoints: list[Savepoint] | None = None  # open ones, innermost last
 
     def _check_open(self) -> apsw.Connection:
         if not self._open:
@@ -379,6 +437,28 @@ class Connection:
         conn = self._check_open()
         return run_sql(conn, self._guard, check_sql(sql),
                        [check_params(p) for p in seq_of_params], many=True)
+
+    def savepoint(self) -> Savepoint:
+        """A nested unit for ``with``: its writes roll back alone if its body raises.
+
+        ::
+
+            def place(conn, bets):
+                for bet in bets:
+                    try:
+                        with conn.savepoint():
+                            conn.execute("INSERT INTO bets VALUES (?, ?)", bet)
+                            conn.execute("UPDATE wallets SET ...", ...)
+                    except apsw.ConstraintError:
+                        pass  # this bet's rows are undone; the others go on
+
+        The exception leaves the ``with`` (catch it to go on); a body that
+        ends normally keeps its writes, which commit with the fn. Nests to
+        any depth, innermost first; valid only while the fn runs. See
+        :class:`~sqlite_gateway.savepoint.Savepoint`.
+        """
+        self._check_open()
+        return Savepoint(self)
 
     @property
     def in_transaction(self) -> bool:

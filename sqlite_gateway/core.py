@@ -80,8 +80,14 @@ class Core:
         return self.timeout if timeout is DEFAULT else check_timeout(timeout)
 
     def check_caller(self, what: str) -> None:
-        """Refuse a call made from inside a transaction fn: it would wait for itself."""
+        """Refuse a call made from inside a transaction fn, or by a thread that
+        holds a write block: it would wait for itself."""
         worker, ident = self.worker, threading.get_ident()
+        if ident == worker.holder_ident:
+            raise NestedCallError(
+                f"Gateway.{what}() was called by a thread that holds a write block "
+                "(db.writer()); it would wait for its own block. Use the block's handle "
+                "(w.execute, w.executemany, w.savepoint) until the 'with' ends.")
         if ident == worker.thread_ident or ident == worker.inline_ident:
             raise NestedCallError(
                 f"Gateway.{what}() was called from inside a transaction fn (on the worker "

@@ -10,6 +10,7 @@
           +-- TransactionControlError BEGIN/COMMIT/SAVEPOINT/... in a caller's SQL
           +-- ConnectionSettingError  a PRAGMA or ATTACH that would change a shared connection
           +-- NestedCallError         a gateway call made from inside a transaction fn
+          +-- WriteBlockExpired       a write block held the writer past its hold limit
 
 Each is exported by :mod:`sqlite_gateway`. Options out of range raise
 ``ValueError`` or ``TypeError`` when the gateway is made, and input of the
@@ -110,3 +111,20 @@ class NestedCallError(GatewayError):
     deadlock, the writer waiting for itself. Use the ``conn`` handle
     (:class:`~sqlite_gateway.Connection`) that the fn receives instead.
     """
+
+
+class WriteBlockExpired(GatewayError, TimeoutError):
+    """A write block (``Gateway.writer()``) held the writer past ``hold_limit``.
+
+    The block was rolled back: nothing of it is kept. Raised at the holder's
+    next statement on the block, or when it leaves the ``with``; a statement
+    running when the limit passed was interrupted. Keep slow work (network
+    calls, user input) outside the block, or raise the ``hold_limit`` option.
+    """
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(
+            f"the write block held the writer longer than its hold limit ({limit:g} s) and "
+            "was rolled back; nothing of it was kept. Do slow work outside the block, or "
+            "raise the hold_limit option")
+        self.limit = limit

@@ -41,7 +41,6 @@ import weakref
 
 from .core import Core
 from .errors import GatewayClosed, GatewayError
-from .readers import ReaderLanes
 from .requestqueue import RequestQueue, fail_pending
 from .watchdog import Watchdog
 
@@ -126,8 +125,18 @@ class Lifecycle:
                 # worker waits for a lock another process holds: return at once and
                 # leave the daemon thread to the busy timeout, not the caller.
                 raise
-            if isinstance(self._readers, ReaderLanes):
-                self._readers.start()  # after the writer has put the file in WAL mode
+            if self._readers is not None:
+                # After the writer has put the file in WAL mode. A reader that
+                # cannot open (the connection_setup option raising, say) fails start():
+                # nothing stays open.
+                try:
+                    self._readers.start()
+                except BaseException:
+                    self._state = State.CLOSED
+                    self._queue.close("gateway is closed: start() did not complete")
+                    self._readers.close()
+                    thread.join()  # the worker drains nothing and closes the writer
+                    raise
             if self._watchdog is not None:
                 self._watchdog.start()
             self._state = State.RUNNING

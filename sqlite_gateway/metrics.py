@@ -46,6 +46,11 @@ _COUNTERS = {
     "reruns": ("reruns", "Requests run again after another request rolled back their batch"),
     "reads": ("reads", "Reads served by reader connections"),
     "reads_to_writer": ("reads_to_writer", "Reads that went to the writer"),
+    "write_blocks": ("write_blocks", "Write blocks (Gateway.writer()) that held the writer"),
+    "write_blocks_expired": ("write_blocks_expired",
+                             "Write blocks rolled back at their hold limit"),
+    "write_block_hold_s": ("write_block_hold_seconds",
+                           "Seconds write blocks held the writer, summed"),
     # the retry baseline's own (benchmarks/baselines.py RetryGateway)
     "retries": ("retries", "Calls run again after SQLITE_BUSY (the retry baseline)"),
     "busy_errors": ("busy_errors", "SQLITE_BUSY errors met (the retry baseline)"),
@@ -55,6 +60,8 @@ _GAUGES = {
     "batch_mean": ("batch_size_mean", "Mean requests per batch since the gateway started", 1.0),
     "batch_max": ("batch_size_max", "Largest batch since the gateway started", 1.0),
     "uptime_s": ("uptime_seconds", "Seconds since the gateway started", 1.0),
+    "write_block_hold_max_ms": ("write_block_hold_max_seconds",
+                                "Longest hold of the writer by one write block", 0.001),
     "latency_window": ("latency_window_requests",
                        "Recent requests the latency quantiles are taken over", 1.0),
 }

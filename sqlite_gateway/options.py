@@ -15,7 +15,7 @@ import enum
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -96,6 +96,24 @@ class Options:
             A transaction fn run in place delays only its own caller if it
             keeps running Python past its timeout; its SQL is still stopped
             at the deadline.
+        hold_limit: seconds a write block (``Gateway.writer()``) may hold the
+            writer. Past it the block is rolled back, a statement it is
+            running is interrupted, and its holder gets
+            :class:`~sqlite_gateway.WriteBlockExpired` at its next statement
+            or when it leaves the ``with``. Every other caller waits behind a
+            held block, so keep it short. With a watchdog it is capped at half
+            of ``hang_timeout`` (a block is never mistaken for a hang).
+        connection_setup: a function called with each SQLite connection the gateway
+            opens (``apsw.Connection``): the writer, every reader (opened as
+            needed, in whichever thread needs one), and the writer again
+            whenever it is reopened after an I/O error. For what every
+            connection must have: SQL functions, collations, aggregates
+            (``conn.create_scalar_function(...)``). It runs after the
+            gateway's own configuration, with its guard on (transaction
+            control and the settings the gateway owns are refused). It must
+            not close the connection, replace its authorizer or keep it. If
+            it raises, ``start()`` raises that error and nothing stays open.
+            None: nothing is called.
 
     Raises:
         ValueError: a value out of range or of the wrong type (the message
@@ -115,6 +133,8 @@ class Options:
     background_slice: float = 0.01
     autocheckpoint: int = 1000
     inline: bool = True
+    hold_limit: float = 5.0
+    connection_setup: Callable[[apsw.Connection], object] | None = None
 
     def __post_init__(self) -> None:
         _whole("queue_size", self.queue_size, 1)
@@ -124,6 +144,10 @@ class Options:
         # SQLite takes the busy timeout in milliseconds, as a C int.
         check_seconds("busy_timeout", self.busy_timeout, zero_ok=True, most=_BUSY_MAX)
         check_seconds("background_slice", self.background_slice)
+        check_seconds("hold_limit", self.hold_limit)
+        if self.connection_setup is not None and not callable(self.connection_setup):
+            raise ValueError("connection_setup must be a function taking an apsw.Connection "
+                             f"(or None), not {self.connection_setup!r}")
         _whole("readers", self.readers, 0)
         if (not isinstance(self.autocheckpoint, int) or isinstance(self.autocheckpoint, bool)
                 or self.autocheckpoint < 0):
@@ -149,6 +173,7 @@ class Options:
         # Normalised once here, so every reader of the options sees one spelling.
         object.__setattr__(self, "synchronous", self.synchronous.upper())
         object.__setattr__(self, "background_slice", float(self.background_slice))
+        object.__setattr__(self, "hold_limit", float(self.hold_limit))
 
     @classmethod
     def build(cls, options: Options | None = None,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import apsw
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 _PROGRESS_STEPS = 1000  # VM steps between two looks at the deadline (a point read takes ~100)
 _CLOSE_WAIT = 5.0  # seconds close() waits for reads in progress to stop
+
+Setup = Callable[[apsw.Connection], object]  # the connection_setup option
 
 
 class _ReadGuard(TransactionGuard):
@@ -72,7 +75,7 @@ class Reader:
     """One read-only connection, used by one thread at a time."""
 
     def __init__(self, path: str, busy_timeout: float, vfs: str | None,
-                 known_reads: TextMemo[bool]) -> None:
+                 known_reads: TextMemo[bool], setup: Setup | None = None) -> None:
         self.stop = False  # set by close(): the running statement stops
         self.closed = False
         self.deadline: float | None = None  # the running read's caller's deadline
@@ -86,6 +89,12 @@ class Reader:
         self.guard = _ReadGuard()
         self.conn.authorizer = self.guard
         self.conn.set_progress_handler(self._should_stop, _PROGRESS_STEPS)
+        if setup is not None:
+            try:
+                setup(self.conn)  # the connection_setup option: functions, collations...
+            except BaseException:
+                self.conn.close()
+                raise
 
     def _should_stop(self) -> bool:
         deadline, cancel = self.deadline, self.cancel
@@ -176,9 +185,11 @@ class ReaderPool:
     """
 
     def __init__(self, path: str, size: int, busy_timeout: float,
-                 vfs: str | None = None, hang_timeout: float | None = None) -> None:
+                 vfs: str | None = None, hang_timeout: float | None = None,
+                 setup: Setup | None = None) -> None:
         self._path = path
         self._size = size
+        self._setup = setup
         self._hang_timeout = hang_timeout
         self._busy_timeout = busy_timeout
         self._vfs = vfs
@@ -189,6 +200,17 @@ class ReaderPool:
         self._given_back = threading.Condition(self._lock)
         self._waiting = 0
         self._closed = False
+
+    def start(self) -> None:
+        """Open the first reader now, so a failing ``connection_setup`` is known at start.
+
+        Raises:
+            what opening it raised (the gateway's start() then fails).
+        """
+        reader = Reader(self._path, self._busy_timeout, self._vfs, self._known, self._setup)
+        with self._lock:
+            self._all.append(reader)
+            self._free.append(reader)
 
     @property
     def reads(self) -> int:
@@ -228,7 +250,8 @@ class ReaderPool:
                 if self._free:
                     return self._free.pop()
                 if len(self._all) < self._size:
-                    reader = Reader(self._path, self._busy_timeout, self._vfs, self._known)
+                    reader = Reader(self._path, self._busy_timeout, self._vfs, self._known,
+                                    self._setup)
                     self._all.append(reader)
                     return reader
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -272,8 +295,12 @@ class ReaderLanes:
     """``"threads"`` mode: reader threads, each owning one connection, fed by a queue."""
 
     def __init__(self, path: str, size: int, busy_timeout: float, queue_size: int,
-                 vfs: str | None = None, hang_timeout: float | None = None) -> None:
+                 vfs: str | None = None, hang_timeout: float | None = None,
+                 setup: Setup | None = None) -> None:
         self._path = path
+        self._setup = setup
+        self._opened = 0  # reader threads done opening (or failing to)
+        self._open_error: BaseException | None = None
         self._hang_timeout = hang_timeout
         self._busy_timeout = busy_timeout
         self._vfs = vfs
@@ -284,12 +311,25 @@ class ReaderLanes:
                                           name=f"sqlite-gateway-reader-{i}")
                          for i in range(size)]
         self._lock = threading.Lock()  # guards the counters
+        self._ready = threading.Condition(self._lock)  # a thread opened (or failed to)
         self.reads = 0
         self.to_writer = 0
 
     def start(self) -> None:
+        """Start the reader threads; return once each has opened its connection.
+
+        Raises:
+            the first error a thread met opening its reader (a failing
+            ``connection_setup``, say); the caller then closes the lanes.
+        """
         for thread in self._threads:
             thread.start()
+        with self._lock:
+            while self._opened < len(self._threads):
+                self._ready.wait()
+            error = self._open_error
+        if error is not None:
+            raise error
 
     def read(self, sql: str, params: Any, timeout: float | None,
              cancel: threading.Event | None = None) -> Result | None:
@@ -303,14 +343,21 @@ class ReaderLanes:
 
     def _run(self) -> None:
         try:
-            reader = Reader(self._path, self._busy_timeout, self._vfs, self._known)
+            reader = Reader(self._path, self._busy_timeout, self._vfs, self._known,
+                            self._setup)
         except BaseException as exc:
             logger.critical("reader could not open %s", self._path, exc_info=True)
             self._queue.close(f"gateway is broken: a reader could not open: {exc}")
             fail_pending(self._queue.drain(), lambda: GatewayClosed("reader failed to open"))
+            with self._lock:
+                self._opened += 1
+                self._open_error = self._open_error or exc
+                self._ready.notify_all()
             return
         with self._lock:
             self._readers.append(reader)
+            self._opened += 1
+            self._ready.notify_all()
         try:
             while True:
                 batch = self._queue.get_batch(1)

@@ -15,13 +15,20 @@ class Result:
             text of several statements: the rows of the last statement that
             returned rows (statements may return different columns; a DB-API
             cursor likewise keeps its latest result set).
-        rowcount: rows inserted, updated or deleted by the call (all
-            statements of it, all parameter sets of ``executemany``); 0 for a
-            plain query.
+        rowcount: rows inserted, updated or deleted by the call's own
+            statements, as DB-API and ``sqlite3`` count them (SQLite's
+            ``changes()``): not the rows their triggers, foreign-key actions
+            (``ON DELETE CASCADE``...) or ``REPLACE`` deletions changed.
+            Summed over the statements of a string of several, and over the
+            parameter sets of ``executemany``; 0 for a plain query and on a
+            reader.
         lastrowid: the connection's ``last_insert_rowid()`` after the call;
             meaningful after an INSERT into a rowid table.
-        columns: the column names of the statement whose rows these are,
-            or ``()`` when no statement returned a row.
+        columns: the column names, whether rows came back or not: those of
+            the statement whose rows these are; when no row came back, those
+            of the first statement that returns data (a SELECT that found
+            nothing has its columns); ``()`` when no statement returns data
+            (an INSERT without RETURNING, DDL).
 
     Iterating a Result yields its rows; ``len()`` counts them.
     """

@@ -31,6 +31,10 @@ class Stats:
         self._reruns = 0  # batches run again after a whole-transaction rollback
         self._batch_max = 0
         self._batched = 0  # requests run inside batches (for the mean size)
+        self._blocks = 0  # write blocks that held the writer (Gateway.writer())
+        self._blocks_expired = 0  # ... and were rolled back at their hold limit
+        self._block_hold = 0.0  # seconds they held it, summed
+        self._block_hold_max = 0.0
         self._ring = array("d", bytes(8 * _RING))
         self._ring_next = 0
         self._ring_len = 0
@@ -43,6 +47,15 @@ class Stats:
             self._batched += size
             if size > self._batch_max:
                 self._batch_max = size
+
+    def record_block(self, held: float, expired: bool) -> None:
+        """A write block let go of the writer after ``held`` seconds."""
+        with self._lock:
+            self._blocks += 1
+            self._blocks_expired += expired
+            self._block_hold += held
+            if held > self._block_hold_max:
+                self._block_hold_max = held
 
     def record_answers(self, latencies: Iterable[float], errors: int) -> None:
         with self._lock:
@@ -70,6 +83,10 @@ class Stats:
                 "batch_mean": self._batched / self._batches if self._batches else 0.0,
                 "batch_max": self._batch_max,
                 "uptime_s": time.monotonic() - self._started,
+                "write_blocks": self._blocks,
+                "write_blocks_expired": self._blocks_expired,
+                "write_block_hold_s": self._block_hold,
+                "write_block_hold_max_ms": self._block_hold_max * 1000,
             }
         figures["latency_p50_ms"] = _percentile(recent, 0.50) * 1000
         figures["latency_p99_ms"] = _percentile(recent, 0.99) * 1000

@@ -40,6 +40,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import apsw
@@ -72,7 +73,8 @@ class Worker(Batches):
     def __init__(self, path: str, queue: RequestQueue, stats: Stats, *,
                  batch_max: int, synchronous: str, busy_timeout: float,
                  vfs: str | None = None, background_slice: float = 0.01,
-                 autocheckpoint: int = 1000) -> None:
+                 autocheckpoint: int = 1000,
+                 setup: Callable[[apsw.Connection], object] | None = None) -> None:
         self.path = path
         self.queue = queue
         self.stats = stats
@@ -82,6 +84,7 @@ class Worker(Batches):
         self.background_slice = background_slice
         self.vfs = vfs
         self.autocheckpoint = autocheckpoint
+        self.setup = setup  # the connection_setup option
         self.ready: Future[None] = Future()  # done once the connection is open (or failed)
         # Set once the worker will run nothing more: it stopped, or was given up.
         self.stopped = threading.Event()
@@ -91,6 +94,9 @@ class Worker(Batches):
         # own request in place because the worker was idle (see run_inline).
         self.writer = threading.Lock()
         self.inline_ident: int | None = None  # that caller's thread, while it runs
+        # The thread holding a write block (Gateway.writer()) while it holds
+        # it: a gateway call from there would wait for itself.
+        self.holder_ident: int | None = None
         self.deadline: float | None = None  # that caller's deadline (monotonic)
         # Size of the last batch: 1 means callers come one at a time, so one
         # may run its request in place; under load batches grow and every
@@ -126,7 +132,7 @@ class Worker(Batches):
     def open(self) -> None:
         self._conn, self._guard = open_write_connection(
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
-            vfs=self.vfs, autocheckpoint=self.autocheckpoint)
+            vfs=self.vfs, autocheckpoint=self.autocheckpoint, setup=self.setup)
         self._guard.own_savepoint = self._savepoint
         self._arm()
 

@@ -112,7 +112,7 @@ class WriteBehind(Lifecycle):
         lane = 0 if priority == "interactive" and block is False else self.core.lane(
             priority, block, timeout)
         request = new_post(check_sql(sql), capture_params(params), lane, self._report)
-        if block or self._state is not _RUNNING:
+        if block or self._state is not _RUNNING or self._worker.holder_ident is not None:
             self.core.enqueue(request, block, timeout)  # (with the checks a waiting call needs)
             return
         # Refused inside a transaction fn like every other call: its row would

@@ -20,8 +20,9 @@ from benchmarks.baselines import BusyGateway, RetryGateway
 def test_all_lists_exactly_the_public_names():
     assert sorted(sqlite_gateway.__all__) == sorted(
         ["Gateway", "Options", "Database", "State", "Result", "Connection", "PostFailure",
-         "GatewayError", "GatewayClosed", "Overloaded", "RequestTimeout",
-         "TransactionControlError", "ConnectionSettingError", "NestedCallError"])
+         "WriteBlock", "GatewayError", "GatewayClosed", "Overloaded", "RequestTimeout",
+         "TransactionControlError", "ConnectionSettingError", "NestedCallError",
+         "WriteBlockExpired"])
     public = {name for name, value in vars(sqlite_gateway).items()
               if not name.startswith("_") and not isinstance(value, types.ModuleType)
               and name != "annotations"}

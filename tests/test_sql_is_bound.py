@@ -27,6 +27,9 @@ LIBRARY_DIRS = ("sqlite_gateway",)  # may also pass the caller's SQL through
 ALLOWED = {
     ("sqlite_gateway/connection.py", "f'PRAGMA synchronous={synchronous}'"):
         "a PRAGMA value cannot be bound; Gateway() checked it against SYNCHRONOUS",
+    ("sqlite_gateway/integrations/peewee.py", "f'PRAGMA {pragma} = {value}'"):
+        "a PRAGMA value cannot be bound; the name is one of _TUNING and the value a whole "
+        "number or one of temp_store's words (checked by _tuning_value)",
     ("webapp/app.py", "SCHEMA.read_text()"):
         "schema.sql, a file of the package, not request data",
     ("webapp/bets.py", "db"):

@@ -58,7 +58,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import Plan
 from ..errors import RequestTimeout
@@ -68,6 +68,9 @@ from ..request import (FUTURE, INTERRUPT_GRACE, Kind, Params, Request, capture_p
                        check_priority, check_sql)
 from ..result import Result
 from .loopbridge import TimedOut, add_note, bridge, time_out
+
+if TYPE_CHECKING:
+    from .asyncblock import AsyncWriteBlock
 
 __all__ = ["AsyncGateway"]
 
@@ -166,6 +169,13 @@ class AsyncGateway:
     def failures(self) -> list[PostFailure]:
         """The :meth:`post` failures since the last call (see :meth:`Gateway.failures`)."""
         return self.gateway.failures()
+
+    def writer(self, *, timeout: Timeout = DEFAULT,
+               priority: str = "interactive") -> AsyncWriteBlock:
+        """A write block for ``async with adb.writer() as w:`` (see :meth:`Gateway.writer`
+        and :mod:`sqlite_gateway.integrations.asyncblock`: ``await w.execute(...)``)."""
+        from .asyncblock import AsyncWriteBlock
+        return AsyncWriteBlock(self.gateway.writer(timeout=timeout, priority=priority))
 
     # -- calls that wait --------------------------------------------------------
 

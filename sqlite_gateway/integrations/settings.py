@@ -12,6 +12,7 @@ anything is opened. Imports no framework.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ from ..options import Options, check_path
 _INT, _SECONDS, _SECONDS_OR_NONE, _TEXT, _TEXT_OR_NONE, _BOOL = (
     "a whole number", "a number of seconds", "a number of seconds or none", "text",
     "text or none", "true or false")
+_FUNCTION = "a function, or its import path as text ('package.module:function'), or none"
 _KINDS = {"int": _INT, "float": _SECONDS, "float | None": _SECONDS_OR_NONE, "str": _TEXT,
-          "str | None": _TEXT_OR_NONE, "bool": _BOOL}
+          "str | None": _TEXT_OR_NONE, "bool": _BOOL,
+          "Callable[[apsw.Connection], object] | None": _FUNCTION}
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
@@ -165,6 +168,8 @@ def _convert(key: str, kind: str, value: Any) -> Any:
     """``value`` as the option's type; text is parsed (``"30"``, ``"none"``, ``"off"``)."""
     if not kind:
         return value  # an option of a kind not listed here: Gateway checks it
+    if kind == _FUNCTION:
+        return _function(key, value)
     if kind == _BOOL:
         text = str(value).strip().lower() if isinstance(value, (str, bool, int)) else None
         if text in _TRUE or value is True:
@@ -191,3 +196,25 @@ def _convert(key: str, kind: str, value: Any) -> Any:
     if not ok:
         raise TypeError(f"{key} must be {kind}, not {value!r}")
     return value
+
+
+def _function(key: str, value: Any) -> Any:
+    """A function option: a callable as it is, none, or text naming one
+    (``"package.module:function"``, imported now)."""
+    if value is None or callable(value):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be {_FUNCTION}, not {value!r}")
+    text = value.strip()
+    if text.lower() in ("none", ""):
+        return None
+    module_name, _, name = text.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"{key} must be {_FUNCTION}, not {value!r}")
+    try:
+        function = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{key}: cannot import {text!r}: {exc}") from None
+    if not callable(function):
+        raise ValueError(f"{key}: {text!r} is not a function")
+    return function
