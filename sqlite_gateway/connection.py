@@ -222,7 +222,7 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         if cursor is not None:
             cursor.close()  # reset its statement now, not when the exception is freed
         if isinstance(exc, KeyError):
-            raise _missing_parameter(exc, params, many) from None
+            raise missing_parameter(exc, params, many) from None
         if not isinstance(exc, apsw.AuthError):
             raise
         refused, pragma = guard.refused, guard.refused_pragma
@@ -288,7 +288,7 @@ def read_rows(cursor: apsw.Cursor, statements: list[str]) -> tuple[
     return tuple(rows), columns
 
 
-def _missing_parameter(exc: KeyError, params: Any, many: bool) -> KeyError:
+def missing_parameter(exc: KeyError, params: Any, many: bool) -> KeyError:
     """apsw's bare ``KeyError('name')`` for a named parameter missing from a
     mapping, as a KeyError that says what to change."""
     name = exc.args[0] if exc.args else "?"
@@ -353,7 +353,7 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
         if cursor is not None:
             cursor.close()
         if isinstance(exc, KeyError):
-            raise _missing_parameter(exc, params, False) from None
+            raise missing_parameter(exc, params, False) from None
         raise
     if trace is not None:
         trace.finish(sql, False)

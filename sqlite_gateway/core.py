@@ -64,6 +64,8 @@ class Core:
         self.queue = queue
         self.worker = worker
         self.readers = readers
+        # The inline pool, for the lean read of Gateway.execute (None: none, or disowned).
+        self.fast: ReaderPool | None = readers if isinstance(readers, ReaderPool) else None
         self.timeout = timeout
         self.background_slice = background_slice
         self.failures = FailureLog()  # what post() could not write, until failures()
@@ -217,6 +219,7 @@ class Core:
         """In a forked child: the parent's readers are not ours, and ``queue`` (closed) is."""
         self.queue = queue
         self.readers = None
+        self.fast = None
 
 
 def run_plan(plan: Plan[T], wait: Callable[[Request], Any]) -> T:

@@ -166,10 +166,21 @@ class Gateway(WriteBehind):
                 started it will not run; if it had, it may still commit. The
                 timeout covers the whole call (a reader's wait included).
         """
+        core = self.core
+        fast = core.fast
+        if fast is not None and type(params) is tuple and timeout is DEFAULT and type(sql) is str:
+            # The lean read (see ReaderPool.fast_read): a known read on this
+            # thread's own reader. Not from inside a fn run in place or a
+            # write block (those threads are refused below).
+            worker = self._worker
+            if (worker.inline_ident is None and worker.holder_ident is None
+                    and priority == "interactive"):
+                result = fast.fast_read(sql, params, self.timeout)
+                if result is not None:
+                    return result
         sql, params = check_sql(sql), check_params(params)
         lane = 0 if priority == "interactive" else check_priority(priority)
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        core = self.core
         if core.readers is not None and sql not in core.writes:
             readers = core.reader_for(sql)
             if readers is not None:

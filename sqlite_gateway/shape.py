@@ -34,13 +34,15 @@ from typing import Any
 
 import apsw
 
+from .memo import TextMemo
+
 MULTI = 1  # several statements
 COLUMNLESS = 2  # no statement returns columns (INSERT/UPDATE/DELETE without RETURNING, DDL)
 EMPTY = 4  # returns columns, and has returned no row at least once
 TRACED = MULTI | EMPTY  # shapes that run traced every time
 
-_MEMO = 4096  # texts remembered (cleared when full)
-shapes: dict[str, int] = {}
+_memo: TextMemo[int] = TextMemo()  # bounded in entries and in bytes (texts may be long)
+shapes: dict[str, int] = _memo.map
 """SQL text -> its shape (MULTI | COLUMNLESS | EMPTY bits), learned on its first
 successful run; read on every run (dict operations are atomic: every thread shares it)."""
 
@@ -103,10 +105,9 @@ class Trace:
 
 
 def remember(sql: str, shape: int) -> None:
-    """Record the shape of ``sql`` (the memo is bounded: cleared when full)."""
-    if len(shapes) >= _MEMO:
-        shapes.clear()
-    shapes[sql] = shape
+    """Record the shape of ``sql`` (the memo is bounded: cleared when full; a
+    text too long to keep pays its first-run cost each time)."""
+    _memo.remember(sql, shape)
 
 
 def describe(conn: apsw.Connection, sql: str, params: Any) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from sqlite_gateway import Gateway
+from sqlite_gateway import memo as memo_module
 from sqlite_gateway import shape as shape_module
 
 SCHEMA = """
@@ -125,7 +126,7 @@ def test_rowcount_in_fns_blocks_and_write_behind(db):
 
 
 def test_the_shape_memo_is_bounded_and_shared_by_threads(db, monkeypatch):
-    monkeypatch.setattr(shape_module, "_MEMO", 50)
+    monkeypatch.setattr(memo_module, "_MAX_ITEMS", 50)  # every text memo, the shapes too
     errors = []
 
     def many_texts(k):
