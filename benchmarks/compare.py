@@ -214,8 +214,8 @@ def table(config: dict[str, Any], cells: Cells, strategies: Sequence[str],
           threads: Sequence[int]) -> tuple[list[str], list[tuple[str, ...]]]:
     product, floor = PRODUCT[config["workload"]], FLOOR[config["workload"]]
     head = ["threads", "strategy", "ops/s", "p50 ms", "p95 ms", "p99 ms", "errors", "retries",
-            "starved", "half-wait ms", f"{product} ÷ row", f"row ÷ {floor}", "correct",
-            "load"]
+            "starved", "half-wait ms", f"{product} ÷ row", f"row ÷ {floor}", "load",
+            "correct"]
     rows = []
     for count in threads:
         mine, base = cells.get((product, count)), cells.get((floor, count))
@@ -231,7 +231,7 @@ def table(config: dict[str, Any], cells: Cells, strategies: Sequence[str],
                          f"{cell['p95_ms']:.2f}", f"{cell['p99_ms']:.2f}", str(cell["errors"]),
                          str(cell.get("retries", "-")), str(cell["starved"]),
                          f"{cell['half_wait_ms']:.2f}", share(mine, cell), share(cell, base),
-                         "ok" if cell.get("correct") else "FAIL", load_text(cell)))
+                         load_text(cell), "ok" if cell.get("correct") else "FAIL"))
     return head, rows
 
 

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/writeblock.py                 # synchronous=OFF, 20,000 statements
-    .venv/bin/python benchmarks/writeblock.py --synchronous FULL --calls 200 --markdown
+    python -m benchmarks.writeblock                 # synchronous=OFF, 20,000 statements
+    python -m benchmarks.writeblock --synchronous FULL --calls 200 --markdown
 
 Per statement: ``--n`` statements (a point read and an UPDATE of the row read,
 alternately) run inside one ``db.transaction(fn)`` on the fn's ``conn``, and
@@ -25,12 +25,9 @@ import tempfile
 import time
 from collections.abc import Callable
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the harness beside it; the library
+from sqlite_gateway import Gateway
 
-from harness import machine_lines, print_header, print_table, whole  # noqa: E402
-
-from sqlite_gateway import Gateway  # noqa: E402
+from .harness import machine_lines, print_header, print_table, whole
 
 READ = "SELECT n FROM counter WHERE id = ?"
 WRITE = "UPDATE counter SET n = ? WHERE id = ?"

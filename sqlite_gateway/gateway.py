@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import apsw
 
 from .core import Core, run_plan
-from .errors import GatewayError, RequestTimeout
+from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
@@ -37,6 +37,7 @@ from .stats import Stats
 from .watchdog import Watchdog
 from .worker import Worker
 from .writebehind import WriteBehind
+from .snapshot import Snapshot
 from .writeblock import WriteBlock
 
 __all__ = ["DEFAULT", "Gateway", "State", "Timeout"]
@@ -197,6 +198,40 @@ class Gateway(WriteBehind):
                                                       None, lane), wait, started)
         return self._call(new_wait(Kind.EXECUTE, sql, params, None, (), None, lane),  # type: ignore[no-any-return]
                           wait)
+
+    def snapshot(self, *, timeout: Timeout = DEFAULT) -> Snapshot:
+        """Several reads in one consistent view, for ``with``::
+
+            with db.snapshot() as s:
+                order = s.execute("SELECT * FROM orders WHERE id = ?", (oid,)).rows
+                lines = s.execute("SELECT * FROM lines WHERE order_id = ?", (oid,)).rows
+
+        Every ``s.execute`` sees the database as of entering the ``with``
+        (after every write acknowledged before it), none of the writes
+        committed meanwhile; the reader is taken once, on entering. Reads
+        only: a write raises :class:`~sqlite_gateway.snapshot.SnapshotWriteError`.
+        ``timeout`` bounds the wait for a reader on entering and each
+        statement (default: the gateway's). See :mod:`sqlite_gateway.snapshot`.
+
+        Raises:
+            GatewayError: no reader pool (``readers=0`` or ``read_mode="threads"``),
+                or the gateway is not started.
+            NestedCallError: called from inside a transaction fn or a write block.
+            GatewayClosed: the gateway is closed (or this is a forked child).
+        """
+        core = self.core
+        wait = core.wait_for(timeout)
+        reason = core.queue.closed_reason
+        if reason is not None:
+            raise GatewayClosed(reason)
+        if not core.started:
+            raise GatewayError("gateway is not started: call start() or use "
+                               "'with Gateway(path) as db:'")
+        core.check_caller("snapshot")
+        if core.fast is None:
+            raise GatewayError("snapshot() needs reader connections: readers >= 1 with "
+                               "read_mode='inline' (the default)")
+        return Snapshot(core.fast, wait, self.options.hang_timeout)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
                     timeout: Timeout = DEFAULT, priority: str = "interactive") -> Result:
