@@ -220,6 +220,9 @@ class Core:
         self.queue = queue
         self.readers = None
         self.fast = None
+        lock = self.worker.process_lock
+        if lock is not None:
+            lock.forget()  # an inherited descriptor must not keep the parent's lock alive
 
 
 def run_plan(plan: Plan[T], wait: Callable[[Request], Any]) -> T:

@@ -111,7 +111,8 @@ class Gateway(WriteBehind):
         worker = Worker(path, queue, self._stats, batch_max=opts.batch_max,
                         synchronous=opts.synchronous, busy_timeout=opts.busy_timeout,
                         vfs=opts.vfs, background_slice=opts.background_slice,
-                        autocheckpoint=opts.autocheckpoint, setup=opts.connection_setup)
+                        autocheckpoint=opts.autocheckpoint, setup=opts.connection_setup,
+                        process_lock=opts.process_lock)
         watchdog = None if opts.hang_timeout is None else Watchdog(
             worker, opts.hang_timeout, f"sqlite-gateway-watchdog:{os.path.basename(path)}")
         readers: ReaderPool | ReaderLanes | None = None
