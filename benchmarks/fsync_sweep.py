@@ -95,12 +95,12 @@ def draw(path: str, runs: Sequence[Row], threads: Sequence[int]) -> str | None:
                 value = gw["ops_per_s"] / base["ops_per_s"]
                 if delay is None:
                     ax.axhline(value, color=f"C{i}", linestyle="--", linewidth=1,
-                               label=f"{count} threads, real disk")
+                               label=f"{count} thread{'s' if count > 1 else ''}, real disk")
                 else:
                     points.append((delay, value))
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", color=f"C{i}",
-                        label=f"{count} threads, fsync delay")
+                        label=f"{count} thread{'s' if count > 1 else ''}, fsync delay")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("fsync delay, ms (0.05 NVMe, 0.5 SSD, 2 cloud volume, 8 spinning disk)")
