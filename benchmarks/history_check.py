@@ -57,9 +57,12 @@ def classify(exc: BaseException, interrupted: str = NOT) -> tuple[str, str]:
     the statement was interrupted) counts as ``interrupted``: NOT by default,
     since it says the running statement was stopped at the caller's deadline,
     and a caller who retries must not write twice; MAY if the library's
-    contract is that it may still commit. An ``apsw.IOError`` counts as MAY: SQLite may have
-    written the commit before a failed sync (the gateway's error carries no
-    note saying so; the checker reports how often such a write is there).
+    contract is that it may still commit.
+
+    Any other error counts as MAY only if its message or a note says so ("may
+    be committed", "may still commit"): an ``apsw.Error`` without such a note
+    is "nothing of the call is kept", as ``Gateway.execute`` documents, an
+    ``apsw.IOError`` included.
     """
     if isinstance(exc, RequestTimeout):
         if not exc.started:
@@ -67,10 +70,9 @@ def classify(exc: BaseException, interrupted: str = NOT) -> tuple[str, str]:
         if exc.interrupted:
             return interrupted, "timeout-interrupted"
         return MAY, "timeout-started"
+    says_may = any(p in f"{exc} {_notes(exc)}" for p in ("may be committed", "may still commit"))
     if isinstance(exc, GatewayClosed):
-        if "may be committed" in str(exc):
-            return MAY, "closed-may"
-        return NOT, "closed"
+        return (MAY, "closed-may") if says_may else (NOT, "closed")
     if isinstance(exc, Overloaded):
         return NOT, "overloaded"
     if isinstance(exc, asyncio.CancelledError):
@@ -87,7 +89,7 @@ def classify(exc: BaseException, interrupted: str = NOT) -> tuple[str, str]:
         # before its call): the caller cannot tell whether it ran.
         return MAY, "cancelled-no-note"
     if isinstance(exc, apsw.IOError):
-        return MAY, "io-error"
+        return (MAY, "io-error-may") if says_may else (NOT, "io-error")
     if isinstance(exc, EXPECTED_SQLITE):
         return NOT, f"sqlite-{type(exc).__name__}"
     if isinstance(exc, Boom):

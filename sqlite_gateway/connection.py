@@ -1,7 +1,10 @@
 """Opening the write connection, running statements, and the fn handle.
 
-Everything here runs on the worker thread, the only thread that touches the
-apsw connection.
+Nothing here starts a thread: each function runs in the thread that holds the
+connection it is given. That is the write connection's holder (the worker
+thread, or a caller running its request in place under the writer lock) or a
+reader's (the calling thread with ``read_mode="inline"``, a reader thread with
+``"threads"``). One connection is never used by two threads at once.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ The class is built in three layers, one concept each:
 - :mod:`~sqlite_gateway.writebehind`: the calls that return at once (submit, post);
 - here: the calls that wait for their answer, and ``__init__``, which builds the
   parts from the :mod:`~sqlite_gateway.options`.
+
+What every door shares (input checks, enqueue, read routing, the bulk and
+flush plans) is its :class:`~sqlite_gateway.core.Core` (``Gateway.core``);
+the asyncio door uses the same one. What is this door's own: waiting in the
+caller's thread, and running a call in place when the writer is idle.
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ class Gateway(WriteBehind):
 
     Lifecycle: ``start()`` (or ``with``) before any call; ``close()`` drains;
     see :class:`~sqlite_gateway.State`.
+
+    ``core`` is the :class:`~sqlite_gateway.core.Core` this gateway shares with
+    its other doors (the asyncio one); applications do not need it.
 
     Raises:
         ValueError: an option is out of range, or the path names no file.

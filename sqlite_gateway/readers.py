@@ -20,10 +20,10 @@ routing were wrong. Read-your-writes holds because each read is a fresh
 statement in autocommit (a fresh WAL snapshot) that starts after the
 caller's earlier answers, which came after their COMMIT.
 
-Deadlines: SQLite calls a progress handler every few hundred VM steps; past
-the caller's deadline, or once the gateway closes, it stops the statement
-(``apsw.InterruptError``), so a runaway read never outlives its caller's
-patience and ``close()`` never waits for one.
+Deadlines: SQLite calls a progress handler every ``_PROGRESS_STEPS`` (1,000)
+VM steps; past the caller's deadline, or once the gateway closes, it stops the
+statement (``apsw.InterruptError``), so a runaway read never outlives its
+caller's patience and ``close()`` never waits for one.
 """
 
 from __future__ import annotations

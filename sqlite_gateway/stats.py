@@ -1,9 +1,11 @@
-"""Figures about the gateway, written by the worker, read by anyone.
+"""Figures about the gateway, written by the writer's holder, read by anyone.
 
-The worker records once per batch (one lock acquisition per batch, not per
-request). Latency percentiles come from a fixed-size ring of the most recent
-requests, so memory does not grow with traffic; they are approximate: they
-describe the last ``_RING`` requests, not all of them.
+Whoever holds the writer (the worker thread, or a caller running its request
+in place) records per batch, not per request: one call for the transaction
+(``record_batch``) and one for its answers (``record_answers``). Read counts
+are kept by the readers, not here. Latency percentiles come from a fixed-size
+ring of the most recent requests, so memory does not grow with traffic; they
+are approximate: they describe the last ``_RING`` requests, not all of them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The worker: the one thread that owns the write connection.
 
-A request's path: caller -> ``RequestQueue.put`` -> ``Worker.run_once`` takes
-the batch -> ``BEGIN IMMEDIATE`` -> per request ``SAVEPOINT``, run,
-``RELEASE`` (or ``ROLLBACK TO``) -> ``COMMIT`` -> every future answered.
+A queued request's path: caller -> ``RequestQueue.put`` -> ``Worker.run_once``
+takes the batch -> ``BEGIN IMMEDIATE`` -> per request ``SAVEPOINT`` where it can
+matter, run, ``RELEASE`` (or ``ROLLBACK TO``) -> ``COMMIT`` -> every request
+answered (a waiting caller's lock released, a future set, or, for ``post``, a
+failure recorded). A request may instead run in its caller's thread (below).
 No caller hears anything before the COMMIT has returned, so an answer means
 the data is committed (and, with ``synchronous=FULL``, on disk).
 
@@ -151,7 +153,10 @@ class Worker(Batches):
         """Install what the gateway owns on its connection (again after an
         exclusive fn, which gets the raw connection and may have changed it).
 
-        - the guard (the authorizer that refuses transaction control);
+        - the guard (the authorizer that refuses transaction control;
+          setting it makes SQLite expire every prepared statement, so none
+          prepared without it runs again unchecked), and no connection-wide
+          tracers (a row tracer would rewrite every later caller's rows);
         - a progress handler: a request run in its caller's thread has no
           other thread to stop it at its deadline, so SQLite asks this every
           _PROGRESS_STEPS VM steps;
@@ -162,6 +167,7 @@ class Worker(Batches):
         conn = self._conn
         assert conn is not None
         conn.authorizer = self._guard
+        conn.exec_trace = conn.row_trace = None
         conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
         conn.set_busy_handler(self._busy)
 

@@ -8,7 +8,7 @@ Select one with the environment variable ``HYPOTHESIS_PROFILE``::
 (``-s`` shows the counts the tests print: examples and calls per test.)
 
 ``ci`` keeps each fuzz test file well under a minute on 2 cores; ``long`` runs
-many more examples, for the figures the README quotes. The gateway's calls are
+many more examples, for the figures docs/benchmarks.md quotes. The gateway's calls are
 not fast enough for hypothesis's per-example deadline to mean anything, and
 every call in the tests has its own timeout, so the deadline is off.
 """

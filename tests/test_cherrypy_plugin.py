@@ -121,6 +121,16 @@ class _Errors:
     def bug(self):
         raise ValueError("secret internals")
 
+    @cherrypy.expose
+    @cherrypy.tools.allow(methods=["POST"])
+    def add(self, x="body-less"):
+        cherrypy.request.db.execute("INSERT INTO t VALUES (?)", (x,))
+        return "added"
+
+
+def _own_page(status, message, traceback, version):
+    return "the app's own page"
+
 
 @pytest.fixture
 def live(db_path):
@@ -136,6 +146,8 @@ def live(db_path):
                             "checker.on": False})
     cherrypy.tree.mount(_Errors(threading.Event()), "/", {"/": {"tools.gw_test.on": True}})
     cherrypy.tree.mount(_Errors(threading.Event()), "/none", {"/": {"tools.gw_none.on": True}})
+    cherrypy.tree.mount(_Errors(threading.Event()), "/own", {"/": {
+        "tools.gw_test.on": True, "error_page.default": _own_page}})
     cherrypy.engine.start()
     try:
         yield f"http://127.0.0.1:{port}"
@@ -182,3 +194,41 @@ def test_tool_without_a_database_answers_json_503(live):
 def test_tool_hands_the_gateway_to_handlers(live):
     code, _, body = _get(live + "/ok")
     assert (code, body) == (200, b"0")
+
+
+def _raw(url: str, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` as written (no header added, as curl does), return status and body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):  # Connection: close ends it
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_a_post_without_body_headers_has_an_empty_body_not_a_411(live):
+    # What `curl -X POST URL` sends: neither Content-Length nor Transfer-Encoding.
+    status, body = _raw(live, b"POST /add HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              b"Connection: close\r\n\r\n")
+    assert (status, body) == (200, b"added")
+    # A body with its length is still read.
+    status, body = _raw(live, b"POST /add HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close"
+                              b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                              b"Content-Length: 5\r\n\r\nx=bod")
+    assert (status, body) == (200, b"added")
+    assert _get(live + "/ok")[2] == b"2"
+
+
+def test_http_errors_on_the_tools_paths_are_json_without_tracebacks(live):
+    code, headers, body = _get(live + "/add")  # a GET where only POST is allowed
+    assert (code, headers["Content-Type"]) == (405, "application/json")
+    assert json.loads(body) == {"error": "Specified method is invalid for this resource",
+                                "status": 405}
+    assert b"Traceback" not in body
+
+
+def test_an_apps_own_error_page_is_kept(live):
+    code, _, body = _get(live + "/own/add")
+    assert (code, body.strip()) == (405, b"the app's own page")

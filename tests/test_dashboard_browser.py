@@ -1,7 +1,7 @@
 """The /dashboard page in headless Debian chromium: it renders and its charts move.
 
-Skipped only when chromium or chromedriver is missing (the README test
-command installs them); selenium is in the ``test`` extra, so a missing
+Skipped only when chromium or chromedriver is missing (the test command,
+``bash .ci/run``, installs them as root on Debian); selenium is in the ``test`` extra, so a missing
 selenium fails the import instead of skipping.
 """
 

@@ -18,7 +18,7 @@ from conftest import WorkerBlocker, run_benchmark, scalar, wait_until
 from webapp_fixtures import live_app
 
 from sqlite_gateway import Gateway, GatewayClosed
-from sqlite_gateway.cherrypy_plugin import CHANNEL, GatewayPlugin
+from sqlite_gateway.integrations.cherrypy import CHANNEL, GatewayPlugin
 from sqlite_gateway.gateway import State
 
 ANSWER_S = 5  # a bound that detects a hang (1 s is the promise; 5x margin)

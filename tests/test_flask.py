@@ -27,18 +27,13 @@ _EXAMPLE_MARK = "# flask_pageviews.py"
 
 
 def load_example() -> types.ModuleType:
-    """The Flask example exactly as the README shows it."""
-    for doc in ("README.md",):
-        path = ROOT / doc
-        if not path.exists():
-            continue
-        found = re.search(r"```python\n(" + re.escape(_EXAMPLE_MARK) + r".*?)```",
-                          path.read_text(), re.S)
-        if found:
-            module = types.ModuleType("flask_pageviews")
-            exec(compile(found.group(1), f"{doc}:flask example", "exec"), module.__dict__)
-            return module
-    raise AssertionError(f"no python block starting with {_EXAMPLE_MARK!r} in the README")
+    """The Flask example exactly as docs/guide.md shows it."""
+    found = re.search(r"```python\n(" + re.escape(_EXAMPLE_MARK) + r".*?)```",
+                      (ROOT / "docs" / "guide.md").read_text(), re.S)
+    assert found, f"no python block starting with {_EXAMPLE_MARK!r} in docs/guide.md"
+    module = types.ModuleType("flask_pageviews")
+    exec(compile(found.group(1), "docs/guide.md:flask example", "exec"), module.__dict__)
+    return module
 
 
 @contextlib.contextmanager

@@ -22,8 +22,7 @@ import sqlite_gateway, sqlite_gateway.integrations
 import sqlite_gateway.integrations.http, sqlite_gateway.integrations.settings
 import sqlite_gateway.integrations.asyncio
 failed = {}
-for name in ("sqlite_gateway.integrations.cherrypy", "sqlite_gateway.integrations.flask",
-             "sqlite_gateway.cherrypy_plugin"):
+for name in ("sqlite_gateway.integrations.cherrypy", "sqlite_gateway.integrations.flask"):
     try:
         __import__(name)
     except ModuleNotFoundError as exc:
@@ -40,8 +39,7 @@ def test_sqlite_gateway_imports_without_any_framework():
     assert answer["loaded"] == []
     # Each framework module fails only on its own framework, when it is imported itself.
     assert answer["failed"] == {"sqlite_gateway.integrations.cherrypy": "cherrypy",
-                                "sqlite_gateway.integrations.flask": "flask",
-                                "sqlite_gateway.cherrypy_plugin": "cherrypy"}
+                                "sqlite_gateway.integrations.flask": "flask"}
 
 
 def test_importing_the_library_loads_no_framework_even_when_installed():
@@ -50,10 +48,3 @@ def test_importing_the_library_loads_no_framework_even_when_installed():
                       "{'cherrypy', 'flask', 'werkzeug', 'aiosqlite'}))")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
-
-
-def test_old_cherrypy_import_path_is_the_same_objects():
-    from sqlite_gateway import cherrypy_plugin
-    from sqlite_gateway.integrations import cherrypy
-    for name in cherrypy_plugin.__all__:
-        assert getattr(cherrypy_plugin, name) is getattr(cherrypy, name)

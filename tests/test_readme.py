@@ -1,9 +1,12 @@
-"""The README runs as written: every Python example, twice in a row in one empty folder
-(a second run must not trip over the first one's files), and its test command (which
-.ci/run runs).
+"""The README and the guide run as written.
 
-Each example runs in a child interpreter, bounded in time; the two that start a web server
-listen on a free loopback port chosen here, get real requests, and are stopped with SIGINT.
+Every Python example of README.md and docs/guide.md runs twice in a row in one empty folder
+(a second run must not trip over the first one's files). The two web examples are started
+from the README's own code on a free loopback port, and the README's shell commands for
+them (curl) run as printed against them, only the port changed. The backup commands run as
+printed too.
+
+Each example runs in a child interpreter, bounded in time; servers are stopped with SIGINT.
 """
 
 from __future__ import annotations
@@ -16,26 +19,42 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
 import pytest
 from conftest import ROOT, child_python, run_python
 
+from sqlite_gateway import Gateway
+
 RUN_TIMEOUT = 50  # seconds for one run of one example (1-5 s here); two fit in pytest's 120
 RUNS = 2
+DOCS = ("README.md", "docs/guide.md")  # the documents whose Python examples run here
+
+
+def fenced(doc: str) -> list[tuple[str, str]]:
+    """Every fenced block of ``doc`` in order, as (language, text)."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", (ROOT / doc).read_text(), re.S | re.M)
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return [text for doc in DOCS for lang, text in fenced(doc) if lang == "python"]
 
 
 def block_named(mark: str) -> str:
     found = [b for b in python_blocks() if mark in b]
-    assert len(found) == 1, f"{len(found)} README python blocks hold {mark!r}"
+    assert len(found) == 1, f"{len(found)} python blocks hold {mark!r}"
     return found[0]
+
+
+def shell_after(mark: str) -> str:
+    """The README's sh block right after the python block holding ``mark``."""
+    blocks = fenced("README.md")
+    at = next(i for i, (lang, text) in enumerate(blocks) if lang == "python" and mark in text)
+    lang, text = blocks[at + 1]
+    assert lang == "sh", f"no sh block after the example holding {mark!r}"
+    return text
 
 
 def in_folder(folder, code: str) -> str:
@@ -77,8 +96,6 @@ EXPECTED: dict[str, Callable[[int, str], list[str]]] = {  # (run, folder) -> std
         "1 post failure(s)"],
     'Gateway("migrated.db")': lambda run, folder: ["schema version 3"],
     'Gateway("typed.db")': lambda run, folder: ["True"],
-    "TransactionControlError, ConnectionSettingError, NestedCallError)":
-        lambda run, folder: [],  # the public names import
     # its page counter grows by 100 views a run
     'AsyncGateway("async-app.db"': lambda run, folder: [str(100 * run), "1"],
     'Replicator("durable.db"': lambda run, folder: [
@@ -87,13 +104,13 @@ EXPECTED: dict[str, Callable[[int, str], list[str]]] = {  # (run, folder) -> std
 
 
 @pytest.mark.parametrize("mark", sorted(EXPECTED))
-def test_readme_example_runs_twice(tmp_path, mark):
+def test_doc_example_runs_twice(tmp_path, mark):
     folder = os.path.realpath(tmp_path)
     for run, lines in enumerate(run_twice(tmp_path, block_named(mark)), start=1):
         assert lines == EXPECTED[mark](run, folder), f"run {run}"
 
 
-def test_readme_metrics_example_runs_twice(tmp_path):
+def test_metrics_example_runs_twice(tmp_path):
     for lines in run_twice(tmp_path, block_named('Gateway("monitored.db")')):
         names = sorted(line.split()[0] for line in lines)
         assert names == ["sqlite_gateway_commits_total", "sqlite_gateway_queue_depth"]
@@ -101,7 +118,7 @@ def test_readme_metrics_example_runs_twice(tmp_path):
         assert float(commits.split()[1]) >= 1  # the CREATE TABLE, committed
 
 
-def test_readme_gunicorn_hooks_open_and_close_a_gateway_in_each_worker(tmp_path):
+def test_gunicorn_hooks_open_and_close_a_gateway_in_each_worker(tmp_path):
     hooks = block_named("# gunicorn.conf.py")
     # A stand-in for the app module the hooks import, then what gunicorn does per worker.
     driver = (hooks + "\nimport sys, types\n"
@@ -114,32 +131,23 @@ def test_readme_gunicorn_hooks_open_and_close_a_gateway_in_each_worker(tmp_path)
         assert lines == ["42 running", "closed"]
 
 
+CHERRYPY = block_named("# cherrypy_hits.py")
+FLASK = block_named("# flask_hits.py")
+FLASK_PAGEVIEWS = block_named("# flask_pageviews.py")  # tests/test_flask.py runs it
+
+
 def test_every_python_block_is_run_by_a_test():
     runs_it = [QUICKSTART, *map(block_named, EXPECTED), block_named('Gateway("monitored.db")'),
-               block_named("# gunicorn.conf.py"), CHERRYPY, FLASK]
+               block_named("# gunicorn.conf.py"), CHERRYPY, FLASK, FLASK_PAGEVIEWS]
     assert sorted(runs_it) == sorted(python_blocks())
 
 
-# -- examples that start a web server ---------------------------------------------------------
-
-CHERRYPY = block_named("cherrypy.quickstart(Root())")
-FLASK = block_named("# flask_pageviews.py")
-
+# -- the web examples, and the README's curl commands against them -----------------------------
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def http(method: str, url: str) -> tuple[int, dict]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read())
 
 
 def wait_for_line(child: subprocess.Popen, marker: str, seconds: float) -> None:
@@ -159,126 +167,88 @@ def wait_for_line(child: subprocess.Popen, marker: str, seconds: float) -> None:
     raise AssertionError(f"no {marker!r} in {seconds} s:\n" + seen.decode())
 
 
-def serve(tmp_path, pin: str, code: str, up: str, talk: Callable[[str, int], None]) -> None:
+def curl_lines(commands: str, printed_port: int) -> list[tuple[str, object]]:
+    """Each ``curl ... # {json}`` line of an sh block: (command, the JSON it shows)."""
+    found = []
+    for line in commands.splitlines():
+        command, _, shown = line.partition("#")
+        assert command.startswith("curl ") and f"127.0.0.1:{printed_port}/" in command, line
+        found.append((command.strip(), json.loads(shown)))
+    return found
+
+
+def run_curl(command: str, port: int, printed_port: int) -> object:
+    """Run one curl command as printed, against ``port`` instead of ``printed_port``."""
+    live = command.replace(f"127.0.0.1:{printed_port}/", f"127.0.0.1:{port}/")
+    done = subprocess.run(["bash", "-c", live], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{live}: exit {done.returncode}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def serve(tmp_path, pin: str, code: str, up: str, printed_port: int, mark: str) -> None:
     """Run a server example twice, after ``pin`` (which sets a free port for PORT). Each
-    time, wait until it says ``up``, ``talk`` to it, stop it with SIGINT (Ctrl-C) and
-    expect a clean exit (the gateway drains)."""
+    time, wait until it says ``up``, run the README's curl lines against it, stop it with
+    SIGINT (Ctrl-C) and expect a clean exit (the gateway drains). The hit count lives in
+    the file, so the second run counts 2 where README shows 1."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: the README's curl commands cannot run")
+    commands = curl_lines(shell_after(mark), printed_port)
     for run in range(1, RUNS + 1):
         port = free_port()
         pinned = pin.replace("PORT", str(port)) + code
         with child_python(in_folder(tmp_path, pinned), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE) as child:
             wait_for_line(child, up, 40)
-            talk(f"http://127.0.0.1:{port}", run)
+            for command, shown in commands:
+                if isinstance(shown, dict) and "hits" in shown:
+                    shown = {**shown, "hits": shown["hits"] + run - 1}
+                assert run_curl(command, port, printed_port) == shown, (run, command)
             child.send_signal(signal.SIGINT)
             _, err = child.communicate(timeout=40)
             assert child.returncode == 0, err
 
 
-def test_readme_cherrypy_example_serves_twice(tmp_path):
-    pin = ("import cherrypy\ncherrypy.config.update({'server.socket_host': '127.0.0.1', "
-           "'server.socket_port': PORT})\n")
-
-    def talk(base: str, run: int) -> None:
-        assert http("POST", base + "/hit") == (200, {"ok": True})
-        assert http("GET", base + "/") == (200, {"hits": run})  # the table is the file's
-
-    serve(tmp_path, pin, CHERRYPY, "ENGINE Bus STARTED", talk)
+def test_readme_cherrypy_example_answers_the_readmes_curl_commands(tmp_path):
+    pin = "import cherrypy\ncherrypy.config.update({'server.socket_port': PORT})\n"
+    serve(tmp_path, pin, CHERRYPY, "ENGINE Bus STARTED", 8080, "# cherrypy_hits.py")
 
 
-def test_readme_flask_example_serves_twice(tmp_path):
+def test_readme_flask_example_answers_the_readmes_curl_commands(tmp_path):
     pin = ("import flask\n_run = flask.Flask.run\n"
-           "flask.Flask.run = lambda self, *a, **k: "
-           "_run(self, *a, **{**k, 'host': '127.0.0.1', 'port': PORT})\n")
-
-    def talk(base: str, run: int) -> None:
-        created, _ = http("POST", base + "/pages/home/3")
-        assert created == (201 if run == 1 else 409)  # the page is in the file already
-        assert http("POST", base + "/pages/home/views") == (201, {"views": run})
-        assert http("GET", base + "/pages/home") == (200, {"name": "home", "views": run,
-                                                          "cap": 3})
-
-    serve(tmp_path, pin, FLASK, "Running on", talk)
+           "flask.Flask.run = lambda self, *a, **k: _run(self, *a, **{**k, 'port': PORT})\n")
+    serve(tmp_path, pin, FLASK, "Running on", 5000, "# flask_hits.py")
 
 
-def test_ci_runs_the_readme_test_command():
-    assert readme_test_command() in (ROOT / ".ci" / "run").read_text().splitlines()
+# -- the shell commands ----------------------------------------------------------------------
+
+def readme_shell_blocks() -> list[str]:
+    return [text for lang, text in fenced("README.md") if lang == "sh"]
 
 
-# -- the test command: chromium is a best effort that never stops the tests ------------------
-
-def readme_test_command() -> str:
-    text = (ROOT / "README.md").read_text()
-    commands = re.findall(r"```sh\n(.*?)\n```", text, re.S)
-    return next(c for c in commands if c.endswith("-m pytest"))
+def test_the_readme_test_command_is_the_ci_script():
+    assert "bash .ci/run\n" in readme_shell_blocks()
+    assert (ROOT / ".ci" / "run").is_file()
 
 
-def test_the_test_command_checks_types_and_lint_and_ends_with_pytest():
-    steps = readme_test_command().split(" && ")
-    # pytest is the last step, so its exit code is the command's: 5 (no tests) fails CI.
-    assert steps[-3:] == [".venv/bin/mypy", ".venv/bin/ruff check .", ".venv/bin/python -m pytest"]
-    assert "set -euo pipefail" in (ROOT / ".ci" / "run").read_text()
+def test_the_readme_setup_command_installs_the_demo_apps_extra_and_runs_it():
+    setup = next(b for b in readme_shell_blocks() if "-m webapp" in b)
+    steps = setup.strip().split(" && ")
+    assert steps == ["python3 -m venv .venv", ".venv/bin/pip install -e '.[web]'",
+                     ".venv/bin/python -m webapp"]
 
 
-def chromium_step(tmp_path, *, uid: str, apt_get: int | None, chromium: bool = False):
-    """Run the command's chromium step under .ci/run's shell options, with fake tools.
-
-    Returns (exit code, output, the apt-get calls made). PATH holds only the fakes.
-    """
-    step = readme_test_command().split(" && python3 -m venv ")[0]
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "apt-get.calls"
-    fakes = {"id": f'[ "$1" = -u ] && echo {uid}'}
-    if apt_get is not None:
-        fakes["apt-get"] = f'echo "$@" >> {calls}; exit {apt_get}'
-    if chromium:
-        fakes["chromium"] = fakes["chromedriver"] = "exit 0"
-    for name, body in fakes.items():
-        (bin_dir / name).write_text(f"#!{shutil.which('sh')}\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    done = subprocess.run([shutil.which("bash"), "-c",
-                           f"set -euo pipefail\n{step} && echo TESTS RUN"],
-                          env={"PATH": str(bin_dir)}, capture_output=True, text=True, timeout=60)
-    made = calls.read_text().splitlines() if calls.exists() else []
-    return done.returncode, done.stdout + done.stderr, made
-
-
-SKIPS = "chromium not installed: the browser test will skip"
-
-
-def test_chromium_is_installed_as_root_with_apt_get(tmp_path):
-    code, out, calls = chromium_step(tmp_path, uid="0", apt_get=0)
-    assert (code, calls) == (0, ["update -qq", "install -y -qq chromium chromium-driver"])
-    assert "TESTS RUN" in out and SKIPS not in out
-
-
-def test_a_failing_apt_get_does_not_stop_the_tests(tmp_path):
-    code, out, calls = chromium_step(tmp_path, uid="0", apt_get=100)
-    assert (code, calls) == (0, ["update -qq"])
-    assert SKIPS in out and "TESTS RUN" in out
-
-
-def test_a_user_who_is_not_root_gets_the_tests_without_apt_get(tmp_path):
-    code, out, calls = chromium_step(tmp_path, uid="1000", apt_get=0)
-    assert (code, calls) == (0, [])
-    assert SKIPS in out and "TESTS RUN" in out
-
-
-def test_a_system_without_apt_get_gets_the_tests(tmp_path):
-    code, out, calls = chromium_step(tmp_path, uid="0", apt_get=None)
-    assert (code, calls) == (0, [])
-    assert SKIPS in out and "TESTS RUN" in out
-
-
-def test_chromium_already_there_is_not_installed_again(tmp_path):
-    code, out, calls = chromium_step(tmp_path, uid="0", apt_get=0, chromium=True)
-    assert (code, calls) == (0, [])
-    assert "TESTS RUN" in out and SKIPS not in out
-
-
-@pytest.mark.skipif(not os.environ.get("CI"), reason="CI only: elsewhere chromium may be missing")
-def test_ci_has_chromium_so_the_browser_test_runs():
-    """CI runs as root on Debian, where the command installs chromium: the browser test
-    must run there, not skip."""
-    assert shutil.which("chromium") and shutil.which("chromedriver")
+def test_readme_backup_commands_run_as_printed(tmp_path):
+    commands = next(b for b in readme_shell_blocks() if "sqlite-gateway backup" in b)
+    # As from a checkout: .venv/bin/ is this interpreter's, demo.db a database with a row.
+    (tmp_path / ".venv").symlink_to(sys.prefix)
+    with Gateway(str(tmp_path / "demo.db")) as db:
+        db.execute("CREATE TABLE t(x)")
+        db.execute("INSERT INTO t VALUES (42)")
+    done = subprocess.run(["bash", "-c", "set -e\n" + commands], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [backup] = (tmp_path / "backups").iterdir()
+    [restored] = tmp_path.glob("demo-from-backup-*.db")
+    for copy in (backup, restored):
+        with Gateway(str(copy), readers=0) as db:
+            assert db.execute("SELECT x FROM t").scalar() == 42

@@ -441,9 +441,9 @@ def test_replication_lag_script_smoke_run(litestream):
     assert len(rows) == 2 and rows[1].rstrip().endswith("| ok |"), proc.stdout
 
 
-def test_readme_durability_example_runs_as_written(litestream, tmp_path):
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"### Replication with Litestream\n.*?```python\n(.*?)```", text, re.S)
+def test_guide_replication_example_runs_as_written(litestream, tmp_path):
+    text = (ROOT / "docs" / "guide.md").read_text()
+    block = re.search(r"## Replication\n.*?```python\n(.*?)```", text, re.S)
     assert block, "no python block in the replication section"
     proc = run_python(f"import os; os.chdir({str(tmp_path)!r})\n" + block.group(1))
     assert proc.returncode == 0, proc.stderr

@@ -18,7 +18,8 @@ import apsw
 import pytest
 from conftest import WorkerBlocker, child_python, run_python, scalar
 
-from sqlite_gateway import Gateway, GatewayClosed, Overloaded, RequestTimeout, State
+from sqlite_gateway import (Gateway, GatewayClosed, GatewayError, Overloaded, RequestTimeout,
+                            State)
 from sqlite_gateway.errors import NestedCallError
 
 BOUND_S = 10  # a bound that detects a hang, not a timing goal
@@ -221,6 +222,23 @@ def test_an_exclusive_fn_that_clears_the_progress_handler_leaves_deadlines_worki
         assert info.value.interrupted
         assert time.monotonic() - started < BOUND_S  # not the 30 s hang_timeout
         assert db.execute("SELECT count(*) FROM t").scalar() == 0
+
+
+def test_an_exclusive_fn_cannot_leave_hooks_that_change_later_calls(db_path):
+    with Gateway(db_path, readers=0) as db:
+        db.execute("CREATE TABLE t(x)")
+
+        def meddle(conn):
+            conn.authorizer = None  # the guard that refuses transaction control
+            conn.execute("BEGIN")  # now prepared, and in apsw's statement cache
+            conn.execute("ROLLBACK")
+            conn.row_trace = lambda cursor, row: ("rewritten",)
+
+        db.run_exclusive(meddle)
+        db.execute("INSERT INTO t VALUES (1)")
+        assert db.execute("SELECT x FROM t").rows == ((1,),)
+        with pytest.raises(GatewayError, match="transaction"):
+            db.execute("BEGIN")
 
 
 # -- fork -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import cherrypy
 import pytest
 
 from sqlite_gateway import Gateway
-from sqlite_gateway.cherrypy_plugin import CHANNEL
+from sqlite_gateway.integrations.cherrypy import CHANNEL
 from webapp import app as webapp_app
 
 _HELPERS_OFF = {f"helpers.{job}.on": False for job in ("rollup", "settlement", "maintenance")}

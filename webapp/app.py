@@ -28,7 +28,7 @@ from helpers.maintenance import MaintenanceJob
 from helpers.replication import ReplicationPlugin
 from helpers.rollup import RollupJob
 from helpers.settlement import SettlementJob
-from sqlite_gateway.cherrypy_plugin import GatewayPlugin, install
+from sqlite_gateway.integrations.cherrypy import GatewayPlugin, install
 from sqlite_gateway.integrations.settings import DatabaseFactory
 
 from . import bets, bodies, dashboard, home, pageviews, security

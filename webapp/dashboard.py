@@ -20,7 +20,7 @@ from typing import Any
 import cherrypy
 from cherrypy.process.plugins import SimplePlugin
 
-from sqlite_gateway.cherrypy_plugin import CHANNEL
+from sqlite_gateway.integrations.cherrypy import CHANNEL
 
 from . import layout
 from .tree import Resource

@@ -24,10 +24,7 @@
 from __future__ import annotations
 
 import hmac
-import html
-import http
 import ipaddress
-import json
 import os
 import secrets
 from typing import Any
@@ -36,12 +33,14 @@ from urllib.parse import urlsplit
 import cherrypy
 from cherrypy.lib import auth_basic
 
+# error_page.default for the app: the integration's JSON page.
+from sqlite_gateway.integrations.cherrypy import json_error_page as json_error_page
+
 from . import bodies
 
 TOKEN_ENV = "SQLITE_GATEWAY_ADMIN_TOKEN"
 ADMIN_USER = "admin"
 REALM = "sqlite-gateway demo admin"
-RETRY_AFTER_S = bodies.RETRY_AFTER_S
 
 # The HTML pages load their script and style from /static only: no inline code runs.
 HTML_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -138,27 +137,6 @@ def guard(allowed_hosts: tuple[str, ...] = ()) -> None:
         host = request.headers.get("Host", "").lower()
         if origin == "null" or urlsplit(origin).netloc.lower() != host:
             raise cherrypy.HTTPError(403, "cross-site requests are refused")
-
-
-def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
-    """``error_page.default``: every HTTPError (404, 405, 4xx from checks) as JSON.
-
-    A message that carries the request's path or query (CherryPy's own 404
-    says "The path '...' was not found.") is replaced by the status phrase:
-    an error body never echoes what the client sent.
-    """
-    headers = cherrypy.serving.response.headers
-    headers["Content-Type"] = "application/json"
-    code = int(str(status).split()[0])
-    if code == 503:  # CherryPy drops a Retry-After set before the error; say it here
-        headers["Retry-After"] = str(RETRY_AFTER_S)
-    request = cherrypy.serving.request
-    echoed = [part for part in (request.path_info, request.query_string) if part]
-    if not message or any(part in message for part in echoed) or code == 404 and (
-            message.startswith("The path ")):
-        message = http.HTTPStatus(code).phrase.lower()
-    # CherryPy html-escapes the message before calling us; JSON wants the text.
-    return json.dumps({"error": html.unescape(message), "status": code})
 
 
 def security_headers() -> None:

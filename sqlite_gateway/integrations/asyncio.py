@@ -416,6 +416,8 @@ async def _wait(request: Request, timeout: float | None,
             # Only the answer says whether the interrupt hit: wait for it, briefly.
             late = bridge(request.future)
             await asyncio.wait((late,), timeout=INTERRUPT_GRACE)
+            if late.done() and not late.cancelled():
+                late.exception()  # retrieved here; verdict() reads the request's answer
             late.cancel()
         return request.verdict(timeout)
     except asyncio.CancelledError as exc:

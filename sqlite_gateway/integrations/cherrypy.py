@@ -8,7 +8,11 @@
   the errors a handler does not catch to HTTP answers, as JSON, never with a
   traceback (that goes to the log): ``Overloaded`` and ``GatewayClosed`` ->
   503 with Retry-After, ``RequestTimeout`` -> 504, ``apsw.ConstraintError``
-  -> 409, anything else -> 500.
+  -> 409, anything else -> 500. On the paths where it is on, CherryPy's own
+  HTTP errors (404, 405, 413, 415, ...) are JSON too (``json_error_page``,
+  unless the app set its own ``error_page.default``), and a request with no
+  body headers (``curl -X POST URL``) has an empty body, as HTTP says,
+  instead of CherryPy's 411 Length Required.
 - A broken gateway (its worker died, or the watchdog gave up a hung one) is
   replaced: the first request that finds it broken asks the plugin, on the
   channel ``"sqlite-gateway-renew"``, to close it and start a new Gateway on
@@ -44,6 +48,9 @@ the old ways.
 
 from __future__ import annotations
 
+import html
+import http
+import json
 import logging
 import sys
 import threading
@@ -63,7 +70,7 @@ from .http import RETRY_AFTER_S, error_answer
 from .settings import OPTIONS, DatabaseFactory, check_factory, parse_settings
 
 __all__ = ["CHANNEL", "RETRY_AFTER_S", "GatewayPlugin", "GatewayTool", "install",
-           "json_error_response"]
+           "json_error_page", "json_error_response"]
 
 CHANNEL = "sqlite-gateway"
 _ATTRIBUTES = ("bus", "path", "setup", "db")  # the plugin's own public attributes
@@ -219,6 +226,28 @@ def json_error_response() -> None:
     response.body = body
 
 
+def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
+    """An ``error_page.default``: CherryPy's HTTP errors (404, 405, 4xx) as JSON.
+
+    The body is ``{"error": message, "status": code}``, never the traceback. A
+    message that carries the request's path or query (CherryPy's own 404 says
+    "The path '...' was not found.") is replaced by the status phrase: an
+    error body never echoes what the client sent.
+    """
+    headers = cherrypy.serving.response.headers
+    headers["Content-Type"] = "application/json"
+    code = int(str(status).split()[0])
+    if code == 503:  # CherryPy drops a Retry-After set before the error; say it here
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    request = cherrypy.serving.request
+    echoed = [part for part in (request.path_info, request.query_string) if part]
+    if not message or any(part in message for part in echoed) or code == 404 and (
+            message.startswith("The path ")):
+        message = http.HTTPStatus(code).phrase.lower()
+    # CherryPy html-escapes the message before calling us; JSON wants the text.
+    return json.dumps({"error": html.unescape(message), "status": code})
+
+
 class GatewayTool(cherrypy.Tool):
     """Sets ``cherrypy.request.db`` and maps gateway errors to HTTP answers."""
 
@@ -241,7 +270,15 @@ class GatewayTool(cherrypy.Tool):
 
     def _setup(self) -> None:
         super()._setup()
-        cherrypy.serving.request.error_response = json_error_response
+        request = cherrypy.serving.request
+        request.error_response = json_error_response
+        # Config is applied before tools are set up: an app's own page is already here.
+        request.error_page.setdefault("default", json_error_page)
+        if "Content-Length" not in request.headers and (
+                "Transfer-Encoding" not in request.headers):
+            # No body headers means an empty body (RFC 9112, 6.3); CherryPy answers 411.
+            request.headers["Content-Length"] = "0"
+            request.body.length = 0
 
 
 def install(engine: Bus | None = None, path: str | None = None, tool_name: str = "db",
