@@ -20,10 +20,11 @@ from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
                      make_result)
 from .savepoint import Savepoint
-from .shape import (COLUMNLESS, EMPTY, TRACED, Trace, columns_after, describe, remember,
-                    shapes)
+from .shape import COLUMNLESS, MULTI, UNKNOWN, Trace, describe, shapes
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_shape_of = shapes.get  # (bound once: it runs per statement)
 
 _TRANSACTION_OPS = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT})
 
@@ -186,18 +187,19 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         apsw.Error: whatever SQLite raised, unchanged.
     """
     before = conn.total_changes()
-    shape = shapes.get(sql)
+    shape = _shape_of(sql, UNKNOWN)
     trace = None
     cursor = None
     columns: tuple[str, ...] | None
     rows: tuple[Any, ...]
     try:
-        if (shape is None or shape & TRACED or many or tracer is not None
-                or statements is not None):
-            # A text seen for the first time, several statements, a query that
-            # has found nothing before, executemany: traced (see shape.py).
-            trace = Trace(conn, before, tracer if statements is None
-                          else _recorder(statements, tracer), many)
+        if shape & MULTI or many or tracer is not None or statements is not None:
+            # A text seen for the first time (UNKNOWN has the MULTI bit), several
+            # statements, executemany: traced (see shape.py). A tracer set on
+            # the connection still runs: a cursor's replaces it.
+            then = tracer if tracer is not None else conn.exec_trace
+            trace = Trace(conn, before, then if statements is None
+                          else _recorder(statements, then))
             cursor = conn.cursor()
             cursor.exec_trace = trace
             if many:
@@ -236,17 +238,14 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
+    if columns is None:  # no row: the names, unless the text is known to have none
+        columns = () if shape & COLUMNLESS and shape != UNKNOWN else describe(
+            conn, sql, params[0] if many and params else params)
     if trace is None:
         # One statement: its own changes() (not its triggers'), if it changed anything.
         rowcount = conn.changes() if conn.total_changes() != before else 0
-        if columns is None:
-            columns = () if shape & COLUMNLESS else _described(  # type: ignore[operator]
-                conn, sql, params, shape)  # type: ignore[arg-type]
     else:
-        rowcount = trace.finish(None if many else sql, columns is None)
-        if columns is None:
-            columns = columns_after(conn, sql, params[0] if many and params else params,
-                                    trace.columns)
+        rowcount = trace.finish(None if many else sql, columns)
     result: Result = _new(Result)  # make_result(), inlined: this runs per statement
     _set_rows(result, rows)
     _set_rowcount(result, rowcount)
@@ -323,13 +322,13 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
     and ``tracer`` as in :func:`run_sql`. Errors are raised as they are (the
     caller interprets an ``AuthError``), except a missing named parameter,
     named as in :func:`run_sql`."""
-    shape = shapes.get(sql)
+    shape = _shape_of(sql, UNKNOWN)
     trace = None
     cursor = None
     try:
-        if shape is None or shape & TRACED or tracer is not None or statements is not None:
-            trace = Trace(None, 0, tracer if statements is None
-                          else _recorder(statements, tracer))
+        if shape & MULTI or tracer is not None or statements is not None:
+            then = tracer if tracer is not None else conn.exec_trace
+            trace = Trace(None, 0, then if statements is None else _recorder(statements, then))
             cursor = conn.cursor()
             cursor.exec_trace = trace
             cursor.execute(sql, params)
@@ -338,18 +337,16 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
         if statements is not None:
             rows, columns = read_rows(cursor, statements)
             if not rows:
-                trace.finish(sql, True)  # type: ignore[union-attr]
-                return make_result((), 0, 0, columns_after(conn, sql, params,
-                                                           trace.columns))  # type: ignore[union-attr]
-            trace.finish(sql, False)  # type: ignore[union-attr]
+                columns = describe(conn, sql, params)
+            trace.finish(sql, columns)  # type: ignore[union-attr]
             return make_result(rows, 0, 0, columns)
         first = cursor.fetchone()
         if first is None:
+            names = () if shape & COLUMNLESS and shape != UNKNOWN else describe(
+                conn, sql, params)
             if trace is not None:
-                trace.finish(sql, True)
-                return make_result((), 0, 0, columns_after(conn, sql, params, trace.columns))
-            return make_result((), 0, 0, () if shape & COLUMNLESS  # type: ignore[operator]
-                               else _described(conn, sql, params, shape))  # type: ignore[arg-type]
+                trace.finish(sql, names)
+            return make_result((), 0, 0, names)
         columns = tuple([d[0] for d in cursor.get_description()])
         rest = cursor.fetchall()
     except BaseException as exc:
@@ -359,15 +356,8 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
             raise missing_parameter(exc, params, False) from None
         raise
     if trace is not None:
-        trace.finish(sql, False)
+        trace.finish(sql, columns)
     return make_result((first, *rest) if rest else (first,), 0, 0, columns)
-
-
-def _described(conn: apsw.Connection, sql: str, params: Any, shape: int) -> tuple[str, ...]:
-    """The columns of a known single query that found no row this time; from
-    now on it runs traced (see shape.py)."""
-    remember(sql, shape | EMPTY)
-    return describe(conn, sql, params)
 
 
 class Connection:

@@ -180,11 +180,9 @@ class Gateway(WriteBehind):
         fast = core.fast
         if fast is not None and type(params) is tuple and timeout is DEFAULT and type(sql) is str:
             # The lean read (see ReaderPool.fast_read): a known read on this
-            # thread's own reader. Not from inside a fn run in place or a
-            # write block (those threads are refused below).
-            worker = self._worker
-            if (worker.inline_ident is None and worker.holder_ident is None
-                    and priority == "interactive"):
+            # thread's own reader. Not while a fn runs in place (its thread
+            # is refused below; which thread it is costs more to ask).
+            if self._worker.inline_ident is None and priority == "interactive":
                 result = fast.fast_read(sql, params, self.timeout)
                 if result is not None:
                     return result
@@ -195,9 +193,10 @@ class Gateway(WriteBehind):
             readers = core.reader_for(sql)
             if readers is not None:
                 ident, worker = threading.get_ident(), self._worker
-                if (ident == worker.thread_ident or ident == worker.inline_ident
-                        or ident == worker.holder_ident):
+                if ident == worker.thread_ident or ident == worker.inline_ident:
                     self._check_not_worker("execute")
+                # (A thread holding a write block may read here: a reader does not
+                # wait for the writer. A write goes to _call, which refuses it.)
                 started = _monotonic()
                 result = core.read(readers, sql, params, wait)
                 if result is not None:
@@ -302,8 +301,10 @@ class Gateway(WriteBehind):
         the writer for ``hold_limit`` seconds (an option, default 5); then it
         is rolled back and ``w``'s next statement, or leaving the ``with``,
         raises :class:`WriteBlockExpired`. While your thread holds the block,
-        its calls on this gateway raise :class:`NestedCallError` at once
-        (they would wait for the block). ``timeout`` bounds the wait for the
+        its calls on this gateway that need the writer raise
+        :class:`NestedCallError` at once (they would wait for the block); a
+        read through ``db.execute`` goes to a reader and sees the last
+        commit, not the block's writes. ``timeout`` bounds the wait for the
         writer on entering and for the COMMIT on leaving; ``priority`` is the
         block's place in the queue, as for :meth:`transaction`. See
         :class:`~sqlite_gateway.writeblock.WriteBlock` for the details.

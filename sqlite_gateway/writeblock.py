@@ -82,10 +82,13 @@ class WriteBlock:
     the block is rolled back: its next statement, or its exit, raises
     :class:`~sqlite_gateway.WriteBlockExpired`.
 
-    While a thread holds a block, its calls on the same gateway
-    (``execute``, ``transaction``, ``submit``, ``post``, ``flush``, another
-    ``writer()``...) raise :class:`~sqlite_gateway.NestedCallError` at once:
-    they would wait for the block itself.
+    While a thread holds a block, its calls on the same gateway that need
+    the writer (``execute`` of a write, ``transaction``, ``submit``,
+    ``post``, ``flush``, another ``writer()``...) raise
+    :class:`~sqlite_gateway.NestedCallError` at once: they would wait for the
+    block itself. ``db.execute`` of a read is served by a reader, as for any
+    other thread: it sees the last commit, not the block's own writes (read
+    those on ``w``).
     """
 
     __slots__ = ("_enqueue", "_worker", "_stats", "_timeout", "_lane", "_limit", "_cond",

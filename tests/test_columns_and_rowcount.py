@@ -73,6 +73,24 @@ def test_columns_follow_a_schema_change_for_a_query_that_found_nothing(db):
     assert db.execute(sql).columns == ("what", "at")
 
 
+@pytest.mark.parametrize("rows", [True, False], ids=["rows", "no-rows"])
+@pytest.mark.parametrize("seen", [True, False], ids=["known-text", "new-text"])
+def test_columns_after_a_schema_change_on_the_writer_and_the_readers(db, rows, seen):
+    db.execute("INSERT INTO audit VALUES ('x')")
+    where = "1" if rows else "0"
+    sql = f"SELECT * FROM audit WHERE {where} LIMIT 1"
+    db.execute("SELECT count(*) FROM audit")  # every connection has loaded the schema
+    if seen:
+        assert db.execute(sql).columns == ("what",)
+        assert db.transaction(lambda conn: conn.execute(sql).columns) == ("what",)
+    db.execute("ALTER TABLE audit ADD COLUMN at REAL")
+    db.execute("ALTER TABLE audit DROP COLUMN what")
+    assert db.execute(sql).columns == ("at",)
+    assert db.transaction(lambda conn: conn.execute(sql).columns) == ("at",)
+    with db.writer() as w:
+        assert w.execute(sql).columns == ("at",)
+
+
 def test_rowcount_counts_the_statement_not_its_trigger_rows(db):
     result = db.execute("UPDATE parent SET name = name || '!' WHERE id IN (1, 2)")
     assert result.rowcount == 2  # its trigger inserted 4 audit rows: not counted
@@ -144,3 +162,22 @@ def test_the_shape_memo_is_bounded_and_shared_by_threads(db, monkeypatch):
         thread.join(60)
     assert not errors, errors
     assert len(shape_module.shapes) <= 50
+
+
+def test_a_tracer_set_on_the_connection_still_sees_every_statement(db_path):
+    import apsw
+
+    from sqlite_gateway.connection import TransactionGuard, run_sql
+
+    conn = apsw.Connection(db_path)
+    seen = []
+    conn.exec_trace = lambda cursor, sql, bindings: seen.append(sql) or "ABORT" not in sql
+    try:
+        conn.execute("CREATE TABLE t(x)")
+        run_sql(conn, TransactionGuard(), "INSERT INTO t VALUES (1); SELECT 2", ())
+        with pytest.raises(apsw.ExecTraceAbort):
+            run_sql(conn, TransactionGuard(), "INSERT INTO t VALUES (3) /* ABORT */", ())
+        assert conn.execute("SELECT count(*) FROM t").fetchall() == [(1,)]
+        assert any("SELECT 2" in sql for sql in seen)
+    finally:
+        conn.close()

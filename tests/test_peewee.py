@@ -255,7 +255,7 @@ def test_the_hold_limit_and_nested_calls_inside_atomic(db_path):
         with pytest.raises(NestedCallError):
             with database.atomic():
                 User.create(name="a")
-                database.gateway.execute("SELECT 1")  # would wait for its own block
+                database.gateway.execute("DELETE FROM user")  # would wait for its own block
         with pytest.raises(WriteBlockExpired):
             with database.atomic():
                 User.create(name="slow")
@@ -274,3 +274,29 @@ def test_the_module_names_the_extra_when_peewee_is_missing():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert "sqlite-gateway[peewee]" in out
+
+
+def test_a_table_rebuild_cannot_cascade_silently(db_path):
+    # peewee's migrator reads foreign_keys before a table rebuild and turns them
+    # off first; the gateway keeps them on, so the rebuild is refused with a clear
+    # error instead of its DROP TABLE deleting the child rows by cascade.
+    migrate = pytest.importorskip("playhouse.migrate")
+    database = GatewayDatabase(db_path, timeout=100)  # a long busy timeout is accepted
+    try:
+        database.execute_sql("CREATE TABLE parent (id INTEGER NOT NULL PRIMARY KEY, "
+                             "name TEXT, extra INTEGER DEFAULT 0)")
+        database.execute_sql("CREATE TABLE child (id INTEGER NOT NULL PRIMARY KEY, parent_id "
+                             "INTEGER NOT NULL REFERENCES parent (id) ON DELETE CASCADE)")
+        database.execute_sql("INSERT INTO parent (name) VALUES ('p1')")
+        database.execute_sql("INSERT INTO child (parent_id) VALUES (1)")
+        assert database.pragma("foreign_keys") == 1  # on a reader, as on the writer
+        migrator = migrate.SqliteMigrator(database)
+        with pytest.raises(Exception, match="foreign_keys"):
+            with migrator.migration_context():
+                migrate.migrate(migrator.drop_column("parent", "extra", legacy=True))
+        assert database.execute_sql("SELECT count(*) FROM child").fetchone() == (1,)
+        migrate.migrate(migrator.drop_column("parent", "extra"))  # SQLite's own DROP COLUMN
+        assert database.execute_sql("SELECT count(*) FROM child").fetchone() == (1,)
+    finally:
+        database.close()
+        close_gateway(db_path, timeout=WIDE)

@@ -115,7 +115,6 @@ def test_savepoints_in_a_block_roll_back_alone(db):
 
 def test_every_gateway_call_from_the_holding_thread_fails_at_once(db):
     calls = {
-        "execute read": lambda: db.execute("SELECT 1"),
         "execute write": lambda: db.execute("INSERT INTO items(name) VALUES ('x')"),
         "executemany": lambda: db.executemany("INSERT INTO items(name) VALUES (?)", [("x",)]),
         "transaction": lambda: db.transaction(lambda conn: None),
@@ -134,11 +133,21 @@ def test_every_gateway_call_from_the_holding_thread_fails_at_once(db):
             with pytest.raises(NestedCallError, match="holds a write block"):
                 call()
                 pytest.fail(f"{what} did not refuse")
+        # A read goes to a reader, as any thread's: the last commit, not the block's row.
+        assert db.execute("SELECT count(*) FROM items").scalar() == 0
     assert names(db) == ["mine"]
     assert db.state is State.RUNNING
     db.post("INSERT INTO items(name) VALUES ('after')")  # and the thread is free again
     db.flush()
     assert names(db) == ["mine", "after"]
+
+
+def test_without_readers_a_read_from_the_holding_thread_fails_at_once(db_path):
+    with Gateway(db_path, readers=0, timeout=WIDE) as db:
+        with db.writer() as w:
+            w.execute("CREATE TABLE t(x)")
+            with pytest.raises(NestedCallError, match="holds a write block"):
+                db.execute("SELECT 1")  # it would go to the writer: wait for itself
 
 
 def test_other_threads_wait_for_a_held_block_then_run(db):
@@ -518,8 +527,20 @@ def test_the_write_block_benchmark_prints_both_figures_and_the_ratio():
     import sys
 
     from conftest import ROOT
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "writeblock.py"), "--n",
+    out = subprocess.run([sys.executable, "-m", "benchmarks.writeblock", "--n",
                           "200", "--calls", "20", "--rounds", "1"], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+                         text=True, timeout=120, check=True, cwd=ROOT).stdout
     assert "load average" in out and "block / fn" in out
     assert "one statement" in out and "read-modify-write" in out
+
+
+def test_a_block_on_a_gateway_not_started_or_closed_is_refused_at_once(db_path):
+    db = Gateway(db_path)
+    with pytest.raises(GatewayError, match="not started"):
+        with db.writer():
+            pass
+    db.start()
+    db.close()
+    with pytest.raises(GatewayClosed):
+        with db.writer():
+            pass

@@ -125,3 +125,25 @@ async def test_the_hold_limit_applies_to_async_blocks(db_path):
                         break
                     await asyncio.sleep(0.01)
         assert (await adb.execute("SELECT count(*) FROM items")).scalar() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_task_cancelled_inside_its_block_rolls_it_back(shared):
+    adb = AsyncGateway(shared)
+    inside = asyncio.Event()
+
+    async def hold():
+        async with adb.writer() as w:
+            await w.execute("INSERT INTO items(name) VALUES ('undone')")
+            inside.set()
+            await asyncio.Event().wait()  # until cancelled
+
+    task = asyncio.create_task(hold())
+    await asyncio.wait_for(inside.wait(), WIDE)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with adb.writer() as w:  # the writer is free again at once
+        await w.execute("INSERT INTO items(name) VALUES ('next')")
+    assert [r[0] for r in shared.execute("SELECT name FROM items").rows] == ["next"]
+    assert shared.stats()["write_blocks_expired"] == 0

@@ -52,6 +52,8 @@ Needs the ``peewee`` extra (``pip install 'sqlite-gateway[peewee]'``).
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -69,6 +71,12 @@ from . import dbapi
 
 __all__ = ["GatewayDatabase"]
 
+_SENTINEL: Any = getattr(peewee, "SENTINEL")  # noqa: B009 (untyped in peewee's stubs)
+
+# The adapters peewee registers with sqlite3, for the adapter's connections too.
+for _type in (decimal.Decimal, datetime.date, datetime.time):
+    dbapi.register_adapter(_type, str)
+
 # PRAGMA -> the gateway option that sets it, and how its value converts.
 _AS_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "synchronous": ("synchronous", lambda v: {"0": "OFF", "1": "NORMAL", "2": "FULL",
@@ -78,6 +86,7 @@ _AS_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 # PRAGMAs already as the gateway sets them: accepted when they say so.
 _ALREADY = {"journal_mode": "wal", "foreign_keys": "1"}
+_HANG_TIMEOUT = 60.0  # the gateway's default hang_timeout, which must exceed busy_timeout
 # Per-connection tuning with no effect on results: applied to every connection.
 _TUNING = ("cache_size", "temp_store", "journal_size_limit")
 
@@ -122,8 +131,9 @@ class GatewayDatabase(peewee.SqliteDatabase):
                  **kwargs: Any) -> None:
         self._gateway = gateway
         self._app_setup = connection_setup
+        self._begin_lock = lock_type  # (peewee < 4.5 has no lock_type of its own)
         super().__init__(None if database is None else os.fspath(database),
-                         pragmas=pragmas, lock_type=lock_type, **kwargs)
+                         pragmas=pragmas, **kwargs)
 
     def init(self, database: str | None, pragmas: Any = None, timeout: Any = None,
              returning_clause: Any = None, **kwargs: Any) -> None:
@@ -137,6 +147,9 @@ class GatewayDatabase(peewee.SqliteDatabase):
         options, self._tuning = _from_pragmas(self._pragmas)
         if timeout is not None:
             options.setdefault("busy_timeout", float(timeout))
+        busy = options.get("busy_timeout", kwargs.get("busy_timeout", 0.0))
+        if busy >= _HANG_TIMEOUT and "hang_timeout" not in kwargs:
+            options["hang_timeout"] = busy + _HANG_TIMEOUT  # waiting for a lock is no hang
         # Gateway options: given as keywords (connect_params), or from the pragmas.
         self.connect_params = {**options, **self.connect_params}
 
@@ -168,12 +181,52 @@ class GatewayDatabase(peewee.SqliteDatabase):
         return dbapi.connect(self.database, isolation_level=None, gateway=self._gateway,
                              setup=self.connection_setup, **self.connect_params)
 
+    def pragma(self, key: str, value: Any = _SENTINEL, permanent: bool = False,
+               schema: str | None = None) -> Any:
+        """Read a PRAGMA (on a reader), or accept setting one to what the gateway
+        has already (``foreign_keys`` on, ``journal_mode`` wal). Setting any
+        other is refused by the gateway (ConnectionSettingError): its
+        connections are shared; see the module docstring."""
+        if value is not _SENTINEL and schema is None:
+            name = str(key).lower()
+            wanted = _ALREADY.get(name)
+            normal = {"on": "1", "true": "1"}.get(str(value).lower(), str(value).lower())
+            if wanted is not None and normal == wanted:
+                return super().pragma(key, schema=schema)  # already so: read it back
+        return super().pragma(key, value, permanent, schema)
+
+    def _load_functions(self, conn: Any) -> None:
+        _registered_late("function")
+
+    def _load_aggregates(self, conn: Any) -> None:
+        _registered_late("aggregate")
+
+    def _load_collations(self, conn: Any) -> None:
+        _registered_late("collation")
+
+    def _load_window_functions(self, conn: Any) -> None:
+        _registered_late("window function")
+
+    def begin(self, lock_type: str | None = None) -> None:
+        """Send ``BEGIN [lock_type]`` (default: this database's ``lock_type``,
+        ``IMMEDIATE`` unless given): the adapter opens the write block."""
+        super().begin(lock_type or self._begin_lock)
+
     def _add_conn_hooks(self, conn: Any) -> None:
         """Nothing per connection: functions and settings are the gateway's
         (see :meth:`connection_setup`)."""
 
     def _set_pragmas(self, conn: Any) -> None:
         """Nothing per connection (see the module docstring)."""
+
+
+def _registered_late(what: str) -> None:
+    """peewee registers a new function on the open connection: the gateway's
+    connections were set up when they opened, so say when to register instead."""
+    raise peewee.NotSupportedError(
+        f"this {what} was registered after the database was connected: the gateway puts "
+        "functions on its connections as it opens them (connection_setup), so register "
+        "every function, aggregate, collation and window function before the first query")
 
 
 def _from_pragmas(pragmas: Any) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
