@@ -280,6 +280,7 @@ class ReaderPool:
         self._lock = threading.Lock()
         self._given_back = threading.Condition(self._lock)
         self._waiting = 0
+        self._shared = False  # set once a reader was taken from an idle owner
         self._closed = False
 
     def start(self) -> None:
@@ -424,6 +425,7 @@ class ReaderPool:
                 for reader in self._all:  # an owner not reading now: take its reader
                     if reader.owner is not None and reader.lock.acquire(False):
                         reader.owner = None
+                        self._shared = True  # more threads read than there are readers
                         return reader
                 remaining = None if deadline is None else deadline - _monotonic()
                 if remaining is not None and remaining <= 0:
@@ -436,7 +438,11 @@ class ReaderPool:
 
     def _release(self, reader: Reader) -> None:
         """End a use of ``reader`` (its lock held): keep it as this thread's own
-        when nobody waits and the thread owns none; else give it back."""
+        when nobody waits, the thread owns none and no reader was ever taken
+        from an idle owner; else give it back. Once one was, more threads read
+        than there are readers: ownership would only move readers from idle
+        owners to newcomers one scan at a time, so from then on they are
+        shared from the free stack (no lock: ``list.pop``/``append`` are atomic)."""
         if self._closed:
             with self._lock:
                 reader.owner = None
@@ -446,11 +452,13 @@ class ReaderPool:
         local = self._local
         if not self._waiting:
             owner = getattr(local, "owner", None)
-            if owner is None or owner.reader is reader:
-                if reader.owner is None:
-                    owner = _Owner(reader, self)
-                    reader.owner = owner.token
-                    local.owner = owner
+            if owner is not None and owner.reader is reader:  # this thread's own
+                reader.lock.release()
+                return
+            if owner is None and not self._shared:
+                owner = _Owner(reader, self)
+                reader.owner = owner.token
+                local.owner = owner
                 reader.lock.release()
                 return
         if reader.owner is not None:

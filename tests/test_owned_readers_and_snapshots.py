@@ -50,27 +50,31 @@ def _in_thread(target):
 
 # -- readers a thread keeps ---------------------------------------------------------
 
-def test_a_thread_keeps_its_reader_and_gives_it_back_when_it_ends(db):
-    pool = _pool(db)
-    holding, release = threading.Event(), threading.Event()
+def test_a_thread_keeps_its_reader_and_gives_it_back_when_it_ends(db_path):
+    with Gateway(db_path, readers=2) as db:
+        db.execute("CREATE TABLE t(x)")  # (tried on a reader first: this thread keeps one)
+        pool = _pool(db)
+        mine = pool._local.owner.reader
+        holding, release = threading.Event(), threading.Event()
 
-    def reader_thread():
+        def reader_thread():
+            assert db.execute(COUNT).scalar() == 0
+            holding.set()
+            assert release.wait(HANG_S)
+
+        thread = threading.Thread(target=reader_thread)
+        thread.start()
+        assert holding.wait(HANG_S)
+        (theirs,) = [r for r in pool._all if r is not mine]
+        assert theirs.owner is not None and theirs not in pool._free  # kept by its thread
+        release.set()
+        thread.join(HANG_S)
+        del thread
+        gc.collect()
+        wait_until(lambda: theirs.owner is None and theirs in pool._free,
+                   "the ended thread's reader back in the pool")
+        assert mine.owner is not None  # the living owner keeps its own
         assert db.execute(COUNT).scalar() == 0
-        holding.set()
-        assert release.wait(HANG_S)
-
-    thread = threading.Thread(target=reader_thread)
-    thread.start()
-    assert holding.wait(HANG_S)
-    (reader,) = pool._all
-    assert reader.owner is not None and reader not in pool._free  # kept by its thread
-    release.set()
-    thread.join(HANG_S)
-    del thread
-    gc.collect()
-    wait_until(lambda: reader.owner is None and reader in pool._free,
-               "the ended thread's reader back in the pool")
-    assert db.execute(COUNT).scalar() == 0  # and it serves the next thread
 
 
 def test_an_idle_owner_never_makes_another_thread_wait(db):
