@@ -327,7 +327,10 @@ class ReaderPool:
         lock = reader.lock
         if not lock.acquire(False):
             return None
-        if reader.owner is not owner.token or self._closed:  # taken by another thread; closing
+        if self._closed:
+            self._release(reader)  # (closes it: close() may have passed it by)
+            return None
+        if reader.owner is not owner.token:  # taken by another thread while this one idled
             lock.release()
             return None
         now = _monotonic()

@@ -139,13 +139,19 @@ class Worker(Batches):
     # -- thread body ------------------------------------------------------
 
     def open(self) -> None:
-        if self._use_process_lock and self.process_lock is None and processlock_available():
-            lock = ProcessLock(self.path)
-            lock.open()
-            self.process_lock = lock
         self._conn, self._guard = open_write_connection(
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
             vfs=self.vfs, autocheckpoint=self.autocheckpoint, setup=self.setup)
+        # After the connection, so that SQLite reports a file it cannot open.
+        if self._use_process_lock and self.process_lock is None and processlock_available():
+            lock = ProcessLock(self.path)
+            try:
+                lock.open()
+            except OSError as exc:  # a read-only folder, say: SQLite's locking still applies
+                logger.warning("no process lock for %s (%s): writers of other processes "
+                               "meet this one in SQLite's busy handler", self.path, exc)
+            else:
+                self.process_lock = lock
         self._guard.own_savepoint = self._savepoint
         self._arm()
 
