@@ -482,9 +482,11 @@ class BusyGateway(_PerThreadGateway):
         check_priority(priority)
 
         def read(conn: apsw.Connection, guard: TransactionGuard) -> Result:
-            # Statements before a write only read (a cursor's tracer: run_sql
-            # sets one of its own, which would hide a connection's).
-            return run_sql(conn, guard, sql, params, tracer=_only_reads)
+            conn.exec_trace = _only_reads  # statements before a write only read
+            try:
+                return run_sql(conn, guard, sql, params)
+            finally:
+                conn.exec_trace = None
 
         return self._call(lambda conn, guard: run_sql(conn, guard, sql, params), timeout,
                           read=read)

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python -m benchmarks.writeblock                 # synchronous=OFF, 20,000 statements
-    python -m benchmarks.writeblock --synchronous FULL --calls 200 --markdown
+    .venv/bin/python -m benchmarks.writeblock                 # synchronous=OFF, 20,000 statements
+    .venv/bin/python -m benchmarks.writeblock --synchronous FULL --calls 200 --markdown
 
 Per statement: ``--n`` statements (a point read and an UPDATE of the row read,
 alternately) run inside one ``db.transaction(fn)`` on the fn's ``conn``, and

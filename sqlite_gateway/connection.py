@@ -9,22 +9,21 @@ reader's (the calling thread with ``read_mode="inline"``, a reader thread with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import apsw
 
-from .memo import TextMemo
 from .errors import ConnectionSettingError, GatewayError, TransactionControlError
+from .memo import TextMemo
 from .request import Params, check_params, check_sql
 from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
                      make_result)
 from .savepoint import Savepoint
-from .shape import COLUMNLESS, MULTI, UNKNOWN, Trace, describe, shapes
+from .shape import Trace, names_when_empty
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-_shape_of = shapes.get  # (bound once: it runs per statement)
 
 _TRANSACTION_OPS = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT})
 
@@ -140,14 +139,20 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
     ``setup`` (the connection_setup option) is called last, with the guard on; if it raises,
     the connection is closed and its error raised.
     """
-    conn = apsw.Connection(path, vfs=vfs)
+    try:
+        conn = apsw.Connection(path, vfs=vfs)
+    except apsw.CantOpenError as exc:
+        raise _cant_open(path, exc) from None
     try:
         # No SQL may corrupt the file on purpose (e.g. writes to an FTS5 index's
         # shadow tables): SQLite's SQLITE_DBCONFIG_DEFENSIVE.
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         # Set first, so that switching to WAL also waits for an outside lock.
         conn.set_busy_timeout(int(busy_timeout * 1000))
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+        except apsw.CantOpenError as exc:  # the -wal file cannot be created
+            raise _cant_open(path, exc) from None
         if str(mode).lower() != "wal":
             raise GatewayError(f"could not put {path!r} in WAL mode (journal_mode is {mode!r})")
         conn.execute(f"PRAGMA synchronous={synchronous}")  # validated against SYNCHRONOUS
@@ -163,10 +168,34 @@ def open_write_connection(path: str, *, synchronous: str, busy_timeout: float,
     return conn, guard
 
 
+def _cant_open(path: str, exc: apsw.CantOpenError) -> apsw.CantOpenError:
+    """SQLite's "unable to open database file", with the path and the likely reason.
+
+    Same class and result codes: code that catches ``apsw.CantOpenError`` still does.
+    """
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        reason = f"its folder {folder} does not exist (create it first)"
+    elif os.path.isdir(full):
+        reason = "it is a folder, not a file"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        reason = (f"no permission to write in its folder {folder} (SQLite creates the "
+                  "-wal and -shm files beside the database)")
+    elif os.path.exists(full) and not os.access(full, os.R_OK | os.W_OK):
+        reason = "no permission to read and write it"
+    else:
+        reason = "see the error code"
+    better = apsw.CantOpenError(f"{exc}: {path!r}: {reason}")
+    for name in ("result", "extendedresult", "error_offset"):
+        if hasattr(exc, name):
+            setattr(better, name, getattr(exc, name))
+    return better
+
+
 def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             params: Any, many: bool = False,
-            statements: list[str] | None = None,
-            tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
+            statements: list[str] | None = None) -> Result:
     """Run caller SQL to completion and copy its rows out.
 
     Every row is fetched here: apsw cursors are lazy, and in a string of
@@ -175,10 +204,8 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
     begins (an exec tracer): pass it for a text that may hold several, so
     that the result keeps the rows and columns of the last statement that
     returned rows (see :func:`read_rows`); without it the text must be one
-    statement (the caller learned that before).
-    ``tracer`` is called with each statement before it runs; it may refuse
-    it (apsw then raises ``ExecTraceAbort``). The Result's columns (when no
-    row came back) and rowcount are as :mod:`~sqlite_gateway.shape` says.
+    statement (the caller learned that before). The Result's columns and
+    rowcount are as :mod:`~sqlite_gateway.shape` says.
 
     Raises:
         TransactionControlError: the SQL holds BEGIN/COMMIT/SAVEPOINT/...
@@ -187,38 +214,33 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         apsw.Error: whatever SQLite raised, unchanged.
     """
     before = conn.total_changes()
-    shape = _shape_of(sql, UNKNOWN)
-    trace = None
     cursor = None
-    columns: tuple[str, ...] | None
+    trace = None
+    columns: tuple[str, ...]
     rows: tuple[Any, ...]
     try:
-        if shape & MULTI or many or tracer is not None or statements is not None:
-            # A text seen for the first time (UNKNOWN has the MULTI bit), several
-            # statements, executemany: traced (see shape.py). A tracer set on
-            # the connection still runs: a cursor's replaces it.
-            then = tracer if tracer is not None else conn.exec_trace
-            trace = Trace(conn, before, then if statements is None
-                          else _recorder(statements, then))
+        if statements is None and not many:
+            cursor = conn.execute(sql, params)
+        else:
+            # Several statements, or executemany: each one's own changes() is
+            # counted as the next begins (see shape.py). (A tracer set on the
+            # connection still runs: a cursor's would replace it.)
             cursor = conn.cursor()
+            trace = Trace(conn, before, conn.exec_trace, statements)
             cursor.exec_trace = trace
             if many:
                 cursor.executemany(sql, params)
             else:
                 cursor.execute(sql, params)
-        else:
-            cursor = conn.execute(sql, params)
         if statements is not None and not many:
             rows, columns = read_rows(cursor, statements)
-            if not rows:
-                columns = None
         else:
             # The first row, if any, before the description: asking a finished
             # cursor for its description raises, and an exception costs more than
-            # the statement itself.
+            # the statement itself (an INSERT has no rows, so no description).
             first = cursor.fetchone()
             if first is None:
-                columns, rows = None, ()
+                columns, rows = (), ()
             else:
                 columns = tuple([d[0] for d in cursor.get_description()])
                 rest = cursor.fetchall()
@@ -227,7 +249,7 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         if cursor is not None:
             cursor.close()  # reset its statement now, not when the exception is freed
         if isinstance(exc, KeyError):
-            raise missing_parameter(exc, params, many) from None
+            raise _missing_parameter(exc, params, many) from None
         if not isinstance(exc, apsw.AuthError):
             raise
         refused, pragma = guard.refused, guard.refused_pragma
@@ -238,14 +260,13 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
-    if columns is None:  # no row: the names, unless the text is known to have none
-        columns = () if shape & COLUMNLESS and shape != UNKNOWN else describe(
-            conn, sql, params[0] if many and params else params)
+    if not rows:  # no row: the names all the same, unless the text has none
+        columns = names_when_empty(conn, sql, params[0] if many and params else params)
     if trace is None:
         # One statement: its own changes() (not its triggers'), if it changed anything.
         rowcount = conn.changes() if conn.total_changes() != before else 0
     else:
-        rowcount = trace.finish(None if many else sql, columns)
+        rowcount = trace.finish()
     result: Result = _new(Result)  # make_result(), inlined: this runs per statement
     _set_rows(result, rows)
     _set_rowcount(result, rowcount)
@@ -290,7 +311,7 @@ def read_rows(cursor: apsw.Cursor, statements: list[str]) -> tuple[
     return tuple(rows), columns
 
 
-def missing_parameter(exc: KeyError, params: Any, many: bool) -> KeyError:
+def _missing_parameter(exc: KeyError, params: Any, many: bool) -> KeyError:
     """apsw's bare ``KeyError('name')`` for a named parameter missing from a
     mapping, as a KeyError that says what to change."""
     name = exc.args[0] if exc.args else "?"
@@ -319,45 +340,33 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
              tracer: Callable[[apsw.Cursor, str, Any], bool] | None = None) -> Result:
     """:func:`run_sql` for a read-only connection: nothing changes there, so
     no change counts are read (rowcount and lastrowid are 0). ``statements``
-    and ``tracer`` as in :func:`run_sql`. Errors are raised as they are (the
-    caller interprets an ``AuthError``), except a missing named parameter,
-    named as in :func:`run_sql`."""
-    shape = _shape_of(sql, UNKNOWN)
-    trace = None
+    as in :func:`run_sql`; ``tracer`` may refuse a statement before it runs
+    (apsw then raises ``ExecTraceAbort``). Errors are raised as they are
+    (the caller interprets an ``AuthError``), except a missing named
+    parameter, named as in :func:`run_sql`."""
     cursor = None
     try:
-        if shape & MULTI or tracer is not None or statements is not None:
-            then = tracer if tracer is not None else conn.exec_trace
-            trace = Trace(None, 0, then if statements is None else _recorder(statements, then))
-            cursor = conn.cursor()
-            cursor.exec_trace = trace
-            cursor.execute(sql, params)
-        else:
+        if statements is None:
             cursor = conn.execute(sql, params)
-        if statements is not None:
-            rows, columns = read_rows(cursor, statements)
-            if not rows:
-                columns = describe(conn, sql, params)
-            trace.finish(sql, columns)  # type: ignore[union-attr]
-            return make_result(rows, 0, 0, columns)
-        first = cursor.fetchone()
-        if first is None:
-            names = () if shape & COLUMNLESS and shape != UNKNOWN else describe(
-                conn, sql, params)
-            if trace is not None:
-                trace.finish(sql, names)
-            return make_result((), 0, 0, names)
-        columns = tuple([d[0] for d in cursor.get_description()])
-        rest = cursor.fetchall()
+            first = cursor.fetchone()
+            if first is None:
+                return make_result((), 0, 0, names_when_empty(conn, sql, params))
+            columns = tuple([d[0] for d in cursor.get_description()])
+            rest = cursor.fetchall()
+            return make_result((first, *rest) if rest else (first,), 0, 0, columns)
+        cursor = conn.cursor()
+        cursor.exec_trace = _recorder(statements, tracer)
+        cursor.execute(sql, params)
+        rows, columns = read_rows(cursor, statements)
+        if not rows:
+            columns = names_when_empty(conn, sql, params)
+        return make_result(rows, 0, 0, columns)
     except BaseException as exc:
         if cursor is not None:
             cursor.close()
         if isinstance(exc, KeyError):
-            raise missing_parameter(exc, params, False) from None
+            raise _missing_parameter(exc, params, False) from None
         raise
-    if trace is not None:
-        trace.finish(sql, columns)
-    return make_result((first, *rest) if rest else (first,), 0, 0, columns)
 
 
 class Connection:
@@ -372,18 +381,18 @@ class Connection:
     (``run_exclusive(fn)`` gives fn the raw ``apsw.Connection`` instead.)
     """
 
-    __slots__ = ("_conn", "_guard", "_open", "_savepoints", "_singles")
+    __slots__ = ("_conn", "_guard", "_open", "_singles", "_savepoints")
 
     def __init__(self, conn: apsw.Connection, guard: TransactionGuard,
                  singles: TextMemo[bool] | None = None) -> None:
         self._conn = conn
         self._guard = guard
         self._open = True
+        self._savepoints: list[Savepoint] | None = None  # open ones, innermost last
         # The writer's memo of texts known to be one statement: any other
         # text runs traced (and is learned), so a multi-statement one keeps
         # the columns of the rows it returns (see read_rows).
         self._singles = singles
-        self._savepoints: list[Savepoint] | None = None  # open ones, innermost last
 
     def _check_open(self) -> apsw.Connection:
         if not self._open:

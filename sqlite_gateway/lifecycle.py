@@ -42,12 +42,18 @@ import weakref
 from .core import Core
 from .errors import GatewayClosed, GatewayError
 from .requestqueue import RequestQueue, fail_pending
+from .samefile import warn_if_shared
 from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
 _EXIT_CLOSE_TIMEOUT = 30.0  # how long the exit hook waits for one gateway to drain
 _open_gateways: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
+# Gateways closed while their worker thread was stuck (given up): the thread keeps
+# its connection, so the file stays open in this process until it exits. Kept
+# (strongly: the thread outlives the gateway object) so that the same-file check
+# of a later gateway knows whose descriptors those are.
+_stuck_gateways: set[Lifecycle] = set()
 
 
 class State(enum.Enum):
@@ -106,6 +112,8 @@ class Lifecycle:
             if self._state is not State.NEW:
                 raise GatewayError(f"gateway is {self.state.value}; it can be started once "
                                    "(to restart, make a new Gateway on the same file)")
+            # before we open it ourselves
+            warn_if_shared(self.path, self, [*_open_gateways, *_stuck_gateways])
             thread = threading.Thread(target=self._worker.run, daemon=True,
                                       name=f"sqlite-gateway-writer:{os.path.basename(self.path)}")
             # Daemon, so the interpreter reaches atexit, where _close_at_exit
@@ -192,6 +200,8 @@ class Lifecycle:
             if self._state is State.CLOSING:
                 self._state = State.CLOSED
                 _open_gateways.discard(self)
+                if thread.is_alive() and self._worker.death is not None:
+                    _stuck_gateways.add(self)
                 logger.info("gateway closed on %s", self.path)
 
     def _check_not_worker(self, what: str) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -214,16 +215,26 @@ NAMES_IN_ORDER: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Optio
 NAMES = frozenset(NAMES_IN_ORDER)
 
 
-def check_path(path: str | os.PathLike[str]) -> str:
+def check_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
     """The database path as a str, or ValueError for what the gateway cannot open.
 
-    ``:memory:`` and empty paths are refused (the gateway needs WAL, which
-    needs a file), and so are URI file names: SQLite would take
-    ``file:x.db?mode=ro`` as a plain file name here, and the gateway opens its
-    connections in the modes it needs itself.
+    A bytes path is decoded as the OS does (``os.fsdecode``). ``:memory:`` and
+    empty paths are refused (the gateway needs WAL, which needs a file), and so
+    are URI file names: SQLite would take ``file:x.db?mode=ro`` as a plain file
+    name here, and the gateway opens its connections in the modes it needs itself.
+
+    Raises:
+        TypeError: not a str, bytes or path object.
+        ValueError: a path the gateway cannot open (the message says why).
     """
-    path = os.fspath(path)
-    if not isinstance(path, str) or not path or path == ":memory:":
+    path = os.fsdecode(path)
+    try:
+        path.encode("utf-8")  # SQLite takes UTF-8 file names
+    except UnicodeEncodeError:
+        raise ValueError(f"path {path!r} is not valid in this system's file name encoding "
+                         f"({sys.getfilesystemencoding()}): SQLite needs a name it can "
+                         "pass as UTF-8") from None
+    if not path or path == ":memory:":
         raise ValueError(f"path must name a database file, not {path!r} "
                          "(the gateway needs WAL, which needs a file)")
     if path[:5].lower() == "file:":

@@ -37,7 +37,7 @@ from typing import Any
 
 import apsw
 
-from .connection import TransactionGuard, missing_parameter, run_read, run_sql
+from .connection import TransactionGuard, _missing_parameter, run_read, run_sql
 from .errors import GatewayClosed, RequestTimeout
 from .memo import TextMemo
 from .request import FUTURE, STOP, Kind, Request, wait_for
@@ -166,7 +166,7 @@ class Reader:
                 return run_sql(self.conn, self.guard, sql, params)
             raise
         except apsw.SQLError:
-            if known:
+            if known is not None:
                 raise
             # A text seen for the first time that this reader could not prepare:
             # its copy of the schema may predate a change the writer made
@@ -197,7 +197,7 @@ class Reader:
                     cancel is not None and cancel.is_set()):
                 return RequestTimeout(timeout or 0.0, started=True, interrupted=True)
         if isinstance(exc, KeyError):
-            return missing_parameter(exc, params, False)
+            return _missing_parameter(exc, params, False)
         return exc
 
     def close(self) -> None:

@@ -25,10 +25,10 @@ class Result:
         lastrowid: the connection's ``last_insert_rowid()`` after the call;
             meaningful after an INSERT into a rowid table.
         columns: the column names, whether rows came back or not: those of
-            the statement whose rows these are; when no row came back, those
-            of the first statement that returns data (a SELECT that found
-            nothing has its columns); ``()`` when no statement returns data
-            (an INSERT without RETURNING, DDL).
+            the statement whose rows these are; when no statement returned a
+            row, those of the first statement that returns data (a SELECT
+            that found nothing has its columns); ``()`` when no statement
+            returns data (an INSERT without RETURNING, DDL).
 
     Iterating a Result yields its rows; ``len()`` counts them.
     """

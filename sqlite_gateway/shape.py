@@ -1,4 +1,4 @@
-"""What a SQL text is, learned on its first run: column names and row counts for Result.
+"""Column names and row counts for a Result, as DB-API means them.
 
 A :class:`~sqlite_gateway.Result` carries its column names whether rows came
 back or not, and its ``rowcount`` is what DB-API and ``sqlite3`` mean: the
@@ -6,22 +6,22 @@ rows the call's own INSERT/UPDATE/DELETE statements changed (SQLite's
 ``changes()``), not those changed by their triggers, foreign-key actions or
 REPLACE deletions (which ``total_changes()`` also counts).
 
-Both are cheap only if the text's *shape* is known: one statement or several,
-and whether any of them returns columns. The first run of a text (and every
-run of a string of several statements, and every ``executemany``) goes
-through an exec tracer (:class:`Trace`) that sees each statement before it
-runs and adds up ``changes()`` statement by statement; the shape is then
-remembered per text, process-wide (a text's shape never changes: it is fixed
-by parsing). From then on a single statement runs untraced: its rowcount is
-one ``changes()`` call, and its columns come from the cursor at the first
-row. A query that returns no row is prepared once more after the run
-(:func:`describe`, nothing run) for its column names.
+Row counts. A single statement needs one ``changes()`` call after it ran
+(when the change total moved: ``changes()`` keeps its value across a query).
+A string of several statements, and ``executemany``, run with an exec tracer
+(:class:`Trace`) that sees each statement (or parameter set) begin and adds
+up the one before it.
 
-Why after, not from the tracer: a statement whose schema changed since it was
-prepared (``ALTER TABLE``, another connection's DDL) is re-prepared by SQLite
-at its first step, and apsw keeps a description read before that step: the
-names a ``*`` stands for would be the old ones. After the run, apsw's
-statement cache holds the re-prepared statement.
+Column names. With rows, they come from the cursor at the first row. With
+none, the statement is prepared once more after the run (:func:`describe`,
+nothing run); a text found to return no columns at all (an INSERT without
+RETURNING, DDL) is remembered, process-wide, and never described again (that
+is fixed by parsing). Why after the run and not from the tracer: a statement
+whose schema changed since it was prepared (``ALTER TABLE``, another
+connection's DDL) is re-prepared by SQLite at its first step, and apsw keeps
+a description read before that step, so the names a ``*`` stands for would
+be the old ones. After the run, apsw's statement cache holds the re-prepared
+statement. The tracer never reads a description.
 """
 
 from __future__ import annotations
@@ -33,65 +33,66 @@ import apsw
 
 from .memo import TextMemo
 
-MULTI = 1  # several statements: traced every time
-COLUMNLESS = 2  # no statement returns columns (INSERT/UPDATE/DELETE without RETURNING, DDL)
-UNKNOWN = -1  # not seen yet: every bit set, so one test (shape & MULTI) sends it to the tracer
-
 _DESCRIBE_MAX = 1000  # statements of one text looked at for column names
-_memo: TextMemo[int] = TextMemo()  # bounded in entries and in bytes (texts may be long)
-shapes: dict[str, int] = _memo.map
-"""SQL text -> its shape (MULTI | COLUMNLESS bits), learned on its first successful
-traced run; read on every run (dict operations are atomic: every thread shares it)."""
+
+_columnless: TextMemo[bool] = TextMemo()
+columnless = _columnless.map
+"""SQL texts that return no columns: their empty results need no describe().
+Bounded in entries and bytes (a TextMemo); every thread shares it."""
 
 
 class Trace:
-    """An exec tracer that counts what the statements of one call do.
+    """An exec tracer that counts each statement's own changes as the next begins.
 
-    ``conn`` None: a read-only connection, where nothing changes (no counts
-    are read). ``then``: the caller's own tracer, called after (its verdict
-    stands: False stops the statement). It never reads a description (see
-    the module docstring).
+    ``then``: another tracer, called first (its verdict stands: False stops
+    the statement). ``statements``: a list that receives each statement's
+    text as it begins (as :func:`~sqlite_gateway.connection.read_rows`
+    needs), or None. Never reads a description (see the module docstring).
     """
 
-    __slots__ = ("conn", "mark", "changes", "statements", "then")
+    __slots__ = ("conn", "mark", "changes", "then", "statements")
 
-    def __init__(self, conn: apsw.Connection | None, mark: int,
-                 then: Callable[[apsw.Cursor, str, Any], bool] | None) -> None:
+    def __init__(self, conn: apsw.Connection, mark: int,
+                 then: Callable[[apsw.Cursor, str, Any], bool] | None,
+                 statements: list[str] | None = None) -> None:
         self.conn = conn
         self.mark = mark  # total_changes() when the previous statement began
         self.changes = 0
-        self.statements = 0
         self.then = then
+        self.statements = statements
 
     def __call__(self, cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
-        conn = self.conn
-        if conn is not None:
-            # changes() keeps its value across a SELECT: count it only when the
-            # statement before this one changed something (the total moved).
-            total = conn.total_changes()
-            if total != self.mark:
-                self.changes += conn.changes()
-                self.mark = total
-        self.statements += 1
         then = self.then
-        return True if then is None else then(cursor, statement, bindings)
-
-    def finish(self, sql: str | None, columns: tuple[str, ...]) -> int:
-        """After the run: the rows changed, all statements summed; remember the
-        shape of ``sql`` (None: do not, e.g. executemany) from its ``columns``."""
+        if then is not None and not then(cursor, statement, bindings):
+            return False
         conn = self.conn
-        if conn is not None and conn.total_changes() != self.mark:
+        # changes() keeps its value across a SELECT: count it only when the
+        # statement before this one changed something (the total moved).
+        total = conn.total_changes()
+        if total != self.mark:
             self.changes += conn.changes()
-        if sql is not None and sql not in shapes:
-            remember(sql, (MULTI if self.statements > 1 else 0)
-                     | (0 if columns else COLUMNLESS))
+            self.mark = total
+        if self.statements is not None:
+            self.statements.append(statement)
+        return True
+
+    def finish(self) -> int:
+        """After the run: the rows changed by the statements themselves, summed."""
+        conn = self.conn
+        if conn.total_changes() != self.mark:
+            self.changes += conn.changes()
         return self.changes
 
 
-def remember(sql: str, shape: int) -> None:
-    """Record the shape of ``sql`` (the memo is bounded: cleared when full; a
-    text too long to keep pays its first-run cost each time)."""
-    _memo.remember(sql, shape)
+def names_when_empty(conn: apsw.Connection, sql: str, params: Any) -> tuple[str, ...]:
+    """The column names of a call that returned no row (see :func:`describe`);
+    ``()`` at once for a text known to return none."""
+    if sql in columnless:
+        return ()
+    names = describe(conn, sql, params)
+    if not names:
+        _columnless.remember(sql, True)
+    return names
 
 
 def describe(conn: apsw.Connection, sql: str, params: Any) -> tuple[str, ...]:
@@ -106,6 +107,8 @@ def describe(conn: apsw.Connection, sql: str, params: Any) -> tuple[str, ...]:
     """
     rest, bindings = sql, params
     for _ in range(_DESCRIBE_MAX):
+        if not rest or rest.isspace():
+            return ()
         found: list[tuple[str, tuple[tuple[str, str], ...], int]] = []
 
         def stop(cursor: apsw.Cursor, statement: str, _bindings: Any,
@@ -129,10 +132,9 @@ def describe(conn: apsw.Connection, sql: str, params: Any) -> tuple[str, ...]:
         if description:
             return tuple([column[0] for column in description])
         at = rest.find(statement)
-        if at < 0:
-            return ()
+        if at < 0 or not statement.strip():
+            return ()  # (apsw shows a remainder of comments as an empty statement)
         rest = rest[at + len(statement):]
         if isinstance(bindings, (list, tuple)):
             bindings = bindings[used:]
     return ()
-

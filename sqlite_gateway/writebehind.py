@@ -112,13 +112,14 @@ class WriteBehind(Lifecycle):
         lane = 0 if priority == "interactive" and block is False else self.core.lane(
             priority, block, timeout)
         request = new_post(check_sql(sql), capture_params(params), lane, self._report)
-        if block or self._state is not _RUNNING or self._worker.holder_ident is not None:
+        if block or self._state is not _RUNNING:
             self.core.enqueue(request, block, timeout)  # (with the checks a waiting call needs)
             return
         # Refused inside a transaction fn like every other call: its row would
         # commit in a later batch even if the fn failed.
         worker, ident = self._worker, _get_ident()
-        if ident == worker.thread_ident or ident == worker.inline_ident:
+        if (ident == worker.thread_ident or ident == worker.inline_ident
+                or ident == worker.holder_ident):
             self.core.check_caller("post")
         self._queue.put(request)
 

@@ -7,7 +7,6 @@ import threading
 import pytest
 
 from sqlite_gateway import Gateway
-from sqlite_gateway import memo as memo_module
 from sqlite_gateway import shape as shape_module
 
 SCHEMA = """
@@ -143,8 +142,9 @@ def test_rowcount_in_fns_blocks_and_write_behind(db):
     assert db.bulk("UPDATE parent SET name = name WHERE id = ?", [(1,), (3,), (7,)]) == 2
 
 
-def test_the_shape_memo_is_bounded_and_shared_by_threads(db, monkeypatch):
-    monkeypatch.setattr(memo_module, "_MAX_ITEMS", 50)  # every text memo, the shapes too
+def test_the_memo_of_texts_without_columns_is_bounded_and_shared_by_threads(db, monkeypatch):
+    from sqlite_gateway import memo
+    monkeypatch.setattr(memo, "_MAX_ITEMS", 50)
     errors = []
 
     def many_texts(k):
@@ -152,6 +152,8 @@ def test_the_shape_memo_is_bounded_and_shared_by_threads(db, monkeypatch):
             for i in range(200):
                 result = db.execute(f"SELECT {i} AS n{k}, name FROM parent WHERE id = -{i}")
                 assert result.columns == (f"n{k}", "name")
+                assert db.execute(f"UPDATE parent SET name = name WHERE id = -{i} - {k}"
+                                  ).columns == ()
         except BaseException as exc:
             errors.append(exc)
 
@@ -161,7 +163,8 @@ def test_the_shape_memo_is_bounded_and_shared_by_threads(db, monkeypatch):
     for thread in threads:
         thread.join(60)
     assert not errors, errors
-    assert len(shape_module.shapes) <= 50
+    assert 0 < len(shape_module.columnless) <= 50
+    assert not any(text.startswith("SELECT") for text in shape_module.columnless)
 
 
 def test_a_tracer_set_on_the_connection_still_sees_every_statement(db_path):
@@ -181,3 +184,13 @@ def test_a_tracer_set_on_the_connection_still_sees_every_statement(db_path):
         assert any("SELECT 2" in sql for sql in seen)
     finally:
         conn.close()
+
+
+def test_trailing_comments_and_executemany_texts_keep_their_columns(db):
+    assert db.execute("SELECT name FROM parent WHERE 0; -- nothing found").columns == ("name",)
+    assert db.execute("SELECT name FROM parent WHERE 0 /* a comment */").columns == ("name",)
+    sql = "UPDATE parent SET name = ? WHERE id = ? RETURNING id"
+    assert db.executemany(sql, [("x", 99), ("y", 98)]).columns == ("id",)  # no row back
+    assert db.executemany(sql, [("x", 1)]).rows == ((1,),)
+    assert db.execute(sql, ("z", 97)).columns == ("id",)
+    assert db.executemany("INSERT INTO audit VALUES (?)", []).columns == ()

@@ -244,7 +244,7 @@ def test_backup_and_restore_from_the_command_line(db: Gateway, tmp_path: Path) -
     again = run_python(cli, "restore", str(tmp_path / "b"), "--to", str(tmp_path / "r.db"))
     assert again.returncode == 1 and "will not overwrite" in again.stderr
     empty = run_python(cli, "restore", str(tmp_path), "--to", str(tmp_path / "x.db"))
-    assert empty.returncode == 1 and "no backup-*.db backup" in empty.stderr
+    assert empty.returncode == 1 and "no backup in" in empty.stderr
 
 
 def test_checkpoint_can_be_switched_off(db: Gateway) -> None:

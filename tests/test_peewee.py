@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import subprocess
 import sys
 import threading
 
 import pytest
 
-peewee = pytest.importorskip("peewee")
+from sqlite_gateway import NestedCallError, WriteBlockExpired
+from sqlite_gateway.integrations.registry import close as close_gateway
 
-from peewee import (JOIN, CharField, DateTimeField, ForeignKeyField,  # noqa: E402
-                    IntegerField, IntegrityError, Model, fn)
-
-from sqlite_gateway import NestedCallError, WriteBlockExpired  # noqa: E402
-from sqlite_gateway.integrations.peewee import GatewayDatabase  # noqa: E402
-from sqlite_gateway.integrations.registry import close as close_gateway  # noqa: E402
+# peewee is imported by the tests themselves, not at collection: it imports the stdlib
+# sqlite3, whose presence changes what the same-file check of other tests reports.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("peewee") is None,
+                                reason="needs the peewee extra")
 
 WIDE = 60
 
 
 def models(db):
+    from peewee import CharField, DateTimeField, ForeignKeyField, IntegerField, Model
+
     class Base(Model):
         class Meta:
             database = db
@@ -43,6 +45,7 @@ def models(db):
 
 @pytest.fixture
 def db(db_path):
+    from sqlite_gateway.integrations.peewee import GatewayDatabase
     database = GatewayDatabase(db_path, readers=4, regexp_function=True)
     User, Tweet, Counter = models(database)
     database.create_tables([User, Tweet, Counter])
@@ -81,6 +84,7 @@ def test_read_modify_write_in_atomic_from_four_threads_is_exact(db):
 
 
 def test_a_nested_atomic_rolls_back_alone(db):
+    from peewee import IntegrityError
     database, User, _, _ = db
     with database.atomic():
         User.create(name="kept")
@@ -133,6 +137,7 @@ def test_reads_go_to_readers_and_writes_are_single_gateway_calls(db):
 
 
 def test_get_or_create_bulk_insert_joins_and_aggregates(db):
+    from peewee import JOIN, fn
     database, User, Tweet, _ = db
     alice, created = User.get_or_create(name="alice")
     assert created
@@ -155,6 +160,7 @@ def test_get_or_create_bulk_insert_joins_and_aggregates(db):
 
 
 def test_date_parts_regexp_and_json_helpers_work_on_the_readers(db):
+    from peewee import fn
     database, User, _, _ = db
     User.create(name="alice", joined=datetime.datetime(2025, 3, 4, 10, 0))
     User.create(name="bob", joined=datetime.datetime(2026, 7, 8, 11, 0))
@@ -170,6 +176,7 @@ def test_date_parts_regexp_and_json_helpers_work_on_the_readers(db):
 
 
 def test_app_functions_aggregates_collations_and_window_functions(db_path):
+    from sqlite_gateway.integrations.peewee import GatewayDatabase
     database = GatewayDatabase(db_path, readers=2)
 
     @database.func("twice", 1, deterministic=True)
@@ -227,6 +234,7 @@ def test_app_functions_aggregates_collations_and_window_functions(db_path):
 
 
 def test_pragmas_become_gateway_options_or_are_refused(db_path):
+    from sqlite_gateway.integrations.peewee import GatewayDatabase
     database = GatewayDatabase(db_path, pragmas={"journal_mode": "wal", "foreign_keys": 1,
                                                  "synchronous": 1, "cache_size": -4000,
                                                  "busy_timeout": 2500})
@@ -248,6 +256,7 @@ def test_pragmas_become_gateway_options_or_are_refused(db_path):
 
 
 def test_the_hold_limit_and_nested_calls_inside_atomic(db_path):
+    from sqlite_gateway.integrations.peewee import GatewayDatabase
     database = GatewayDatabase(db_path, hold_limit=0.3)
     User, _, _ = models(database)
     try:
@@ -277,6 +286,7 @@ def test_the_module_names_the_extra_when_peewee_is_missing():
 
 
 def test_a_table_rebuild_cannot_cascade_silently(db_path):
+    from sqlite_gateway.integrations.peewee import GatewayDatabase
     # peewee's migrator reads foreign_keys before a table rebuild and turns them
     # off first; the gateway keeps them on, so the rebuild is refused with a clear
     # error instead of its DROP TABLE deleting the child rows by cascade.

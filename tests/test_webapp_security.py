@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.parse
 
+import cherrypy
 import pytest
 from conftest import ROOT, read_only
 from webapp_fixtures import ADMIN, ADMIN_TOKEN, free_port, live_app, live_fixture  # noqa: F401
@@ -182,12 +183,27 @@ def test_more_short_bodies_than_threads_do_not_starve_other_requests(tmp_path):
         assert live.get("/api/pages/p").json["views"] >= 1
 
 
+def _body_reader():
+    """The mounted app's body reader (its ``reading`` count is the state tests wait on)."""
+    return cherrypy.tree.apps[""].config["/"]["tools.json_in.processor"]
+
+
+def _wait_until(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:  # bounded
+        time.sleep(0.01)
+    return predicate()
+
+
 def test_a_trickled_body_is_cut_off_when_others_need_its_slot(tmp_path):
     """One byte at a time, never silent long enough for the socket timeout: the
     read is cut off past its deadline once a request finds no free slot."""
     with live_app(str(tmp_path / "app.db"), **{"webapp.body_slots": 1}) as live:
         with _short_body(live.port, length=10_000, sent=b"{") as trickle:
-            start = time.monotonic()
+            # The server has taken the only slot for the trickle: a state, not an ordering
+            # (posting at once raced the trickle's request thread for the slot).
+            assert _wait_until(lambda: _body_reader().reading == 1)
+            start = time.monotonic()  # after the server's deadline for it began
             refused = live.post("/api/pages", {"name": "a", "cap": 1})
             assert refused.status == 503  # the only slot is the trickle's, not yet overdue
             answer = b""

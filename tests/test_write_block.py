@@ -527,9 +527,9 @@ def test_the_write_block_benchmark_prints_both_figures_and_the_ratio():
     import sys
 
     from conftest import ROOT
-    out = subprocess.run([sys.executable, "-m", "benchmarks.writeblock", "--n",
-                          "200", "--calls", "20", "--rounds", "1"], capture_output=True,
-                         text=True, timeout=120, check=True, cwd=ROOT).stdout
+    out = subprocess.run([sys.executable, "-m", "benchmarks.writeblock", "--n", "200",
+                          "--calls", "20", "--rounds", "1"], capture_output=True, cwd=ROOT,
+                         text=True, timeout=120, check=True).stdout
     assert "load average" in out and "block / fn" in out
     assert "one statement" in out and "read-modify-write" in out
 

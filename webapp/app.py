@@ -142,6 +142,8 @@ def build_app(config: str | Path | dict[str, Any] | None = None,
     cherrypy.config.namespaces["helpers"] = helpers_ns
     cherrypy.config.namespaces["webapp"] = webapp_ns
     _installed["namespaces"] = ("helpers", "webapp")
+    # Request heads must arrive within server.socket_timeout in all (heads.py).
+    global_conf.setdefault("server.instance", "webapp.heads.HeadTimedServer")
     # engine.sqlite_gateway.* reaches the plugin, helpers.* and webapp.* the handlers above.
     cherrypy.config.update(global_conf)
     if db_path is not None:
@@ -220,3 +222,4 @@ def teardown() -> None:
         cherrypy.config.namespaces.pop(name, None)
     _installed.pop("app", None)
     cherrypy.tree.apps.clear()
+    cherrypy.server.instance = None  # set through config by build_app; config.reset() keeps it

@@ -104,6 +104,12 @@ class BodyReader:
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise cherrypy.HTTPError(400, "the body is not valid JSON") from None
 
+    @property
+    def reading(self) -> int:
+        """How many bodies are being read now (a snapshot: for tests and monitoring)."""
+        with self._lock:
+            return len(self._reading)
+
     def _cut_overdue(self) -> int:
         now = time.monotonic()
         with self._lock:

@@ -166,16 +166,16 @@ class AsyncGateway:
         """The gateway's figures (see :meth:`Gateway.stats`); does not block."""
         return self.gateway.stats()
 
-    def failures(self) -> list[PostFailure]:
-        """The :meth:`post` failures since the last call (see :meth:`Gateway.failures`)."""
-        return self.gateway.failures()
-
     def writer(self, *, timeout: Timeout = DEFAULT,
                priority: str = "interactive") -> AsyncWriteBlock:
         """A write block for ``async with adb.writer() as w:`` (see :meth:`Gateway.writer`
         and :mod:`sqlite_gateway.integrations.asyncblock`: ``await w.execute(...)``)."""
         from .asyncblock import AsyncWriteBlock
         return AsyncWriteBlock(self.gateway.writer(timeout=timeout, priority=priority))
+
+    def failures(self) -> list[PostFailure]:
+        """The :meth:`post` failures since the last call (see :meth:`Gateway.failures`)."""
+        return self.gateway.failures()
 
     # -- calls that wait --------------------------------------------------------
 

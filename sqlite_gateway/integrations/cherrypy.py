@@ -58,16 +58,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import cherrypy
-from cherrypy.process.plugins import SimplePlugin
-from cherrypy.process.wspbus import Bus
-
 from ..database import Database
 from ..errors import GatewayClosed
 from ..gateway import Gateway
 from ..lifecycle import State
+from .extras import needs_extra
 from .http import RETRY_AFTER_S, error_answer
 from .settings import OPTIONS, DatabaseFactory, check_factory, parse_settings
+
+with needs_extra("web", __name__):
+    import cherrypy
+    from cherrypy.process.plugins import SimplePlugin
+    from cherrypy.process.wspbus import Bus
 
 __all__ = ["CHANNEL", "RETRY_AFTER_S", "GatewayPlugin", "GatewayTool", "install",
            "json_error_page", "json_error_response"]

@@ -409,15 +409,13 @@ class Connection:
                     return db.executemany(sql, params, timeout=wait)
                 return db.execute(sql, params, timeout=wait)
             mode = self._explicit or self._mode
-            if fn_conn is None and mode == "deferred" and not many:
-                # The gateway's own routing, asked without a write fallback: a
-                # text SQLite judges a write is remembered, and opens a block.
-                core = db.core
-                readers = core.reader_for(sql)
-                if readers is not None:
-                    result = core.read(readers, sql, params, self._wait(db))
-                    if result is not None:
-                        return result
+            # The gateway's own routing, asked without a write fallback (a text
+            # SQLite judged a write is remembered: next time, no trial on a reader).
+            readers = db.core.reader_for(sql) if fn_conn is None else None
+            if mode == "deferred" and not many and readers is not None:
+                result = db.core.read(readers, sql, params, self._wait(db))
+                if result is not None:
+                    return result
             block = self._open_block(db, fn_conn)
         if many:
             return block.executemany(sql, params)

@@ -42,13 +42,16 @@ import weakref
 from collections.abc import Callable
 
 import apsw
-import flask
 
 from ..database import Database
 from ..errors import GatewayError
 from ..gateway import Gateway
+from .extras import needs_extra
 from .http import error_answer
 from .settings import DatabaseFactory, GatewaySettings, check_factory, parse_settings
+
+with needs_extra("flask", __name__):
+    import flask
 
 __all__ = ["CONFIG_PREFIX", "EXTENSION_KEY", "FlaskGateway"]
 

@@ -1,7 +1,7 @@
 """``python -m sqlite_gateway.replication {restore,replicate,config} ...``
 
 restore --from REPLICA --to PATH [--timestamp T]   a replica into a new database file
-replicate DB [--to REPLICA] [--sync-interval S]    run litestream for DB until Ctrl-C
+replicate DB [--to REPLICA] [--sync-interval S]    run litestream for DB until Ctrl-C/SIGTERM
 config DB [--to REPLICA] [--sync-interval S]       print litestream's config (for systemd...)
 
 REPLICA is a folder or a URL (``s3://bucket/prefix``; ``--endpoint``,
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -60,14 +61,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _replicate(replicator: Replicator) -> int:
-    replicator.start()
+    """Run ``replicator`` until Ctrl-C, SIGTERM or SIGHUP (exit 0 after a clean stop), or
+    until its supervisor gives up (exit 1). systemd, docker and ``timeout`` stop with
+    SIGTERM: it must stop litestream as Ctrl-C does, not leave it running."""
+    asked: list[str] = []
+
+    def ask_to_stop(signum: int, frame: object) -> None:
+        asked.append(signal.Signals(signum).name)  # only a flag: safe whatever runs now
+
+    previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        while replicator.failed is None:  # until Ctrl-C, or the supervisor gives up
+        replicator.start()
+        while replicator.failed is None and not asked:  # bounded by a signal or a give-up
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
         replicator.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 1 if replicator.failed else 0
 
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ..lifecycle import _close_at_exit as _close_gateways_at_exit
 from .litestream import (Log, ReplicationError, config_text, default_log, duration,
@@ -37,10 +42,14 @@ class Replicator:
 
     Stop it *after* the gateway has closed, so the final sync has every
     commit. At interpreter exit, open gateways are drained first, then
-    running replicators are stopped. If this process is killed outright,
-    litestream (its own session, so a terminal's Ctrl-C reaches only us)
-    keeps running until it is stopped: run the app under a supervisor that
-    stops the whole group, or stop it by its ``pid``.
+    running replicators are stopped. Litestream runs in its own session, so a
+    terminal's Ctrl-C reaches only us. If this process is killed outright, on
+    Linux litestream gets SIGINT from the kernel (it syncs and exits: the
+    parent-death signal, set on each child; the supervisor thread starts
+    every child, because the kernel sends it when the *thread* that started
+    the child ends); elsewhere it keeps running until it is stopped: run the
+    app under a supervisor that stops the whole group, or stop it by its
+    ``pid``.
 
     Args:
         db_path: the database file the gateway writes.
@@ -55,7 +64,8 @@ class Replicator:
             (default: the ``sqlite_gateway.replication`` logger).
 
     Raises:
-        ReplicationError: (constructor) litestream cannot be found.
+        ReplicationError: (constructor) litestream cannot be found; (start) a
+            replica folder cannot be created or written.
         ValueError: an option is out of range.
     """
 
@@ -108,20 +118,36 @@ class Replicator:
         return None if folder is None else os.path.join(folder, "litestream.sock")
 
     def start(self) -> Replicator:
-        """Start litestream and its supervisor; return self at once (not after a sync)."""
+        """Start litestream and its supervisor; return once the child runs (not after a sync).
+
+        Raises:
+            ReplicationError: a replica folder cannot be created or written
+                (litestream itself would only log that, every second, forever).
+            OSError: litestream cannot be started.
+        """
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return self
+            _check_folder_replica(self.replica)
             # Short and private: a Unix socket path must stay under ~100 bytes.
             self._folder = tempfile.mkdtemp(prefix="litestream-")
             Path(self._folder, "litestream.yml").write_text(self._config(self.socket))
             self._stopping = threading.Event()
             self.failed = None
-            process = self._process = self._spawn()
-            self._thread = threading.Thread(target=self._supervise, args=(self._stopping,),
-                                            name=f"litestream:{os.path.basename(self.db_path)}",
-                                            daemon=True)  # stopped by stop() or at exit
-            self._thread.start()
+            first: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+            thread = threading.Thread(target=self._supervise, args=(self._stopping, first),
+                                      name=f"litestream:{os.path.basename(self.db_path)}",
+                                      daemon=True)  # stopped by stop() or at exit
+            thread.start()
+            error = first.get()  # the supervisor sets _process for us: we hold the lock
+            if error is not None:
+                thread.join()
+                shutil.rmtree(self._folder, ignore_errors=True)
+                self._folder = None
+                raise error
+            self._thread = thread
+            process = self._process
+            assert process is not None
         _running.add(self)
         self.log(f"replication: litestream started (pid {process.pid}) for "
                  f"{self.db_path} -> {self.replica}", logging.INFO)
@@ -192,15 +218,23 @@ class Replicator:
                            socket=socket)
 
     def _spawn(self) -> subprocess.Popen[str]:
+        """Start a child; called on the supervisor thread only (see the parent-death signal)."""
         assert self._folder is not None
         # Its own session: a terminal's Ctrl-C reaches only us, so litestream's
         # last sync comes after the gateway has drained (stop() sends SIGINT).
         return subprocess.Popen(
             [self.binary, "replicate", "-config", os.path.join(self._folder, "litestream.yml")],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, env=self.env, start_new_session=True)
+            text=True, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
 
-    def _supervise(self, stopping: threading.Event) -> None:
+    def _supervise(self, stopping: threading.Event,
+                   first: queue.SimpleQueue[BaseException | None]) -> None:
+        try:
+            self._process = self._spawn()  # start() holds _lock for us until first is answered
+        except BaseException as exc:
+            first.put(exc)
+            return
+        first.put(None)
         failures, delay = 0, self.backoff[0]
         while True:  # one turn per child process; ends on stop or after max_failures
             process = self._process
@@ -236,6 +270,42 @@ class Replicator:
                     return
                 self.restarts += 1
             self.log(f"replication: litestream restarted (pid {process.pid})", logging.WARNING)
+
+
+def _check_folder_replica(replica: str) -> None:
+    """Create a folder replica and write a probe file in it, or raise ``ReplicationError``.
+
+    URLs (S3...) are not checked here: their errors appear in litestream's log.
+    """
+    parsed = urlparse(replica)
+    if len(parsed.scheme) > 1 and parsed.scheme != "file":
+        return
+    folder = os.path.abspath(parsed.path if parsed.scheme == "file" else replica)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ReplicationError(f"cannot write the replica folder {folder}: "
+                               f"{exc.strerror or exc}; choose a writable --to") from None
+
+
+# prctl(PR_SET_PDEATHSIG, SIGINT): the kernel signals the child when the thread that
+# started it ends. Looked up before any fork: the child may only call async-signal-safe code.
+_PR_SET_PDEATHSIG = 1
+_prctl = None
+if sys.platform.startswith("linux"):
+    try:
+        _prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # best effort: without it, only stop() stops the child
+        _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask for SIGINT when the parent (thread) dies."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
 
 
 @atexit.register
