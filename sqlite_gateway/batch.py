@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,7 @@ class Batches:
         reruns = 0
         while True:
             ran: list[Request] = []  # claimed and run, their outcome kept on them
+            committing = False
             try:
                 self.turn.begin(None)  # BEGIN may wait up to busy_timeout for a lock
                 self._exec(self._sql["begin"])
@@ -125,6 +127,7 @@ class Batches:
                     # would have been answered as a timeout once it had committed.
                     self.deadline = None
                     self.turn.begin(None, committing=True)
+                    committing = True
                     self._exec(self._sql["commit"])
                 elif not conn.get_autocommit():
                     self._exec(self._sql["rollback"])
@@ -146,13 +149,20 @@ class Batches:
                 # A flush marker still succeeds: the requests before it have failed,
                 # and "committed or failed" is all a barrier promises.
                 failed = [r for r in todo if r.claim()]
+                # An I/O error from COMMIT (its sync, or the auto-checkpoint SQLite
+                # runs inside it after the commit) leaves the outcome unknown: each
+                # answer says so, or its caller would take it for "nothing kept".
+                unknown = committing and isinstance(exc, RESET_AFTER)
+                # Each caller gets an object of its own: a door adds notes to it
+                # (bulk's), which must not reach the other callers.
+                clean = _copy_error(exc)
                 error: BaseException = exc
                 for request in failed:
                     if request.kind is not Kind.FLUSH:
+                        if unknown:
+                            _add_note(error, _MAY_BE_COMMITTED)
                         request.value, request.error = None, error
-                        # Each caller gets an object of its own: a door adds notes
-                        # to it (bulk's), which must not reach the other callers.
-                        error = _copy_error(exc)
+                        error = _copy_error(clean)
                 self._answer(failed)
                 if reopen:
                     self._reopen(f"{type(exc).__name__}: {exc}")
@@ -405,3 +415,15 @@ def _copy_error(exc: BaseException) -> BaseException:
         clone.__notes__ = list(notes)  # type: ignore[attr-defined]
     clone.__cause__, clone.__context__ = exc.__cause__, exc.__context__
     return clone.with_traceback(exc.__traceback__)
+
+
+_MAY_BE_COMMITTED = ("sqlite_gateway: the COMMIT of this request's batch failed with an I/O "
+                     "error, after SQLite may have written it: it may be committed (all of "
+                     "it or none of it)")
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # no add_note() before 3.11: the same attribute, by hand
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]

@@ -180,8 +180,12 @@ class Core:
         once set, stops the read as its deadline would."""
         result = readers.read(sql, params, timeout, cancel)
         if result is None:
-            self._writes.remember(sql, True)
+            self.learned_write(sql)
         return result
+
+    def learned_write(self, sql: str) -> None:
+        """A reader declined ``sql`` as a write: from now on it goes straight to the writer."""
+        self._writes.remember(sql, True)
 
     # -- plans ----------------------------------------------------------------
 

@@ -167,7 +167,9 @@ class Gateway(WriteBehind):
 
         Raises:
             apsw.Error: SQLite's own error, the same object the worker caught
-                (e.g. ``apsw.ConstraintError``); nothing of the call is kept.
+                (e.g. ``apsw.ConstraintError``); nothing of the call is kept,
+                except after an I/O error in the batch's COMMIT, whose note
+                (``__notes__``) says it may be committed.
             TransactionControlError: ``sql`` holds BEGIN/COMMIT/SAVEPOINT/...
             TypeError, ValueError: ``sql`` or ``params`` of the wrong kind.
             KeyError: a named parameter has no value in ``params`` (named).
@@ -198,9 +200,10 @@ class Gateway(WriteBehind):
                 # (A thread holding a write block may read here: a reader does not
                 # wait for the writer. A write goes to _call, which refuses it.)
                 started = _monotonic()
-                result = core.read(readers, sql, params, wait)
+                result = readers.read(sql, params, wait)  # (core.read, less one call)
                 if result is not None:
                     return result
+                core.learned_write(sql)
                 if wait is not None:  # one deadline for the whole call: the reader's wait counts
                     return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (),  # type: ignore[no-any-return]
                                                       None, lane), wait, started)

@@ -119,8 +119,10 @@ class Lifecycle:
             # Daemon, so the interpreter reaches atexit, where _close_at_exit
             # drains it; an explicit close() is still the proper way.
             self._thread = thread
-            thread.start()
             try:
+                # (Inside the try: Ctrl-C can land while start() waits for the
+                # new thread to run, and must leave the gateway closed too.)
+                thread.start()
                 self._worker.ready.result()  # bounded by the busy timeout
             except BaseException:
                 self._state = State.CLOSED

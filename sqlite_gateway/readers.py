@@ -144,12 +144,13 @@ class Reader:
         else:
             self.deadline = deadline
         self.cancel = cancel
-        statements: list[str] = []
+        statements: list[str] | None = None
         self.running = True
         try:
             if known:
                 result = run_read(self.conn, sql, params)
             else:
+                statements = []
                 result = run_read(self.conn, sql, params, statements,
                                   None if known is not None else self._only_reads)
         except (apsw.ExecTraceAbort, apsw.AuthError, apsw.ReadOnlyError) as exc:
@@ -181,6 +182,7 @@ class Reader:
             self.deadline = None
             self.cancel = None
         if known is None:
+            assert statements is not None
             self._known.remember(sql, len(statements) == 1)
         self.served += 1
         return result

@@ -111,7 +111,9 @@ def test_a_write_answered_timed_out_in_place_was_never_committed(db_path):
         committed = {row[0] for row in db.execute("SELECT x FROM t")}
         lies = [x for x, said in told.items() if said != (x in committed)]
         assert not lies, f"{len(lies)} answers disagree with the file, e.g. {lies[:5]}"
-        assert told and all(told.values())
+        # Most commit (a loaded machine may stop a few early, truthfully): enough
+        # COMMITs for SQLite to have consulted the progress handler in some.
+        assert sum(told.values()) >= len(told) // 2
 
 
 # -- timeouts too large to wait on --------------------------------------------------
@@ -433,3 +435,31 @@ def test_an_interrupt_whose_answer_is_late_says_it_may_still_commit():
     with pytest.raises(RequestTimeout) as info:
         wait_for(request, 0.01, lambda req: True)  # interrupted, but no answer in time
     assert info.value.started and not info.value.interrupted
+
+
+# -- an I/O error in COMMIT ------------------------------------------------------------
+
+def test_an_io_error_in_commit_says_each_caller_may_be_committed(db_path):
+    import uuid
+
+    from benchmarks.vfs import FaultVFS
+    vfs = FaultVFS(f"faulty-{uuid.uuid4().hex[:8]}")
+    try:
+        with Gateway(db_path, vfs=vfs.name, synchronous="FULL") as db:
+            db.execute("CREATE TABLE t(x)")
+            blocker = WorkerBlocker(db)
+            try:
+                futures = [db.submit("INSERT INTO t VALUES (?)", (x,)) for x in (1, 2)]
+                vfs.faults.arm(syncs=1, only="-wal")  # the COMMIT's sync of the WAL
+            finally:
+                blocker.done()
+            errors = [future.exception(BOUND_S) for future in futures]
+            vfs.faults.off()
+            assert all(isinstance(error, apsw.IOError) for error in errors)
+            assert errors[0] is not errors[1]  # one object per caller: notes stay apart
+            for error in errors:
+                notes = getattr(error, "__notes__", [])
+                assert len(notes) == 1 and "may be committed" in notes[0], notes
+            db.execute("INSERT INTO t VALUES (3)")  # and it serves on
+    finally:
+        vfs.unregister()
