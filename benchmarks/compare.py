@@ -55,6 +55,7 @@ from .harness import (
     non_negative,
     print_header,
     print_table,
+    quiet_line,
     ratio,
     run_child,
     whole,
@@ -82,8 +83,12 @@ Cells = dict[tuple[str, int], dict[str, Any]]
 def cell_main(spec: dict[str, Any]) -> dict[str, Any]:
     name, threads = spec["strategy"], spec["threads"]
     base = {"strategy": name, "workload": spec["workload"], "threads": threads}
+    vfs = None
+    if spec.get("fsync_delay_ms") is not None:
+        from .vfs import SlowSyncVFS
+        vfs = SlowSyncVFS("fsync-delay", spec["fsync_delay_ms"] / 1000.0)
     strategy = make_strategy(name, spec["path"], spec["synchronous"], threads,
-                             spec.get("readers"))
+                             spec.get("readers"), vfs.name if vfs is not None else None)
     try:
         strategy.open()
     except NotAvailable as exc:
@@ -93,6 +98,9 @@ def cell_main(spec: dict[str, Any]) -> dict[str, Any]:
     if name == "peewee":
         import sqlite3  # the peewee child only; it never opens the file with apsw
         cell["sqlite"] = sqlite3.sqlite_version
+    if vfs is not None:  # the mean cost an fsync really had (sleep may oversleep)
+        cell["fsyncs"] = vfs.syncs
+        cell["fsync_ms"] = 1000.0 * vfs.slept / vfs.syncs if vfs.syncs else 0.0
     return {**base, **cell}
 
 
@@ -104,13 +112,15 @@ def run_one(spec: dict[str, Any], progress: Progress) -> dict[str, Any]:
     base = {"strategy": spec["strategy"], "workload": spec["workload"],
             "threads": spec["threads"]}
     progress.begin(f"{spec['workload']} {spec['strategy']} x{spec['threads']}")
-    with tempfile.TemporaryDirectory(prefix="sqlite-gateway-compare-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sqlite-gateway-compare-",
+                                     dir=spec.get("directory")) as tmp:
         path = os.path.join(tmp, "bench.db")
         create_schema(path, spec["workload"])
         cell = run_child(__spec__.name, {**spec, "path": path}, spec["seconds"] + CHILD_GRACE,
                          progress.tick)
         if "child_failed" in cell:
-            cell = {**base, "ops": 0, "ops_per_s": 0.0, "p50_ms": 0.0, "p95_ms": 0.0,
+            load = {k: cell[k] for k in ("load_before", "load_after", "busy")}
+            cell = {**base, **load, "ops": 0, "ops_per_s": 0.0, "p50_ms": 0.0, "p95_ms": 0.0,
                     "p99_ms": 0.0, "half_wait_ms": 0.0, "errors": 1, "starved": spec["threads"],
                     "correct": False,
                     "error_samples": [cell["child_failed"], *cell.get("stderr", [])]}
@@ -158,7 +168,11 @@ def median_run(cells: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(cells, key=lambda c: c["ops_per_s"])
     return {**ordered[(len(ordered) - 1) // 2], "runs": [c["ops_per_s"] for c in cells],
             "correct": all(c.get("correct") for c in cells),
-            "errors": sum(c["errors"] for c in cells)}
+            "errors": sum(c["errors"] for c in cells),
+            # a median of runs is busy if any of its runs was
+            "busy": any(c.get("busy") for c in cells),
+            "load_before": max(c.get("load_before", 0.0) for c in cells),
+            "load_after": max(c.get("load_after", 0.0) for c in cells)}
 
 
 def cell_count(workload: str, strategies: Sequence[str], threads: Sequence[int]) -> int:
@@ -178,6 +192,9 @@ def describe(cell: dict[str, Any]) -> str:
     if cell.get("runs"):
         text += f"  runs {'/'.join(f'{r:,.0f}' for r in cell['runs'])}"
     text += "  ok" if cell.get("correct") else "  FAIL"
+    if "load_before" in cell:
+        text += f"  load {cell['load_before']:.2f}->{cell['load_after']:.2f}"
+        text += " BUSY" if cell.get("busy") else ""
     for sample in cell.get("error_samples", []):
         text += f"\n    {sample}"
     return text
@@ -197,7 +214,8 @@ def table(config: dict[str, Any], cells: Cells, strategies: Sequence[str],
           threads: Sequence[int]) -> tuple[list[str], list[tuple[str, ...]]]:
     product, floor = PRODUCT[config["workload"]], FLOOR[config["workload"]]
     head = ["threads", "strategy", "ops/s", "p50 ms", "p95 ms", "p99 ms", "errors", "retries",
-            "starved", "half-wait ms", f"{product} ÷ row", f"row ÷ {floor}", "correct"]
+            "starved", "half-wait ms", f"{product} ÷ row", f"row ÷ {floor}", "load",
+            "correct"]
     rows = []
     for count in threads:
         mine, base = cells.get((product, count)), cells.get((floor, count))
@@ -213,8 +231,16 @@ def table(config: dict[str, Any], cells: Cells, strategies: Sequence[str],
                          f"{cell['p95_ms']:.2f}", f"{cell['p99_ms']:.2f}", str(cell["errors"]),
                          str(cell.get("retries", "-")), str(cell["starved"]),
                          f"{cell['half_wait_ms']:.2f}", share(mine, cell), share(cell, base),
-                         "ok" if cell.get("correct") else "FAIL"))
+                         load_text(cell), "ok" if cell.get("correct") else "FAIL"))
     return head, rows
+
+
+def load_text(cell: dict[str, Any]) -> str:
+    """The cell's load average before -> after, BUSY when it started on a busy machine."""
+    if "load_before" not in cell:
+        return "-"
+    return (f"{cell['load_before']:.2f}->{cell['load_after']:.2f}"
+            + (" BUSY" if cell.get("busy") else ""))
 
 
 def config_title(config: dict[str, Any]) -> str:
@@ -297,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         progress.close()
     every_cell = [cell for _, cells in results for cell in cells.values()]
+    all_runs = every_cell
     failed = [c for c in every_cell if "na" not in c and not c.get("correct")]
 
     peewee = next((c["sqlite"] for c in every_cell if "sqlite" in c), None)
@@ -307,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat > 1:
         settings += f", {args.repeat} runs per cell (round-robin; the median run is shown)"
     print_header(machine_lines(settings, **extra), args.markdown)
+    print()
+    print(quiet_line(all_runs))
     misses = 0
     for index, ((config, cells), (_, names, counts)) in enumerate(
             zip(results, plan, strict=True)):

@@ -48,8 +48,9 @@ def insert_view(conn: Any, page: str, ts: float) -> None:
     conn.execute(INSERT_VIEW, (page, ts))
 
 
-def apsw_connection(path: str, synchronous: str, busy_timeout: float) -> apsw.Connection:
-    conn = apsw.Connection(path)
+def apsw_connection(path: str, synchronous: str, busy_timeout: float,
+                    vfs: str | None = None) -> apsw.Connection:
+    conn = apsw.Connection(path, vfs=vfs)
     conn.set_busy_timeout(int(busy_timeout * 1000))
     conn.execute("PRAGMA journal_mode=WAL").fetchall()
     conn.execute(f"PRAGMA synchronous={synchronous}")  # one PRAGMA per call: see apsw
@@ -69,6 +70,9 @@ class Strategy:
 
     def __init__(self, path: str, synchronous: str) -> None:
         self.path, self.synchronous = path, synchronous
+        # A registered VFS every connection of the strategy opens through, by
+        # name (the fsync-delay VFS of fsync_sweep.py); None: SQLite's default.
+        self.vfs: str | None = None
 
     def open(self) -> None: ...
 
@@ -101,7 +105,7 @@ class GatewayStrategy(Strategy):
     def open(self) -> None:
         try:
             self.db = Gateway(self.path, synchronous=self.synchronous, timeout=CALL_TIMEOUT,
-                              busy_timeout=BUSY_TIMEOUT_S, **self.options)
+                              busy_timeout=BUSY_TIMEOUT_S, vfs=self.vfs, **self.options)
         except (TypeError, ValueError) as exc:  # an option this version does not have
             raise NotAvailable(f"Gateway({self.options}): {exc}") from None
         self.db.start()
@@ -133,7 +137,7 @@ class GatewayStrategy(Strategy):
 class RetryStrategy(Strategy):
     def open(self) -> None:
         self.db = RetryGateway(self.path, synchronous=self.synchronous,
-                               timeout=CALL_TIMEOUT).start()
+                               timeout=CALL_TIMEOUT, vfs=self.vfs).start()
 
     def enter_thread(self) -> None:
         self.db.execute("SELECT 1")  # opens this thread's connection
@@ -169,7 +173,7 @@ class BusyStrategy(Strategy):
         conn: apsw.Connection | None = getattr(self.local, "conn", None)
         if conn is None:
             conn = self.local.conn = apsw_connection(self.path, self.synchronous,
-                                                     BUSY_TIMEOUT_S)
+                                                     BUSY_TIMEOUT_S, self.vfs)
             with self.lock:
                 self.conns.append(conn)
         return conn
@@ -216,7 +220,7 @@ class FloorStrategy(Strategy):
         self.design = design
 
     def open(self) -> None:
-        self.conn = apsw_connection(self.path, self.synchronous, BUSY_TIMEOUT_S)
+        self.conn = apsw_connection(self.path, self.synchronous, BUSY_TIMEOUT_S, self.vfs)
         self.loop = self.design(self.conn).start()
 
     def write_fn(self, page: str, ts: float) -> None:
@@ -237,6 +241,9 @@ class PeeweeStrategy(Strategy):
     workloads = ("pageview-trigger", "point-read")
 
     def open(self) -> None:
+        if self.vfs is not None:
+            raise NotAvailable("peewee opens its files through the stdlib sqlite3, which "
+                               "cannot use an apsw VFS")
         try:  # stdlib sqlite3: this child only; it never opens the file with apsw
             from playhouse.sqliteq import SqliteQueueDatabase
         except ImportError:
@@ -275,7 +282,7 @@ class CeilingStrategy(Strategy):
     single_thread = True
 
     def open(self) -> None:
-        self.conn = apsw_connection(self.path, self.synchronous, BUSY_TIMEOUT_S)
+        self.conn = apsw_connection(self.path, self.synchronous, BUSY_TIMEOUT_S, self.vfs)
         self.conn.execute("BEGIN IMMEDIATE")
 
     def write_fn(self, page: str, ts: float) -> None:
@@ -302,8 +309,16 @@ def strategy_class(name: str) -> type[Strategy]:
 
 
 def make_strategy(name: str, path: str, synchronous: str, threads: int,
-                  readers: int | None = None) -> Strategy:
-    """Build strategy ``name``; ``readers`` (None: ``threads``) for gateway+readers."""
+                  readers: int | None = None, vfs: str | None = None) -> Strategy:
+    """Build strategy ``name``; ``readers`` (None: ``threads``) for gateway+readers;
+    every connection through the registered VFS ``vfs`` (None: SQLite's default)."""
+    strategy = _make_strategy(name, path, synchronous, threads, readers)
+    strategy.vfs = vfs
+    return strategy
+
+
+def _make_strategy(name: str, path: str, synchronous: str, threads: int,
+                   readers: int | None) -> Strategy:
     # readers=0 said explicitly: every statement goes through the writer, whatever the
     # library's default number of readers.
     if name == "gateway":

@@ -64,6 +64,8 @@ class Core:
         self.queue = queue
         self.worker = worker
         self.readers = readers
+        # The inline pool, for the lean read of Gateway.execute (None: none, or disowned).
+        self.fast: ReaderPool | None = readers if isinstance(readers, ReaderPool) else None
         self.timeout = timeout
         self.background_slice = background_slice
         self.failures = FailureLog()  # what post() could not write, until failures()
@@ -80,7 +82,8 @@ class Core:
         return self.timeout if timeout is DEFAULT else check_timeout(timeout)
 
     def check_caller(self, what: str) -> None:
-        """Refuse a call made from inside a transaction fn: it would wait for itself."""
+        """Refuse a call made from inside a transaction fn, or by a thread that
+        holds a write block: it would wait for itself."""
         worker, ident = self.worker, threading.get_ident()
         if ident == worker.holder_ident:
             raise NestedCallError(
@@ -220,6 +223,10 @@ class Core:
         """In a forked child: the parent's readers are not ours, and ``queue`` (closed) is."""
         self.queue = queue
         self.readers = None
+        self.fast = None
+        lock = self.worker.process_lock
+        if lock is not None:
+            lock.forget()  # an inherited descriptor must not keep the parent's lock alive
 
 
 def run_plan(plan: Plan[T], wait: Callable[[Request], Any]) -> T:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import apsw
 
 from .core import Core, run_plan
-from .errors import GatewayError, RequestTimeout
+from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
@@ -42,6 +42,7 @@ from .stats import Stats
 from .watchdog import Watchdog
 from .worker import Worker
 from .writebehind import WriteBehind
+from .snapshot import Snapshot
 from .writeblock import WriteBlock
 
 __all__ = ["DEFAULT", "Gateway", "State", "Timeout"]
@@ -118,7 +119,8 @@ class Gateway(WriteBehind):
         worker = Worker(path, queue, self._stats, batch_max=opts.batch_max,
                         synchronous=opts.synchronous, busy_timeout=opts.busy_timeout,
                         vfs=opts.vfs, background_slice=opts.background_slice,
-                        autocheckpoint=opts.autocheckpoint, setup=opts.connection_setup)
+                        autocheckpoint=opts.autocheckpoint, setup=opts.connection_setup,
+                        process_lock=opts.process_lock)
         watchdog = None if opts.hang_timeout is None else Watchdog(
             worker, opts.hang_timeout, f"sqlite-gateway-watchdog:{os.path.basename(path)}")
         readers: ReaderPool | ReaderLanes | None = None
@@ -176,15 +178,24 @@ class Gateway(WriteBehind):
                 started it will not run; if it had, it may still commit. The
                 timeout covers the whole call (a reader's wait included).
         """
+        core = self.core
+        fast = core.fast
+        if fast is not None and type(params) is tuple and timeout is DEFAULT and type(sql) is str:
+            # The lean read (see ReaderPool.fast_read): a known read on this
+            # thread's own reader. Not while a fn runs in place (its thread
+            # is refused below; which thread it is costs more to ask).
+            if self._worker.inline_ident is None and priority == "interactive":
+                result = fast.fast_read(sql, params, self.timeout)
+                if result is not None:
+                    return result
         sql, params = check_sql(sql), check_params(params)
         lane = 0 if priority == "interactive" else check_priority(priority)
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        core = self.core
         if core.readers is not None and sql not in core.writes:
             readers = core.reader_for(sql)
             if readers is not None:
-                ident = threading.get_ident()
-                if ident == self._worker.thread_ident or ident == self._worker.inline_ident:
+                ident, worker = threading.get_ident(), self._worker
+                if ident == worker.thread_ident or ident == worker.inline_ident:
                     self._check_not_worker("execute")
                 # (A thread holding a write block may read here: a reader does not
                 # wait for the writer. A write goes to _call, which refuses it.)
@@ -198,6 +209,40 @@ class Gateway(WriteBehind):
                                                       None, lane), wait, started)
         return self._call(new_wait(Kind.EXECUTE, sql, params, None, (), None, lane),  # type: ignore[no-any-return]
                           wait)
+
+    def snapshot(self, *, timeout: Timeout = DEFAULT) -> Snapshot:
+        """Several reads in one consistent view, for ``with``::
+
+            with db.snapshot() as s:
+                order = s.execute("SELECT * FROM orders WHERE id = ?", (oid,)).rows
+                lines = s.execute("SELECT * FROM lines WHERE order_id = ?", (oid,)).rows
+
+        Every ``s.execute`` sees the database as of entering the ``with``
+        (after every write acknowledged before it), none of the writes
+        committed meanwhile; the reader is taken once, on entering. Reads
+        only: a write raises :class:`~sqlite_gateway.snapshot.SnapshotWriteError`.
+        ``timeout`` bounds the wait for a reader on entering and each
+        statement (default: the gateway's). See :mod:`sqlite_gateway.snapshot`.
+
+        Raises:
+            GatewayError: no reader pool (``readers=0`` or ``read_mode="threads"``),
+                or the gateway is not started.
+            NestedCallError: called from inside a transaction fn or a write block.
+            GatewayClosed: the gateway is closed (or this is a forked child).
+        """
+        core = self.core
+        wait = core.wait_for(timeout)
+        reason = core.queue.closed_reason
+        if reason is not None:
+            raise GatewayClosed(reason)
+        if not core.started:
+            raise GatewayError("gateway is not started: call start() or use "
+                               "'with Gateway(path) as db:'")
+        core.check_caller("snapshot")
+        if core.fast is None:
+            raise GatewayError("snapshot() needs reader connections: readers >= 1 with "
+                               "read_mode='inline' (the default)")
+        return Snapshot(core.fast, wait, self.options.hang_timeout)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
                     timeout: Timeout = DEFAULT, priority: str = "interactive") -> Result:

@@ -115,6 +115,16 @@ class Options:
             not close the connection, replace its authorizer or keep it. If
             it raises, ``start()`` raises that error and nothing stays open.
             None: nothing is called.
+        process_lock: when True, the writer holds an exclusive ``flock`` on
+            ``<database>-gateway.lock`` across each batch, so the writers of
+            one file in several processes (a pre-forking server's workers)
+            queue in the kernel and wake as soon as the lock is free, instead
+            of sleeping in SQLite's busy handler; each keeps its own group
+            commit. A process that dies drops its lock (the kernel does). The
+            wait is bounded by ``busy_timeout``, then SQLite's own locking
+            applies. Default: see the ``process_lock`` field (chosen by
+            measurement, docs/benchmarks-perf.md). Ignored where ``fcntl``
+            does not exist (Windows).
 
     Raises:
         ValueError: a value out of range or of the wrong type (the message
@@ -136,6 +146,7 @@ class Options:
     inline: bool = True
     hold_limit: float = 5.0
     connection_setup: Callable[[apsw.Connection], object] | None = None
+    process_lock: bool = True
 
     def __post_init__(self) -> None:
         _whole("queue_size", self.queue_size, 1)
@@ -156,6 +167,8 @@ class Options:
                              f"(0: off), not {self.autocheckpoint!r}")
         if not isinstance(self.inline, bool):
             raise ValueError(f"inline must be True or False, not {self.inline!r}")
+        if not isinstance(self.process_lock, bool):
+            raise ValueError(f"process_lock must be True or False, not {self.process_lock!r}")
         if self.read_mode not in READ_MODES:
             raise ValueError(f"read_mode must be 'inline' or 'threads', not {self.read_mode!r}")
         if not isinstance(self.synchronous, str) or self.synchronous.upper() not in SYNCHRONOUS:

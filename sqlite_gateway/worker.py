@@ -51,6 +51,8 @@ from .batch import Batches
 from .connection import TransactionGuard, open_write_connection
 from .errors import GatewayClosed
 from .memo import TextMemo
+from .processlock import ProcessLock
+from .processlock import available as processlock_available
 from .request import STOP, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
@@ -76,8 +78,13 @@ class Worker(Batches):
                  batch_max: int, synchronous: str, busy_timeout: float,
                  vfs: str | None = None, background_slice: float = 0.01,
                  autocheckpoint: int = 1000,
-                 setup: Callable[[apsw.Connection], object] | None = None) -> None:
+                 setup: Callable[[apsw.Connection], object] | None = None,
+                 process_lock: bool = False) -> None:
         self.path = path
+        # The kernel lock that orders the writers of this file across processes
+        # (see processlock.py); made in open(), on the worker's thread.
+        self.process_lock: ProcessLock | None = None
+        self._use_process_lock = process_lock
         self.queue = queue
         self.stats = stats
         self.batch_max = batch_max
@@ -135,6 +142,16 @@ class Worker(Batches):
         self._conn, self._guard = open_write_connection(
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
             vfs=self.vfs, autocheckpoint=self.autocheckpoint, setup=self.setup)
+        # After the connection, so that SQLite reports a file it cannot open.
+        if self._use_process_lock and self.process_lock is None and processlock_available():
+            lock = ProcessLock(self.path)
+            try:
+                lock.open()
+            except OSError as exc:  # a read-only folder, say: SQLite's locking still applies
+                logger.warning("no process lock for %s (%s): writers of other processes "
+                               "meet this one in SQLite's busy handler", self.path, exc)
+            else:
+                self.process_lock = lock
         self._guard.own_savepoint = self._savepoint
         self._arm()
 
@@ -214,6 +231,8 @@ class Worker(Batches):
         finally:
             with self.writer:  # not under a caller running its request in place
                 self.close()
+                if self.process_lock is not None:
+                    self.process_lock.close()
             # The OS reuses a dead thread's ident at once: keep it, and the next
             # thread to get it would be taken for this worker (NestedCallError).
             self.thread_ident = None
@@ -275,11 +294,19 @@ class Worker(Batches):
         # that finds the queue empty and the lock free knows nothing is in
         # flight, so running its request in place cannot overtake any other.
         with self.writer:
-            batch = self.queue.take(self.batch_max)
-            if batch is STOP:
-                return False
-            assert isinstance(batch, list)
-            return self._serve(batch) if batch else True
+            # Another process's writer may hold the file: wait in the kernel
+            # (woken as it lets go) before taking the batch, which grows meanwhile.
+            lock = self.process_lock
+            held = lock is not None and lock.acquire(self.busy_timeout)
+            try:
+                batch = self.queue.take(self.batch_max)
+                if batch is STOP:
+                    return False
+                assert isinstance(batch, list)
+                return self._serve(batch) if batch else True
+            finally:
+                if held:
+                    lock.release()  # type: ignore[union-attr]
 
     def run_inline(self, request: Request, deadline: float | None) -> bool:
         """Run ``request`` (accepted by ``queue.accept_inline``) in the calling thread.
@@ -292,13 +319,22 @@ class Worker(Batches):
         """
         self.inline_ident = threading.get_ident()
         self.deadline = deadline
+        lock = self.process_lock
+        held = False
         try:
+            if lock is not None:
+                wait = self.busy_timeout
+                if deadline is not None:
+                    wait = max(0.0, min(wait, deadline - time.monotonic()))
+                held = lock.acquire(wait)
             return self._serve([request])
         except BaseException as exc:
             logger.critical("sqlite_gateway writer failed in a caller's thread", exc_info=True)
             self.give_up(f"writer failed: {type(exc).__name__}: {exc}")
             return False
         finally:
+            if held:
+                lock.release()  # type: ignore[union-attr]
             self.inline_ident = None
             self.deadline = None
 

@@ -65,9 +65,11 @@ def ids_in(path: str | Path, table: str = "acked") -> set[int]:
 
 
 def destroy_primary(db_path: str) -> None:
-    """A lost disk: the database, its -wal and -shm, and Litestream's local state."""
+    """A lost disk: the database, its -wal and -shm, the gateway's lock file, and
+    Litestream's local state."""
     folder = Path(db_path).parent
-    for name in (Path(db_path).name, Path(db_path).name + "-wal", Path(db_path).name + "-shm"):
+    for name in (Path(db_path).name, Path(db_path).name + "-wal", Path(db_path).name + "-shm",
+                 Path(db_path).name + "-gateway.lock"):
         (folder / name).unlink(missing_ok=True)
     shutil.rmtree(folder / f".{Path(db_path).name}-litestream", ignore_errors=True)
     assert not any(p.name.startswith(Path(db_path).name) for p in folder.iterdir())

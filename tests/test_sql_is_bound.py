@@ -30,6 +30,9 @@ ALLOWED = {
     ("sqlite_gateway/integrations/peewee.py", "f'PRAGMA {pragma} = {value}'"):
         "a PRAGMA value cannot be bound; the name is one of _TUNING and the value a whole "
         "number or one of temp_store's words (checked by _tuning_value)",
+    ("sqlite_gateway/snapshot.py", "_FIRST_READ"):
+        "constant text with the per-process nonce (no caller value): the snapshot's own "
+        "statement, kept apart from callers' texts in apsw's statement cache",
     ("webapp/app.py", "SCHEMA.read_text()"):
         "schema.sql, a file of the package, not request data",
     ("webapp/bets.py", "db"):

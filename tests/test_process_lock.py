@@ -1,0 +1,117 @@
+"""The writers of one file in several processes queue on a kernel lock (process_lock).
+
+A writer holds an exclusive flock on ``<db>-gateway.lock`` across each batch;
+another gateway's writer waits for it in the kernel, not in SQLite's busy
+handler, and a process that dies holding it never leaves the others waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import HANG_S, ROOT, run_python, wait_until
+
+from sqlite_gateway import Gateway
+from sqlite_gateway.processlock import SUFFIX
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+
+
+def test_a_second_gateways_writer_waits_on_the_kernel_lock_not_in_the_busy_handler(db_path):
+    with Gateway(db_path, process_lock=True) as a, Gateway(db_path, process_lock=True,
+                                                          busy_timeout=HANG_S) as b:
+        a.execute("CREATE TABLE t(x)")
+        inside, release = threading.Event(), threading.Event()
+
+        def hold(conn):
+            conn.execute("INSERT INTO t VALUES ('a')")
+            inside.set()
+            assert release.wait(HANG_S)
+
+        held = a.submit_transaction(hold)
+        assert inside.wait(HANG_S)
+        waiting = b.submit("INSERT INTO t VALUES ('b')")
+        lock = b._worker.process_lock
+        wait_until(lambda: lock.waits >= 1, "b's writer waiting on the gateway lock")
+        assert b._worker._busy_since == 0.0  # SQLite's busy handler never ran
+        release.set()
+        held.result(HANG_S)
+        waiting.result(HANG_S)
+        assert sorted(r[0] for r in a.execute("SELECT x FROM t")) == ["a", "b"]
+    assert os.path.exists(db_path + SUFFIX)
+
+
+_HOLDER = """
+import sys, time
+from sqlite_gateway import Gateway
+db = Gateway(sys.argv[1], process_lock=True).start()
+db.execute("CREATE TABLE IF NOT EXISTS t(x)")
+
+def hold(conn):
+    conn.execute("INSERT INTO t VALUES ('never committed')")
+    print("holding", flush=True)
+    time.sleep(3600)
+
+db.transaction(hold, timeout=None)
+"""
+
+
+def test_a_lock_holder_killed_with_sigkill_never_leaves_the_others_waiting(db_path):
+    with Gateway(db_path) as db:
+        db.execute("CREATE TABLE t(x)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with subprocess.Popen([sys.executable, "-c", _HOLDER, db_path], env=env, text=True,
+                          stdout=subprocess.PIPE) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "holding"
+            # The holder keeps the gateway lock (and SQLite's) for an hour; if a dead
+            # holder's lock outlived it, this write would time out after HANG_S.
+            with Gateway(db_path, process_lock=True, busy_timeout=HANG_S,
+                         timeout=HANG_S) as db:
+                answer: list[object] = []
+                writer = threading.Thread(
+                    target=lambda: answer.append(db.execute("INSERT INTO t VALUES ('after')")))
+                writer.start()
+                wait_until(lambda: db._worker.process_lock.waits >= 1
+                           or db._worker.process_lock is None, "the writer waiting")
+                holder.send_signal(signal.SIGKILL)
+                holder.wait(HANG_S)
+                writer.join(HANG_S)
+                assert answer, "the write did not complete after the holder died"
+                assert [r[0] for r in db.execute("SELECT x FROM t")] == ["after"]
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+
+
+def test_a_forked_child_closes_its_inherited_lock_descriptor(db_path):
+    code = f"""
+import os
+from sqlite_gateway import Gateway
+db = Gateway({db_path!r}, process_lock=True).start()
+db.execute("CREATE TABLE t(x)")
+lock = db._worker.process_lock
+assert lock is not None and lock._fd >= 0
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if lock._fd == -1 else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), lock._fd >= 0)
+db.close()
+"""
+    child = run_python(code)
+    assert child.stdout.strip() == "0 True", child.stderr
+
+
+def test_process_lock_takes_true_or_false(db_path):
+    with pytest.raises(ValueError, match="^process_lock"):
+        Gateway(db_path, process_lock="yes")
+    with Gateway(db_path, process_lock=False) as db:
+        db.execute("CREATE TABLE t(x)")
+        assert db._worker.process_lock is None
