@@ -9,7 +9,7 @@ In the spirit of Jepsen and of SQLite's own fault-injection tests. Each history:
    (execute, a multi-statement execute, executemany, transaction, submit,
    submit_transaction, post, bulk, flush, reads) with random priorities and
    deadlines, while a scheduler injects faults (I/O errors and slow syncs from
-   :mod:`benchmarks.faultshim`, a fn that hangs past ``hang_timeout``, worker
+   :class:`benchmarks.vfs.FaultVFS`, a fn that hangs past ``hang_timeout``, worker
    death, ``close()``, asyncio cancellation; ``kill -9`` of a child process that
    runs the whole history);
 3. records every call: an intent line before it, an outcome line after the
@@ -22,7 +22,7 @@ In the spirit of Jepsen and of SQLite's own fault-injection tests. Each history:
 The parts: :mod:`benchmarks.history_run` (the profile, the recorder, the fault
 scheduler), :mod:`benchmarks.history_calls` (the operation vocabulary),
 :mod:`benchmarks.history_check` (what an answer means; the check of the file),
-:mod:`benchmarks.faultshim` (the fault-injection VFS); this module runs
+:class:`benchmarks.vfs.FaultVFS` (the fault-injection VFS); this module runs
 histories, checks them, and prints the figures.
 
 Run from the repository root::
@@ -54,9 +54,8 @@ from typing import Any
 from sqlite_gateway import Gateway
 
 from . import history_check as hc
-from .faultshim import shim
 from .history_calls import ANSWER_BOUND, Caller
-from .history_run import FAULT_KINDS, Profile, Run, draw_profile
+from .history_run import FAULT_KINDS, Profile, Run, draw_profile, fault_vfs
 
 
 # -- the final look, the kill -9 form, the campaign ---------------------------------
@@ -180,7 +179,7 @@ def campaign(histories: int, seed: int, allowed: tuple[str, ...] = FAULT_KINDS,
              duration: float | None = None, doors: tuple[str, ...] = Caller.DOORS,
              interrupted: str = hc.NOT, progress: bool = False) -> Campaign:
     """Run histories with seeds ``seed .. seed + histories - 1``; return the figures."""
-    shim()  # registered before any gateway names it
+    fault_vfs()  # registered before any gateway names it
     result = Campaign()
     root = "/dev/shm" if os.path.isdir("/dev/shm") else None
     workdir = tempfile.mkdtemp(prefix="sqlite-gateway-history-", dir=root)

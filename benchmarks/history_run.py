@@ -22,13 +22,28 @@ from sqlite_gateway import Gateway
 from sqlite_gateway.integrations.asyncio import AsyncGateway
 
 from . import history_check as hc
-from .faultshim import shim
 from .history_calls import ANSWER_BOUND, HANG_TIMEOUT, LONG, AsyncCaller, Caller
+from .vfs import FaultVFS
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY, op INTEGER NOT NULL);"
           "CREATE TABLE IF NOT EXISTS counters(k INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
           "INSERT OR IGNORE INTO counters VALUES (0, 0), (1, 0), (2, 0)")
 FAULT_KINDS = ("deadline", "slow-sync", "io", "hang", "death", "close", "cancel", "kill")
+VFS_NAME = "history-faults"
+
+_vfs: FaultVFS | None = None
+_vfs_lock = threading.Lock()
+
+
+def fault_vfs() -> FaultVFS:
+    """The process's one :class:`~benchmarks.vfs.FaultVFS` (named :data:`VFS_NAME`),
+    registered on first use; every history's gateway opens its file through it.
+    Thread-safe."""
+    global _vfs
+    with _vfs_lock:
+        if _vfs is None:
+            _vfs = FaultVFS(VFS_NAME)
+        return _vfs
 
 
 class Recorder:
@@ -94,7 +109,7 @@ class Profile:
         hang = "hang" in self.faults
         readers = {} if self.readers < 0 else {"readers": self.readers}  # -1: the default
         return dict(inline=self.inline, **readers, read_mode=self.read_mode,
-                    synchronous=self.synchronous, vfs=shim().name, timeout=LONG,
+                    synchronous=self.synchronous, vfs=fault_vfs().name, timeout=LONG,
                     busy_timeout=0.2 if hang else 1.0,
                     hang_timeout=HANG_TIMEOUT if hang else 30.0)
 
@@ -158,7 +173,7 @@ class Run:
         """The fault scheduler: inject this history's faults at random moments."""
         profile = self.profile
         rng = random.Random(profile.seed * 7 + 3)
-        switches = shim().switches
+        switches = fault_vfs().faults
         events = []
         for kind in profile.faults:
             if kind in ("io", "death", "close", "hang"):
@@ -170,7 +185,9 @@ class Run:
                 return
             if kind == "io":
                 op = rng.choice(("reads", "writes", "syncs"))
-                switches.arm(**{op: rng.randint(1, 3)})
+                n = rng.randint(1, 3)
+                switches.arm(reads=n if op == "reads" else 0, writes=n if op == "writes" else 0,
+                             syncs=n if op == "syncs" else 0)
             elif kind == "death":
                 switches.refuse_opens = True  # the reopen after the I/O error fails
                 switches.arm(writes=1, syncs=1)
@@ -190,7 +207,7 @@ class Run:
         tells its parent so).
         """
         profile = self.profile
-        switches = shim().switches
+        switches = fault_vfs().faults
         switches.reset()
         self.db.start()
         self.db.execute(SCHEMA)

@@ -5,7 +5,8 @@ inherits everything from SQLite's default VFS; a connection uses one with
 ``apsw.Connection(path, vfs=shim.name)`` or ``Gateway(path, vfs=shim.name)``,
 and ``shim.unregister()`` removes it once every connection is closed.
 
-- :class:`FaultVFS`: fails reads, writes or syncs on demand (fault tests).
+- :class:`FaultVFS`: fails reads, writes, syncs or opens on demand, and can
+  slow every xSync (the fault tests and the history checker).
 - :class:`PowerVFS`: remembers what is durable and simulates a power cut
   (the power-loss tests and campaign).
 - :class:`SlowSyncVFS`: sleeps a fixed time in every xSync, over a RAM-backed
@@ -26,6 +27,15 @@ and raises ``apsw.IOError`` (SQLite's SQLITE_IOERR) while one is armed::
     ...
     vfs.faults.off()
     vfs.unregister()                        # after every connection is closed
+
+Two more switches, for a disk that is slow or gone rather than failing once:
+
+- ``faults.sync_delay = 0.003``: every xSync sleeps that long first (a COMMIT at
+  ``synchronous=FULL`` syncs the WAL, so a caller's deadline can land inside it);
+- ``faults.refuse_opens = True``: every xOpen raises ``apsw.CantOpenError`` (a
+  connection that must reopen after an I/O error cannot).
+
+``faults.reset()`` turns all of them off at once.
 
 PowerVFS
 --------
@@ -102,14 +112,38 @@ import apsw
 ALWAYS = 1 << 62  # "until switched off"
 
 
+def _check_delay(delay: object) -> float:
+    """``delay`` as a float number of seconds >= 0, or ValueError saying so."""
+    if (not isinstance(delay, (int, float)) or isinstance(delay, bool)
+            or not math.isfinite(delay) or delay < 0):
+        raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
+    return float(delay)
+
+
 class Faults:
-    """Switches shared by every file of one VFS. Thread-safe (one lock)."""
+    """Switches shared by every file of one VFS. Thread-safe (one lock).
+
+    ``sync_delay`` (seconds each xSync sleeps first; ValueError unless a number
+    >= 0) and ``refuse_opens`` (every xOpen fails) are plain attributes: each
+    file reads them once per call, so a change applies from the next call on.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # guards _left, _only and injected
         self._left: Counter[str] = Counter()
         self._only = ""
-        self.injected: Counter[str] = Counter()  # failures raised so far, by operation
+        self._sync_delay = 0.0
+        self.refuse_opens = False
+        # Failures raised so far, by operation ("read", "write", "sync", "open").
+        self.injected: Counter[str] = Counter()
+
+    @property
+    def sync_delay(self) -> float:
+        return self._sync_delay
+
+    @sync_delay.setter
+    def sync_delay(self, delay: float) -> None:
+        self._sync_delay = _check_delay(delay)  # checked here, not inside SQLite's xSync
 
     def arm(self, *, reads: int = 0, writes: int = 0, syncs: int = 0, only: str = "") -> None:
         """Fail the next N reads / writes / syncs (ALWAYS: until ``off()``).
@@ -121,16 +155,34 @@ class Faults:
             self._only = only
 
     def off(self) -> None:
+        """Disarm the armed reads / writes / syncs (the other switches stay)."""
         with self._lock:
             self._left.clear()
 
+    def reset(self) -> None:
+        """A healthy disk again: nothing armed, no sync delay, opens allowed
+        (``injected`` keeps its counts)."""
+        self.off()
+        self.sync_delay = 0.0
+        self.refuse_opens = False
+
     def check(self, op: str, filename: str) -> None:
+        """Raise ``apsw.IOError`` if a failure of ``op`` on ``filename`` is armed."""
         with self._lock:
             if self._left[op] <= 0 or not filename.endswith(self._only):
                 return
             self._left[op] -= 1
             self.injected[op] += 1
         raise apsw.IOError(f"injected {op} failure on {filename}")
+
+
+    def check_open(self) -> None:
+        """Raise ``apsw.CantOpenError`` while ``refuse_opens`` is set."""
+        if not self.refuse_opens:
+            return
+        with self._lock:
+            self.injected["open"] += 1
+        raise apsw.CantOpenError("injected: the file cannot be opened")
 
 
 class _FaultFile(apsw.VFSFile):
@@ -148,6 +200,9 @@ class _FaultFile(apsw.VFSFile):
         super().xWrite(data, offset)
 
     def xSync(self, flags: int) -> None:
+        delay = self._faults.sync_delay
+        if delay:
+            time.sleep(delay)  # a slow disk: the GIL is released, as in a real fsync
         self._faults.check("sync", self._name)
         super().xSync(flags)
 
@@ -161,6 +216,7 @@ class FaultVFS(apsw.VFS):
         super().__init__(name, "")
 
     def xOpen(self, name: Any, flags: list[int]) -> _FaultFile:
+        self.faults.check_open()
         return _FaultFile(self, name, flags)
 
 
@@ -472,11 +528,8 @@ class SlowSyncVFS(apsw.VFS):
     """
 
     def __init__(self, name: str, delay: float) -> None:
-        if (not isinstance(delay, (int, float)) or isinstance(delay, bool)
-                or not math.isfinite(delay) or delay < 0):
-            raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
+        self.delay = _check_delay(delay)
         self.name = name
-        self.delay = float(delay)
         self._lock = threading.Lock()  # guards syncs and slept
         self.syncs = 0      # xSync calls so far
         self.slept = 0.0    # seconds spent in them (the delay as really slept, plus the sync)

@@ -9,6 +9,7 @@ and that the SAME gateway serves again once the fault is gone.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import apsw
@@ -227,3 +228,56 @@ def test_when_the_connection_cannot_be_reopened_the_gateway_breaks_and_a_new_one
         commit_rows(again, range(21, 31))
         assert again.execute("SELECT count(*) FROM acked WHERE id <= 30").scalar() == 30
     check_file(db_path, range(1, 31))
+
+
+def test_a_sync_delay_slows_every_fsync_until_reset_and_a_bad_one_is_refused(db_path, vfs):
+    delay = 0.02  # far above a fsync here, so the commits' time is at least the delays
+    conn = apsw.Connection(db_path, vfs=vfs.name)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        conn.execute("PRAGMA synchronous=FULL")  # WAL + FULL: each COMMIT syncs the WAL
+        conn.execute("CREATE TABLE t(x)")
+        vfs.faults.sync_delay = delay
+        started = time.monotonic()
+        for i in range(3):
+            conn.execute("INSERT INTO t VALUES (?)", (i,))
+        assert time.monotonic() - started >= 3 * delay  # a lower bound: sleep never returns early
+        for bad in (-0.001, float("nan"), "0.1", True):
+            with pytest.raises(ValueError, match="delay must be a number of seconds >= 0"):
+                vfs.faults.sync_delay = bad
+        assert vfs.faults.sync_delay == delay  # a refused value changes nothing
+        vfs.faults.reset()
+        assert vfs.faults.sync_delay == 0.0
+        assert conn.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
+        assert vfs.faults.injected["sync"] == 0  # slow is not failing
+    finally:
+        conn.close()
+
+
+def test_refused_opens_fail_every_new_connection_until_reset(db_path, vfs):
+    vfs.faults.refuse_opens = True
+    with pytest.raises(apsw.CantOpenError, match="injected"):
+        apsw.Connection(db_path, vfs=vfs.name)
+    assert vfs.faults.injected["open"] == 1
+    vfs.faults.reset()
+    conn = apsw.Connection(db_path, vfs=vfs.name)
+    try:
+        conn.execute("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        conn.close()
+    assert vfs.faults.injected["open"] == 1
+
+
+def test_reset_disarms_armed_failures_too(db_path, vfs):
+    conn = apsw.Connection(db_path, vfs=vfs.name)
+    try:
+        conn.execute("CREATE TABLE t(x)")
+        vfs.faults.arm(writes=ALWAYS)
+        with pytest.raises(apsw.IOError, match="injected write failure"):
+            conn.execute("INSERT INTO t VALUES (1)")
+        vfs.faults.reset()
+        conn.execute("INSERT INTO t VALUES (2)")
+        assert conn.execute("SELECT x FROM t").fetchall() == [(2,)]
+    finally:
+        conn.close()
