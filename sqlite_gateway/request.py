@@ -320,8 +320,10 @@ class Request:
             outcome = "it failed" if failed else "it was committed"
             return f"sqlite_gateway: cancelled after the request had finished; {outcome}"
         if interrupt is not None and interrupt(self):
+            # A cancelled task cannot wait for the outcome as a timed-out caller does,
+            # and an interrupt that lands as the statement finishes stops nothing.
             return ("sqlite_gateway: cancelled while the request ran; its running statement "
-                    "was interrupted, so it will most likely not commit")
+                    "was interrupted, but it may still commit")
         return "sqlite_gateway: cancelled after the request started; it may still commit"
 
     def __repr__(self) -> str:

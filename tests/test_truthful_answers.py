@@ -463,3 +463,16 @@ def test_an_io_error_in_commit_says_each_caller_may_be_committed(db_path):
             db.execute("INSERT INTO t VALUES (3)")  # and it serves on
     finally:
         vfs.unregister()
+
+
+def test_a_cancellation_that_interrupted_a_running_statement_says_it_may_still_commit():
+    """An interrupt that lands as the statement finishes stops nothing (the history
+    checker found cancelled-and-interrupted writes in the file), and a cancelled task
+    cannot wait for the outcome: its note must say "may still commit", not "will not"."""
+    from sqlite_gateway.request import Answer, Kind, Request
+
+    request = Request(Kind.EXECUTE, "INSERT INTO t VALUES (1)", (), answer=Answer.FUTURE)
+    assert request.claim()  # the worker started it
+    note = request.cancel_note(lambda r: True)  # and the interrupt was sent
+    assert "interrupted" in note and "may still commit" in note
+    assert "not commit" not in note
