@@ -7,7 +7,8 @@ In the spirit of Jepsen and of SQLite's own fault-injection tests. Each history:
 2. runs threads (and an asyncio task group over
    :class:`~sqlite_gateway.integrations.asyncio.AsyncGateway`) that call every door
    (execute, a multi-statement execute, executemany, transaction, submit,
-   submit_transaction, post, bulk, flush, reads) with random priorities and
+   submit_transaction, post, bulk, flush, reads, write blocks, savepoints,
+   snapshots) with random priorities and
    deadlines, while a scheduler injects faults (I/O errors and slow syncs from
    :class:`benchmarks.vfs.FaultVFS`, a fn that hangs past ``hang_timeout``, worker
    death, ``close()``, asyncio cancellation; ``kill -9`` of a child process that
