@@ -7,7 +7,8 @@ In the spirit of Jepsen and of SQLite's own fault-injection tests. Each history:
 2. runs threads (and an asyncio task group over
    :class:`~sqlite_gateway.integrations.asyncio.AsyncGateway`) that call every door
    (execute, a multi-statement execute, executemany, transaction, submit,
-   submit_transaction, post, bulk, flush, reads) with random priorities and
+   submit_transaction, post, bulk, flush, reads, write blocks, savepoints,
+   snapshots) with random priorities and
    deadlines, while a scheduler injects faults (I/O errors and slow syncs from
    :class:`benchmarks.vfs.FaultVFS`, a fn that hangs past ``hang_timeout``, worker
    death, ``close()``, asyncio cancellation; ``kill -9`` of a child process that
@@ -52,6 +53,8 @@ from collections import Counter
 from typing import Any
 
 from sqlite_gateway import Gateway
+from sqlite_gateway.processlock import SUFFIX as LOCK_SUFFIX
+from sqlite_gateway.processlock import ProcessLock
 
 from . import history_check as hc
 from .history_calls import ANSWER_BOUND, Caller
@@ -84,13 +87,17 @@ class Outcome:
     violations: list[hc.Violation]
     may_there: Counter[str]
     excerpt: list[str]
+    whys: Counter[str] = dataclasses.field(default_factory=Counter)  # "door: why" counts
 
 
-def verify(profile: Profile, path: str, log_path: str, faults: Counter[str]) -> Outcome:
-    """Check the file against the log; an excerpt of the log around each violation."""
+def verify(profile: Profile, path: str, log_path: str, faults: Counter[str],
+           found_here: list[hc.Violation] | None = None) -> Outcome:
+    """Check the file against the log (and ``found_here``, the parent's own
+    findings); an excerpt of the log around each violation."""
     with open(log_path, "rb") as f:
         lines = [json.loads(line) for line in f.read().split(b"\n") if line.strip()]
     ops, found = hc.load(e for e in lines)
+    found += found_here or []
     present, counters, integrity = read_file(path)
     violations, may_there = hc.check(ops, present, counters, integrity)
     violations = found + violations
@@ -100,7 +107,8 @@ def verify(profile: Profile, path: str, log_path: str, faults: Counter[str]) -> 
         excerpt.append(f"{v.kind} op {v.op}: {v.detail}")
         excerpt += ["    " + a for a in around[:4]]
     outcomes = Counter(op.outcome or "none" for op in ops.values())
-    return Outcome(profile, len(ops), outcomes, faults, violations, may_there, excerpt)
+    whys = Counter(f"{op.door}: {op.why or 'no-answer'}" for op in ops.values())
+    return Outcome(profile, len(ops), outcomes, faults, violations, may_there, excerpt, whys)
 
 
 def _short(entry: dict[str, Any]) -> str:
@@ -111,12 +119,30 @@ def _short(entry: dict[str, Any]) -> str:
     return json.dumps(entry)
 
 
+def process_lock_left(path: str) -> list[hc.Violation]:
+    """After a kill -9: the dead child's process lock must be free at once (the
+    kernel drops a flock with its holder), or every later writer would wait."""
+    if not os.path.exists(path + LOCK_SUFFIX):
+        return []  # killed before its writer opened
+    lock = ProcessLock(path)
+    lock.open()
+    try:
+        if lock.acquire(5.0):
+            lock.release()
+            return []
+    finally:
+        lock.close()
+    return [hc.Violation("process-lock-left", None, "the killed child's process lock was "
+                         "still held 5 s after it died")]
+
+
 def run_history(profile: Profile, workdir: str, doors: tuple[str, ...] = Caller.DOORS,
                 interrupted: str = hc.NOT) -> Outcome:
     """Run one history (in this process, or in a child killed with SIGKILL) and check it."""
     path = os.path.join(workdir, f"h{profile.seed}.db")
     log_path = path + ".log"
     faults: Counter[str] = Counter()
+    found_here: list[hc.Violation] = []
     if "kill" in profile.faults:
         child = subprocess.Popen([sys.executable, "-m", "benchmarks.history", "--child",
                                   path, log_path, json.dumps(dataclasses.asdict(profile)),
@@ -135,6 +161,7 @@ def run_history(profile: Profile, workdir: str, doors: tuple[str, ...] = Caller.
         finally:
             child.wait(ANSWER_BOUND)
             child.stdout.close()  # type: ignore[union-attr]
+        found_here = process_lock_left(path)
         with open(log_path, "rb") as f:
             faults.update(json.loads(line)["kind"] for line in f.read().split(b"\n")
                           if b'"e": "fault"' in line)
@@ -145,8 +172,8 @@ def run_history(profile: Profile, workdir: str, doors: tuple[str, ...] = Caller.
         finally:
             run.rec.close()
         faults = run.rec.faults
-    outcome = verify(profile, path, log_path, faults)
-    for suffix in ("", "-wal", "-shm", ".log"):
+    outcome = verify(profile, path, log_path, faults, found_here)
+    for suffix in ("", "-wal", "-shm", ".log", LOCK_SUFFIX):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
     return outcome
@@ -162,6 +189,7 @@ class Campaign:
     faults: Counter[str] = dataclasses.field(default_factory=Counter)
     may_there: Counter[str] = dataclasses.field(default_factory=Counter)
     failed: list[Outcome] = dataclasses.field(default_factory=list)
+    whys: Counter[str] = dataclasses.field(default_factory=Counter)
 
     def add(self, outcome: Outcome) -> None:
         self.histories += 1
@@ -169,6 +197,7 @@ class Campaign:
         self.outcomes.update(outcome.outcomes)
         self.faults.update({k: v for k, v in outcome.faults.items() if v})
         self.may_there.update(outcome.may_there)
+        self.whys.update(outcome.whys)
         if outcome.violations:
             self.failed.append(outcome)
 
@@ -207,6 +236,9 @@ def report(result: Campaign, command: str) -> str:
                                                if result.faults[k]) or "none"),
              "'may' outcomes found committed: " + (", ".join(
                  f"{k} {v}" for k, v in sorted(result.may_there.items())) or "none"),
+             "write blocks, savepoints: " + (", ".join(
+                 f"{k} {v}" for k, v in sorted(result.whys.items())
+                 if "block" in k or "savepoint" in k) or "none"),
              f"violations: {sum(len(o.violations) for o in result.failed)} in "
              f"{len(result.failed)} histories"]
     labels = Counter(f"{v.kind} (answer: {v.why or '-'}; caller: {o.profile.door_path(v.op)})"

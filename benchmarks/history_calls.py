@@ -2,8 +2,10 @@
 
 A :class:`Caller` is one thread's calls on the gateway (execute, a
 multi-statement execute, executemany, transaction, submit, submit_transaction,
-post, flush, bulk, a read-your-writes check); an :class:`AsyncCaller` is one
-asyncio task's calls on an ``AsyncGateway``, some of them cancelled mid-flight.
+post, flush, bulk, a read-your-writes check, a write block, a transaction fn
+with savepoints, a snapshot's consistency and read-your-writes check); an
+:class:`AsyncCaller` is one asyncio task's calls on an ``AsyncGateway``, some
+of them cancelled mid-flight.
 Each call writes rows with ids unique to it (op * 64 + part), records an intent
 before it and its outcome after the answer, judged by
 :func:`benchmarks.history_check.classify` from the answer alone.
@@ -45,12 +47,15 @@ class Caller:
         self.acked: list[int] = []  # recent acknowledged row ids (read-your-writes)
         self.closed = 0  # GatewayClosed answers seen: the thread winds down
 
-    def new_op(self, door: str, nrows: int, counter: bool = False) -> tuple[int, list[int],
-                                                                          tuple[int, int] | None]:
+    def new_op(self, door: str, nrows: int, counter: bool = False, never: int = 0
+               ) -> tuple[int, list[int], tuple[int, int] | None]:
+        """A new op id, its row ids and counter increment, its intent recorded.
+        ``never``: that many more ids (``never_rows``) go to a savepoint whose
+        body raises; they must never be in the file."""
         op, self.next_op = self.next_op, self.next_op + 1
         rows = [op * ROWS_PER_OP + part for part in range(nrows)]
         ctr = (self.rng.randrange(3), self.rng.randint(1, 9)) if counter else None
-        self.rec.intent(op, door, rows, ctr)
+        self.rec.intent(op, door, rows, ctr, never_rows(op, never))
         return op, rows, ctr
 
     def timeout(self) -> float:
@@ -177,6 +182,75 @@ class Caller:
             return
         self.rec.outcome(op, hc.ACK, "returned", len(rows))
 
+    def write_block(self) -> None:
+        """``with db.writer() as w:`` writing rows and a counter; sometimes a savepoint
+        that raises, a body that raises, or a hold past ``hold_limit``."""
+        doomed = self.rng.random() < 0.3
+        op, rows, ctr = self.new_op("write-block", self.rng.randint(2, 4), counter=True,
+                                    never=2 if doomed else 0)
+        assert ctr is not None
+        mode = self.run.block_mode(self.rng)
+        sleep = self.run.db_hold_limit() * 1.5 + 0.01
+
+        def body() -> None:
+            with self.db.writer(timeout=self.timeout(), priority=self.priority()) as w:
+                w.executemany("INSERT INTO rows VALUES (?, ?)", [(r, op) for r in rows[:-1]])
+                if doomed:
+                    try:
+                        with w.savepoint():
+                            w.executemany("INSERT INTO rows VALUES (?, ?)",
+                                          [(r, op) for r in never_rows(op, 2)])
+                            raise hc.Boom("the savepoint's body failed after its writes")
+                    except hc.Boom:
+                        pass
+                w.execute("INSERT INTO rows VALUES (?, ?)", (rows[-1], op))
+                w.execute("UPDATE counters SET n = n + ? WHERE k = ?", (ctr[1], ctr[0]))
+                if mode.startswith("expire"):
+                    time.sleep(sleep)  # past hold_limit: the block is rolled back
+                    if mode == "expire":
+                        w.execute("SELECT 1")  # raises WriteBlockExpired
+                elif mode == "boom":
+                    raise hc.Boom("the write block's body failed after its writes")
+
+        self.call(op, rows, body)
+
+    def savepoint_transaction(self) -> None:
+        """A transaction fn with a savepoint that raises after its writes (caught by
+        the fn, which goes on) and one that succeeds."""
+        op, rows, ctr = self.new_op("savepoint-transaction", self.rng.randint(2, 4),
+                                    counter=True, never=2)
+        mode = self.run.fn_mode(self.rng)
+        self.call(op, rows, lambda: self.db.transaction(
+            savepoint_fn, rows, op, ctr, mode, self.run.hung,
+            timeout=self.timeout(), priority=self.priority()))
+
+    def snapshot(self) -> None:
+        """Two reads in one snapshot agree, and it sees this thread's acknowledged rows."""
+        if not self.run.has_reader_pool():
+            return
+        ids = list(self.acked)
+        marks = ", ".join("?" * len(ids)) or "NULL"
+        view = ("SELECT (SELECT group_concat(n) FROM counters),"
+                " (SELECT count(*) FROM rows), (SELECT max(id) FROM rows)")
+        try:
+            with self.db.snapshot(timeout=LONG) as s:
+                first = s.execute(view).rows
+                seen = s.execute(f"SELECT count(*) FROM rows WHERE id IN ({marks})",
+                                 ids).scalar()
+                time.sleep(0.001)  # room for other callers' commits between the reads
+                second = s.execute(view).rows
+        except GatewayClosed:
+            self.closed += 1
+            return
+        except Exception:
+            return  # a failed snapshot has nothing of its own to check
+        if first != second:
+            self.rec.violation("snapshot-inconsistent", None,
+                               f"two reads of one snapshot differ: {first} then {second}")
+        if seen != len(ids):
+            self.rec.violation("snapshot-stale", None,
+                               f"snapshot saw {seen} of acknowledged rows {ids}")
+
     def read(self) -> None:
         """Read-your-writes: rows this caller was told are committed are visible."""
         ids = list(self.acked)
@@ -192,7 +266,8 @@ class Caller:
             self.rec.violation("stale-read", None, f"{seen} of acknowledged rows {ids}")
 
     DOORS = ("execute", "execute_script", "executemany", "transaction", "submit",
-             "submit_transaction", "post", "flush", "bulk", "read")
+             "submit_transaction", "post", "flush", "bulk", "read", "write_block",
+             "savepoint_transaction", "snapshot")
 
     def loop(self) -> None:
         """Random calls until the history ends or the gateway refuses every call."""
@@ -224,6 +299,28 @@ def txn_fn(conn: Any, rows: list[int], op: int, ctr: tuple[int, int], mode: str,
     elif mode == "boom":
         raise hc.Boom("the fn failed after its writes")
     return op
+
+
+def never_rows(op: int, n: int) -> list[int]:
+    """Row ids of ``op`` written only inside a savepoint that raises (the top of its range)."""
+    return [op * ROWS_PER_OP + ROWS_PER_OP - 1 - i for i in range(n)]
+
+
+def savepoint_fn(conn: Any, rows: list[int], op: int, ctr: tuple[int, int], mode: str,
+                 hung: threading.Event) -> int:
+    """A transaction fn with savepoints: ``rows[0]`` in a unit that succeeds, two
+    :func:`never_rows` in one whose body raises (the fn catches it and goes on),
+    the rest as :func:`txn_fn` (``mode`` included)."""
+    with conn.savepoint():
+        conn.execute("INSERT INTO rows VALUES (?, ?)", (rows[0], op))
+    try:
+        with conn.savepoint():
+            for r in never_rows(op, 2):
+                conn.execute("INSERT INTO rows VALUES (?, ?)", (r, op))
+            raise hc.Boom("the savepoint's body failed after its writes")
+    except hc.Boom:
+        pass
+    return txn_fn(conn, rows[1:], op, ctr, mode, hung)
 
 
 def wait_future(future: Any, timeout: float) -> Any:
@@ -269,7 +366,7 @@ class AsyncCaller(Caller):
             if self.run.stop.is_set() or self.closed >= 3:
                 return
             door = self.rng.choice(("execute", "transaction", "executemany", "submit",
-                                    "bulk", "flush"))
+                                    "bulk", "flush", "writer"))
             if door == "execute":
                 op, rows, _ = self.new_op("async-execute", 1)
                 await self.acall(op, rows, adb.execute(
@@ -296,6 +393,8 @@ class AsyncCaller(Caller):
                 await self.acall(op, rows, _await(fut))
             elif door == "bulk":
                 await self.abulk()
+            elif door == "writer":
+                await self.ablock()
             else:
                 try:
                     await adb.flush(timeout=self.timeout())
@@ -320,6 +419,30 @@ class AsyncCaller(Caller):
             self.closed += isinstance(exc, GatewayClosed)
             return
         self.rec.outcome(op, hc.ACK, "returned", len(rows))
+
+
+    async def ablock(self) -> None:
+        """``async with adb.writer() as w:`` as :meth:`Caller.write_block`."""
+        op, rows, ctr = self.new_op("async-write-block", 3, counter=True)
+        assert ctr is not None
+        mode = self.run.block_mode(self.rng)
+        sleep = self.run.db_hold_limit() * 1.5 + 0.01
+        timeout, prio = self.timeout(), self.priority()
+
+        async def body() -> None:
+            async with self.adb.writer(timeout=timeout, priority=prio) as w:
+                await w.executemany("INSERT INTO rows VALUES (?, ?)",
+                                    [(r, op) for r in rows[:-1]])
+                await w.execute("INSERT INTO rows VALUES (?, ?)", (rows[-1], op))
+                await w.execute("UPDATE counters SET n = n + ? WHERE k = ?", (ctr[1], ctr[0]))
+                if mode.startswith("expire"):
+                    await asyncio.sleep(sleep)
+                    if mode == "expire":
+                        await w.execute("SELECT 1")
+                elif mode == "boom":
+                    raise hc.Boom("the write block's body failed after its writes")
+
+        await self.acall(op, rows, body())
 
 
 async def _await(fut: Any) -> Any:

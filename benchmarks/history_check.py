@@ -22,7 +22,8 @@ from typing import Any
 
 import apsw
 
-from sqlite_gateway import GatewayClosed, Overloaded, RequestTimeout
+from sqlite_gateway import (GatewayClosed, GatewayError, Overloaded, RequestTimeout,
+                            WriteBlockExpired)
 
 ACK, NOT, MAY = "ack", "not", "may"
 # SQLite errors a history's faults can cause: each fails its call. Any other
@@ -75,6 +76,10 @@ def classify(exc: BaseException, interrupted: str = NOT) -> tuple[str, str]:
         return (MAY, "closed-may") if says_may else (NOT, "closed")
     if isinstance(exc, Overloaded):
         return NOT, "overloaded"
+    if isinstance(exc, WriteBlockExpired):
+        return NOT, "block-expired"  # the block was rolled back: nothing of it is kept
+    if isinstance(exc, GatewayError) and "the block's writes were undone" in str(exc):
+        return NOT, "block-batch-rolled-back"
     if isinstance(exc, asyncio.CancelledError):
         notes = _notes(exc)
         if "it was committed" in notes:
@@ -131,6 +136,7 @@ class Op:
     why: str = ""
     acked: int = 0  # bulk: the first ``acked`` rows are known committed
     answer: str = ""  # the exception the caller got, described
+    never: list[int] = dataclasses.field(default_factory=list)  # rolled-back savepoint rows
 
 
 @dataclasses.dataclass
@@ -151,7 +157,8 @@ def load(entries: Iterable[dict[str, Any]]) -> tuple[dict[int, Op], list[Violati
         kind = e["e"]
         if kind == "intent":
             ctr = e.get("ctr")
-            ops[e["op"]] = Op(e["op"], e["door"], e["rows"], tuple(ctr) if ctr else None)
+            ops[e["op"]] = Op(e["op"], e["door"], e["rows"], tuple(ctr) if ctr else None,
+                              never=e.get("never") or [])
         elif kind == "out":
             op = ops[e["op"]]
             op.outcome, op.why, op.acked = e["o"], e["why"], e.get("n", 0)
@@ -168,7 +175,8 @@ def check(ops: dict[int, Op], present: dict[int, int], counters: dict[int, int],
     ``present`` maps each row id in the file to its op; ``counters`` each counter
     to its value. Checks: acknowledged writes there, refused or failed ones
     absent, no partial write, bulk rows a prefix in order, every counter the sum
-    of the increments whose rows are there, no row of an unknown op.
+    of the increments whose rows are there, no row of an unknown op, no row
+    written inside a savepoint whose body raised (``Op.never``).
     """
     found: list[Violation] = []
     may_there: Counter[str] = Counter()
@@ -176,6 +184,10 @@ def check(ops: dict[int, Op], present: dict[int, int], counters: dict[int, int],
         found.append(Violation("integrity", None, integrity))
     expected = Counter[int]()
     for op in ops.values():
+        kept = [r for r in op.never if r in present]
+        if kept:  # written inside a savepoint whose body raised: rolled back, whatever else
+            found.append(Violation("savepoint-kept", op.op, f"{op.door} ({op.why}): rows "
+                                   f"{kept} of a savepoint that raised are in the file", op.why))
         there = [r in present for r in op.rows]
         n_there = sum(there)
         if op.door.endswith("bulk"):

@@ -28,7 +28,8 @@ from .vfs import FaultVFS
 SCHEMA = ("CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY, op INTEGER NOT NULL);"
           "CREATE TABLE IF NOT EXISTS counters(k INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
           "INSERT OR IGNORE INTO counters VALUES (0, 0), (1, 0), (2, 0)")
-FAULT_KINDS = ("deadline", "slow-sync", "io", "hang", "death", "close", "cancel", "kill")
+FAULT_KINDS = ("deadline", "slow-sync", "io", "hang", "death", "close", "cancel", "kill", "hold")
+HOLD_LIMIT = 0.05  # the hold_limit of histories with the "hold" fault (write blocks expire)
 VFS_NAME = "history-faults"
 
 _vfs: FaultVFS | None = None
@@ -64,8 +65,9 @@ class Recorder:
         os.write(self._fd, (json.dumps(entry) + "\n").encode())
         os.fsync(self._fd)
 
-    def intent(self, op: int, door: str, rows: list[int], ctr: tuple[int, int] | None) -> None:
-        self.write(e="intent", op=op, door=door, rows=rows, ctr=ctr)
+    def intent(self, op: int, door: str, rows: list[int], ctr: tuple[int, int] | None,
+               never: list[int] | None = None) -> None:
+        self.write(e="intent", op=op, door=door, rows=rows, ctr=ctr, never=never or [])
 
     def outcome(self, op: int, outcome: str, why: str, acked: int = 0,
                 exc: BaseException | None = None) -> None:
@@ -110,6 +112,8 @@ class Profile:
         readers = {} if self.readers < 0 else {"readers": self.readers}  # -1: the default
         return dict(inline=self.inline, **readers, read_mode=self.read_mode,
                     synchronous=self.synchronous, vfs=fault_vfs().name, timeout=LONG,
+                    hold_limit=HOLD_LIMIT if "hold" in self.faults else 5.0,
+                    process_lock=True,  # the default, named: a killed child must let go of it
                     busy_timeout=0.2 if hang else 1.0,
                     hang_timeout=HANG_TIMEOUT if hang else 30.0)
 
@@ -121,7 +125,10 @@ def draw_profile(seed: int, allowed: tuple[str, ...] = FAULT_KINDS,
     """A random profile; ``allowed`` limits the fault kinds (``every``: all of them
     in every history), the others fix a field."""
     rng = random.Random(seed)
-    faults = [k for k in FAULT_KINDS if (rng.random() < 0.3 or every) and k in allowed]
+    faults = [k for k in FAULT_KINDS[:-1] if (rng.random() < 0.3 or every) and k in allowed]
+    # "hold" is drawn from its own stream, so the older kinds' seeds keep their profiles.
+    if "hold" in allowed and (every or random.Random(seed * 13 + 5).random() < 0.3):
+        faults.append("hold")
     if "slow-sync" in faults or "deadline" in faults:
         synchronous = "FULL"  # a COMMIT syncs the WAL only at FULL: the deadline lands there
     else:
@@ -158,6 +165,25 @@ class Run:
         self._hang_lock = threading.Lock()
         self._hang_armed = False
         self.db = Gateway(path, **profile.options())
+
+    def db_hold_limit(self) -> float:
+        """The gateway's hold limit in effect (it is at most half ``hang_timeout``)."""
+        options = self.profile.options()
+        return float(min(options["hold_limit"], options["hang_timeout"] / 2))
+
+    def has_reader_pool(self) -> bool:
+        """True if ``db.snapshot()`` has readers to run on (a pool, read in place)."""
+        return self.profile.readers != 0 and self.profile.read_mode == "inline"
+
+    def block_mode(self, rng: random.Random) -> str:
+        """How the next write block behaves: "boom" raises in the body, "expire"
+        (the hold fault) sleeps past ``hold_limit`` then runs a statement,
+        "expire-exit" sleeps past it then leaves; else "plain"."""
+        roll = rng.random()
+        if "hold" in self.profile.faults and roll < 0.15:
+            self.rec.fault("hold")
+            return "expire" if roll < 0.075 else "expire-exit"
+        return "boom" if roll > 0.9 else "plain"
 
     def fn_mode(self, rng: random.Random) -> str:
         """How the next transaction fn behaves: "hang" once when the scheduler armed it."""

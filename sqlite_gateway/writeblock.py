@@ -193,7 +193,7 @@ class WriteBlock:
                 self._phase = _Phase.ABANDONED  # if the writer reaches it, _hold lets go
             elif self._phase is _Phase.HELD:
                 self._phase = _Phase.ROLLBACK
-                self._cond.notify_all()
+                self._let_go()
         assert self._request is not None
         self._request.cancel()
 
@@ -221,8 +221,17 @@ class WriteBlock:
         with self._cond:
             if self._phase is _Phase.HELD:
                 self._phase = _Phase.ROLLBACK if failed else _Phase.COMMIT
-                self._cond.notify_all()
+                self._let_go()
         return request.future
+
+    def _let_go(self) -> None:
+        """The holder has left (under ``_cond``, the block HELD until now): wake the
+        writer, and stop refusing the holder's thread at once. It may call the
+        gateway before the writer wakes (its exit's wait timed out, say); those
+        calls queue behind this block, which no longer waits for that thread."""
+        if self._worker.holder_ident == self._owner:
+            self._worker.holder_ident = None
+        self._cond.notify_all()
 
     def _outcome(self, done: bool, exc: BaseException | None) -> Literal[False]:
         """After the wait for the answer: return, or raise what the block's caller

@@ -38,8 +38,23 @@ def test_histories_with_the_writer_run_in_place_and_a_hanging_fn_keep_every_prom
     assert not result.failed, history.report(result, f"campaign(4, {SEED + 100}, ...)")
 
 
-def _op(op, outcome, rows, ctr=None, door="transaction"):
-    return hc.Op(op, door, rows, ctr, outcome)
+@pytest.mark.timeout(300)
+def test_histories_of_write_blocks_savepoints_and_snapshots_keep_every_promise():
+    """The newer paths alone: write blocks (some held past hold_limit, some whose
+    body or savepoint raises), transaction fns with a savepoint that raises,
+    snapshots checked for one view and read-your-writes, async write blocks."""
+    doors = ("write_block", "savepoint_transaction", "snapshot", "read", "execute")
+    result = history.campaign(3, SEED + 200, ("hold", "deadline", "cancel"), every=True,
+                              doors=doors)
+    assert result.faults["hold"] > 0, result.faults
+    done = {k.split(": ")[0] for k, v in result.whys.items() if k.endswith(": returned")}
+    assert {"write-block", "savepoint-transaction"} <= done, result.whys
+    assert any(k.endswith("block-expired") for k in result.whys), result.whys
+    assert not result.failed, history.report(result, f"campaign(3, {SEED + 200}, ...)")
+
+
+def _op(op, outcome, rows, ctr=None, door="transaction", never=()):
+    return hc.Op(op, door, rows, ctr, outcome, never=list(never))
 
 
 @pytest.mark.parametrize("ops, present, counters, kind", [
@@ -50,10 +65,16 @@ def _op(op, outcome, rows, ctr=None, door="transaction"):
     ({1: _op(1, hc.MAY, [10], (0, 2))}, {}, {0: 2}, "counter"),
     ({}, {10: 1}, {}, "unknown-rows"),
     ({1: _op(1, hc.NOT, [10, 11, 12], door="bulk")}, {11: 1}, {}, "bulk-not-a-prefix"),
+    ({1: _op(1, hc.ACK, [10], never=[13])}, {10: 1, 13: 1}, {}, "savepoint-kept"),
 ])
 def test_the_checker_names_each_kind_of_broken_promise(ops, present, counters, kind):
     found, _ = hc.check(ops, present, counters, "ok")
     assert kind in {v.kind for v in found}
+
+
+def test_an_expired_write_block_counts_as_nothing_kept():
+    from sqlite_gateway import WriteBlockExpired
+    assert hc.classify(WriteBlockExpired(0.05)) == (hc.NOT, "block-expired")
 
 
 def test_the_checker_accepts_either_outcome_of_a_may_and_a_killed_call():

@@ -78,6 +78,9 @@ class AsyncWriteBlock:
         block = self._block
         future: Future[Any] = block._leave(exc is not None)
         waiter = asyncio.wrap_future(future)
+        # Read here if this wait times out or is cancelled: the outcome is read
+        # from future, and an unread waiter makes asyncio log "never retrieved".
+        waiter.add_done_callback(_retrieve)
         done, _ = await asyncio.wait({waiter}, timeout=block._timeout)
         if done:
             waiter.exception()  # retrieved: the outcome is read from future below
@@ -105,6 +108,11 @@ class AsyncWriteBlock:
 
     def __repr__(self) -> str:
         return f"<AsyncWriteBlock {self._block!r}>"
+
+
+def _retrieve(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.cancelled():
+        waiter.exception()
 
 
 class AsyncSavepoint:
