@@ -32,6 +32,26 @@ HANG_S = 30.0
 wide margin (what it waits for takes milliseconds), never a timing goal."""
 
 
+def in_thread(fn: Callable[[], Any], bound: float = 120) -> Any:
+    """Run fn in a new (non-main) thread, where a gateway call may run in place; return what
+    it returned or raise what it raised. ``bound`` detects a hang, it is not a timing goal."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # re-raised below, in the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(bound)
+    assert not thread.is_alive(), f"still running after {bound} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def wait_until(condition: Callable[[], object], what: str, timeout: float = HANG_S) -> None:
     """Poll ``condition()`` until it is true; fail the test, naming ``what``, if it is
     still false after ``timeout`` seconds. For states another thread or process reaches

@@ -7,7 +7,7 @@ import time
 
 import apsw
 import pytest
-from conftest import WorkerBlocker, wait_until
+from conftest import WorkerBlocker, in_thread, wait_until
 
 from sqlite_gateway import Gateway, GatewayError, RequestTimeout
 from sqlite_gateway.errors import NestedCallError
@@ -15,25 +15,6 @@ from sqlite_gateway.errors import NestedCallError
 BOUND_S = 10  # a bound that detects a hang, not a timing goal
 ENDLESS_WRITE = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
                  "INSERT INTO items(name) SELECT 'endless' || x FROM c")
-
-
-def in_thread(fn):
-    """Run fn in a new (non-main) thread; return what it returned or raise what it raised."""
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # re-raised below
-            out["error"] = exc
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join(60)
-    assert not t.is_alive()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 def test_an_idle_writer_runs_the_call_in_the_callers_thread(gateway):

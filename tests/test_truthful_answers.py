@@ -16,7 +16,7 @@ import tracemalloc
 
 import apsw
 import pytest
-from conftest import WorkerBlocker, child_python, run_python, scalar
+from conftest import WorkerBlocker, child_python, in_thread, run_python, scalar
 
 from sqlite_gateway import (Gateway, GatewayClosed, GatewayError, Overloaded, RequestTimeout,
                             State)
@@ -25,25 +25,6 @@ from sqlite_gateway.errors import NestedCallError
 BOUND_S = 10  # a bound that detects a hang, not a timing goal
 ENDLESS_READ = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
                 "SELECT count(*) FROM c")
-
-
-def in_thread(fn):
-    """Run fn in a new (non-main) thread, where a call may run in place; return or raise."""
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # re-raised below
-            out["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(120)
-    assert not thread.is_alive()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 def wait_for_state(db, state, bound=BOUND_S):

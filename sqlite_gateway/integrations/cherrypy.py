@@ -215,7 +215,13 @@ def json_error_response() -> None:
     """
     exc = sys.exc_info()[1]
     assert exc is not None
-    answer = error_answer(exc)
+    answer_json(exc, exc)
+
+
+def answer_json(exc: BaseException, cause: BaseException) -> None:
+    """Set the response to ``cause``'s JSON error answer; log ``exc``'s traceback when
+    the answer says so (an error the app did not expect). Inside an error response."""
+    answer = error_answer(cause)
     if answer.logged:
         cherrypy.log(f"unhandled {type(exc).__name__} in {cherrypy.request.path_info}",
                      context="sqlite_gateway", severity=logging.ERROR, traceback=True)

@@ -32,7 +32,6 @@ so the session and ``cherrypy.request.db`` share one gateway.
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import weakref
@@ -45,8 +44,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import GatewayClosed
 from ..gateway import Gateway
-from .cherrypy import CHANNEL
-from .http import error_answer
+from .cherrypy import CHANNEL, answer_json
 from .sqlalchemy import engine_for
 
 __all__ = ["SessionTool"]
@@ -118,14 +116,4 @@ def _json_error_response() -> None:
     cause: BaseException = exc
     if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
         cause = exc.orig.__cause__ or exc.orig  # the apsw error under the DB-API one
-    answer = error_answer(cause)
-    if answer.logged:
-        cherrypy.log(f"unhandled {type(exc).__name__} in {cherrypy.request.path_info}",
-                     context="sqlite_gateway", severity=logging.ERROR, traceback=True)
-    body = answer.json_body()
-    response = cherrypy.serving.response
-    response.status = answer.status
-    response.headers["Content-Type"] = "application/json"
-    response.headers["Content-Length"] = str(len(body))
-    response.headers.update(answer.headers)
-    response.body = body
+    answer_json(exc, cause)
