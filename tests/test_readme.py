@@ -102,6 +102,7 @@ EXPECTED: dict[str, Callable[[int, str], list[str]]] = {  # (run, folder) -> std
     'AsyncGateway("async-app.db"': lambda run, folder: [str(100 * run), "1"],
     # one hit a run, through SQLAlchemy on the sqlite+gateway dialect
     'sqlite+gateway:///orm-hits.db': lambda run, folder: [str(run)],
+    'GatewayDatabase("peewee-hits.db")': lambda run, folder: [str(run)],  # peewee, likewise
     'Replicator("durable.db"': lambda run, folder: [
         os.path.join(folder, "durable-from-replica.db")],
 }
