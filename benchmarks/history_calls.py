@@ -176,11 +176,15 @@ class Caller:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
-            acked, outcome, why = hc.classify_bulk(exc, self.run.interrupted)
-            self.rec.outcome(op, outcome, why, acked, exc)
-            self.closed += isinstance(exc, GatewayClosed)
+            self.bulk_failed(op, exc)
             return
         self.rec.outcome(op, hc.ACK, "returned", len(rows))
+
+    def bulk_failed(self, op: int, exc: BaseException) -> None:
+        """Record a bulk() that raised: its note says how many rows are committed."""
+        acked, outcome, why = hc.classify_bulk(exc, self.run.interrupted)
+        self.rec.outcome(op, outcome, why, acked, exc)
+        self.closed += isinstance(exc, GatewayClosed)
 
     def write_block(self) -> None:
         """``with db.writer() as w:`` writing rows and a counter; sometimes a savepoint
@@ -414,9 +418,7 @@ class AsyncCaller(Caller):
         try:
             await task
         except BaseException as exc:
-            acked, outcome, why = hc.classify_bulk(exc, self.run.interrupted)
-            self.rec.outcome(op, outcome, why, acked, exc)
-            self.closed += isinstance(exc, GatewayClosed)
+            self.bulk_failed(op, exc)
             return
         self.rec.outcome(op, hc.ACK, "returned", len(rows))
 

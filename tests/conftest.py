@@ -52,6 +52,27 @@ def in_thread(fn: Callable[[], Any], bound: float = 120) -> Any:
     return out["value"]
 
 
+def in_threads(fn: Callable[[], object], count: int, bound: float = 60) -> None:
+    """Run fn in ``count`` threads at once; return when all are done, or raise the first
+    error one of them raised. ``bound`` detects a hang, it is not a timing goal."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(bound)
+    assert not any(thread.is_alive() for thread in threads), f"still running after {bound} s"
+    if errors:
+        raise errors[0]
+
+
 def wait_until(condition: Callable[[], object], what: str, timeout: float = HANG_S) -> None:
     """Poll ``condition()`` until it is true; fail the test, naming ``what``, if it is
     still false after ``timeout`` seconds. For states another thread or process reaches

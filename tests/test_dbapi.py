@@ -9,6 +9,7 @@ import sys
 import threading
 
 import pytest
+from conftest import in_threads
 
 from sqlite_gateway import Gateway, NestedCallError, TransactionControlError
 from sqlite_gateway.integrations import dbapi, registry
@@ -202,24 +203,15 @@ def test_immediate_transactions_make_read_modify_write_exact(path):
     setup.execute("CREATE TABLE counter (n INTEGER)")
     setup.execute("INSERT INTO counter VALUES (0)")
     setup.commit()
-    errors: list[BaseException] = []
 
     def bump():
         c = dbapi.connect(path, begin="immediate")
-        try:
-            for _ in range(10):
-                n = c.execute("SELECT n FROM counter").fetchone()[0]
-                c.execute("UPDATE counter SET n = ?", (n + 1,))
-                c.commit()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for _ in range(10):
+            n = c.execute("SELECT n FROM counter").fetchone()[0]
+            c.execute("UPDATE counter SET n = ?", (n + 1,))
+            c.commit()
 
-    threads = [threading.Thread(target=bump) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    in_threads(bump, 4)
     assert rows(path, "SELECT n FROM counter") == [(40,)]
 
 

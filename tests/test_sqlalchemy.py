@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from conftest import in_threads
 
 sqlalchemy = pytest.importorskip("sqlalchemy")
 
@@ -182,24 +183,15 @@ def _bump_from_threads(engine):
     with Session(engine) as session:
         session.add(Counter(id=1, n=0))
         session.commit()
-    errors: list[BaseException] = []
 
     def bump():
-        try:
-            for _ in range(10):
-                with Session(engine) as session:
-                    counter = session.get(Counter, 1)
-                    counter.n += 1
-                    session.commit()
-        except BaseException as error:  # reported below
-            errors.append(error)
+        for _ in range(10):
+            with Session(engine) as session:
+                counter = session.get(Counter, 1)
+                counter.n += 1
+                session.commit()
 
-    threads = [threading.Thread(target=bump) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    in_threads(bump, 4)
     with Session(engine) as session:
         return session.get(Counter, 1).n
 
