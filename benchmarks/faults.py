@@ -214,7 +214,7 @@ def worker_death(run: Run) -> None:
     def boom(batch: object) -> None:
         raise RuntimeError("injected fault")
 
-    db._worker._run_batch = boom  # type: ignore[method-assign]
+    db._worker.batches.run_batch = boom  # type: ignore[method-assign]
     run.call(lambda: db.execute("INSERT INTO acked VALUES (1)"))
     db.close()
     with closing(gateway(run.path)) as again:

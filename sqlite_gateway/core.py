@@ -37,7 +37,7 @@ from .memo import TextMemo
 from .options import DEFAULT, Timeout
 from .readers import ReaderLanes, ReaderPool
 from .request import (Answer, Kind, Params, Request, capture_many, capture_params,
-                      check_many, check_params, check_priority, check_sql, check_timeout)
+                      check_many, check_params, check_sql, check_timeout, lane_of)
 from .requestqueue import RequestQueue
 from .result import Result
 from .worker import Worker
@@ -46,6 +46,8 @@ T = TypeVar("T")
 Plan = Generator[Request, Any, T]
 """A call as a generator: yields the requests to wait for, returns the call's value."""
 
+# A door's answer mode -> the request constructor of that mode (POST is write-behind's own).
+_MAKE = {Answer.WAIT: Request.waiting, Answer.FUTURE: Request.submitted}
 SQL_KINDS = (Kind.EXECUTE, Kind.EXECUTEMANY)  # requests that are SQL only: a wait may stop them
 
 
@@ -96,21 +98,6 @@ class Core:
                 "thread, or in place in its caller's thread); it would wait for itself. "
                 "Use the conn argument the fn receives.")
 
-    def lane(self, priority: str, block: bool, timeout: float | None) -> int:
-        """The queue lane of ``priority``, with ``block`` and its ``timeout`` checked."""
-        lane = check_priority(priority)
-        if block:
-            if block is not True:
-                raise ValueError(f"block must be True or False, not {block!r}")
-            if not lane:
-                raise ValueError("block=True is for background producers: pass "
-                                 "priority='background' (interactive callers fail fast "
-                                 "with Overloaded, so a web request never waits for room)")
-            check_timeout(timeout)
-        elif block is not False:
-            raise ValueError(f"block must be True or False, not {block!r}")
-        return lane
-
     # -- requests -----------------------------------------------------------------
 
     def sql_request(self, kind: Kind, sql: str, params: Any, priority: str,
@@ -121,21 +108,20 @@ class Core:
         parameters are captured as write-behind ones are. A WAIT caller
         blocks meanwhile, so its parameter sets are only materialised.
         """
-        lane = check_priority(priority)
+        lane = lane_of(priority)
         sql = check_sql(sql)
-        if kind is Kind.EXECUTE:
-            params = capture_params(params) if answer is Answer.FUTURE else check_params(params)
+        if answer is Answer.FUTURE:
+            params = capture_params(params) if kind is Kind.EXECUTE else capture_many(params)
         else:
-            params = capture_many(params) if answer is Answer.FUTURE else check_many(params)
-        return Request(kind, sql, params, priority=lane, answer=answer)
+            params = check_params(params) if kind is Kind.EXECUTE else check_many(params)
+        return _MAKE[answer](kind, sql, params, None, (), None, lane)
 
     def fn_request(self, kind: Kind, fn: Callable[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any] | None, priority: str, answer: Answer) -> Request:
         """A checked TRANSACTION or EXCLUSIVE request (fn's arguments are not copied)."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        return Request(kind, fn=fn, args=args, kwargs=kwargs, priority=check_priority(priority),
-                       answer=answer)
+        return _MAKE[answer](kind, None, None, fn, args, kwargs, lane_of(priority))
 
     def enqueue(self, request: Request, block: bool = False,
                 timeout: float | None = None) -> None:
@@ -192,7 +178,7 @@ class Core:
     def flush_plan(self, answer: Answer) -> Plan[None]:
         """The barrier (accepted even when the queue is full), then the failure
         log re-armed: the next failed post after it is logged again."""
-        yield Request(Kind.FLUSH, answer=answer)
+        yield _MAKE[answer](Kind.FLUSH)
         self.failures.barrier()
 
     def bulk_plan(self, sql: str, seq_of_params: Iterable[Params], priority: str,
@@ -202,12 +188,13 @@ class Core:
         work waits. The first error gets a note saying what the file holds,
         and no later slice is sent."""
         rows = capture_many(seq_of_params)  # slices run while the caller's code goes on
-        sql, lane = check_sql(sql), check_priority(priority)
+        sql, lane = check_sql(sql), lane_of(priority)
         preempted = self.queue.interactive_waiting if lane else None
+        new = _MAKE[answer]
         done = changed = 0
         while done < len(rows):
-            request = Request(Kind.TRANSACTION, fn=run_slice, priority=lane, answer=answer,
-                              args=(sql, rows, done, self.background_slice, preempted))
+            request = new(Kind.TRANSACTION, None, None, run_slice,
+                          (sql, rows, done, self.background_slice, preempted), None, lane)
             try:
                 ran, count = yield request
             except BaseException as exc:

@@ -34,8 +34,8 @@ from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
 from .readers import ReaderLanes, ReaderPool
-from .request import (WAIT, Kind, Params, Request, check_params,
-                      check_priority, check_sql, check_timeout, new_wait)
+from .request import (WAIT, Kind, Params, Request, check_params, check_sql,
+                      check_timeout, lane_of)
 from .requestqueue import RequestQueue
 from .result import Result
 from .stats import Stats
@@ -189,7 +189,7 @@ class Gateway(WriteBehind):
                 if result is not None:
                     return result
         sql, params = check_sql(sql), check_params(params)
-        lane = 0 if priority == "interactive" else check_priority(priority)
+        lane = lane_of(priority)
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         if core.readers is not None and sql not in core.writes:
             readers = core.reader_for(sql)
@@ -205,10 +205,10 @@ class Gateway(WriteBehind):
                     return result
                 core.learned_write(sql)
                 if wait is not None:  # one deadline for the whole call: the reader's wait counts
-                    return self._call_within(new_wait(Kind.EXECUTE, sql, params, None, (),  # type: ignore[no-any-return]
-                                                      None, lane), wait, started)
-        return self._call(new_wait(Kind.EXECUTE, sql, params, None, (), None, lane),  # type: ignore[no-any-return]
-                          wait)
+                    return self._call_within(Request.waiting(  # type: ignore[no-any-return]
+                        Kind.EXECUTE, sql, params, None, (), None, lane), wait, started)
+        return self._call(Request.waiting(  # type: ignore[no-any-return]
+            Kind.EXECUTE, sql, params, None, (), None, lane), wait)
 
     def snapshot(self, *, timeout: Timeout = DEFAULT) -> Snapshot:
         """Several reads in one consistent view, for ``with``::
@@ -274,8 +274,8 @@ class Gateway(WriteBehind):
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        lane = 0 if priority == "interactive" else check_priority(priority)
-        request = new_wait(Kind.TRANSACTION, None, None, fn, args, kwargs, lane)
+        request = Request.waiting(Kind.TRANSACTION, None, None, fn, args, kwargs,
+                                  lane_of(priority))
         return self._call(request, wait)  # type: ignore[no-any-return]
 
     def writer(self, *, timeout: Timeout = DEFAULT, priority: str = "interactive") -> WriteBlock:
@@ -319,7 +319,7 @@ class Gateway(WriteBehind):
         Overloaded, ValueError (a bad timeout or priority: at this call).
         """
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        lane = check_priority(priority)
+        lane = lane_of(priority)
         return WriteBlock(self.core.enqueue, self._worker, self._stats, wait, lane,
                           self._hold_limit)
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from .core import Core
 from .failures import PostFailure
 from .lifecycle import Lifecycle, State
-from .request import FUTURE, Kind, Params, Request, capture_params, check_sql, new_future, new_post
+from .request import Kind, Params, Request, capture_params, check_sql, lane_of
 from .result import Result
 from .watchdog import Watchdog
 
@@ -67,9 +67,9 @@ class WriteBehind(Lifecycle):
         Raises:
             Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
         """
-        lane = 0 if priority == "interactive" and block is False else self.core.lane(
-            priority, block, timeout)
-        request = new_future(Kind.EXECUTE, check_sql(sql), capture_params(params), lane)
+        lane = lane_of(priority, block, timeout)
+        request = Request.submitted(Kind.EXECUTE, check_sql(sql), capture_params(params),
+                                    None, (), None, lane)
         self.core.enqueue(request, block, timeout)
         return request.future  # type: ignore[return-value]
 
@@ -84,8 +84,8 @@ class WriteBehind(Lifecycle):
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        request = Request(Kind.TRANSACTION, fn=fn, args=args, kwargs=kwargs,
-                          priority=self.core.lane(priority, block, timeout), answer=FUTURE)
+        request = Request.submitted(Kind.TRANSACTION, None, None, fn, args, kwargs,
+                                    lane_of(priority, block, timeout))
         self.core.enqueue(request, block, timeout)
         return request.future  # type: ignore[return-value]
 
@@ -109,9 +109,8 @@ class WriteBehind(Lifecycle):
         Raises:
             Overloaded, GatewayClosed, TypeError, ValueError: at once; nothing enqueued.
         """
-        lane = 0 if priority == "interactive" and block is False else self.core.lane(
-            priority, block, timeout)
-        request = new_post(check_sql(sql), capture_params(params), lane, self._report)
+        lane = lane_of(priority, block, timeout)
+        request = Request.posted(check_sql(sql), capture_params(params), lane, self._report)
         if block or self._state is not _RUNNING:
             self.core.enqueue(request, block, timeout)  # (with the checks a waiting call needs)
             return

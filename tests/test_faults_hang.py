@@ -176,7 +176,7 @@ def test_the_watchdog_gives_up_only_a_step_that_stays_stuck_past_the_grace(db_pa
     queue = RequestQueue(10)
     worker = Worker(db_path, queue, Stats(), batch_max=10, synchronous="FULL", busy_timeout=0.1)
     dog = Watchdog(worker, hang_timeout=2.0, name="test")
-    fn = Request(Kind.TRANSACTION, fn=lambda conn: None)
+    fn = Request.submitted(Kind.TRANSACTION, fn=lambda conn: None)
     queue.put(fn)
     worker._inflight = queue.get_batch(10)
     assert fn.claim()
@@ -192,6 +192,6 @@ def test_the_watchdog_gives_up_only_a_step_that_stays_stuck_past_the_grace(db_pa
     assert "stuck in BEGIN/COMMIT" in worker.death
     assert "may be committed" in str(fn.future.exception(0))
     with pytest.raises(GatewayClosed, match="broken"):
-        queue.put(Request(Kind.FLUSH))
+        queue.put(Request.submitted(Kind.FLUSH))
     with pytest.raises(GivenUp):  # the worker, if it ever returns, stops here
         worker.turn.begin(None)

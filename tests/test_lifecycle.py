@@ -94,7 +94,7 @@ def test_worker_death_fails_waiting_and_later_callers_at_once(gateway, caplog):
     def boom(batch):
         raise RuntimeError("injected fault")
 
-    gateway._worker._run_batch = boom  # the next batch kills the worker
+    gateway._worker.batches.run_batch = boom  # the next batch kills the worker
     blocker.done()
     for fut in queued:
         exc = fut.exception(5)

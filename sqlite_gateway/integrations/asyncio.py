@@ -65,7 +65,7 @@ from ..errors import RequestTimeout
 from ..failures import PostFailure
 from ..gateway import DEFAULT, Gateway, State, Timeout
 from ..request import (FUTURE, INTERRUPT_GRACE, Kind, Params, Request, capture_params,
-                       check_priority, check_sql)
+                       check_sql, lane_of)
 from ..result import Result
 from .loopbridge import TimedOut, add_note, bridge, time_out
 
@@ -194,7 +194,7 @@ class AsyncGateway:
         core = self._core
         wait = core.wait_for(timeout)
         sql = check_sql(sql)
-        check_priority(priority)
+        lane_of(priority)
         readers = core.reader_for(sql)
         if readers is None:
             answer: Result = await self._call(
@@ -349,7 +349,7 @@ class AsyncGateway:
 
     def _blocking(self, priority: str, timeout: float | None) -> float | None:
         """Check a block=True call's priority and timeout at the call."""
-        self._core.lane(priority, True, timeout)
+        lane_of(priority, True, timeout)
         return timeout
 
     async def _accepted(self, put: Callable[[], T]) -> T:

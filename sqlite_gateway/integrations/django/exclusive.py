@@ -196,4 +196,4 @@ def _run(conn: apsw.Connection, sql: str, params: Any, many: bool) -> Result:
             columns = tuple(d[0] for d in (info.description or ()))
         except apsw.Error:
             pass
-    return make_result(rows, conn.changes(), conn.last_insert_rowid(), columns)
+    return make_result(rows, columns, conn.changes(), conn.last_insert_rowid())
