@@ -26,7 +26,7 @@ import apsw
 
 from .connection import Connection, run_sql
 from .errors import GatewayError
-from .request import POST, Kind, Request
+from .request import POST, WAIT, Kind, Request
 
 if TYPE_CHECKING:
     from .requestqueue import RequestQueue
@@ -40,7 +40,7 @@ logger = logging.getLogger("sqlite_gateway.worker")
 # (After a failed fsync, what the OS kept of the written pages is unknown.)
 RESET_AFTER = (apsw.IOError, apsw.CorruptError)
 
-_FLUSH, _EXECUTE, _TRANSACTION = Kind.FLUSH, Kind.EXECUTE, Kind.TRANSACTION
+_FLUSH, _EXECUTE, _TRANSACTION, _WAIT = Kind.FLUSH, Kind.EXECUTE, Kind.TRANSACTION, WAIT
 
 
 class Batches:
@@ -83,6 +83,7 @@ class Batches:
         todo = batch
         reruns = 0
         run_one, queue, monotonic = self.run_one, self.queue, time.monotonic
+        turn, single = self.turn, link.single
         while True:
             ran: list[Request] = []  # claimed and run, their outcome kept on them
             committing = False
@@ -95,6 +96,12 @@ class Batches:
                 # started by then go back to the head of their lane (order kept).
                 deadline = monotonic() + self.background_slice if todo[0].priority else 0.0
                 alone = len(todo) == 1
+                # A run of write-behind statements (post, submit: single, no
+                # caller interrupts one by its deadline) shares one turn mark,
+                # the first one's; the watchdog still stops whichever runs too
+                # long. One mark per row cost 0.4 us of a posted row's 2 us on
+                # the worker (worker rows/s, no threads: see docs/benchmarks-perf.md).
+                marked = False
                 index, count = 0, len(todo)
                 while index < count:
                     request = todo[index]
@@ -108,13 +115,23 @@ class Batches:
                     # cancelled it: skip it, it never runs.
                     if not request.claim():
                         continue
-                    if not run_one(request, alone):
+                    if (request.answer is not _WAIT and request.kind is _EXECUTE
+                            and single.get(request.sql or "", False)):
+                        if not marked:
+                            turn.begin(request)
+                            marked = True
+                    elif marked:
+                        turn.end_request()
+                        marked = False
+                    if not run_one(request, alone, marked):
                         # It ended the whole transaction (OR ROLLBACK,
                         # RAISE(ROLLBACK)), or failed keeping part of its
                         # writes: the work before it must be undone too.
                         offender = request
                         break
                     ran.append(request)
+                if marked:
+                    turn.end_request()
                 if offender is None:
                     # An in-place caller's deadline ends here: SQLite consults the
                     # progress handler during COMMIT too, and a COMMIT it stopped
@@ -187,7 +204,7 @@ class Batches:
         if reopen:
             link.reopen(f"{type(exc).__name__}: {exc}")
 
-    def run_one(self, request: Request, alone: bool = False) -> bool:
+    def run_one(self, request: Request, alone: bool = False, marked: bool = False) -> bool:
         """Run one request inside the batch's transaction; keep its value or
         error on it (answered after COMMIT). The one routine for every kind.
 
@@ -201,6 +218,9 @@ class Batches:
         call never keeps anything, whatever ran before it. Skipping the two
         savepoint statements is most of a write-behind row's cost on the
         worker (benchmarks.writebehind: see docs/benchmarks-perf.md).
+
+        ``marked``: the caller has marked the turn for this request (a run
+        of write-behind statements); else this marks it.
 
         Returns False when the batch's transaction must be undone because of
         it: it ended the whole transaction (``OR ROLLBACK``), or it failed
@@ -221,7 +241,8 @@ class Batches:
             conn.execute(link.sql["savepoint"])
         before = conn.total_changes()
         turn = self.turn
-        turn.begin(request)
+        if not marked:
+            turn.begin(request)
         try:
             if kind is _TRANSACTION:
                 value = self._call_fn(request, conn)
@@ -239,7 +260,8 @@ class Batches:
             else:
                 value = run_sql(conn, link.guard, sql, request.params, many=True)
         except BaseException as exc:  # every failure goes back to its own caller
-            turn.end_request()
+            if not marked:
+                turn.end_request()
             link.suspect |= isinstance(exc, RESET_AFTER)
             request.value, request.error = None, exc
             if conn.get_autocommit():
@@ -249,7 +271,8 @@ class Batches:
                 conn.execute(link.sql["release"])
                 return True
             return single and conn.total_changes() == before
-        turn.end_request()
+        if not marked:
+            turn.end_request()
         request.value, request.error = value, None
         if conn.get_autocommit():
             return False
