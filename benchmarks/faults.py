@@ -202,7 +202,7 @@ def hung_fn(run: Run) -> None:
         db.close()
     finally:
         release.set()
-    db._thread.join(10)  # type: ignore[union-attr]  # released: it lets go of the file
+    db._life.thread.join(10)  # type: ignore[union-attr]  # released: it lets go of the file
     with closing(gateway(run.path)) as again:
         run.serves(again, "broken; a new Gateway serves once the fn returns")
 

@@ -258,7 +258,7 @@ def reader_steps(b: Bench) -> dict[str, Figure]:
     try:
         with Gateway(path, readers=1, synchronous=b.synchronous) as db:
             db.execute(READ_COUNTER, params)  # this thread adopts its reader
-            readers = db._readers
+            readers = db.core.readers
             return b.interleaved({
                 "gateway": lambda: db.execute(READ_COUNTER, params),
                 "readers": lambda: readers.read(READ_COUNTER, params, 30.0),

@@ -10,8 +10,8 @@ route a read to a reader and learn which texts are writes, cut a bulk job
 into slices and note what its error leaves in the file, place the flush
 barrier and re-arm the failure log after it. The timeout and cancellation
 rules live on the request (:meth:`Request.timed_out`,
-:meth:`Request.cancel_note`); write-behind calls (``submit``, ``post``...)
-return at once, so both doors call the Gateway's own.
+:meth:`Request.cancel_note`); the write-behind calls (``submit``, ``post``...)
+return at once, so they are written here whole, for both doors.
 
 Plans. A call made of several waits (bulk's slices; flush's barrier, then
 the log) is a generator: it yields each request to be answered and receives
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .bulk import add_note, run_slice
@@ -43,6 +44,7 @@ from .result import Result
 from .worker import Worker
 
 T = TypeVar("T")
+_get_ident = threading.get_ident
 Plan = Generator[Request, Any, T]
 """A call as a generator: yields the requests to wait for, returns the call's value."""
 
@@ -137,6 +139,51 @@ class Core:
                                "'with Gateway(path) as db:'")
         self.check_caller(request.kind.value)
         self.queue.put(request, block, timeout)
+
+    # -- write-behind: the calls that return at once --------------------------------
+
+    def submit(self, sql: str, params: Params, priority: str, block: bool,
+               timeout: float | None) -> Future[Result]:
+        """Enqueue ``sql`` with its parameters captured; its future (see ``Gateway.submit``)."""
+        lane = lane_of(priority, block, timeout)
+        request = Request.submitted(Kind.EXECUTE, check_sql(sql), capture_params(params),
+                                    None, (), None, lane)
+        self.enqueue(request, block, timeout)
+        future = request.future
+        assert future is not None
+        return future
+
+    def submit_transaction(self, fn: Callable[..., T], args: tuple[Any, ...],
+                           kwargs: dict[str, Any], priority: str, block: bool,
+                           timeout: float | None) -> Future[T]:
+        """Enqueue ``fn(conn, *args, **kwargs)``; its future (``Gateway.submit_transaction``)."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        request = Request.submitted(Kind.TRANSACTION, None, None, fn, args, kwargs,
+                                    lane_of(priority, block, timeout))
+        self.enqueue(request, block, timeout)
+        future = request.future
+        assert future is not None
+        return future
+
+    def post(self, sql: str, params: Params, priority: str, block: bool,
+             timeout: float | None) -> None:
+        """Enqueue ``sql`` with its parameters captured, no answer (see ``Gateway.post``)."""
+        lane = lane_of(priority, block, timeout)
+        request = Request.posted(check_sql(sql), capture_params(params), lane,
+                                 self.failures.report)
+        if block or not self.started:
+            self.enqueue(request, block, timeout)  # (with the checks a waiting call needs)
+            return
+        # Refused inside a transaction fn like every other call: its row would
+        # commit in a later batch even if the fn failed. (enqueue() less its
+        # not-started check, which the test above made: a post's whole cost is
+        # a few microseconds.)
+        worker, ident = self.worker, _get_ident()
+        if (ident == worker.thread_ident or ident == worker.inline_ident
+                or ident == worker.holder_ident):
+            self.check_caller("post")
+        self.queue.put(request)
 
     def interrupt(self, request: Request) -> bool:
         """Stop ``request``'s running SQL (True if it ran): what a wait that ends

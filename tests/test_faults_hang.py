@@ -150,7 +150,7 @@ def test_a_hung_fn_breaks_the_gateway_and_every_caller_is_answered(db_path, capl
         assert time.monotonic() - start < ANSWER_S  # close() has no timeout: a hang detector
     finally:
         release.set()
-    thread = db._thread
+    thread = db._life.thread
     thread.join(ANSWER_S)  # released, the worker finds it was given up and stops
     assert not thread.is_alive()
     # It committed nothing after it was given up; the earlier commit is intact.
@@ -168,7 +168,7 @@ def test_hang_timeout_and_vfs_are_checked(db_path):
     with pytest.raises(ValueError, match="registered SQLite VFS"):
         Gateway(db_path, vfs="no-such-vfs")
     with Gateway(db_path, hang_timeout=None, vfs=apsw.vfs_names()[0]) as db:
-        assert db._watchdog is None and db.execute("SELECT 1").scalar() == 1
+        assert db._life.watchdog is None and db.execute("SELECT 1").scalar() == 1
 
 
 def test_the_watchdog_gives_up_only_a_step_that_stays_stuck_past_the_grace(db_path):

@@ -261,7 +261,7 @@ def test_a_child_forked_from_a_thread_never_runs_writes_in_place_on_its_main_thr
 def test_a_new_write_text_waits_one_timeout_in_all_not_one_per_connection(db_path):
     with Gateway(db_path, readers=1) as db:
         db.execute("CREATE TABLE t(x)")
-        readers = db._readers
+        readers = db.core.readers
         slow_read = readers.read
 
         def read_that_turns_out_a_write(sql, params, timeout, *args, **kwargs):

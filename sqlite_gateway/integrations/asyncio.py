@@ -175,7 +175,7 @@ class AsyncGateway:
 
     def failures(self) -> list[PostFailure]:
         """The :meth:`post` failures since the last call (see :meth:`Gateway.failures`)."""
-        return self.gateway.failures()
+        return self._core.failures.take()
 
     # -- calls that wait --------------------------------------------------------
 
@@ -292,9 +292,9 @@ class AsyncGateway:
         parameters are captured at the call.
         """
         if not block:
-            return bridge(self.gateway.submit(sql, params, priority=priority))
-        put = partial(self.gateway.submit, check_sql(sql), capture_params(params),
-                      priority=priority, block=True, timeout=self._blocking(priority, timeout))
+            return bridge(self._core.submit(sql, params, priority, False, None))
+        put = partial(self._core.submit, check_sql(sql), capture_params(params), priority,
+                      True, self._blocking(priority, timeout))
         return asyncio.ensure_future(self._accepted_then_answered(put))
 
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
@@ -303,10 +303,10 @@ class AsyncGateway:
         """Write-behind form of :meth:`transaction`; returns an asyncio future at
         once (``block`` as in :meth:`submit`; fn's arguments are not copied)."""
         if not block:
-            return bridge(self.gateway.submit_transaction(_plain(fn), *args, priority=priority,
-                                                          **kwargs))
-        put = partial(self.gateway.submit_transaction, _plain(fn), *args, priority=priority,
-                      block=True, timeout=self._blocking(priority, timeout), **kwargs)
+            return bridge(self._core.submit_transaction(_plain(fn), args, kwargs, priority,
+                                                        False, None))
+        put = partial(self._core.submit_transaction, _plain(fn), args, kwargs, priority,
+                      True, self._blocking(priority, timeout))
         return asyncio.ensure_future(self._accepted_then_answered(put))
 
     async def post(self, sql: str, params: Params = (), *, priority: str = "interactive",
@@ -320,11 +320,10 @@ class AsyncGateway:
         no future to cancel). Failures go to :meth:`failures`.
         """
         if not block:
-            self.gateway.post(sql, params, priority=priority)
+            self._core.post(sql, params, priority, False, None)
             return
-        await self._accepted(partial(self.gateway.post, check_sql(sql), capture_params(params),
-                                     priority=priority, block=True,
-                                     timeout=self._blocking(priority, timeout)))
+        await self._accepted(partial(self._core.post, check_sql(sql), capture_params(params),
+                                     priority, True, self._blocking(priority, timeout)))
 
     # -- plumbing ---------------------------------------------------------------
 
