@@ -18,7 +18,7 @@ import apsw
 from .errors import ConnectionSettingError, GatewayError, TransactionControlError
 from .memo import TextMemo
 from .request import Params, check_params, check_sql
-from .result import Result, make_result
+from .result import Result
 from .savepoint import Savepoint
 from .shape import Trace, names_when_empty
 
@@ -266,7 +266,7 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
         rowcount = conn.changes() if conn.total_changes() != before else 0
     else:
         rowcount = trace.finish()
-    return make_result(rows, columns, rowcount, conn.last_insert_rowid())
+    return Result(rows, rowcount, conn.last_insert_rowid(), columns)
 
 
 def _recorder(statements: list[str],
@@ -344,17 +344,17 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
             cursor = conn.execute(sql, params)
             first = cursor.fetchone()
             if first is None:
-                return make_result((), names_when_empty(conn, sql, params))
+                return Result((), 0, 0, names_when_empty(conn, sql, params))
             columns = tuple([d[0] for d in cursor.get_description()])
             rest = cursor.fetchall()
-            return make_result((first, *rest) if rest else (first,), columns)
+            return Result((first, *rest) if rest else (first,), 0, 0, columns)
         cursor = conn.cursor()
         cursor.exec_trace = _recorder(statements, tracer)
         cursor.execute(sql, params)
         rows, columns = read_rows(cursor, statements)
         if not rows:
             columns = names_when_empty(conn, sql, params)
-        return make_result(rows, columns)
+        return Result(rows, 0, 0, columns)
     except BaseException as exc:
         if cursor is not None:
             cursor.close()

@@ -42,7 +42,7 @@ from .errors import GatewayClosed, RequestTimeout
 from .memo import TextMemo
 from .request import STOP, Kind, Request, wait_for
 from .requestqueue import RequestQueue, fail_pending
-from .result import Result, make_result
+from .result import Result
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ class ReaderPool:
             else:
                 lock.release()
         reader.served += 1
-        return make_result(tuple(rows), columns)
+        return Result(tuple(rows), 0, 0, columns)
 
     def read(self, sql: str, params: Any, timeout: float | None,
              cancel: threading.Event | None = None) -> Result | None:
