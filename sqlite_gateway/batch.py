@@ -20,7 +20,7 @@ import copy
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import apsw
 
@@ -219,7 +219,8 @@ class Batches:
         and RELEASE.)
 
         ``marked``: the caller has marked the turn for this request (a run
-        of write-behind statements); else this marks it.
+        of write-behind statements, each a known single statement); else
+        this marks it.
 
         Returns False when the batch's transaction must be undone because of
         it: it ended the whole transaction (``OR ROLLBACK``), or it failed
@@ -233,7 +234,8 @@ class Batches:
         conn = link.conn
         assert conn is not None
         sql = request.sql or ""
-        single = kind is _EXECUTE and link.single.get(sql, False)
+        # (marked: the caller found it a known single statement already.)
+        single = marked or (kind is _EXECUTE and link.single.get(sql, False))
         guarded = not (single or alone)
         if guarded:
             # The guard lets the worker's own savepoint through (no exec switch).
@@ -244,7 +246,17 @@ class Batches:
             turn.begin(request)
         try:
             if kind is _TRANSACTION:
-                value = self._call_fn(request, conn)
+                # The fn gets a conn handle of its own, valid for this call only.
+                fn = request.fn
+                assert fn is not None
+                handle = Connection(conn, link.guard, link.singles)
+                try:
+                    if request.kwargs:
+                        value = fn(handle, *request.args, **request.kwargs)
+                    else:
+                        value = fn(handle, *request.args)
+                finally:
+                    handle.close()
             elif single:
                 if request.answer is POST:
                     # No Result, nobody reads it: an INSERT costs 0.96 us so,
@@ -280,19 +292,6 @@ class Batches:
         if guarded:
             conn.execute(link.sql["release"])
         return True
-
-    def _call_fn(self, request: Request, conn: apsw.Connection) -> Any:
-        """Call a transaction fn with its own conn handle, valid for this call only."""
-        fn = request.fn
-        assert fn is not None
-        link = self.link
-        handle = Connection(conn, link.guard, link.singles)
-        try:
-            if request.kwargs:
-                return fn(handle, *request.args, **request.kwargs)
-            return fn(handle, *request.args)
-        finally:
-            handle.close()
 
     def run_exclusive(self, request: Request) -> None:
         """Run fn(raw apsw connection) alone, outside any transaction.
@@ -340,11 +339,15 @@ class Batches:
         """
         now = time.monotonic()
         errors = 0
+        latencies = []
         for request in requests:
             if request.error is not None:
                 errors += 1
-            request.settle()
-        self.stats.record_answers([now - r.enqueued for r in requests], errors)
+                request.settle()
+            elif request.answer is not POST:  # a posted row that committed: nobody to tell
+                request.settle()
+            latencies.append(now - request.enqueued)
+        self.stats.record_answers(latencies, errors)
         # Break reference cycles: an exception's frames hold this list.
         requests.clear()
 

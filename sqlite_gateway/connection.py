@@ -20,7 +20,7 @@ from .memo import TextMemo
 from .request import Params, check_params, check_sql
 from .result import Result
 from .savepoint import Savepoint
-from .shape import Trace, names_when_empty
+from .shape import Trace, columnless, names_when_empty
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -259,7 +259,9 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
-    if not rows:  # no row: the names all the same, unless the text has none
+    # No row: the names all the same, unless the text is known to have none
+    # (names_when_empty's own first test, here: most writes end so).
+    if not rows and sql not in columnless:
         columns = names_when_empty(conn, sql, params[0] if many and params else params)
     if trace is None:
         # One statement: its own changes() (not its triggers'), if it changed anything.
