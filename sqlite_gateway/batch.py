@@ -240,7 +240,7 @@ class Batches:
         if guarded:
             # The guard lets the worker's own savepoint through (no exec switch).
             conn.execute(link.sql["savepoint"])
-        before = conn.total_changes()
+        before = conn.total_changes() if single else 0  # (the change-count rule's mark)
         turn = self.turn
         if not marked:
             turn.begin(request)
