@@ -13,7 +13,8 @@ from benchmarks import floors, goals, workloads
 
 
 def test_group_commit_benchmark_smoke_run():
-    proc = run_script("group_commit", "--threads", "1,4", "--seconds", "0.3", "--markdown")
+    proc = run_script("group_commit", "--threads", "1,4", "--seconds", "0.3", "--markdown",
+                      "--no-wait-quiet")
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 3  # the header row, then threads 1 and 4
@@ -24,7 +25,8 @@ def test_group_commit_benchmark_smoke_run():
 def test_compare_benchmark_smoke_run():
     proc = run_script("compare", "--threads", "2", "--seconds", "0.2", "--no-chart",
                       "--workload", "all",
-                      "--strategies", "busy,direct,naive,bare,gateway,gateway+readers,ceiling")
+                      "--strategies", "busy,direct,naive,bare,gateway,gateway+readers,ceiling",
+                      "--no-wait-quiet")
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()
             if line.strip()[:1].isdigit() and len(line.split()) > 5]
@@ -38,7 +40,7 @@ def test_compare_benchmark_smoke_run():
 
 def test_writebehind_benchmark_smoke_run():
     proc = run_script("writebehind", "--rows", "2000", "--chunk", "500", "--rounds", "1",
-                      "--backpressure-rows", "300", "--synchronous", "OFF")
+                      "--backpressure-rows", "300", "--synchronous", "OFF", "--no-wait-quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "submit / bare+future = " in proc.stdout
     assert "bare loop, a Future per row" in proc.stdout
