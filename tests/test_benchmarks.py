@@ -49,9 +49,11 @@ def test_writebehind_benchmark_smoke_run():
 def test_priority_and_overload_benchmarks_smoke_run():
     for script, args in (("priority", ["--seconds", "0.5", "--web-threads", "4"]),
                          ("overload", ["--quick", "--factor", "3", "--rows", "50"])):
-        proc = run_script(script, *args)
+        proc = run_script(script, *args, "--no-wait-quiet")
         assert proc.returncode == 0, (script, proc.stdout, proc.stderr)
         assert "phase" in proc.stdout or "web alone" in proc.stdout, proc.stdout
+        assert "load average per cell: " in proc.stdout, proc.stdout
+        assert "quiet wait: off" in proc.stdout, proc.stdout
     assert "missing from the database 0, refused yet stored 0" in proc.stdout
 
 
@@ -134,6 +136,18 @@ def test_goal_lines_judge_the_ratio_from_the_cells():
     assert [v for v, _ in met] == ["PASS", "PASS"]
     assert [v for v, _ in missed] == ["MISS", "MISS"]
     assert "0.90x" in met[0][1] and "starved threads = 2" in missed[1][1]
+
+
+def test_handoff_and_asyncio_benchmarks_smoke_run_with_the_load_per_path():
+    proc = run_script("handoff", "--calls", "200", "--no-wait-quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "us/call" not in line
+            and "->" in line]
+    assert len(rows) == 6, proc.stdout  # six paths, each with its load before -> after
+    proc = run_script("asyncio_compare", "--tasks", "4", "--seconds", "0.3",
+                      "--strategies", "gateway,aiosqlite", "--no-wait-quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "load average per cell: " in proc.stdout and "quiet wait: off" in proc.stdout
 
 
 def test_profiling_scripts_smoke_run():
