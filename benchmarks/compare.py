@@ -87,7 +87,7 @@ def cell_main(spec: dict[str, Any]) -> dict[str, Any]:
     base = {"strategy": name, "workload": spec["workload"], "threads": threads}
     vfs = None
     if spec.get("fsync_delay_ms") is not None:
-        from .vfs import SlowSyncVFS
+        from .vfs.slow_sync import SlowSyncVFS
         vfs = SlowSyncVFS("fsync-delay", spec["fsync_delay_ms"] / 1000.0)
     strategy = make_strategy(name, spec["path"], spec["synchronous"], threads,
                              spec.get("readers"), vfs.name if vfs is not None else None)

@@ -9,7 +9,7 @@ records what the caller received and how long it took to be answered, checks
 that the gateway serves again (the same one, or a new Gateway on the file when
 the fault broke it), then closes it and reads the file with a plain apsw
 connection: acknowledged rows missing (must be 0) and ``integrity_check``.
-I/O errors come from the apsw VFS shim ``FaultVFS`` of ``benchmarks/vfs.py``. Exit status 1
+I/O errors come from the apsw VFS shim ``FaultVFS`` of ``benchmarks/vfs/fault.py``. Exit status 1
 if any acknowledged row is lost or the file is damaged.
 """
 
@@ -31,7 +31,7 @@ import apsw
 
 # The harness beside it, the package, and the VFS shim from the tests.
 
-from .vfs import ALWAYS, FaultVFS
+from .vfs.fault import ALWAYS, FaultVFS
 from .harness import print_table
 
 from sqlite_gateway import Gateway

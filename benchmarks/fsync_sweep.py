@@ -10,7 +10,7 @@ transaction, the bare loop one per batch: their ratios move with the cost of
 an fsync, so a figure measured on one disk does not hold on another. Here the
 ``pageview-fn`` comparisons (``gateway``, ``busy``, the ``bare`` loop;
 ``synchronous=FULL``; 1 and 32 threads by default) run on a RAM-backed
-directory (``/dev/shm``) through :class:`benchmarks.vfs.SlowSyncVFS`, which
+directory (``/dev/shm``) through :class:`benchmarks.vfs.slow_sync.SlowSyncVFS`, which
 sleeps a fixed time in every xSync (every strategy opens its connections
 through it by name), at 0.05, 0.5, 2 and 8 ms per fsync (about NVMe, SATA
 SSD, a cloud volume, a spinning disk), and once on this machine's real disk
@@ -42,7 +42,7 @@ from .compare import Cells, run_config, table
 from .harness import (Progress, csv_of, machine_lines, non_negative, print_header, print_table,
                       ratio, whole)
 from .quiet import add_quiet_options, load_text, quiet_line, quiet_wait
-from .vfs import ram_directory
+from .vfs.slow_sync import ram_directory
 
 DELAYS_MS = (0.05, 0.5, 2.0, 8.0)  # NVMe, SSD, cloud volume, spinning disk
 DISKS = {0.05: "NVMe", 0.5: "SSD", 2.0: "cloud volume", 8.0: "spinning disk"}

@@ -7,7 +7,7 @@ Run from the repository root::
 
 kill -9 cannot tell ``FULL`` from ``NORMAL``: the kernel keeps what a killed
 process wrote. A power cut loses what was not yet synced, so this campaign
-simulates one with an apsw VFS shim (``benchmarks/vfs.py`` PowerVFS) that keeps each
+simulates one with an apsw VFS shim (``benchmarks/vfs/power.py`` PowerVFS) that keeps each
 file's durable image (as of its last xSync) apart from what was written since,
 as SQLite's own crash tests do.
 
@@ -63,7 +63,7 @@ import apsw
 
 # Run as a script from a checkout: the library and the shim (a test helper) importable.
 from .harness import print_table
-from .vfs import MODES, PowerVFS, copy_file_set
+from .vfs.power import MODES, PowerVFS, copy_file_set
 
 from sqlite_gateway import Gateway
 

@@ -164,12 +164,12 @@ def test_profiling_scripts_smoke_run():
 def test_benchmarks_are_a_package_that_imports_no_test_and_edits_no_sys_path():
     """Scripts run as ``python -m benchmarks.<name>`` and import each other as a package;
     tests may import benchmarks, never the other way round (the VFS shims live in
-    benchmarks/vfs.py for that reason)."""
+    benchmarks/vfs/ for that reason)."""
     import ast
 
     from conftest import ROOT
     assert (ROOT / "benchmarks" / "__init__.py").is_file()
-    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+    for path in sorted((ROOT / "benchmarks").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
