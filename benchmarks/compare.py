@@ -61,7 +61,8 @@ from .harness import (
     run_child,
     whole,
 )
-from .quiet import QuietWait, add_quiet_options, load_part, load_text, quiet_line, quiet_wait
+from .quiet import (QuietWait, add_quiet_options, load_of_runs, load_part, load_text, quiet_line,
+                    quiet_wait)
 from .strategies import JOIN_GRACE, STRATEGIES, NotAvailable, make_strategy, strategy_class
 from .workloads import WORKLOADS, check_database, create_schema, run_cell
 
@@ -175,11 +176,7 @@ def median_run(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[(len(ordered) - 1) // 2], "runs": [c["ops_per_s"] for c in cells],
             "correct": all(c.get("correct") for c in cells),
             "errors": sum(c["errors"] for c in cells),
-            # a median of runs is busy if any of its runs was
-            "busy": any(c.get("busy") for c in cells),
-            "load_before": max(c.get("load_before", 0.0) for c in cells),
-            "load_after": max(c.get("load_after", 0.0) for c in cells),
-            "waited_s": sum(c.get("waited_s", 0.0) for c in cells)}
+            **load_of_runs(cells)}
 
 
 def cell_count(workload: str, strategies: Sequence[str], threads: Sequence[int]) -> int:

@@ -185,6 +185,18 @@ def load_part(cell: Mapping[str, Any]) -> dict[str, Any]:
     return {key: cell[key] for key in LOAD_KEYS if key in cell}
 
 
+def load_of_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The load figures of a cell shown as the median of several ``runs``: busy if any
+    run was, the highest load before and after, the waits summed."""
+    loads = [run for run in runs if "load_before" in run]
+    if not loads:
+        return {}
+    return {"busy": any(run.get("busy") for run in loads),
+            "load_before": max(run["load_before"] for run in loads),
+            "load_after": max(run["load_after"] for run in loads),
+            "waited_s": round(sum(run.get("waited_s", 0.0) for run in loads), 1)}
+
+
 def load_text(cell: Mapping[str, Any]) -> str:
     """A cell's load average before -> after, BUSY when it started on a busy machine,
     and the seconds it waited for quiet when it waited at least one."""
