@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -68,6 +69,7 @@ class QuietWait:
         sleep: how to pass ``poll`` seconds (default ``time.sleep``).
         clock: a monotonic clock in seconds (default ``time.monotonic``).
         poll: seconds between two looks at the load (> 0).
+        say: where to say that a cell waits (default: a line on stderr), once per wait.
 
     Raises:
         ValueError: ``below``, ``max_wait`` or ``poll`` out of range.
@@ -77,7 +79,8 @@ class QuietWait:
                  enabled: bool = True, load: Callable[[], float] = load_average,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 poll: float = QUIET_POLL) -> None:
+                 poll: float = QUIET_POLL,
+                 say: Callable[[str], None] | None = None) -> None:
         if not below > 0:
             raise ValueError(f"below must be a load average > 0, not {below!r}")
         if not max_wait >= 0 or not math.isfinite(max_wait):
@@ -86,6 +89,7 @@ class QuietWait:
             raise ValueError(f"poll must be a number of seconds > 0, not {poll!r}")
         self.below, self.max_wait, self.enabled, self.poll = below, max_wait, enabled, poll
         self._load, self._sleep, self._clock = load, sleep, clock
+        self._say = say if say is not None else _to_stderr
         self.waits: list[float] = []  # seconds waited before each cell, in order
         self.gave_up = 0  # cells that started after max_wait with the load still high
 
@@ -98,11 +102,15 @@ class QuietWait:
         give_up = began + self.max_wait
         quiet = False
         # Bounded twice: by the clock, and by the number of polls the wait can hold.
-        for _ in range(math.ceil(self.max_wait / self.poll) + 1):
-            quiet = self._load() < self.below
+        for look in range(math.ceil(self.max_wait / self.poll) + 1):
+            load = self._load()
+            quiet = load < self.below
             left = give_up - self._clock()
             if quiet or left <= 0:
                 break
+            if look == 0:
+                self._say(f"waiting for the 1-minute load average ({load:.2f}) to fall under "
+                          f"{self.below:g} (at most {self.max_wait:g} s)")
             self._sleep(min(self.poll, left))
         waited = self._clock() - began
         self.gave_up += not quiet
@@ -120,6 +128,10 @@ class QuietWait:
         if self.gave_up:
             text += f"; {self.gave_up} started before the load fell"
         return text
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def add_quiet_options(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ class FakeMachine:
 
     def __init__(self, loads: list[float]) -> None:
         self.loads = loads
+        self.said: list[str] = []
         self.now = 100.0
         self.sleeps: list[float] = []
         self.looks = 0
@@ -35,7 +36,8 @@ class FakeMachine:
 
     def waiter(self, below: float = 0.9, max_wait: float = 90.0, **kw: object) -> quiet.QuietWait:
         return quiet.QuietWait(below, max_wait, load=self.load, sleep=self.sleep,
-                               clock=self.clock, poll=1.0, **kw)  # type: ignore[arg-type]
+                               clock=self.clock, poll=1.0, say=self.said.append,
+                               **kw)  # type: ignore[arg-type]
 
 
 def test_a_cell_on_a_quiet_machine_starts_at_once():
@@ -43,6 +45,7 @@ def test_a_cell_on_a_quiet_machine_starts_at_once():
     waiter = machine.waiter()
     assert waiter.wait() == 0.0
     assert machine.sleeps == [] and waiter.waits == [0.0] and waiter.gave_up == 0
+    assert machine.said == []  # nothing to say when nothing waits
 
 
 def test_a_cell_waits_until_the_load_falls_under_the_threshold():
@@ -51,6 +54,8 @@ def test_a_cell_waits_until_the_load_falls_under_the_threshold():
     assert waiter.wait() == 4.0  # four polls of 1 s: 0.9 is not under 0.9, 0.89 is
     assert machine.sleeps == [1.0] * 4
     assert waiter.gave_up == 0
+    assert machine.said == ["waiting for the 1-minute load average (1.60) to fall under 0.9 "
+                            "(at most 90 s)"]  # once per wait, not per poll
     assert "4 s in all over 1 cells, longest 4 s" in waiter.line()
 
 
@@ -67,7 +72,7 @@ def test_the_wait_gives_up_after_its_bound_and_the_cell_runs_anyway():
 def test_the_wait_is_bounded_even_when_the_clock_does_not_move():
     machine = FakeMachine([3.0])
     waiter = quiet.QuietWait(0.9, 5.0, load=machine.load, sleep=lambda s: None,
-                             clock=lambda: 0.0, poll=1.0)
+                             clock=lambda: 0.0, poll=1.0, say=machine.said.append)
     assert waiter.wait() == 0.0  # the frozen clock says no time passed
     assert machine.looks == 6  # at most max_wait / poll + 1 looks, never forever
     assert waiter.gave_up == 1
