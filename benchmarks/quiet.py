@@ -138,13 +138,19 @@ def add_quiet_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--no-wait-quiet``, ``--quiet-below`` and ``--quiet-max-wait`` to ``parser``."""
     from .harness import non_negative, positive  # here: harness imports this module
 
+    def finite_seconds(text: str) -> float:
+        value = non_negative(text)
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number of seconds: {text!r}")
+        return value
+
     parser.add_argument("--no-wait-quiet", action="store_true",
                         help="start each cell at once, without waiting for the load "
                              "average to fall (quick local runs; the figures may not hold)")
     parser.add_argument("--quiet-below", type=positive, default=QUIET_BELOW,
                         help="before each cell, wait until the 1-minute load average is "
                              "under this (default %(default)s)")
-    parser.add_argument("--quiet-max-wait", type=non_negative, default=QUIET_MAX_WAIT,
+    parser.add_argument("--quiet-max-wait", type=finite_seconds, default=QUIET_MAX_WAIT,
                         help="seconds to wait at most per cell (default %(default)s)")
 
 

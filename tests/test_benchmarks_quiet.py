@@ -130,8 +130,10 @@ def test_the_options_make_the_wait_and_pass_on_to_a_child_benchmark():
     assert parser.parse_args(quiet.quiet_args(tuned)) == tuned
     off = parser.parse_args(["--no-wait-quiet"])
     assert not quiet.quiet_wait(off).enabled and quiet.quiet_args(off) == ["--no-wait-quiet"]
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--quiet-below", "0"])
+    for bad in (["--quiet-below", "0"], ["--quiet-max-wait", "-1"],
+                ["--quiet-max-wait", "inf"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
 
 
 def test_perf_goals_runs_every_goal_benchmark_with_the_same_quiet_options(monkeypatch, capsys):
@@ -142,12 +144,17 @@ def test_perf_goals_runs_every_goal_benchmark_with_the_same_quiet_options(monkey
         return 0, "load average per cell: 0.1 to 0.2; run QUIET\nquiet wait: off\nPASS  x\n", 1.0
 
     monkeypatch.setattr(perf_goals, "run_step", fake_step)
-    assert perf_goals.main(["--quiet-max-wait", "5"]) == 0
+    assert perf_goals.main(["--quiet-max-wait", "5", "--fsync"]) == 0
     modules = [module for module, _ in ran]
-    assert modules == ["benchmarks.compare", "benchmarks.multiprocess", "benchmarks.writebehind"]
+    assert modules == ["benchmarks.compare", "benchmarks.multiprocess", "benchmarks.writebehind",
+                       "benchmarks.fsync_sweep"]
     assert all(extra == ["--quiet-below", "0.9", "--quiet-max-wait", "5"] for _, extra in ran)
     out = capsys.readouterr().out
-    assert "goals: 3 PASS, 0 MISS; machine quiet" in out
+    assert "goals: 4 PASS, 0 MISS; machine quiet" in out
+    assert out.count("run QUIET; quiet wait: off") == 4  # each benchmark's two lines, summed up
+    ran.clear()
+    perf_goals.main(["--no-wait-quiet"])
+    assert all(extra == ["--no-wait-quiet"] for _, extra in ran)
 
 
 def test_group_commit_waits_before_each_cell_and_prints_the_load_per_cell():
