@@ -161,6 +161,26 @@ def test_profiling_scripts_smoke_run():
         assert step in proc.stdout, proc.stdout
 
 
+def test_every_benchmark_module_imports():
+    """A name moved between benchmark modules breaks its importers only when they run: import
+    every module (in a child: some import web frameworks and ORMs) so that a stale import
+    fails here."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    names = sorted(".".join(("benchmarks", *p.relative_to(ROOT / "benchmarks").with_suffix("")
+                                            .parts)).removesuffix(".__init__")
+                   for p in (ROOT / "benchmarks").rglob("*.py"))
+    assert "benchmarks.vfs.fault" in names and "benchmarks.quiet" in names
+    code = ("import importlib, sys\n"
+            "for name in sys.argv[1:]:\n"
+            "    importlib.import_module(name)\n")
+    done = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_benchmarks_are_a_package_that_imports_no_test_and_edits_no_sys_path():
     """Scripts run as ``python -m benchmarks.<name>`` and import each other as a package;
     tests may import benchmarks, never the other way round (the VFS shims live in
