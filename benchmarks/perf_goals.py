@@ -2,10 +2,10 @@
 
 Run from the repository root on a quiet machine (nothing else running)::
 
-    .venv/bin/python -m benchmarks.perf_goals                 # about 8 minutes
-    .venv/bin/python -m benchmarks.perf_goals --fsync   # + the fsync sweep, its chart (+4 min)
+    .venv/bin/python -m benchmarks.perf_goals                 # about 10 minutes
+    .venv/bin/python -m benchmarks.perf_goals --fsync   # + the fsync sweep, its chart
     .venv/bin/python -m benchmarks.perf_goals --markdown > run.md
-    .venv/bin/python -m benchmarks.perf_goals --no-wait-quiet # cells back to back
+    .venv/bin/python -m benchmarks.perf_goals --no-wait-quiet # cells back to back, ~5 min
 
 It runs, one after another, each in its own process:
 
@@ -22,6 +22,8 @@ It runs, one after another, each in its own process:
 Each benchmark waits, before each of its cells, until the 1-minute load average
 is under 0.9 (at most 90 s per cell): the options ``--no-wait-quiet``,
 ``--quiet-below`` and ``--quiet-max-wait`` are passed on to each (see ``quiet.py``).
+The cells take about 5 minutes back to back (the fsync sweep 2-5 more); the
+waits add about 5 more on an otherwise idle machine (docs/benchmarks-perf.md).
 Then it prints every goal line again, together, and whether the whole run was
 quiet: each benchmark records the 1-minute load average before and after each
 cell and marks a cell BUSY when it started at load >= 1.0. Figures from a busy
