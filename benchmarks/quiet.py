@@ -1,12 +1,12 @@
 """The machine's load: wait for a quiet machine before each cell, record the load per cell.
 
 A figure taken while other work competes for the cores does not hold. Every
-benchmark therefore
+benchmark that prints figures therefore
 
 - waits, before each cell, until the 1-minute load average is under
   :data:`QUIET_BELOW` (at most :data:`QUIET_MAX_WAIT` seconds; ``--no-wait-quiet``
   turns it off), with a :class:`QuietWait` made from :func:`add_quiet_options`'
-  options;
+  options (the one-cell scripts and the profiling target skip this step);
 - records the load average before and after each cell (:func:`cell_load`,
   :func:`load_fields`) and marks a cell that started at :data:`BUSY_LOAD` or
   more as BUSY;
@@ -36,8 +36,8 @@ busy machine: other work competed for the cores, and its figures do not hold."""
 
 QUIET_BELOW = 0.9
 """Before a cell starts, wait until the 1-minute load average is under this: under
-BUSY_LOAD with a margin, since the figure can move by ~0.1 between two of the kernel's
-5-second updates while a cell starts its threads."""
+BUSY_LOAD with a margin, since the figure lags (an average, updated every 5 s): a reading
+just under 1.0 still carries much of the previous cell's threads."""
 
 QUIET_MAX_WAIT = 90.0
 """At most this many seconds of waiting per cell; then the cell runs anyway (and is
