@@ -36,6 +36,7 @@ def test_compare_benchmark_smoke_run():
     assert all(row[-1] == "ok" for row in rows), proc.stdout
     for title in ("pageview-fn:", "pageview-trigger:", "mixed:", "point-read:"):
         assert title in proc.stdout
+    assert "load average per cell: " in proc.stdout and "quiet wait: off" in proc.stdout
 
 
 def test_writebehind_benchmark_smoke_run():
@@ -44,6 +45,7 @@ def test_writebehind_benchmark_smoke_run():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "submit / bare+future = " in proc.stdout
     assert "bare loop, a Future per row" in proc.stdout
+    assert "load average per cell: " in proc.stdout and "quiet wait: off" in proc.stdout
 
 
 def test_priority_and_overload_benchmarks_smoke_run():
