@@ -323,9 +323,9 @@ def main() -> None:
                      f"{r['ops_s'] / best:.1f}x" if best else "-",
                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", str(errors),
                      f"{r['cpu_us']:.0f}", f"{r['batch_mean']:.0f}" if "batch_mean" in r else "-",
-                     "yes" if r["correct"] else "NO", load_text(r)])
+                     load_text(r), "yes" if r["correct"] else "NO"])
     print_table(["strategy", "tasks", "views/s", "vs best aiosqlite", "p50 ms", "p99 ms",
-                 "errors", "CPU us/view", "batch", "correct", "load"], rows, args.markdown)
+                 "errors", "CPU us/view", "batch", "load", "correct"], rows, args.markdown)
     for r in results:
         for error, count in r["errors"].items():
             print(f"  {r['strategy']} x{r['tasks']}: {count} x {error}")
