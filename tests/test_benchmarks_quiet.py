@@ -167,3 +167,13 @@ def test_group_commit_waits_before_each_cell_and_prints_the_load_per_cell():
            "over 4 cells" in proc.stdout, proc.stdout
     assert "load average per cell: " in proc.stdout
     assert proc.stderr.count(" load ") == 4, proc.stderr
+
+
+def test_a_median_of_runs_is_busy_when_any_run_was_and_keeps_every_wait():
+    calm = {**quiet.load_fields(0.5, 0.7, 3.0), "ops_per_s": 10}
+    busy = {**quiet.load_fields(1.2, 0.9, 90.0), "ops_per_s": 20}
+    merged = quiet.load_of_runs([calm, busy, calm])
+    assert merged == {"busy": True, "load_before": 1.2, "load_after": 0.9, "waited_s": 96.0}
+    assert quiet.load_of_runs([calm])["busy"] is False
+    assert quiet.load_of_runs([{"child_failed": "x"}]) == {}
+    assert quiet.load_part({**busy, "child_failed": "x"}) == quiet.load_fields(1.2, 0.9, 90.0)
