@@ -50,6 +50,10 @@ def child(cell: dict[str, Any]) -> dict[str, Any]:
     done = [0] * threads
     busy = [0] * threads
     other: dict[str, int] = {}
+    events = None
+    if cell.get("profile"):
+        from .multiprocess_profile import instrument
+        events = instrument()
     with Gateway(cell["path"], synchronous=cell["synchronous"],
                  busy_timeout=cell["busy_timeout"], process_lock=cell["process_lock"]) as db:
         deadline = start_at + seconds
@@ -77,9 +81,14 @@ def child(cell: dict[str, Any]) -> dict[str, Any]:
         for worker in workers:
             worker.join()
         stats = db.stats()
-    return {"latencies": [x for lat in latencies for x in lat], "done": sum(done),
-            "busy": sum(busy), "other": other, "batch_mean": stats["batch_mean"],
-            "commits": stats["commits"]}
+    out = {"latencies": [x for lat in latencies for x in lat], "done": sum(done),
+           "busy": sum(busy), "other": other, "batch_mean": stats["batch_mean"],
+           "commits": stats["commits"]}
+    if events is not None:  # the run's window on the monotonic clock the events use
+        offset = time.monotonic() - time.time()
+        out["profile"] = {"events": events, "start": start_at + offset,
+                          "end": deadline + offset}
+    return out
 
 
 def measure(processes: int, threads: int, seconds: float, synchronous: str,
@@ -94,7 +103,7 @@ def measure(processes: int, threads: int, seconds: float, synchronous: str,
 
 
 def _measure(processes: int, threads: int, seconds: float, synchronous: str,
-             busy_timeout: float, process_lock: bool) -> dict[str, Any]:
+             busy_timeout: float, process_lock: bool, profile: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="multiprocess-") as tmp:
         path = os.path.join(tmp, "bench.db")
         prepare(path)
@@ -103,7 +112,8 @@ def _measure(processes: int, threads: int, seconds: float, synchronous: str,
         for index in range(processes):
             cell = {"path": path, "threads": threads // processes, "start_at": start_at,
                     "seconds": seconds, "synchronous": synchronous, "index": index,
-                    "busy_timeout": busy_timeout, "process_lock": process_lock}
+                    "busy_timeout": busy_timeout, "process_lock": process_lock,
+                    "profile": profile}
             children.append(subprocess.Popen(
                 python_m(__spec__.name, "--child", json.dumps(cell)), env=child_env(),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -116,6 +126,12 @@ def _measure(processes: int, threads: int, seconds: float, synchronous: str,
         done = sum(o["done"] for o in outputs)
         correct = check(path, done, reads=False)
     lat = sorted(x for o in outputs for x in o["latencies"])
+    analysed = None
+    if profile:
+        from .multiprocess_profile import analyse
+        window = outputs[0]["profile"]
+        analysed = analyse([o["profile"]["events"] for o in outputs], window["start"],
+                           window["end"])
     other: dict[str, int] = {}
     for o in outputs:
         for name, count in o["other"].items():
@@ -125,7 +141,7 @@ def _measure(processes: int, threads: int, seconds: float, synchronous: str,
             "p99_ms": percentile(lat, 0.99) * 1e3, "busy": sum(o["busy"] for o in outputs),
             "other": other, "correct": correct,
             "batch_mean": sum(o["batch_mean"] * o["commits"] for o in outputs)
-            / max(1, sum(o["commits"] for o in outputs))}
+            / max(1, sum(o["commits"] for o in outputs)), "profile": analysed}
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
