@@ -55,7 +55,9 @@ def child(cell: dict[str, Any]) -> dict[str, Any]:
         from .multiprocess_profile import instrument
         events = instrument()
     with Gateway(cell["path"], synchronous=cell["synchronous"],
-                 busy_timeout=cell["busy_timeout"], process_lock=cell["process_lock"]) as db:
+                 busy_timeout=cell["busy_timeout"], process_lock=cell["process_lock"],
+                 batch_max=cell.get("batch_max", 256),
+                 autocheckpoint=cell.get("autocheckpoint", 1000)) as db:
         deadline = start_at + seconds
 
         def run(t: int) -> None:
@@ -76,14 +78,16 @@ def child(cell: dict[str, Any]) -> dict[str, Any]:
 
         workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
         time.sleep(max(0.0, start_at - time.time()))
+        cpu = time.process_time()
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
+        cpu = time.process_time() - cpu
         stats = db.stats()
     out = {"latencies": [x for lat in latencies for x in lat], "done": sum(done),
            "busy": sum(busy), "other": other, "batch_mean": stats["batch_mean"],
-           "commits": stats["commits"]}
+           "commits": stats["commits"], "cpu_s": cpu}
     if events is not None:  # the run's window on the monotonic clock the events use
         offset = time.monotonic() - time.time()
         out["profile"] = {"events": events, "start": start_at + offset,
@@ -103,7 +107,8 @@ def measure(processes: int, threads: int, seconds: float, synchronous: str,
 
 
 def _measure(processes: int, threads: int, seconds: float, synchronous: str,
-             busy_timeout: float, process_lock: bool, profile: bool = False) -> dict[str, Any]:
+             busy_timeout: float, process_lock: bool, profile: bool = False,
+             batch_max: int = 256, autocheckpoint: int = 1000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="multiprocess-") as tmp:
         path = os.path.join(tmp, "bench.db")
         prepare(path)
@@ -113,7 +118,8 @@ def _measure(processes: int, threads: int, seconds: float, synchronous: str,
             cell = {"path": path, "threads": threads // processes, "start_at": start_at,
                     "seconds": seconds, "synchronous": synchronous, "index": index,
                     "busy_timeout": busy_timeout, "process_lock": process_lock,
-                    "profile": profile}
+                    "profile": profile, "batch_max": batch_max,
+                    "autocheckpoint": autocheckpoint}
             children.append(subprocess.Popen(
                 python_m(__spec__.name, "--child", json.dumps(cell)), env=child_env(),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -141,7 +147,8 @@ def _measure(processes: int, threads: int, seconds: float, synchronous: str,
             "p99_ms": percentile(lat, 0.99) * 1e3, "busy": sum(o["busy"] for o in outputs),
             "other": other, "correct": correct,
             "batch_mean": sum(o["batch_mean"] * o["commits"] for o in outputs)
-            / max(1, sum(o["commits"] for o in outputs)), "profile": analysed}
+            / max(1, sum(o["commits"] for o in outputs)), "profile": analysed,
+            "cpu_s": sum(o["cpu_s"] for o in outputs)}
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -55,7 +55,8 @@ def instrument() -> list[tuple[Any, ...]]:
         return got
 
     def timed_release(self: ProcessLock) -> None:
-        log(("release", clock()))
+        if getattr(self, "held", True):  # (a second release does nothing)
+            log(("release", clock()))
         release(self)
 
     take = RequestQueue.take
@@ -111,6 +112,10 @@ def holds(events: list[list[Any]], pid: int, start: float, end: float) -> list[d
             if inline is not None:  # its batch of one is taken as the lock is got
                 hold.update(take=event[2], n=1, oldest=inline[3])
                 inline = None
+        elif kind == "answer" and out and "answer" not in out[-1] and (
+                hold is None or "commit" not in hold):
+            out[-1]["answer"] = (event[1], event[2])  # after its release (the lock let go
+            # at COMMIT): the hold it belongs to has ended
         elif hold is None:
             continue
         elif kind == "take":
@@ -148,9 +153,9 @@ def analyse(per_process: list[list[list[Any]]], start: float, end: float) -> dic
         ("batch taken -> BEGIN done", lambda h: h["begin"][1] - h["take"]),
         ("BEGIN done -> COMMIT start", lambda h: h["commit"][0] - h["begin"][1]),
         ("COMMIT (fsync, checkpoint)", lambda h: h["commit"][1] - h["commit"][0]),
-        ("COMMIT done -> answers done", lambda h: h["answer"][1] - h["commit"][1]),
-        ("answers done -> released", lambda h: h["released"] - h["answer"][1]),
+        ("COMMIT done -> released", lambda h: h["released"] - h["commit"][1]),
         ("whole hold", lambda h: h["released"] - h["got"]),
+        ("COMMIT done -> answers done", lambda h: h["answer"][1] - h["commit"][1]),
     ]
     full = [h for h in all_holds if "begin" in h and "commit" in h and "answer" in h]
     for name, fn in pairs:
@@ -183,11 +188,13 @@ def analyse(per_process: list[list[list[Any]]], start: float, end: float) -> dic
 
 
 def run_row(processes: int, threads: int, seconds: float, synchronous: str,
-            busy_timeout: float) -> dict[str, Any]:
+            busy_timeout: float, batch_max: int = 256,
+            autocheckpoint: int = 1000) -> dict[str, Any]:
     from .multiprocess import _measure
     before = load_average()
     result = _measure(processes, threads, seconds, synchronous, busy_timeout, True,
-                      profile=True)
+                      profile=True, batch_max=batch_max, autocheckpoint=autocheckpoint)
+    result.update(batch_max=batch_max, seconds=seconds)
     load = load_fields(before, load_average())
     result.update(load_before=load["load_before"], load_after=load["load_after"],
                   busy_load=load["busy"])
@@ -201,10 +208,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--synchronous", default="FULL")
     parser.add_argument("--busy-timeout", type=float, default=5.0)
+    parser.add_argument("--reference-batch", type=int, default=0, metavar="N",
+                        help="also run 1 process with batches of at most N requests (the "
+                             "batch each of the processes can make: threads / processes)")
+    parser.add_argument("--autocheckpoint", type=int, default=1000,
+                        help="each writer's wal_autocheckpoint in pages (0: none in the run)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    rows = [run_row(int(p), args.threads, args.seconds, args.synchronous, args.busy_timeout)
-            for p in args.processes.split(",")]
+    specs = [(int(p), 256) for p in args.processes.split(",")]
+    if args.reference_batch:
+        specs.insert(1, (1, args.reference_batch))
+    rows = [run_row(p, args.threads, args.seconds, args.synchronous, args.busy_timeout, b,
+                    args.autocheckpoint) for p, b in specs]
     print_header(machine_lines(
         f"the multiprocess page view, process_lock on, synchronous={args.synchronous}, "
         f"{args.threads} threads in all, {args.seconds:g} s per row, instrumented"),
@@ -214,6 +229,7 @@ def main() -> None:
                        "busy": r["busy_load"]} for r in rows]))
     print()
     head = ["figure", *[f"{r['processes']} process{'es' if r['processes'] > 1 else ''}"
+                        + (f", batch <= {r['batch_max']}" if r["batch_max"] != 256 else "")
                         for r in rows]]
     profiles = [r["profile"] for r in rows]
 
@@ -223,6 +239,9 @@ def main() -> None:
     table = [
         ["views/s", *[f"{r['ops_s']:,.0f}" for r in rows]],
         ["p50 / p99 ms", *[f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f}" for r in rows]],
+        ["CPU of the processes: cores busy", *[f"{r['cpu_s'] / r['seconds']:.2f}" for r in rows]],
+        ["CPU per view, us", *[f"{r['cpu_s'] / max(1, r['ops_s'] * r['seconds']) * 1e6:.0f}"
+                               for r in rows]],
         line("lock holds (batches) /s", lambda p: f"{p['holds_s']:,.0f}"),
         line("requests per batch", lambda p: f"{p['batch']:.1f}"),
         line("lock held, share of the run", lambda p: f"{p['held']:.0%}"),
@@ -230,8 +249,8 @@ def main() -> None:
         line("acquires that waited", lambda p: f"{p['contended']:.0%}"),
     ]
     for step in profiles[0]["steps"]:
-        table.append(line(f"{step}, us mean / p99",
-                          lambda p, s=step: f"{p['steps'][s][0]:,.0f} / {p['steps'][s][2]:,.0f}"))
+        table.append(line(f"{step}, us mean / p50 / p99",
+                          lambda p, s=step: "{:,.0f} / {:,.0f} / {:,.0f}".format(*p["steps"][s])))
     table += [
         line("hand-off (release -> next acquire), us mean / p50 / p99",
              lambda p: "{:,.0f} / {:,.0f} / {:,.0f}".format(*p["handoff"])),

@@ -81,18 +81,32 @@ def available() -> bool:
 class ProcessLock:
     """An exclusive ``flock`` on ``<path>-gateway.lock``, waited for with a bound.
 
-    Used by one thread at a time (the writer's, under the gateway's writer
-    lock); :meth:`acquire` and :meth:`release` alternate.
+    Used by one thread at a time (whichever holds the gateway's writer lock):
+    :meth:`acquire`, then :meth:`release` (which may be called again: the
+    writer lets go right after COMMIT, and once more, harmlessly, when its
+    turn ends).
+
+    A contended wait blocks in the kernel on a helper thread; the helper hands
+    the lock over through a plain ``threading.Lock`` (one wake-up, no
+    condition variable whose mutex the woken writer would have to win back).
     """
 
     def __init__(self, path: str) -> None:
         self.path = path + SUFFIX
         self._fd = -1
-        self._cond = threading.Condition()
-        self._pending = False  # the helper thread is blocked in flock() for us
-        self._wanted = False  # a writer waits for the helper's lock
-        self._got = False  # the helper took the lock for the waiting writer
+        self.held = False  # this gateway holds the kernel lock (set by its holder thread)
+        # _mutex guards _wanted, _pending and _closed: whether the helper's
+        # lock, when it gets it, goes to a writer or back to the kernel.
+        self._mutex = threading.Lock()
+        self._wanted = False  # a writer waits on _given
+        self._pending = False  # the helper is asked to wait, or is waiting, in flock()
         self._closed = False
+        # Two one-shot signals (Locks created taken): _ask starts the helper's
+        # flock(); _given, released by the helper, tells the writer it holds it.
+        self._ask = threading.Lock()
+        self._ask.acquire()
+        self._given = threading.Lock()
+        self._given.acquire()
         self._helper: threading.Thread | None = None
         self.waits = 0  # acquires that found the lock held (stats)
 
@@ -104,9 +118,11 @@ class ProcessLock:
     def acquire(self, timeout: float) -> bool:
         """Take the lock; False if it was not free within ``timeout`` seconds."""
         if _flock is not None and _flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB) == 0:
+            self.held = True
             return True
         try:  # held (or an error: fcntl's call says which)
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.held = True
             return True
         except BlockingIOError:
             pass
@@ -114,7 +130,7 @@ class ProcessLock:
             logger.warning("process lock %s: %s", self.path, exc)
             return False
         self.waits += 1
-        with self._cond:
+        with self._mutex:
             self._wanted = True
             if not self._pending:
                 self._pending = True
@@ -122,13 +138,21 @@ class ProcessLock:
                     self._helper = threading.Thread(target=self._wait_in_kernel, daemon=True,
                                                     name="sqlite-gateway-process-lock")
                     self._helper.start()
-                self._cond.notify_all()
-            got = self._cond.wait_for(lambda: self._got, timeout)
-            self._wanted = False
-            self._got = False
-        return got
+                self._ask.release()
+        if not self._given.acquire(timeout=min(max(0.0, timeout), threading.TIMEOUT_MAX)):
+            with self._mutex:
+                if self._wanted:  # still not given: the helper lets it go when it gets it
+                    self._wanted = False
+                    return False
+            self._given.acquire()  # given just as the wait ended: released already
+        self.held = True
+        return True
 
     def release(self) -> None:
+        """Let the lock go, if held (a second call does nothing)."""
+        if not self.held:
+            return
+        self.held = False
         if _flock is not None:
             _flock(self._fd, fcntl.LOCK_UN)
         else:
@@ -137,35 +161,38 @@ class ProcessLock:
     def _wait_in_kernel(self) -> None:
         """The helper: block in flock() whenever a writer wants the lock, and
         hand it over (or let it go, if the writer stopped waiting)."""
-        cond = self._cond
         while True:  # bounded: returns once closed
-            with cond:
-                while not self._pending and not self._closed:
-                    cond.wait()
+            self._ask.acquire()
+            with self._mutex:
                 if self._closed:
                     return
                 fd = self._fd
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # the kernel wakes us when it is free
             except OSError:  # closed under us
-                with cond:
+                with self._mutex:
                     self._pending = False
-                    cond.notify_all()
                 return
-            with cond:
+            with self._mutex:
                 self._pending = False
-                if self._wanted and not self._closed:
-                    self._got = True
-                    cond.notify_all()
-                else:  # the writer gave up waiting meanwhile
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                if self._closed:
+                    # close() closed the descriptor while we waited: the lock we got
+                    # went with it (and the number may name another file by now).
+                    return
+                if self._wanted:
+                    self._wanted = False
+                    self._given.release()
+                    continue
+            fcntl.flock(fd, fcntl.LOCK_UN)  # the writer gave up waiting meanwhile
 
     def close(self) -> None:
-        """Release and close (the helper thread, if blocked, ends with it)."""
-        with self._cond:
+        """Release and close (the helper thread, if idle or blocked, ends with it)."""
+        with self._mutex:
+            if not self._closed and not self._pending and self._helper is not None:
+                self._ask.release()  # wake the idle helper: it sees _closed and ends
             self._closed = True
-            self._cond.notify_all()
             fd, self._fd = self._fd, -1
+            self.held = False
         if fd >= 0:
             try:
                 os.close(fd)
@@ -176,6 +203,7 @@ class ProcessLock:
         """In a forked child: close the inherited descriptor without unlocking
         (an unlock here would unlock the parent's lock: one file description)."""
         self._closed = True
+        self.held = False
         fd, self._fd = self._fd, -1
         if fd >= 0:
             try:
