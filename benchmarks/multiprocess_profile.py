@@ -37,6 +37,7 @@ from .harness import (load_average, load_fields, machine_lines, percentile, prin
 def instrument() -> list[tuple[Any, ...]]:
     """Wrap the writer's steps (in a child, before its Gateway starts); return the
     list the events go into: (kind, monotonic times..., extra)."""
+    from sqlite_gateway import processlock
     from sqlite_gateway import worker as worker_module
     from sqlite_gateway.batch import Batches
     from sqlite_gateway.processlock import ProcessLock
@@ -48,10 +49,11 @@ def instrument() -> list[tuple[Any, ...]]:
     acquire, release = ProcessLock.acquire, ProcessLock.release
 
     def timed_acquire(self: ProcessLock, timeout: float) -> bool:
-        waits = self.waits
+        waits, yields = self.waits, getattr(self, "yields", 0)
         asked = clock()
         got = acquire(self, timeout)
-        log(("acquire", asked, clock(), got, self.waits > waits))
+        log(("acquire", asked, clock(), got, self.waits > waits,
+             getattr(self, "yields", 0) > yields))
         return got
 
     def timed_release(self: ProcessLock) -> None:
@@ -88,6 +90,19 @@ def instrument() -> list[tuple[Any, ...]]:
         log(("inline", clock(), 1, request.enqueued))
         return run_inline(self, request, deadline)
 
+    class TimedFcntl:
+        """processlock's fcntl module, noting when the helper's blocking flock() returns."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_fcntl, name)
+
+        def flock(self, fd: int, operation: int) -> None:
+            real_fcntl.flock(fd, operation)
+            if operation == real_fcntl.LOCK_EX:
+                log(("kernel", clock()))
+
+    real_fcntl = getattr(processlock, "fcntl")  # noqa: B009 (a module global, replaced)
+    setattr(processlock, "fcntl", TimedFcntl())  # noqa: B010
     ProcessLock.acquire = timed_acquire  # type: ignore[method-assign]
     ProcessLock.release = timed_release  # type: ignore[method-assign]
     RequestQueue.take = timed_take  # type: ignore[method-assign]
@@ -102,13 +117,17 @@ def holds(events: list[list[Any]], pid: int, start: float, end: float) -> list[d
     out: list[dict[str, Any]] = []
     hold: dict[str, Any] | None = None
     inline: list[Any] | None = None  # a caller's run_inline, before its acquire
+    kernel = 0.0  # when the helper's flock() last returned
     for event in events:
         kind = event[0]
         if kind == "inline":
             inline = event
+        elif kind == "kernel":
+            kernel = event[1]
         elif kind == "acquire":
             hold = {"pid": pid, "asked": event[1], "got": event[2], "ok": event[3],
-                    "waited": event[4], "inline": inline is not None}
+                    "waited": event[4], "yielded": event[5], "inline": inline is not None,
+                    "kernel": kernel if event[4] and event[1] <= kernel <= event[2] else None}
             if inline is not None:  # its batch of one is taken as the lock is got
                 hold.update(take=event[2], n=1, oldest=inline[3])
                 inline = None
@@ -161,11 +180,14 @@ def analyse(per_process: list[list[list[Any]]], start: float, end: float) -> dic
     for name, fn in pairs:
         steps[name] = stat([fn(h) for h in full])
     # Hand-off: a waiting holder's acquire after the previous holder (another process) let go.
-    gaps, repeats, contended = [], 0, 0
+    gaps, repeats, contended, kernel_gaps, helper_gaps = [], 0, 0, [], []
     for i in range(1, len(all_holds)):
         prev, cur = all_holds[i - 1], all_holds[i]
         if cur["waited"] and cur["pid"] != prev["pid"]:
             gaps.append(cur["got"] - prev["released"])
+            if cur["kernel"] is not None:
+                kernel_gaps.append(cur["kernel"] - prev["released"])
+                helper_gaps.append(cur["got"] - cur["kernel"])
         # prev's process took it again although another had asked before cur got it.
         if cur["pid"] == prev["pid"] and any(
                 h["pid"] != cur["pid"] and h["asked"] < cur["got"]
@@ -180,10 +202,13 @@ def analyse(per_process: list[list[list[Any]]], start: float, end: float) -> dic
     return {
         "holds_s": len(all_holds) / wall, "batch": sum(sizes) / max(1, len(sizes)),
         "held": held / wall, "handoff_share": sum(gaps) / wall,
-        "steps": steps, "handoff": stat(gaps), "wait": stat(waits), "wake": stat(wake),
+        "steps": steps, "handoff": stat(gaps),
+        "kernel": stat(kernel_gaps), "helper": stat(helper_gaps),
+        "wait": stat(waits), "wake": stat(wake),
         "contended": contended / max(1, len(all_holds)), "repeats": repeats,
         "slow_commits": len(slow_commits), "slow_commit_ms": max(slow_commits, default=0) * 1e3,
         "inline": sum(1 for h in all_holds if h.get("inline")),
+        "yielded": sum(1 for h in all_holds if h["yielded"]) / max(1, len(all_holds)),
     }
 
 
@@ -248,17 +273,26 @@ def main() -> None:
         line("lock free while one waits, share", lambda p: f"{p['handoff_share']:.0%}"),
         line("acquires that waited", lambda p: f"{p['contended']:.0%}"),
     ]
+    def step_line(step: str) -> list[str]:
+        return line(f"{step}, us mean / p50 / p99",
+                    lambda p: "{:,.0f} / {:,.0f} / {:,.0f}".format(*p["steps"][step]))
+
     for step in profiles[0]["steps"]:
-        table.append(line(f"{step}, us mean / p50 / p99",
-                          lambda p, s=step: "{:,.0f} / {:,.0f} / {:,.0f}".format(*p["steps"][s])))
+        table.append(step_line(step))
     table += [
         line("hand-off (release -> next acquire), us mean / p50 / p99",
              lambda p: "{:,.0f} / {:,.0f} / {:,.0f}".format(*p["handoff"])),
+        line("  release -> the helper's flock() returns, us mean / p50 / p99",
+             lambda p: "{:,.0f} / {:,.0f} / {:,.0f}".format(*p["kernel"])),
+        line("  helper -> the writer has it, us mean / p50 / p99",
+             lambda p: "{:,.0f} / {:,.0f} / {:,.0f}".format(*p["helper"])),
         line("wait for the lock, us mean / p99",
              lambda p: f"{p['wait'][0]:,.0f} / {p['wait'][2]:,.0f}"),
         line("wake-up (arrival -> batch, no wait), us mean / p99",
              lambda p: f"{p['wake'][0]:,.0f} / {p['wake'][2]:,.0f}"),
         line("same process twice while another waited", lambda p: str(p["repeats"])),
+        line("acquires that let a waiting process go first",
+             lambda p: f"{p['yielded']:.0%}"),
         line("COMMITs over 1 ms (max ms)",
              lambda p: f"{p['slow_commits']} ({p['slow_commit_ms']:.1f})"),
         line("batches run in a caller's thread", lambda p: str(p["inline"])),

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 
@@ -69,6 +70,44 @@ def _gil_keeping_flock() -> Callable[[int, int], int] | None:
 
 
 _flock = _gil_keeping_flock() if fcntl is not None else None
+
+
+class _FlockStruct(ctypes.Structure):
+    """``struct flock`` of 64-bit Linux (x86-64 and arm64 lay it out alike)."""
+
+    _fields_ = [("l_type", ctypes.c_short), ("l_whence", ctypes.c_short),
+                ("l_start", ctypes.c_int64), ("l_len", ctypes.c_int64),
+                ("l_pid", ctypes.c_int)]
+
+
+def _gil_keeping_getlk() -> Callable[[int], bool] | None:
+    """A probe: does another process's writer wait for the lock? (Its helper
+    holds a POSIX read lock on byte 0 of the lock file while it waits.)
+
+    F_GETLK through ``ctypes.PyDLL`` (the GIL kept, as for the attempt); only
+    on 64-bit Linux, where the layout of ``struct flock`` is known and POSIX
+    and ``flock`` locks never meet (elsewhere: None, and no probe).
+    """
+    if fcntl is None or not sys.platform.startswith("linux") or ctypes.sizeof(
+            ctypes.c_void_p) != 8:
+        return None
+    try:
+        libc_fcntl = ctypes.PyDLL(None).fcntl
+    except (OSError, AttributeError):  # pragma: no cover - no libc fcntl
+        return None
+    libc_fcntl.restype = ctypes.c_int
+    getlk, wrlck, unlck = fcntl.F_GETLK, fcntl.F_WRLCK, fcntl.F_UNLCK
+
+    def others_wait(fd: int) -> bool:
+        probe = _FlockStruct(wrlck, os.SEEK_SET, 0, 1, 0)
+        if libc_fcntl(fd, getlk, ctypes.byref(probe)) != 0:
+            return False
+        return bool(probe.l_type != unlck)  # only other processes' locks are reported
+
+    return others_wait
+
+
+_others_wait = _gil_keeping_getlk()
 
 SUFFIX = "-gateway.lock"
 
@@ -108,7 +147,8 @@ class ProcessLock:
         self._given = threading.Lock()
         self._given.acquire()
         self._helper: threading.Thread | None = None
-        self.waits = 0  # acquires that found the lock held (stats)
+        self.waits = 0  # acquires that found the lock held, or let another go first (stats)
+        self.yields = 0  # acquires that let a waiting process go first (stats)
 
     def open(self) -> None:
         """Open (create) the lock file. Raises OSError."""
@@ -116,19 +156,28 @@ class ProcessLock:
                            0o644)
 
     def acquire(self, timeout: float) -> bool:
-        """Take the lock; False if it was not free within ``timeout`` seconds."""
-        if _flock is not None and _flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB) == 0:
-            self.held = True
-            return True
-        try:  # held (or an error: fcntl's call says which)
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self.held = True
-            return True
-        except BlockingIOError:
-            pass
-        except OSError as exc:  # the lock file is unusable: SQLite's locking still applies
-            logger.warning("process lock %s: %s", self.path, exc)
-            return False
+        """Take the lock; False if it was not free within ``timeout`` seconds.
+
+        When another process's writer waits for it, this one queues behind it
+        even if the lock is free this instant (its holder has just let go, and
+        the kernel has not yet run the waiter): no process takes it twice in
+        a row while another waits, and each waiter's batch grows meanwhile.
+        """
+        if _others_wait is not None and _others_wait(self._fd):
+            self.yields += 1
+        else:
+            if _flock is not None and _flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB) == 0:
+                self.held = True
+                return True
+            try:  # held (or an error: fcntl's call says which)
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.held = True
+                return True
+            except BlockingIOError:
+                pass
+            except OSError as exc:  # the lock file is unusable: SQLite's locking still applies
+                logger.warning("process lock %s: %s", self.path, exc)
+                return False
         self.waits += 1
         with self._mutex:
             self._wanted = True
@@ -167,6 +216,7 @@ class ProcessLock:
                 if self._closed:
                     return
                 fd = self._fd
+                self._mark(fd, fcntl.LOCK_SH)  # "a writer waits": see acquire()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # the kernel wakes us when it is free
             except OSError:  # closed under us
@@ -179,11 +229,27 @@ class ProcessLock:
                     # close() closed the descriptor while we waited: the lock we got
                     # went with it (and the number may name another file by now).
                     return
-                if self._wanted:
+                given = self._wanted
+                if given:
                     self._wanted = False
                     self._given.release()
-                    continue
-            fcntl.flock(fd, fcntl.LOCK_UN)  # the writer gave up waiting meanwhile
+                self._mark(fd, fcntl.LOCK_UN)  # (after the hand-over: not on its path)
+            if not given:
+                fcntl.flock(fd, fcntl.LOCK_UN)  # the writer gave up waiting meanwhile
+
+    @staticmethod
+    def _mark(fd: int, operation: int) -> None:
+        """Set or clear this process's "a writer waits" read lock on byte 0
+        (only where :func:`_others_wait` can see it). Called with ``_mutex``
+        held, so never on a descriptor close() has closed."""
+        if _others_wait is None:
+            return
+        try:
+            if operation != fcntl.LOCK_UN:
+                operation |= fcntl.LOCK_NB  # (lockf refuses LOCK_UN | LOCK_NB)
+            fcntl.lockf(fd, operation, 1, 0)
+        except OSError as exc:  # only a hint for the others: they may take turns less fairly
+            logger.debug("process lock wait mark: %s", exc)
 
     def close(self) -> None:
         """Release and close (the helper thread, if idle or blocked, ends with it)."""
