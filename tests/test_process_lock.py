@@ -236,3 +236,51 @@ def test_close_ends_the_helper_and_never_keeps_the_lock(db_path, helper):
         assert _free(db_path)
     finally:
         os.close(fd)
+
+
+_WAITER = """
+import sys, threading
+from sqlite_gateway.processlock import ProcessLock
+lock = ProcessLock(sys.argv[1])
+lock.open()
+got = []
+waiter = threading.Thread(target=lambda: got.append(lock.acquire(60)))
+waiter.start()
+print("asked", flush=True)
+waiter.join(60)
+print("got" if got == [True] else "timed out", flush=True)
+sys.stdin.readline()
+lock.release()
+lock.close()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the waiter mark is Linux-only")
+def test_a_writer_that_just_let_go_queues_behind_another_process_that_waits(db_path):
+    # Without this the writer that lets go takes the lock again at once (its waiter
+    # has not run yet): the waiting process waits another batch, its batch no bigger.
+    from sqlite_gateway.processlock import ProcessLock, _others_wait
+    assert _others_wait is not None
+    lock = ProcessLock(db_path)
+    lock.open()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        assert lock.acquire(HANG_S)
+        with subprocess.Popen([sys.executable, "-c", _WAITER, db_path], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+            try:
+                assert child.stdout.readline().strip() == "asked"
+                wait_until(lambda: _others_wait(lock._fd), "the child's waiter mark")
+                lock.release()
+                assert lock.acquire(0) is False  # free this instant, but the child goes first
+                assert child.stdout.readline().strip() == "got"
+                child.stdin.write("\n")
+                child.stdin.flush()
+                assert lock.acquire(HANG_S) is True  # then this one
+                lock.release()
+                assert child.wait(HANG_S) == 0
+            finally:
+                if child.poll() is None:
+                    child.kill()
+    finally:
+        lock.close()
