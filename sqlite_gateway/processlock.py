@@ -7,12 +7,25 @@ write lock, and a writer that finds it held sleeps in the busy handler (1 to
 file reached 0.49x of one process's commits per second, with p99 264 ms.
 
 Here the writer of each process holds an exclusive ``flock`` on a side file,
-``<database>-gateway.lock``, across each batch (BEGIN ... COMMIT). A writer
-that finds it held blocks in the kernel, which wakes it as soon as the holder
-lets go; meanwhile its callers keep queueing, so its next batch is bigger
-(each process keeps its own group commit). SQLite's lock still guards the
-data: this lock only orders the writers, so SQLite's busy handler is not
-reached while another gateway's batch runs.
+``<database>-gateway.lock``, from before BEGIN until its COMMIT has returned
+(not while it answers: waking the batch's callers is no reason to keep the
+other processes waiting). A writer that finds it held blocks in the kernel,
+which wakes it as soon as the holder lets go; meanwhile its callers keep
+queueing, so its next batch is bigger (each process keeps its own group
+commit). SQLite's lock still guards the data: this lock only orders the
+writers, so SQLite's busy handler is not reached while another gateway's
+batch runs.
+
+Turns. The kernel wakes a waiter when the lock comes free, but the writer
+that has just let go is running and would take it again first (with 4
+processes, 1 hold in 10 went twice in a row to one process while another
+waited, whose batch then waited a whole extra turn). So a waiting helper
+marks itself with a POSIX read lock on byte 0 of the lock file, and a writer
+that sees another process's mark (``F_GETLK``) queues in the kernel behind
+it instead of trying. A mark is only a hint: the kernel drops it with its
+process, and a wrong one costs a turn, never a lock. On 64-bit Linux only,
+where ``struct flock`` is known and POSIX and ``flock`` locks never meet
+(elsewhere the writers take turns as the kernel wakes them).
 
 Guarantees:
 
