@@ -36,8 +36,9 @@ from typing import Any
 
 # The same page-view schema, fn and check as the asyncio comparison.
 from .asyncio_compare import HOT_PAGES, check, page, pageview, prepare
-from .harness import (child_env, load_average, load_fields, machine_lines, percentile,
-                      print_header, print_table, python_m, quiet_line)
+from .harness import child_env, load_average, load_fields, percentile, print_header, print_table
+from .harness import machine_lines as _machine_lines
+from .harness import python_m, quiet_line
 
 
 def child(cell: dict[str, Any]) -> dict[str, Any]:
@@ -96,9 +97,11 @@ def child(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure(processes: int, threads: int, seconds: float, synchronous: str,
-            busy_timeout: float, process_lock: bool) -> dict[str, Any]:
+            busy_timeout: float, process_lock: bool, **options: Any) -> dict[str, Any]:
+    """One run of one row, with the load before and after (``options``: see _measure)."""
     before = load_average()
-    result = _measure(processes, threads, seconds, synchronous, busy_timeout, process_lock)
+    result = _measure(processes, threads, seconds, synchronous, busy_timeout, process_lock,
+                      **options)
     load = load_fields(before, load_average())
     # ("busy" here counts BusyErrors: the machine's state is "busy_load".)
     result.update(load_before=load["load_before"], load_after=load["load_after"],
@@ -108,8 +111,11 @@ def measure(processes: int, threads: int, seconds: float, synchronous: str,
 
 def _measure(processes: int, threads: int, seconds: float, synchronous: str,
              busy_timeout: float, process_lock: bool, profile: bool = False,
-             batch_max: int = 256, autocheckpoint: int = 1000) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="multiprocess-") as tmp:
+             batch_max: int = 256, autocheckpoint: int = 1000,
+             directory: str | None = None) -> dict[str, Any]:
+    """Run the children, check the file; ``directory``: where the database goes
+    (None: the system's temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="multiprocess-", dir=directory) as tmp:
         path = os.path.join(tmp, "bench.db")
         prepare(path)
         start_at = time.time() + 1.0 + 0.2 * processes  # time for every child to open
@@ -149,6 +155,12 @@ def _measure(processes: int, threads: int, seconds: float, synchronous: str,
             "batch_mean": sum(o["batch_mean"] * o["commits"] for o in outputs)
             / max(1, sum(o["commits"] for o in outputs)), "profile": analysed,
             "cpu_s": sum(o["cpu_s"] for o in outputs)}
+
+
+def machine_lines(settings: str, directory: str | None = None) -> list[tuple[str, str]]:
+    """harness.machine_lines, naming ``directory`` (--dir) as the database's folder."""
+    return [(key, directory if key == "database dir" and directory else value)
+            for key, value in _machine_lines(settings)]
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,6 +223,8 @@ def main() -> None:
                         help="runs of each row, round-robin over every row; the median "
                              "views/s is kept (default 3)")
     parser.add_argument("--quick", action="store_true", help="2 s per row, 1 run")
+    parser.add_argument("--dir", help="where the database goes (default: the temporary "
+                                      "folder; /dev/shm: a RAM disk, no fsync cost)")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -229,12 +243,13 @@ def main() -> None:
             for p in counts:
                 runs.setdefault((mode, p), []).append(
                     measure(p, args.threads, args.seconds, args.synchronous,
-                            args.busy_timeout, mode))
+                            args.busy_timeout, mode, directory=args.dir))
     results = [median_row(rows) for rows in runs.values()]
     print_header(machine_lines(
         f"page view = transaction(INSERT view, UPDATE pages), {HOT_PAGES} hot pages, WAL, "
         f"synchronous={args.synchronous}, {args.threads} threads in all, busy timeout "
-        f"{args.busy_timeout:g} s, {args.seconds:g} s per row"), args.markdown)
+        f"{args.busy_timeout:g} s, {args.seconds:g} s per row", directory=args.dir),
+        args.markdown)
     print()
     print(quiet_line([{"load_before": r["load_before"], "load_after": r["load_after"],
                        "busy": r["busy_load"]} for r in results]))

@@ -30,8 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .harness import (load_average, load_fields, machine_lines, percentile, print_header,
-                      print_table, quiet_line)
+from .harness import load_average, load_fields, percentile, print_header, print_table, quiet_line
 
 
 def instrument() -> list[tuple[Any, ...]]:
@@ -214,11 +213,12 @@ def analyse(per_process: list[list[list[Any]]], start: float, end: float) -> dic
 
 def run_row(processes: int, threads: int, seconds: float, synchronous: str,
             busy_timeout: float, batch_max: int = 256,
-            autocheckpoint: int = 1000) -> dict[str, Any]:
+            autocheckpoint: int = 1000, directory: str | None = None) -> dict[str, Any]:
     from .multiprocess import _measure
     before = load_average()
     result = _measure(processes, threads, seconds, synchronous, busy_timeout, True,
-                      profile=True, batch_max=batch_max, autocheckpoint=autocheckpoint)
+                      profile=True, batch_max=batch_max, autocheckpoint=autocheckpoint,
+                      directory=directory)
     result.update(batch_max=batch_max, seconds=seconds)
     load = load_fields(before, load_average())
     result.update(load_before=load["load_before"], load_after=load["load_after"],
@@ -238,17 +238,20 @@ def main() -> None:
                              "batch each of the processes can make: threads / processes)")
     parser.add_argument("--autocheckpoint", type=int, default=1000,
                         help="each writer's wal_autocheckpoint in pages (0: none in the run)")
+    parser.add_argument("--dir", help="where the database goes (default: the temporary "
+                                      "folder; /dev/shm: a RAM disk, no fsync cost)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     specs = [(int(p), 256) for p in args.processes.split(",")]
     if args.reference_batch:
         specs.insert(1, (1, args.reference_batch))
     rows = [run_row(p, args.threads, args.seconds, args.synchronous, args.busy_timeout, b,
-                    args.autocheckpoint) for p, b in specs]
+                    args.autocheckpoint, args.dir) for p, b in specs]
+    from .multiprocess import machine_lines
     print_header(machine_lines(
         f"the multiprocess page view, process_lock on, synchronous={args.synchronous}, "
-        f"{args.threads} threads in all, {args.seconds:g} s per row, instrumented"),
-        args.markdown)
+        f"{args.threads} threads in all, {args.seconds:g} s per row, instrumented",
+        args.dir), args.markdown)
     print()
     print(quiet_line([{"load_before": r["load_before"], "load_after": r["load_after"],
                        "busy": r["busy_load"]} for r in rows]))
