@@ -3,22 +3,28 @@
 ``python -m benchmarks.multiprocess_profile`` runs the rows of
 ``benchmarks.multiprocess`` (1 and 4 processes by default, ``process_lock``
 on) with each child's writer instrumented: every acquire of the process lock
-(asked, got, whether it had to wait), every batch taken (size, age of its
-oldest request), BEGIN, COMMIT (start, end), the answers (start, end) and the
-release. The children's ``time.monotonic()`` is one system-wide clock
+(asked, got, whether it had to wait or let a waiting process go first), when
+the helper's blocking ``flock()`` returned, every batch taken (size, age of
+its oldest request), BEGIN, COMMIT (start, end), the release and the answers
+(start, end). With ``--reference-batch N`` it also runs 1 process whose
+batches are capped at N (what each of several processes can make at most:
+its own threads). The children's ``time.monotonic()`` is one system-wide clock
 (CLOCK_MONOTONIC), so the parent merges their timelines and prints:
 
 - the lock's duty: the share of the run some writer held it, and the share
   it lay free while another writer waited for it (hand-off time);
 - a hold, step by step: lock -> batch taken -> BEGIN done -> COMMIT started
-  -> COMMIT done -> answers done -> released (mean and p99, microseconds);
+  -> COMMIT done -> released, and the answers after COMMIT (microseconds);
 - hand-off: from one process's release to the next holder's acquire, when
-  that holder had been waiting (the kernel's wake-up plus the waiting
-  process's thread hand-offs);
-- wake-up: from a request's arrival at an idle, uncontended writer to its batch;
+  that holder had been waiting, split into the kernel's wake-up of the
+  helper thread and the helper's hand-over to the writer;
+- CPU: the processes' CPU time per view, and cores kept busy;
+- queue age: how long a batch's oldest request had waited when the batch was
+  taken (after the lock wait, if any: the wait is what grows the batch);
 - the order the waiters got the lock in (how often one process took it twice
   in a row while another waited);
-- COMMITs over 1 ms (fsync outliers, WAL checkpoints).
+- COMMITs over 1 ms (fsync outliers, WAL checkpoints; ``--autocheckpoint 0``
+  takes the checkpoints out to tell them apart).
 
 The instrumentation costs a few microseconds per step; compare rows of one run.
 """
@@ -194,7 +200,7 @@ def analyse(per_process: list[list[list[Any]]], start: float, end: float) -> dic
             repeats += 1
         contended += cur["waited"]
     waits = [h["got"] - h["asked"] for h in all_holds if h["waited"]]
-    wake = [h["take"] - h["oldest"] for h in all_holds if not h["waited"]]
+    age = [h["take"] - h["oldest"] for h in all_holds]
     slow_commits = [h["commit"][1] - h["commit"][0] for h in full
                     if h["commit"][1] - h["commit"][0] > 1e-3]
     sizes = [h["n"] for h in all_holds]
@@ -203,7 +209,7 @@ def analyse(per_process: list[list[list[Any]]], start: float, end: float) -> dic
         "held": held / wall, "handoff_share": sum(gaps) / wall,
         "steps": steps, "handoff": stat(gaps),
         "kernel": stat(kernel_gaps), "helper": stat(helper_gaps),
-        "wait": stat(waits), "wake": stat(wake),
+        "wait": stat(waits), "age": stat(age),
         "contended": contended / max(1, len(all_holds)), "repeats": repeats,
         "slow_commits": len(slow_commits), "slow_commit_ms": max(slow_commits, default=0) * 1e3,
         "inline": sum(1 for h in all_holds if h.get("inline")),
@@ -291,8 +297,8 @@ def main() -> None:
              lambda p: "{:,.0f} / {:,.0f} / {:,.0f}".format(*p["helper"])),
         line("wait for the lock, us mean / p99",
              lambda p: f"{p['wait'][0]:,.0f} / {p['wait'][2]:,.0f}"),
-        line("wake-up (arrival -> batch, no wait), us mean / p99",
-             lambda p: f"{p['wake'][0]:,.0f} / {p['wake'][2]:,.0f}"),
+        line("oldest request's age when its batch is taken, us mean / p99",
+             lambda p: f"{p['age'][0]:,.0f} / {p['age'][2]:,.0f}"),
         line("same process twice while another waited", lambda p: str(p["repeats"])),
         line("acquires that let a waiting process go first",
              lambda p: f"{p['yielded']:.0%}"),
