@@ -193,6 +193,9 @@ class ProcessLock:
                 return False
         self.waits += 1
         with self._mutex:
+            # "A writer waits", seen by the others at once (marked here, not on the
+            # helper thread, which a busy machine may not run for a while).
+            self._mark(self._fd, fcntl.LOCK_SH)
             self._wanted = True
             if not self._pending:
                 self._pending = True
@@ -229,7 +232,6 @@ class ProcessLock:
                 if self._closed:
                     return
                 fd = self._fd
-                self._mark(fd, fcntl.LOCK_SH)  # "a writer waits": see acquire()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # the kernel wakes us when it is free
             except OSError:  # closed under us
@@ -254,7 +256,8 @@ class ProcessLock:
     def _mark(fd: int, operation: int) -> None:
         """Set or clear this process's "a writer waits" read lock on byte 0
         (only where :func:`_others_wait` can see it). Called with ``_mutex``
-        held, so never on a descriptor close() has closed."""
+        held, so never on a descriptor close() has closed. Set as a writer
+        starts to wait; cleared once the lock is handed over (or let go)."""
         if _others_wait is None:
             return
         try:
