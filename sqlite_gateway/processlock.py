@@ -244,13 +244,12 @@ class ProcessLock:
                     # close() closed the descriptor while we waited: the lock we got
                     # went with it (and the number may name another file by now).
                     return
-                given = self._wanted
-                if given:
+                if self._wanted:
                     self._wanted = False
                     self._given.release()
+                else:  # the writer gave up waiting meanwhile (under _mutex: fd still ours)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
                 self._mark(fd, fcntl.LOCK_UN)  # (after the hand-over: not on its path)
-            if not given:
-                fcntl.flock(fd, fcntl.LOCK_UN)  # the writer gave up waiting meanwhile
 
     @staticmethod
     def _mark(fd: int, operation: int) -> None:

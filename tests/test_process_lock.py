@@ -284,3 +284,31 @@ def test_a_writer_that_just_let_go_queues_behind_another_process_that_waits(db_p
                     child.kill()
     finally:
         lock.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the waiter mark is Linux-only")
+def test_a_waiter_killed_with_sigkill_leaves_no_mark_behind(db_path):
+    # A mark that outlived its process would make every writer queue behind nobody.
+    from sqlite_gateway.processlock import ProcessLock, _others_wait
+    assert _others_wait is not None
+    lock = ProcessLock(db_path)
+    lock.open()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        assert lock.acquire(HANG_S)
+        with subprocess.Popen([sys.executable, "-c", _WAITER, db_path], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+            try:
+                assert child.stdout.readline().strip() == "asked"
+                wait_until(lambda: _others_wait(lock._fd), "the child's waiter mark")
+                child.send_signal(signal.SIGKILL)
+                child.wait(HANG_S)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+        assert not _others_wait(lock._fd)
+        lock.release()
+        assert lock.acquire(0) is True  # nobody to queue behind
+        assert lock.yields == 0
+    finally:
+        lock.close()
