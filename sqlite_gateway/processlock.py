@@ -93,34 +93,45 @@ class _FlockStruct(ctypes.Structure):
                 ("l_pid", ctypes.c_int)]
 
 
-def _gil_keeping_getlk() -> Callable[[int], bool] | None:
-    """A probe: does another process's writer wait for the lock? (Its helper
-    holds a POSIX read lock on byte 0 of the lock file while it waits.)
+def _gil_keeping_marks() -> tuple[Callable[[int], bool], Callable[[int, bool], None]] | None:
+    """The waiter marks: a POSIX read lock on byte 0 of the lock file says "a
+    writer of this process waits". Returns (probe, mark): ``probe(fd)`` is
+    True when another process has its mark set (``F_GETLK`` reports only
+    other processes' locks); ``mark(fd, waiting)`` sets or clears this
+    process's (``F_SETLK``, never blocks).
 
-    F_GETLK through ``ctypes.PyDLL`` (the GIL kept, as for the attempt); only
-    on 64-bit Linux, where the layout of ``struct flock`` is known and POSIX
-    and ``flock`` locks never meet (elsewhere: None, and no probe).
+    Through ``ctypes.PyDLL`` (the GIL kept, as for the attempt: a thread that
+    let go of it here would wait for busy callers to hand it back); only on
+    64-bit Linux, where the layout of ``struct flock`` is known and POSIX and
+    ``flock`` locks never meet (elsewhere: None, and no marks).
     """
     if fcntl is None or not sys.platform.startswith("linux") or ctypes.sizeof(
             ctypes.c_void_p) != 8:
         return None
     try:
-        libc_fcntl = ctypes.PyDLL(None).fcntl
+        libc_fcntl = ctypes.PyDLL(None, use_errno=True).fcntl
     except (OSError, AttributeError):  # pragma: no cover - no libc fcntl
         return None
     libc_fcntl.restype = ctypes.c_int
-    getlk, wrlck, unlck = fcntl.F_GETLK, fcntl.F_WRLCK, fcntl.F_UNLCK
+    getlk, setlk = fcntl.F_GETLK, fcntl.F_SETLK
+    rdlck, wrlck, unlck = fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK
 
     def others_wait(fd: int) -> bool:
         probe = _FlockStruct(wrlck, os.SEEK_SET, 0, 1, 0)
         if libc_fcntl(fd, getlk, ctypes.byref(probe)) != 0:
             return False
-        return bool(probe.l_type != unlck)  # only other processes' locks are reported
+        return bool(probe.l_type != unlck)
 
-    return others_wait
+    def mark(fd: int, waiting: bool) -> None:
+        lock = _FlockStruct(rdlck if waiting else unlck, os.SEEK_SET, 0, 1, 0)
+        if libc_fcntl(fd, setlk, ctypes.byref(lock)) != 0:  # only a hint for the others:
+            logger.debug("process lock wait mark: errno %d", ctypes.get_errno())  # less fair
+
+    return others_wait, mark
 
 
-_others_wait = _gil_keeping_getlk()
+_marks = _gil_keeping_marks()
+_others_wait = _marks[0] if _marks is not None else None
 
 SUFFIX = "-gateway.lock"
 
@@ -195,7 +206,7 @@ class ProcessLock:
         with self._mutex:
             # "A writer waits", seen by the others at once (marked here, not on the
             # helper thread, which a busy machine may not run for a while).
-            self._mark(self._fd, fcntl.LOCK_SH)
+            self._mark(self._fd, True)
             self._wanted = True
             if not self._pending:
                 self._pending = True
@@ -249,22 +260,16 @@ class ProcessLock:
                     self._given.release()
                 else:  # the writer gave up waiting meanwhile (under _mutex: fd still ours)
                     fcntl.flock(fd, fcntl.LOCK_UN)
-                self._mark(fd, fcntl.LOCK_UN)  # (after the hand-over: not on its path)
+                self._mark(fd, False)  # (after the hand-over: not on its path)
 
     @staticmethod
-    def _mark(fd: int, operation: int) -> None:
-        """Set or clear this process's "a writer waits" read lock on byte 0
-        (only where :func:`_others_wait` can see it). Called with ``_mutex``
-        held, so never on a descriptor close() has closed. Set as a writer
-        starts to wait; cleared once the lock is handed over (or let go)."""
-        if _others_wait is None:
-            return
-        try:
-            if operation != fcntl.LOCK_UN:
-                operation |= fcntl.LOCK_NB  # (lockf refuses LOCK_UN | LOCK_NB)
-            fcntl.lockf(fd, operation, 1, 0)
-        except OSError as exc:  # only a hint for the others: they may take turns less fairly
-            logger.debug("process lock wait mark: %s", exc)
+    def _mark(fd: int, waiting: bool) -> None:
+        """Set or clear this process's "a writer waits" mark (see
+        :func:`_gil_keeping_marks`). Called with ``_mutex`` held, so never on a
+        descriptor close() has closed. Set as a writer starts to wait;
+        cleared once the lock is handed over (or let go)."""
+        if _marks is not None:
+            _marks[1](fd, waiting)
 
     def close(self) -> None:
         """Release and close (the helper thread, if idle or blocked, ends with it)."""
