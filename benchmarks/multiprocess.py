@@ -198,7 +198,7 @@ def goal_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
         errors = many["busy"] + sum(many["other"].values())
         n = many["processes"]
         out.append(("PASS" if share >= GOAL_SHARE else "MISS",
-                    f"{label}: {n} processes / 1 process = {share:.2f}x views/s "
+                    f"{label}: {n} processes / 1 process = {share:.3f}x views/s "
                     f"(goal >= {GOAL_SHARE:g}x; {many['ops_s']:,.0f} vs {one['ops_s']:,.0f})"))
         out.append(("PASS" if p99 <= GOAL_P99 else "MISS",
                     f"{label}: {n} processes p99 / 1 process p99 = {p99:.2f}x (goal <= "
