@@ -182,10 +182,12 @@ class ProcessLock:
     def acquire(self, timeout: float) -> bool:
         """Take the lock; False if it was not free within ``timeout`` seconds.
 
-        When another process's writer waits for it, this one queues behind it
-        even if the lock is free this instant (its holder has just let go, and
-        the kernel has not yet run the waiter): no process takes it twice in
-        a row while another waits, and each waiter's batch grows meanwhile.
+        When another process's writer is marked as waiting for it, this one
+        queues behind it even if the lock is free this instant (its holder
+        has just let go, and the kernel has not yet run the waiter): a
+        process seldom takes it twice in a row while another waits, and each
+        waiter's batch grows meanwhile. A writer that times out stays marked
+        until its helper gets the lock and lets it go (a turn for nothing).
         """
         if _others_wait is not None and _others_wait(self._fd):
             self.yields += 1
