@@ -30,6 +30,7 @@ from .memo import TextMemo
 from .request import POST, WAIT, Kind, Request
 
 if TYPE_CHECKING:
+    from .processlock import ProcessLock
     from .requestqueue import RequestQueue
     from .stats import Stats
     from .turn import Turn
@@ -54,6 +55,7 @@ class Batches:
     turn: Turn
     background_slice: float
     deadline: float | None
+    process_lock: ProcessLock | None
     _conn: apsw.Connection | None
     _guard: TransactionGuard
     _suspect: bool
@@ -129,6 +131,8 @@ class Batches:
                     self.turn.begin(None, committing=True)
                     committing = True
                     self._exec(self._sql["commit"])
+                    if self.process_lock is not None:  # other processes' writers may go on
+                        self.process_lock.release()  # while this one answers
                 elif not conn.get_autocommit():
                     self._exec(self._sql["rollback"])
             except apsw.Error as exc:
