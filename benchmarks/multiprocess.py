@@ -16,7 +16,9 @@ sum(pages.views) == the views the children counted.
 Each row runs ``--repeat`` times (3), round-robin over the rows, and the run
 of median views/s is shown; ``--process-lock off,on`` runs every row without
 and with the Gateway's ``process_lock`` option. The 1-minute load average is
-recorded before and after each run (BUSY: >= 1.0 as it started). Goal lines
+recorded before and after each run (BUSY: >= 1.0 as it started), and each run
+first waits until it is under 0.9 (at most 90 s; ``--no-wait-quiet`` to skip,
+``--quiet-below``, ``--quiet-max-wait``: see ``quiet.py``). Goal lines
 (PASS/MISS): the most processes >= 0.9x the views/s of 1, p99 <= 2x, 0 errors,
 exact counts.
 
@@ -36,8 +38,9 @@ from typing import Any
 
 # The same page-view schema, fn and check as the asyncio comparison.
 from .asyncio_compare import HOT_PAGES, check, page, pageview, prepare
-from .harness import (child_env, load_average, load_fields, machine_lines, percentile,
-                      print_header, print_table, python_m, quiet_line)
+from .harness import child_env, percentile, print_header, print_table, python_m
+from .harness import machine_lines as _machine_lines
+from .quiet import QuietWait, add_quiet_options, cell_load, quiet_line, quiet_wait
 
 
 def child(cell: dict[str, Any]) -> dict[str, Any]:
@@ -50,8 +53,14 @@ def child(cell: dict[str, Any]) -> dict[str, Any]:
     done = [0] * threads
     busy = [0] * threads
     other: dict[str, int] = {}
+    events = None
+    if cell.get("profile"):
+        from .multiprocess_profile import instrument
+        events = instrument()
     with Gateway(cell["path"], synchronous=cell["synchronous"],
-                 busy_timeout=cell["busy_timeout"], process_lock=cell["process_lock"]) as db:
+                 busy_timeout=cell["busy_timeout"], process_lock=cell["process_lock"],
+                 batch_max=cell.get("batch_max", 256),
+                 autocheckpoint=cell.get("autocheckpoint", 1000)) as db:
         deadline = start_at + seconds
 
         def run(t: int) -> None:
@@ -72,30 +81,43 @@ def child(cell: dict[str, Any]) -> dict[str, Any]:
 
         workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
         time.sleep(max(0.0, start_at - time.time()))
+        cpu = time.process_time()
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
+        cpu = time.process_time() - cpu
         stats = db.stats()
-    return {"latencies": [x for lat in latencies for x in lat], "done": sum(done),
-            "busy": sum(busy), "other": other, "batch_mean": stats["batch_mean"],
-            "commits": stats["commits"]}
+    out = {"latencies": [x for lat in latencies for x in lat], "done": sum(done),
+           "busy": sum(busy), "other": other, "batch_mean": stats["batch_mean"],
+           "commits": stats["commits"], "cpu_s": cpu}
+    if events is not None:  # the run's window on the monotonic clock the events use
+        offset = time.monotonic() - time.time()
+        out["profile"] = {"events": events, "start": start_at + offset,
+                          "end": deadline + offset}
+    return out
 
 
 def measure(processes: int, threads: int, seconds: float, synchronous: str,
-            busy_timeout: float, process_lock: bool) -> dict[str, Any]:
-    before = load_average()
-    result = _measure(processes, threads, seconds, synchronous, busy_timeout, process_lock)
-    load = load_fields(before, load_average())
+            busy_timeout: float, process_lock: bool,
+            quiet: QuietWait | None = None, **options: Any) -> dict[str, Any]:
+    """One run of one row, with the load before and after (``options``: see _measure)."""
+    with cell_load(quiet) as load:  # waits for a quiet machine first, with quiet
+        result = _measure(processes, threads, seconds, synchronous, busy_timeout,
+                          process_lock, **options)
     # ("busy" here counts BusyErrors: the machine's state is "busy_load".)
     result.update(load_before=load["load_before"], load_after=load["load_after"],
-                  busy_load=load["busy"])
+                  busy_load=load["busy"], waited_s=load.get("waited_s", 0.0))
     return result
 
 
 def _measure(processes: int, threads: int, seconds: float, synchronous: str,
-             busy_timeout: float, process_lock: bool) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="multiprocess-") as tmp:
+             busy_timeout: float, process_lock: bool, profile: bool = False,
+             batch_max: int = 256, autocheckpoint: int = 1000,
+             directory: str | None = None) -> dict[str, Any]:
+    """Run the children, check the file; ``directory``: where the database goes
+    (None: the system's temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="multiprocess-", dir=directory) as tmp:
         path = os.path.join(tmp, "bench.db")
         prepare(path)
         start_at = time.time() + 1.0 + 0.2 * processes  # time for every child to open
@@ -103,7 +125,9 @@ def _measure(processes: int, threads: int, seconds: float, synchronous: str,
         for index in range(processes):
             cell = {"path": path, "threads": threads // processes, "start_at": start_at,
                     "seconds": seconds, "synchronous": synchronous, "index": index,
-                    "busy_timeout": busy_timeout, "process_lock": process_lock}
+                    "busy_timeout": busy_timeout, "process_lock": process_lock,
+                    "profile": profile, "batch_max": batch_max,
+                    "autocheckpoint": autocheckpoint}
             children.append(subprocess.Popen(
                 python_m(__spec__.name, "--child", json.dumps(cell)), env=child_env(),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -116,6 +140,12 @@ def _measure(processes: int, threads: int, seconds: float, synchronous: str,
         done = sum(o["done"] for o in outputs)
         correct = check(path, done, reads=False)
     lat = sorted(x for o in outputs for x in o["latencies"])
+    analysed = None
+    if profile:
+        from .multiprocess_profile import analyse
+        window = outputs[0]["profile"]
+        analysed = analyse([o["profile"]["events"] for o in outputs], window["start"],
+                           window["end"])
     other: dict[str, int] = {}
     for o in outputs:
         for name, count in o["other"].items():
@@ -125,7 +155,14 @@ def _measure(processes: int, threads: int, seconds: float, synchronous: str,
             "p99_ms": percentile(lat, 0.99) * 1e3, "busy": sum(o["busy"] for o in outputs),
             "other": other, "correct": correct,
             "batch_mean": sum(o["batch_mean"] * o["commits"] for o in outputs)
-            / max(1, sum(o["commits"] for o in outputs))}
+            / max(1, sum(o["commits"] for o in outputs)), "profile": analysed,
+            "cpu_s": sum(o["cpu_s"] for o in outputs)}
+
+
+def machine_lines(settings: str, directory: str | None = None) -> list[tuple[str, str]]:
+    """harness.machine_lines, naming ``directory`` (--dir) as the database's folder."""
+    return [(key, directory if key == "database dir" and directory else value)
+            for key, value in _machine_lines(settings)]
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -142,7 +179,8 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "correct": all(r["correct"] for r in rows),
             "busy_load": any(r["busy_load"] for r in rows),
             "load_before": max(r["load_before"] for r in rows),
-            "load_after": max(r["load_after"] for r in rows)}
+            "load_after": max(r["load_after"] for r in rows),
+            "waited_s": sum(r["waited_s"] for r in rows)}
 
 
 GOAL_SHARE = 0.9  # 4 processes' views/s over 1 process's
@@ -163,7 +201,7 @@ def goal_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
         errors = many["busy"] + sum(many["other"].values())
         n = many["processes"]
         out.append(("PASS" if share >= GOAL_SHARE else "MISS",
-                    f"{label}: {n} processes / 1 process = {share:.2f}x views/s "
+                    f"{label}: {n} processes / 1 process = {share:.3f}x views/s "
                     f"(goal >= {GOAL_SHARE:g}x; {many['ops_s']:,.0f} vs {one['ops_s']:,.0f})"))
         out.append(("PASS" if p99 <= GOAL_P99 else "MISS",
                     f"{label}: {n} processes p99 / 1 process p99 = {p99:.2f}x (goal <= "
@@ -188,7 +226,10 @@ def main() -> None:
                         help="runs of each row, round-robin over every row; the median "
                              "views/s is kept (default 3)")
     parser.add_argument("--quick", action="store_true", help="2 s per row, 1 run")
+    parser.add_argument("--dir", help="where the database goes (default: the temporary "
+                                      "folder; /dev/shm: a RAM disk, no fsync cost)")
     parser.add_argument("--markdown", action="store_true")
+    add_quiet_options(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -201,20 +242,23 @@ def main() -> None:
     began = time.monotonic()
     # Round-robin, so that a change in the machine's load hits every row alike.
     runs: dict[tuple[bool, int], list[dict[str, Any]]] = {}
+    quiet = quiet_wait(args)
     for _ in range(max(1, args.repeat)):
         for mode in modes:
             for p in counts:
                 runs.setdefault((mode, p), []).append(
                     measure(p, args.threads, args.seconds, args.synchronous,
-                            args.busy_timeout, mode))
+                            args.busy_timeout, mode, quiet, directory=args.dir))
     results = [median_row(rows) for rows in runs.values()]
     print_header(machine_lines(
         f"page view = transaction(INSERT view, UPDATE pages), {HOT_PAGES} hot pages, WAL, "
         f"synchronous={args.synchronous}, {args.threads} threads in all, busy timeout "
-        f"{args.busy_timeout:g} s, {args.seconds:g} s per row"), args.markdown)
+        f"{args.busy_timeout:g} s, {args.seconds:g} s per row", directory=args.dir),
+        args.markdown)
     print()
     print(quiet_line([{"load_before": r["load_before"], "load_after": r["load_after"],
                        "busy": r["busy_load"]} for r in results]))
+    print(quiet.line())
     print()
     rows = []
     for r in results:
@@ -226,7 +270,8 @@ def main() -> None:
             f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", str(r["busy"]),
             str(sum(r["other"].values())), f"{r['batch_mean']:.1f}",
             "/".join(f"{x:,.0f}" for x in r["runs"]), "yes" if r["correct"] else "NO",
-            f"{r['load_before']:.2f}->{r['load_after']:.2f}" + (" BUSY" if r["busy_load"] else "")])
+            f"{r['load_before']:.2f}->{r['load_after']:.2f}" + (" BUSY" if r["busy_load"] else "")
+            + (f" (waited {r['waited_s']:.0f} s)" if r["waited_s"] >= 1 else "")])
     print_table(["process_lock", "processes", "threads each", "views/s", "vs 1 process",
                  "p50 ms", "p99 ms", "busy errors", "other errors", "batch", "runs views/s",
                  "correct", "load"],

@@ -29,6 +29,7 @@ from .errors import GatewayError
 from .request import POST, WAIT, Kind, Request
 
 if TYPE_CHECKING:
+    from .processlock import ProcessLock
     from .requestqueue import RequestQueue
     from .stats import Stats
     from .turn import Turn
@@ -61,6 +62,10 @@ class Batches:
         self.queue = queue
         self.stats = stats
         self.background_slice = background_slice
+        # The worker's kernel lock across processes (set by Worker.open(), when
+        # it has one): let go at COMMIT, so other processes' writers go on
+        # while this one answers.
+        self.process_lock: ProcessLock | None = None
 
     def run_batch(self, batch: list[Request]) -> None:
         """BEGIN IMMEDIATE, each request (see :meth:`run_one`), COMMIT, answers.
@@ -139,6 +144,8 @@ class Batches:
                     self.turn.begin(None, committing=True)
                     committing = True
                     link.exec(link.sql["commit"])
+                    if self.process_lock is not None:  # other processes' writers may go on
+                        self.process_lock.release()  # while this one answers
                 elif not conn.get_autocommit():
                     link.exec(link.sql["rollback"])
             except apsw.Error as exc:

@@ -120,7 +120,7 @@ class Worker:
                 logger.warning("no process lock for %s (%s): writers of other processes "
                                "meet this one in SQLite's busy handler", self.path, exc)
             else:
-                self.process_lock = lock
+                self.process_lock = self.batches.process_lock = lock
 
     def close(self) -> None:
         """Close the write connection (SQLite rolls back an open transaction)."""

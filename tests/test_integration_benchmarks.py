@@ -6,7 +6,7 @@ from conftest import run_benchmark
 
 
 def _run(script: str, *args: str) -> list[list[str]]:
-    proc = run_benchmark(script, *args)
+    proc = run_benchmark(script, *args, "--no-wait-quiet")  # a smoke run: no figure to keep
     assert proc.returncode == 0, proc.stderr
     return [line.split() for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
 
@@ -25,3 +25,16 @@ def test_multiprocess_smoke_run():
     assert [(row[1], row[3]) for row in rows] == [("off", "1"), ("off", "2"), ("on", "1"),
                                                   ("on", "2")]
     assert all("yes" in row for row in rows), rows
+
+
+def test_multiprocess_profile_smoke_run():
+    proc = run_benchmark("multiprocess_profile", "--processes", "1,2", "--threads", "4",
+                         "--seconds", "0.3", "--reference-batch", "2", "--markdown")
+    assert proc.returncode == 0, proc.stderr
+    table = {line.split("|")[1].strip(): line.split("|")[2:-1]
+             for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert len(table["views/s"]) == 3  # 1 process, 1 process with batches <= 2, 2 processes
+    # The merged timeline saw batches in every row, and the writers of 2 processes hand over.
+    assert all(float(cell.replace(",", "")) > 0 for cell in table["lock holds (batches) /s"])
+    assert float(table["requests per batch"][1]) <= 2
+    assert table["acquires that waited"][0].strip() == "0%"

@@ -115,3 +115,200 @@ def test_process_lock_takes_true_or_false(db_path):
     with Gateway(db_path, process_lock=False) as db:
         db.execute("CREATE TABLE t(x)")
         assert db._worker.process_lock is None
+
+
+# -- the lock's own hand-over ------------------------------------------------------------
+
+def _other_holder(db_path):
+    """An open file description of the lock file: flock treats it as another writer
+    (flock locks belong to the open file description, not to the process)."""
+    import fcntl
+    fd = os.open(db_path + SUFFIX, os.O_RDWR | os.O_CREAT)
+    return fd, fcntl
+
+
+def _free(db_path) -> bool:
+    """True if another writer could take the lock now (taken and let go at once)."""
+    fd, fcntl = _other_holder(db_path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # (closing the description drops its lock)
+    return True
+
+
+def test_the_lock_is_let_go_at_commit_before_the_batch_is_answered(db_path):
+    # Answering wakes every caller of the batch: another process's writer must not
+    # wait for that, only for the COMMIT.
+    seen: list[bool] = []
+    with Gateway(db_path, process_lock=True) as db:
+        db.execute("CREATE TABLE t(x)")
+        future = db.submit("INSERT INTO t VALUES (1)")
+        future.add_done_callback(lambda f: seen.append(_free(db_path)))  # runs on the worker
+        future.result(HANG_S)
+        wait_until(lambda: seen, "the done-callback")
+        assert seen == [True]
+        assert db.execute("SELECT x FROM t").rows == ((1,),)
+
+
+def test_queued_calls_commit_in_one_batch_when_another_writer_lets_go(db_path):
+    # Each process keeps its own group commit: what queues while another process's
+    # writer holds the file goes out in one transaction, one fsync.
+    with Gateway(db_path, process_lock=True, inline=False) as db:
+        db.execute("CREATE TABLE t(x)")
+        fd, fcntl = _other_holder(db_path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            commits = db.stats()["commits"]
+            futures = [db.submit("INSERT INTO t VALUES (?)", (i,)) for i in range(20)]
+            lock = db._worker.process_lock
+            wait_until(lambda: lock.waits >= 1, "the writer waiting for the other one")
+            assert not any(f.done() for f in futures)
+        finally:
+            os.close(fd)  # the other writer lets go
+        assert [f.result(HANG_S).rowcount for f in futures] == [1] * 20
+        assert db.stats()["commits"] == commits + 1
+        assert db.execute("SELECT count(*) FROM t").scalar() == 20
+
+
+def test_a_wait_handed_over_by_the_helper_holds_the_lock_until_released_once(db_path):
+    from sqlite_gateway.processlock import ProcessLock
+    lock = ProcessLock(db_path)
+    lock.open()
+    fd, fcntl = _other_holder(db_path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        got: list[bool] = []
+        waiter = threading.Thread(target=lambda: got.append(lock.acquire(HANG_S)))
+        waiter.start()
+        wait_until(lambda: lock.waits == 1, "the acquire waiting in the kernel")
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        waiter.join(HANG_S)
+        assert got == [True] and lock.held
+        assert not _free(db_path)
+        lock.release()
+        lock.release()  # a second release (the worker's, after the early one) does nothing
+        assert not lock.held and _free(db_path)
+    finally:
+        os.close(fd)
+        lock.close()
+
+
+def test_a_writer_that_stopped_waiting_leaves_the_lock_free_for_the_others(db_path):
+    from sqlite_gateway.processlock import ProcessLock
+    lock = ProcessLock(db_path)
+    lock.open()
+    fd, fcntl = _other_holder(db_path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert lock.acquire(0.05) is False  # the helper still waits in flock()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        # The helper gets it for nobody and must let it go, or every writer waits.
+        wait_until(lambda: _free(db_path), "the lock free after the wait was abandoned")
+        assert lock.acquire(HANG_S) is True
+        lock.release()
+    finally:
+        os.close(fd)
+        lock.close()
+
+
+@pytest.mark.parametrize("helper", ["idle", "waiting"])
+def test_close_ends_the_helper_and_never_keeps_the_lock(db_path, helper):
+    from sqlite_gateway.processlock import ProcessLock
+    lock = ProcessLock(db_path)
+    lock.open()
+    fd, fcntl = _other_holder(db_path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert lock.acquire(0.01) is False  # starts the helper, blocked in flock()
+        if helper == "idle":
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            wait_until(lambda: _free(db_path), "the helper back to idle")
+        lock.close()
+        lock.close()  # twice: nothing more
+        if helper == "waiting":
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        assert lock._helper is not None
+        lock._helper.join(HANG_S)
+        assert not lock._helper.is_alive()
+        assert _free(db_path)
+    finally:
+        os.close(fd)
+
+
+_WAITER = """
+import sys, threading
+from sqlite_gateway.processlock import ProcessLock
+lock = ProcessLock(sys.argv[1])
+lock.open()
+got = []
+waiter = threading.Thread(target=lambda: got.append(lock.acquire(60)))
+waiter.start()
+print("asked", flush=True)
+waiter.join(60)
+print("got" if got == [True] else "timed out", flush=True)
+sys.stdin.readline()
+lock.release()
+lock.close()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the waiter mark is Linux-only")
+def test_a_writer_that_just_let_go_queues_behind_another_process_that_waits(db_path):
+    # Without this the writer that lets go takes the lock again at once (its waiter
+    # has not run yet): the waiting process waits another batch, its batch no bigger.
+    from sqlite_gateway.processlock import ProcessLock, _others_wait
+    assert _others_wait is not None
+    lock = ProcessLock(db_path)
+    lock.open()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        assert lock.acquire(HANG_S)
+        with subprocess.Popen([sys.executable, "-c", _WAITER, db_path], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+            try:
+                assert child.stdout.readline().strip() == "asked"
+                wait_until(lambda: _others_wait(lock._fd), "the child's waiter mark")
+                lock.release()
+                assert lock.acquire(0) is False  # free this instant, but the child goes first
+                assert child.stdout.readline().strip() == "got"
+                child.stdin.write("\n")
+                child.stdin.flush()
+                assert lock.acquire(HANG_S) is True  # then this one
+                lock.release()
+                assert child.wait(HANG_S) == 0
+            finally:
+                if child.poll() is None:
+                    child.kill()
+    finally:
+        lock.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the waiter mark is Linux-only")
+def test_a_waiter_killed_with_sigkill_leaves_no_mark_behind(db_path):
+    # A mark that outlived its process would make every writer queue behind nobody.
+    from sqlite_gateway.processlock import ProcessLock, _others_wait
+    assert _others_wait is not None
+    lock = ProcessLock(db_path)
+    lock.open()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        assert lock.acquire(HANG_S)
+        with subprocess.Popen([sys.executable, "-c", _WAITER, db_path], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+            try:
+                assert child.stdout.readline().strip() == "asked"
+                wait_until(lambda: _others_wait(lock._fd), "the child's waiter mark")
+                child.send_signal(signal.SIGKILL)
+                child.wait(HANG_S)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+        assert not _others_wait(lock._fd)
+        lock.release()
+        assert lock.acquire(0) is True  # nobody to queue behind
+        assert lock.yields == 0
+    finally:
+        lock.close()
