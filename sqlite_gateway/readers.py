@@ -32,6 +32,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -245,6 +246,28 @@ class _Owner:
                 logger.debug("giving back a dead thread's reader", exc_info=True)
 
 
+class _Waiter:
+    """A thread in line for a reader. The pool hands one over by setting
+    ``reader`` (still in use: its lock passes to this thread) and releasing
+    ``ready``, which the waiting thread blocks on; ``reader`` None once
+    ``ready`` is released means the pool closed."""
+
+    __slots__ = ("ready", "reader")
+
+    def __init__(self) -> None:
+        self.ready = threading.Lock()
+        self.ready.acquire()
+        self.reader: Reader | None = None
+
+
+def _names_fixed_by_text(sql: str) -> bool:
+    """True when the column names a one-statement read returns are fixed by
+    its text: no ``*`` that can stand for a table's columns (``SELECT *`` and
+    ``t.*`` gain one when ``ALTER TABLE`` adds it; ``count(*)`` cannot).
+    Conservative: any other ``*`` (a product, a comment) counts as one that can."""
+    return "*" not in sql or "*" not in sql.replace("(*)", "")
+
+
 class ReaderPool:
     """``"inline"`` mode: up to ``size`` readers shared by every thread.
 
@@ -256,9 +279,15 @@ class ReaderPool:
     owned and the owner is not reading (it is taken from the idle owner, who
     gets another one at its next read). So owning costs nobody a wait.
 
+    Fair: when every reader is in use, threads wait in line (first come,
+    first served). A reader given back goes straight to the thread that has
+    waited longest, still in use, so a newcomer cannot take it first; and a
+    newcomer that finds threads in line joins the end of it.
+
     Thread-safe. A reader is in use exactly while its ``lock`` is held (taken
     without blocking: whoever fails to take it looks elsewhere); ``_lock``
-    guards opening readers, taking them from idle owners, waiting, closing.
+    guards opening readers, taking them from idle owners, the line of
+    waiting threads, closing.
     """
 
     def __init__(self, path: str, size: int, busy_timeout: float,
@@ -271,17 +300,19 @@ class ReaderPool:
         self._busy_timeout = busy_timeout
         self._vfs = vfs
         self._known: TextMemo[bool] = TextMemo()
-        # Texts known to be one read-only statement without a "*", with the
-        # column names they return (fixed by the text: only a "*" can stand
-        # for columns that change): the lean read of :meth:`fast_read`.
+        # Texts known to be one read-only statement whose column names are
+        # fixed by the text (see _names_fixed_by_text), with those names: the
+        # lean read of :meth:`fast_read`.
         self._column_memo: TextMemo[tuple[str, ...]] = TextMemo()
         self._columns = self._column_memo.map
         self._free: list[Reader] = []  # owned by no thread; the most recently used on top
         self._all: list[Reader] = []
         self._local = threading.local()  # .owner: this thread's _Owner
         self._lock = threading.Lock()
-        self._given_back = threading.Condition(self._lock)
-        self._waiting = 0
+        self._given_back = threading.Condition(self._lock)  # a reader closed (close() waits)
+        # Threads waiting for a reader, longest first. Changed under _lock; read
+        # without it (truthiness: "is anyone in line?") on the hot paths.
+        self._waiters: deque[_Waiter] = deque()
         self._shared = False  # set once a reader was taken from an idle owner
         self._closed = False
 
@@ -333,7 +364,7 @@ class ReaderPool:
             self._release(reader)  # (closes it: close() may have passed it by)
             return None
         if reader.owner is not owner.token:  # taken by another thread while this one idled
-            lock.release()
+            self._not_mine(reader)
             return None
         now = _monotonic()
         hang = self._hang_timeout
@@ -356,7 +387,7 @@ class ReaderPool:
         finally:
             reader.running = False
             reader.deadline = None
-            if self._waiting or self._closed:
+            if self._waiters or self._closed:
                 self._release(reader)
             else:
                 lock.release()
@@ -385,42 +416,39 @@ class ReaderPool:
         finally:
             self._release(reader)
         if (result is not None and result.columns and type(params) is tuple
-                and self._known.map.get(sql) and "*" not in sql):
+                and self._known.map.get(sql) and _names_fixed_by_text(sql)):
             self._column_memo.remember(sql, result.columns)
         return result
 
     def acquire(self, deadline: float | None, timeout: float | None) -> Reader:
         """A reader for the calling thread, in use (its lock held) until
         :meth:`_release`: its own, a free one, a new one, one taken from an
-        idle owner, or the next one given back (waiting until ``deadline``).
+        idle owner, or the one handed over when its turn in line comes
+        (waiting until ``deadline``).
 
         Raises:
             GatewayClosed: the pool is closed.
-            RequestTimeout: none came back before ``deadline`` (``started=False``).
+            RequestTimeout: its turn did not come before ``deadline`` (``started=False``).
         """
         owner: _Owner | None = getattr(self._local, "owner", None)
         if owner is not None:
             reader = owner.reader
-            if reader.lock.acquire(False):
+            if reader.owner is owner.token and reader.lock.acquire(False):
                 if reader.owner is owner.token:
                     return reader
-                reader.lock.release()
+                self._not_mine(reader)
             self._local.owner = None  # it was taken while this thread was idle
-        while self._free:
-            try:
-                reader = self._free.pop()
-            except IndexError:
-                break
-            if reader.lock.acquire(False):
-                return reader
+        if not self._waiters:  # nobody in line ahead of this thread
+            free = self._pop_free()
+            if free is not None:
+                return free
         with self._lock:
-            while True:
-                if self._closed:
-                    raise GatewayClosed("gateway is closed")
-                while self._free:
-                    reader = self._free.pop()
-                    if reader.lock.acquire(False):
-                        return reader
+            if self._closed:
+                raise GatewayClosed("gateway is closed")
+            if not self._waiters:
+                free = self._pop_free()
+                if free is not None:
+                    return free
                 if len(self._all) < self._size:
                     reader = Reader(self._path, self._busy_timeout, self._vfs, self._known,
                                     self._setup)
@@ -432,14 +460,72 @@ class ReaderPool:
                         reader.owner = None
                         self._shared = True  # more threads read than there are readers
                         return reader
-                remaining = None if deadline is None else deadline - _monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise RequestTimeout(timeout or 0.0, started=False)
-                self._waiting += 1
-                try:
-                    self._given_back.wait(remaining)
-                finally:
-                    self._waiting -= 1
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+            # In line first, then a look at the free stack: a reader given back
+            # without the lock before this thread was in line is found here
+            # (its giver appends it, then looks for a line: see _give_back).
+            self._hand_over()
+        return self._wait(waiter, deadline, timeout)
+
+    def _wait(self, waiter: _Waiter, deadline: float | None, timeout: float | None) -> Reader:
+        """Block until ``waiter``'s turn comes (its reader), the pool closes or ``deadline``."""
+        try:
+            if deadline is None:
+                got = waiter.ready.acquire()
+            else:
+                got = waiter.ready.acquire(
+                    True, min(max(0.0, deadline - _monotonic()), threading.TIMEOUT_MAX))
+        except BaseException:  # Ctrl-C in the main thread: out of line, nothing kept
+            if not self._leave(waiter) and waiter.reader is not None:
+                self._give_back(waiter.reader)
+            raise
+        if not got and self._leave(waiter):
+            raise RequestTimeout(timeout or 0.0, started=False)
+        reader = waiter.reader  # (handed over, even if just as the wait timed out)
+        if reader is None:
+            raise GatewayClosed("gateway is closed")
+        return reader
+
+    def _leave(self, waiter: _Waiter) -> bool:
+        """Take ``waiter`` out of line; False if its turn came (or the pool closed) first."""
+        with self._lock:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                return False
+            return True
+
+    def _pop_free(self) -> Reader | None:
+        """A reader from the free stack, now in use (its lock held), or None."""
+        try:
+            reader = self._free.pop()
+        except IndexError:  # (emptied by another thread since it was looked at)
+            return None
+        if reader.lock.acquire(False):
+            return reader
+        # Its lock is held for a moment by its former owner's look (see
+        # _not_mine): it is still free, and must not drop out of the stack.
+        self._free.append(reader)
+        return None
+
+    def _not_mine(self, reader: Reader) -> None:
+        """Undo a look at a reader this thread owned once (its lock taken, its
+        owner another): it is free, and may have been passed by a hand-over."""
+        reader.lock.release()
+        if self._waiters:
+            with self._lock:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Hand free readers to the threads in line, longest waiting first (``_lock`` held)."""
+        while self._waiters:  # bounded: each turn hands one over, or stops
+            reader = self._pop_free()
+            if reader is None:
+                return
+            waiter = self._waiters.popleft()
+            waiter.reader = reader
+            waiter.ready.release()
 
     def _release(self, reader: Reader) -> None:
         """End a use of ``reader`` (its lock held): keep it as this thread's own
@@ -455,7 +541,7 @@ class ReaderPool:
                 self._given_back.notify_all()
             return
         local = self._local
-        if not self._waiting:
+        if not self._waiters:
             owner = getattr(local, "owner", None)
             if owner is not None and owner.reader is reader:  # this thread's own
                 reader.lock.release()
@@ -469,11 +555,28 @@ class ReaderPool:
         if reader.owner is not None:
             reader.owner = None
             local.owner = None
+        self._give_back(reader)
+
+    def _give_back(self, reader: Reader) -> None:
+        """``reader`` (in use, owned by no thread) goes to the thread that has
+        waited longest, still in use, so no newcomer can take it first; with
+        nobody in line, to the free stack."""
+        if self._waiters:
+            with self._lock:
+                if self._closed:
+                    reader.close()
+                    self._given_back.notify_all()
+                    return
+                if self._waiters:
+                    waiter = self._waiters.popleft()
+                    waiter.reader = reader
+                    waiter.ready.release()
+                    return
         reader.lock.release()
         self._free.append(reader)
-        if self._waiting:
+        if self._waiters:  # a thread got in line while this one gave back: its turn
             with self._lock:
-                self._given_back.notify()
+                self._hand_over()
 
     def _orphaned(self, owner: _Owner) -> None:
         """The thread that owned ``owner.reader`` ended: the reader goes back."""
@@ -488,17 +591,10 @@ class ReaderPool:
         except BaseException:
             reader.lock.release()
             raise
-        self._release_free(reader)
-
-    def _release_free(self, reader: Reader) -> None:
         if self._closed:
             reader.close()
             return
-        reader.lock.release()
-        self._free.append(reader)
-        if self._waiting:
-            with self._lock:
-                self._given_back.notify()
+        self._give_back(reader)
 
     def close(self) -> None:
         """Stop reads in progress and close every connection not in use now;
@@ -509,6 +605,8 @@ class ReaderPool:
             for reader in self._all:
                 reader.stop = True  # the progress handler stops a running statement
             self._free = []
+            while self._waiters:  # their reader stays None: GatewayClosed
+                self._waiters.popleft().ready.release()
             for reader in self._all:
                 if reader.lock.acquire(False):  # idle (free, or owned by an idle thread)
                     reader.owner = None
