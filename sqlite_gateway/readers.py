@@ -107,6 +107,9 @@ class Reader:
             except BaseException:
                 self.conn.close()
                 raise
+        # The lean read's cursor, used again and again: apsw makes a cursor per
+        # Connection.execute and tracks it (about 0.4 us of a 3.6 us point read).
+        self.cursor = self.conn.cursor()
 
     def _should_stop(self) -> bool:
         deadline, cancel = self.deadline, self.cancel
@@ -187,6 +190,18 @@ class Reader:
             self._known.remember(sql, len(statements) == 1)
         self.served += 1
         return result
+
+    def renew_cursor(self) -> None:
+        """Replace the lean read's cursor after an error: closing it ends the
+        statement (and its read transaction) an error may have left open."""
+        try:
+            self.cursor.close()
+        except apsw.Error as exc:  # its statement's error was the caller's already
+            logger.debug("closing a reader's cursor: %s: %s", type(exc).__name__, exc)
+        try:
+            self.cursor = self.conn.cursor()
+        except apsw.Error:  # the connection is closed: this reader is not used again
+            pass
 
     def translate(self, exc: BaseException, deadline: float | None, timeout: float | None,
                   cancel: threading.Event | None, params: Any) -> BaseException:
@@ -372,13 +387,10 @@ class ReaderPool:
         reader.deadline = deadline if hang is None or (
             deadline is not None and deadline <= now + hang) else now + hang
         reader.running = True
-        cursor = None
         try:
-            cursor = reader.conn.execute(sql, params)
-            rows = cursor.fetchall()
+            rows = reader.cursor.execute(sql, params).fetchall()
         except BaseException as exc:
-            if cursor is not None:
-                cursor.close()
+            reader.renew_cursor()
             if isinstance(exc, apsw.ReadOnlyError):  # judged read-only, yet it writes
                 self._column_memo.forget(sql)
                 self._known.forget(sql)
