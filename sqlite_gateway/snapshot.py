@@ -83,7 +83,7 @@ class Snapshot:
         try:
             self._own(reader, _BEGIN)
             # The view starts now (BEGIN alone defers it to the first read).
-            reader.conn.execute(_FIRST_READ).fetchall()
+            reader.cursor.execute(_FIRST_READ).fetchall()
         except BaseException:
             if not reader.conn.get_autocommit():
                 self._own(reader, _COMMIT)
@@ -110,7 +110,7 @@ class Snapshot:
         guard = reader.guard
         guard.active = False
         try:
-            reader.conn.execute(sql)
+            reader.cursor.execute(sql)
         finally:
             guard.active = True
 
@@ -136,8 +136,8 @@ class Snapshot:
         sql, params = check_sql(sql), check_params(params)
         wait = self._timeout if timeout is DEFAULT else check_timeout(timeout)
         now = time.monotonic()
-        result = reader.read(sql, params, None if wait is None else now + wait, wait,
-                             None if self._hang is None else now + self._hang)
+        result = self._pool.read_on(reader, sql, params, None if wait is None else now + wait,
+                                    wait, None if self._hang is None else now + self._hang)
         if result is None:
             raise SnapshotWriteError(
                 "a snapshot only reads, and SQLite judges this statement a write; nothing "

@@ -73,10 +73,10 @@ def test_threads_in_line_get_the_reader_in_the_order_they_came(db):
     snapshot = db.snapshot()
     snapshot.__enter__()
     threads = []
-    for name in ("first", "second", "third"):
+    for count, name in enumerate(("first", "second", "third"), 1):
         threads.append(_start(lambda name=name: order.append(db.execute("SELECT ?", (name,))
                                                              .scalar()))[0])
-        wait_until(lambda n=len(threads): _line(db) == n, f"the {name} thread in line")
+        wait_until(lambda count=count: _line(db) == count, f"the {name} thread in line")
     snapshot.__exit__(None, None, None)
     for thread in threads:
         thread.join(HANG_S)
