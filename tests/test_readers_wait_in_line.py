@@ -1,8 +1,13 @@
-"""Threads beyond the readers' count wait in line for a reader, first come, first served.
+"""Threads beyond the readers' count wait in line for a reader, and nobody waits
+past the pool's patience plus its turn.
 
-A reader given back goes to the thread that has waited longest, not to a thread
-that asks for one at that moment: otherwise a busy thread that reads again and
-again could keep taking it while a woken waiter finds none, until its timeout.
+While the first in line has waited less than the patience, a reader given back
+goes to the free stack and wakes it, and a thread that asks at that moment may
+take it first (cheap: no hand-over between threads per read). Past the
+patience, readers given back go to the first in line, and newcomers queue:
+otherwise a busy thread that reads again and again could keep taking them
+while a woken waiter finds none, until its timeout. Most tests here set the
+patience to 0 (first come, first served at once).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def db(db_path, let_go):
 
     with Gateway(db_path, readers=1, timeout=HANG_S, connection_setup=setup) as db:
         db.execute("CREATE TABLE t(x)")
+        db.core.readers._patience = 0.0  # the first in line is past it at once
         yield db
 
 
@@ -50,7 +56,8 @@ def _start(target):
     return thread, out
 
 
-def test_a_reader_given_back_goes_to_the_waiting_thread_not_to_a_newcomer(db, let_go):
+def test_past_the_patience_a_reader_given_back_goes_to_the_waiting_thread_not_a_newcomer(
+        db, let_go):
     snapshot = db.snapshot()
     snapshot.__enter__()  # this thread holds the only reader
     waiting, answer = _start(lambda: db.execute(HOLD).scalar())
@@ -95,6 +102,17 @@ def test_a_thread_that_stopped_waiting_leaves_the_line(db):
     reader, answer = _start(lambda: db.execute("SELECT 2", timeout=HANG_S).scalar())
     reader.join(HANG_S)
     assert answer == [2]
+
+
+def test_within_the_patience_the_woken_thread_takes_the_reader_nobody_else_took(db):
+    db.core.readers._patience = 1e9
+    snapshot = db.snapshot()
+    snapshot.__enter__()
+    waiting, answer = _start(lambda: db.execute("SELECT 3").scalar())
+    wait_until(lambda: _line(db) == 1, "the other thread in line for the reader")
+    snapshot.__exit__(None, None, None)  # to the free stack; the waiting thread is woken
+    waiting.join(HANG_S)
+    assert answer == [3] and _line(db) == 0
 
 
 def test_close_answers_the_threads_in_line(db_path):
