@@ -427,8 +427,7 @@ class ReaderPool:
         except BaseException as exc:
             reader.renew_cursor()
             if isinstance(exc, apsw.ReadOnlyError):  # judged read-only, yet it writes
-                self._column_memo.forget(sql)
-                self._known.forget(sql)
+                self.forget_read(sql)
                 return None  # (nothing was written: the connection is read-only)
             raise reader.translate(exc, deadline, timeout, None, params) from None
         finally:
@@ -467,18 +466,17 @@ class ReaderPool:
 
     def read_on(self, reader: Reader, sql: str, params: Any, deadline: float | None,
                 timeout: float | None, hang_limit: float | None) -> Result | None:
-        """A read on ``reader``, which the calling thread holds (a snapshot's):
-        the lean way for a known text, else :meth:`Reader.read`. Raises as it."""
-        columns = self._columns.get(sql)
-        if columns is None:
-            result = reader.read(sql, params, deadline, timeout, hang_limit)
-            self._learn_columns(sql, params, result)
-            return result
-        result = reader.known_read(sql, params, columns, deadline, timeout, hang_limit)
-        if result is None:  # judged read-only, yet it writes: the writer's from now on
-            self._column_memo.forget(sql)
-            self._known.forget(sql)
+        """:meth:`Reader.read` on ``reader``, which the calling thread holds (a
+        snapshot's), learning the text's columns as :meth:`read` does."""
+        result = reader.read(sql, params, deadline, timeout, hang_limit)
+        self._learn_columns(sql, params, result)
         return result
+
+    def forget_read(self, sql: str) -> None:
+        """``sql`` was judged read-only, yet it wrote (refused on a reader): no
+        longer a known read (the writer runs it from now on)."""
+        self._column_memo.forget(sql)
+        self._known.forget(sql)
 
     def _learn_columns(self, sql: str, params: Any, result: Result | None) -> None:
         """Remember the columns of a text known to be one read-only statement,
