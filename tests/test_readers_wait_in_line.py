@@ -126,3 +126,35 @@ def test_close_answers_the_threads_in_line(db_path):
     assert not waiting.is_alive()
     assert len(answer) == 1 and isinstance(answer[0], GatewayClosed)
     snapshot.__exit__(None, None, None)
+
+
+def test_a_thread_interrupted_in_line_leaves_it_and_nothing_is_lost(db, monkeypatch):
+    from sqlite_gateway import readers
+
+    class Interrupted:  # Ctrl-C landing in the wait (the main thread's lot)
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.lock.acquire()
+
+        def acquire(self, *args):
+            raise KeyboardInterrupt
+
+        def release(self):
+            self.lock.release()
+
+    made = readers._Waiter.__init__
+
+    def waiter_init(self, since):
+        made(self, since)
+        self.ready = Interrupted()
+
+    snapshot = db.snapshot()
+    snapshot.__enter__()
+    monkeypatch.setattr(readers._Waiter, "__init__", waiter_init)
+    interrupted, answer = _start(lambda: db.execute("SELECT 1"))
+    interrupted.join(HANG_S)
+    monkeypatch.undo()
+    assert len(answer) == 1 and isinstance(answer[0], KeyboardInterrupt)
+    assert _line(db) == 0
+    snapshot.__exit__(None, None, None)
+    assert db.execute("SELECT 2", timeout=HANG_S).scalar() == 2
