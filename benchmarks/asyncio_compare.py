@@ -25,6 +25,11 @@ rows == sum(pages.views) == the views the child counted.
 writer (no readers), a thread pool whose threads read in place (inline
 readers), or that pool handing on to the gateway's reader threads.
 
+Each cell starts once the 1-minute load average is under 0.9 (at most 90 s;
+``--no-wait-quiet``, ``--quiet-below``, ``--quiet-max-wait``: see ``quiet.py``);
+its load average before -> after is printed beside it (BUSY when it started at
+>= 1.0), and one line says whether the run was quiet.
+
 Run: ``python -m benchmarks.asyncio_compare`` (about 1 min; ``--quick``: 10 s).
 """
 
@@ -41,6 +46,7 @@ import time
 from typing import Any
 
 from .harness import child_env, percentile, print_table, python_m
+from .quiet import QuietWait, add_quiet_options, cell_load, load_text, quiet_line, quiet_wait
 
 HOT_PAGES = 10
 BUSY_TIMEOUT = 5.0
@@ -255,8 +261,12 @@ def check(path: str, done: int, reads: bool) -> bool:
     return rows == total == (0 if reads else done)
 
 
-def measure(strategy: str, tasks: int, seconds: float, synchronous: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="asyncio-compare-") as tmp:
+def measure(strategy: str, tasks: int, seconds: float, synchronous: str,
+            quiet: QuietWait | None = None) -> dict[str, Any]:
+    """One cell in a fresh child on a fresh database (after a quiet wait, with
+    ``quiet``); its figures, checked, with the load average before and after."""
+    with tempfile.TemporaryDirectory(prefix="asyncio-compare-") as tmp, \
+            cell_load(quiet) as load:
         path = os.path.join(tmp, "bench.db")
         prepare(path)
         cell = {"strategy": strategy, "tasks": tasks, "seconds": seconds,
@@ -270,7 +280,8 @@ def measure(strategy: str, tasks: int, seconds: float, synchronous: str) -> dict
         figures["correct"] = check(path, figures["done"], strategy.startswith("read:"))
     lat = sorted(figures.pop("latencies"))
     figures.update(strategy=strategy, tasks=tasks, ops_s=figures["ok"] / figures["elapsed"],
-                   p50_ms=percentile(lat, 0.5) * 1e3, p99_ms=percentile(lat, 0.99) * 1e3)
+                   p50_ms=percentile(lat, 0.5) * 1e3, p99_ms=percentile(lat, 0.99) * 1e3,
+                   **load)
     return figures
 
 
@@ -283,11 +294,13 @@ def main() -> None:
     parser.add_argument("--reads", action="store_true", help="also compare read paths")
     parser.add_argument("--quick", action="store_true", help="1 s cells, 10 and 100 tasks")
     parser.add_argument("--markdown", action="store_true")
+    add_quiet_options(parser)
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
         print(json.dumps(run_cell(json.loads(args.cell))))
         return
+    quiet = quiet_wait(args)
     if args.quick:
         args.seconds, args.tasks = 1.0, "10,100"
     counts = [int(x) for x in args.tasks.split(",")]
@@ -300,7 +313,7 @@ def main() -> None:
         for strategy in strategies:
             if strategy == "gateway-threads" and n > 100:
                 continue
-            results.append(measure(strategy, n, args.seconds, args.synchronous))
+            results.append(measure(strategy, n, args.seconds, args.synchronous, quiet))
     rows = []
     for r in results:
         best = max((o["ops_s"] for o in results if o["tasks"] == r["tasks"]
@@ -310,20 +323,25 @@ def main() -> None:
                      f"{r['ops_s'] / best:.1f}x" if best else "-",
                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", str(errors),
                      f"{r['cpu_us']:.0f}", f"{r['batch_mean']:.0f}" if "batch_mean" in r else "-",
-                     "yes" if r["correct"] else "NO"])
+                     load_text(r), "yes" if r["correct"] else "NO"])
     print_table(["strategy", "tasks", "views/s", "vs best aiosqlite", "p50 ms", "p99 ms",
-                 "errors", "CPU us/view", "batch", "correct"], rows, args.markdown)
+                 "errors", "CPU us/view", "batch", "load", "correct"], rows, args.markdown)
     for r in results:
         for error, count in r["errors"].items():
             print(f"  {r['strategy']} x{r['tasks']}: {count} x {error}")
     if args.reads:
         print(f"\nreads: 100 tasks, point read of a hot page, {args.seconds:g} s per cell")
-        reads = [measure("read:" + mode, 100, args.seconds, args.synchronous)
+        reads = [measure("read:" + mode, 100, args.seconds, args.synchronous, quiet)
                  for mode in READ_MODES]
-        print_table(["read path", "reads/s", "p50 ms", "p99 ms", "errors", "CPU us/read"],
+        print_table(["read path", "reads/s", "p50 ms", "p99 ms", "errors", "CPU us/read",
+                     "load"],
                     [[r["strategy"][5:], f"{r['ops_s']:,.0f}", f"{r['p50_ms']:.2f}",
                       f"{r['p99_ms']:.2f}", str(sum(r["errors"].values())),
-                      f"{r['cpu_us']:.0f}"] for r in reads], args.markdown)
+                      f"{r['cpu_us']:.0f}", load_text(r)] for r in reads], args.markdown)
+        results += reads
+    print()
+    print(quiet_line(results))
+    print(quiet.line())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Options: ``--workload pageview-fn|pageview-trigger|mixed|point-read|all``,
 count), ``--seconds 3``, ``--synchronous FULL|NORMAL``, ``--think-ms 0``,
 ``--strategies bare,gateway,...``, ``--repeat N`` (runs of each cell, round-robin,
 the median kept; 3 with ``--goals``), ``--markdown``, ``--chart PATH`` (default
-``benchmarks/compare.png``; ``--no-chart`` to skip it).
+``benchmarks/compare.png``; ``--no-chart`` to skip it), ``--no-wait-quiet``,
+``--quiet-below 0.9``, ``--quiet-max-wait 90`` (before each cell, wait until the
+1-minute load average is under 0.9, at most 90 s: see ``quiet.py``).
 
 The workloads are in ``workloads.py`` (``pageview-fn``, each operation a
 ``db.transaction(fn)`` of two statements, is the primary one), the strategies in
@@ -55,11 +57,12 @@ from .harness import (
     non_negative,
     print_header,
     print_table,
-    quiet_line,
     ratio,
     run_child,
     whole,
 )
+from .quiet import (QuietWait, add_quiet_options, load_of_runs, load_part, load_text, quiet_line,
+                    quiet_wait)
 from .strategies import JOIN_GRACE, STRATEGIES, NotAvailable, make_strategy, strategy_class
 from .workloads import WORKLOADS, check_database, create_schema, run_cell
 
@@ -85,7 +88,7 @@ def cell_main(spec: dict[str, Any]) -> dict[str, Any]:
     base = {"strategy": name, "workload": spec["workload"], "threads": threads}
     vfs = None
     if spec.get("fsync_delay_ms") is not None:
-        from .vfs import SlowSyncVFS
+        from .vfs.slow_sync import SlowSyncVFS
         vfs = SlowSyncVFS("fsync-delay", spec["fsync_delay_ms"] / 1000.0)
     strategy = make_strategy(name, spec["path"], spec["synchronous"], threads,
                              spec.get("readers"), vfs.name if vfs is not None else None)
@@ -107,8 +110,10 @@ def cell_main(spec: dict[str, Any]) -> dict[str, Any]:
 # -- the parent: one child per cell -------------------------------------------------------
 
 
-def run_one(spec: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """Run one cell in a fresh interpreter on a fresh database; check it afterwards."""
+def run_one(spec: dict[str, Any], progress: Progress,
+            quiet: QuietWait | None = None) -> dict[str, Any]:
+    """Run one cell in a fresh interpreter on a fresh database (after waiting for a
+    quiet machine, with ``quiet``); check it afterwards."""
     base = {"strategy": spec["strategy"], "workload": spec["workload"],
             "threads": spec["threads"]}
     progress.begin(f"{spec['workload']} {spec['strategy']} x{spec['threads']}")
@@ -117,10 +122,10 @@ def run_one(spec: dict[str, Any], progress: Progress) -> dict[str, Any]:
         path = os.path.join(tmp, "bench.db")
         create_schema(path, spec["workload"])
         cell = run_child(__spec__.name, {**spec, "path": path}, spec["seconds"] + CHILD_GRACE,
-                         progress.tick)
+                         progress.tick, quiet)
         if "child_failed" in cell:
-            load = {k: cell[k] for k in ("load_before", "load_after", "busy")}
-            cell = {**base, **load, "ops": 0, "ops_per_s": 0.0, "p50_ms": 0.0, "p95_ms": 0.0,
+            cell = {**base, **load_part(cell), "ops": 0, "ops_per_s": 0.0, "p50_ms": 0.0,
+                    "p95_ms": 0.0,
                     "p99_ms": 0.0, "half_wait_ms": 0.0, "errors": 1, "starved": spec["threads"],
                     "correct": False,
                     "error_samples": [cell["child_failed"], *cell.get("stderr", [])]}
@@ -140,10 +145,11 @@ def runnable(name: str, workload: str) -> bool:
 
 
 def run_config(config: dict[str, Any], strategies: Sequence[str], threads: Sequence[int],
-               progress: Progress, repeat: int = 1) -> Cells:
+               progress: Progress, repeat: int = 1, quiet: QuietWait | None = None) -> Cells:
     """Every (strategy, thread count) cell of one configuration, ``repeat`` rounds
     (round-robin, so that a change in the machine's load hits every strategy alike);
-    each cell keeps the run of median ops/s. The ceiling runs once per round."""
+    each cell keeps the run of median ops/s. The ceiling runs once per round. With
+    ``quiet``, each cell first waits for a quiet machine."""
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for _ in range(repeat):
         ceiling = None
@@ -154,7 +160,8 @@ def run_config(config: dict[str, Any], strategies: Sequence[str], threads: Seque
                 if name == "ceiling" and ceiling is not None:
                     runs.setdefault((name, count), []).append({**ceiling, "threads": count})
                     continue
-                cell = run_one({**config, "strategy": name, "threads": count}, progress)
+                cell = run_one({**config, "strategy": name, "threads": count}, progress,
+                               quiet)
                 runs.setdefault((name, count), []).append(cell)
                 if name == "ceiling":
                     ceiling = cell
@@ -169,10 +176,7 @@ def median_run(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[(len(ordered) - 1) // 2], "runs": [c["ops_per_s"] for c in cells],
             "correct": all(c.get("correct") for c in cells),
             "errors": sum(c["errors"] for c in cells),
-            # a median of runs is busy if any of its runs was
-            "busy": any(c.get("busy") for c in cells),
-            "load_before": max(c.get("load_before", 0.0) for c in cells),
-            "load_after": max(c.get("load_after", 0.0) for c in cells)}
+            **load_of_runs(cells)}
 
 
 def cell_count(workload: str, strategies: Sequence[str], threads: Sequence[int]) -> int:
@@ -193,8 +197,7 @@ def describe(cell: dict[str, Any]) -> str:
         text += f"  runs {'/'.join(f'{r:,.0f}' for r in cell['runs'])}"
     text += "  ok" if cell.get("correct") else "  FAIL"
     if "load_before" in cell:
-        text += f"  load {cell['load_before']:.2f}->{cell['load_after']:.2f}"
-        text += " BUSY" if cell.get("busy") else ""
+        text += f"  load {load_text(cell)}"
     for sample in cell.get("error_samples", []):
         text += f"\n    {sample}"
     return text
@@ -235,14 +238,6 @@ def table(config: dict[str, Any], cells: Cells, strategies: Sequence[str],
     return head, rows
 
 
-def load_text(cell: dict[str, Any]) -> str:
-    """The cell's load average before -> after, BUSY when it started on a busy machine."""
-    if "load_before" not in cell:
-        return "-"
-    return (f"{cell['load_before']:.2f}->{cell['load_after']:.2f}"
-            + (" BUSY" if cell.get("busy") else ""))
-
-
 def config_title(config: dict[str, Any]) -> str:
     readers = f", readers={config['readers']}" if config.get("readers") else ""
     return (f"{config['workload']}: synchronous={config['synchronous']}{readers}, "
@@ -280,6 +275,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--chart", default=DEFAULT_CHART, help="PNG path (default %(default)s)")
     parser.add_argument("--no-chart", action="store_true", help="draw no chart")
+    add_quiet_options(parser)
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # JSON spec, in the child
     args = parser.parse_args(argv)
     if args.threads is None:
@@ -315,11 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(args.repeat * sum(cell_count(c["workload"], names, counts)
                                           for c, names, counts in plan))
     results: list[tuple[dict[str, Any], Cells]] = []
+    quiet = quiet_wait(args)
     began = time.monotonic()
     try:
         for config, names, counts in plan:
             results.append((config, run_config(config, names, counts, progress,
-                                               args.repeat)))
+                                               args.repeat, quiet)))
     finally:
         progress.close()
     every_cell = [cell for _, cells in results for cell in cells.values()]
@@ -336,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     print_header(machine_lines(settings, **extra), args.markdown)
     print()
     print(quiet_line(all_runs))
+    print(quiet.line())
     misses = 0
     for index, ((config, cells), (_, names, counts)) in enumerate(
             zip(results, plan, strict=True)):

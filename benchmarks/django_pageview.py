@@ -19,7 +19,11 @@ After each cell the parent checks the file: the page counts sum to the logged
 views, and the log holds one row per call answered as done. Goal lines at the
 most threads: gateway-fn >= 2x stock; gateway >= 1x stock with p99 <= 1/2 of
 stock's; 0 "database is locked", 0 starved threads in the gateway's cells (stock's
-are shown as info).
+are shown as info). Each cell first waits until the 1-minute load average is
+under 0.9 (at most 90 s; ``--no-wait-quiet``, ``--quiet-below``,
+``--quiet-max-wait``: see ``quiet.py``); its load before -> after is in the
+table (BUSY when it started at >= 1.0), and one line says whether the run was
+quiet.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 from .harness import (Progress, child_cell, csv_of, machine_lines, positive, print_header,
                       print_table, ratio, run_child)
+from .quiet import add_quiet_options, load_of_runs, load_text, quiet_line, quiet_wait
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "examples" / "django_counter"
@@ -146,6 +151,7 @@ def median_run(cell_runs: list[dict[str, Any]]) -> dict[str, Any]:
     cell["locked"] = sum(c["locked"] for c in cell_runs)
     cell["starved"] = sum(c["starved"] for c in cell_runs)
     cell["correct"] = all(c.get("correct") for c in cell_runs)
+    cell.update(load_of_runs(cell_runs))
     return cell
 
 
@@ -183,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="1 and 4 threads, 0.5 s each, one run")
     parser.add_argument("--markdown", action="store_true")
+    add_quiet_options(parser)
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cell:
@@ -190,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     threads, seconds = ((1, 4), 0.5) if args.smoke else (args.threads, args.seconds)
     repeat = 1 if args.smoke else max(1, args.repeat)
     load_before = os.getloadavg()[0]
+    quiet = quiet_wait(args)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     progress = Progress(len(threads) * len(args.ways) * repeat)
     with tempfile.TemporaryDirectory(prefix="django-pageview-") as temp:
@@ -200,11 +208,12 @@ def main(argv: list[str] | None = None) -> int:
                     progress.begin(f"{way} x{n}")
                     cell = run_child(__spec__.name, {"way": way, "threads": n, "seconds": seconds,
                                                 "path": path}, limit=120 + 4 * seconds,
-                                     tick=progress.tick)
+                                     tick=progress.tick, quiet=quiet)
                     if "child_failed" not in cell:
                         cell["correct"] = check(path, cell["writes"])
                     runs.setdefault((way, n), []).append(cell)
-                    progress.end(f"{way} x{n}: {cell.get('ops_per_s', 0):,.0f} ops/s")
+                    progress.end(f"{way} x{n}: {cell.get('ops_per_s', 0):,.0f} ops/s, "
+                                 f"load {load_text(cell)}")
     progress.close()
     cells = {key: median_run(cell_runs) for key, cell_runs in runs.items()}
     print_header(machine_lines("synchronous FULL; stock: WAL, transaction_mode IMMEDIATE, "
@@ -214,14 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for (way, n), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], WAYS.index(kv[0][0]))):
         if "child_failed" in cell:
-            rows.append((way, n, "failed: " + cell["child_failed"], "", "", "", "", "", "", ""))
+            rows.append((way, n, "failed: " + cell["child_failed"], *("",) * 8))
             continue
         rows.append((way, n, f"{cell['ops_per_s']:,.0f}",
                      "/".join(f"{x:,.0f}" for x in cell["runs"]), f"{cell['p50_ms']:.2f}",
                      f"{cell['p99_ms']:.2f}", f"{cell['max_ms']:.1f}", cell["errors"],
-                     cell["locked"], cell["starved"]))
+                     cell["locked"], cell["starved"], load_text(cell)))
+    print(quiet_line(list(cells.values())))
+    print(quiet.line())
     print_table(("way", "threads", "ops/s", "runs", "p50 ms", "p99 ms", "max ms", "errors",
-                 "locked", "starved"), rows, args.markdown, left=2)
+                 "locked", "starved", "load"), rows, args.markdown, left=2)
     print(f"load average after: {os.getloadavg()[0]:.2f}; each row: the median of {repeat} "
           "run(s) (ops/s of every run beside it); locked and starved: summed over the runs")
     if set(args.ways) == set(WAYS):

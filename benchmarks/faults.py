@@ -9,7 +9,7 @@ records what the caller received and how long it took to be answered, checks
 that the gateway serves again (the same one, or a new Gateway on the file when
 the fault broke it), then closes it and reads the file with a plain apsw
 connection: acknowledged rows missing (must be 0) and ``integrity_check``.
-I/O errors come from the apsw VFS shim ``FaultVFS`` of ``benchmarks/vfs.py``. Exit status 1
+I/O errors come from the apsw VFS shim ``FaultVFS`` of ``benchmarks/vfs/fault.py``. Exit status 1
 if any acknowledged row is lost or the file is damaged.
 """
 
@@ -31,8 +31,9 @@ import apsw
 
 # The harness beside it, the package, and the VFS shim from the tests.
 
-from .vfs import ALWAYS, FaultVFS
+from .vfs.fault import ALWAYS, FaultVFS
 from .harness import print_table
+from .quiet import cell_load, quiet_line
 
 from sqlite_gateway import Gateway
 
@@ -251,7 +252,7 @@ def main() -> int:
     args = parser.parse_args()
     bad = 0
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, cell_load() as load:
         for k, (name, inject) in enumerate(FAULTS):
             run = Run(os.path.join(tmp, f"fault{k}.db"))
             try:
@@ -265,7 +266,8 @@ def main() -> int:
     header = ("fault", "the caller got", "answered in ms", "the gateway after",
               "acked rows lost", "integrity")
     print(f"apsw {apsw.apsw_version()}, SQLite {apsw.sqlite_lib_version()}, "
-          f"{os.cpu_count()} cpus; command: .venv/bin/python -m benchmarks.faults --markdown\n")
+          f"{os.cpu_count()} cpus; command: .venv/bin/python -m benchmarks.faults --markdown")
+    print(f"{quiet_line([load])} (the times answered are the only figures it moves)\n")
     print_table(header, rows, args.markdown, left=2)
     VFS.unregister()
     return 1 if bad else 0

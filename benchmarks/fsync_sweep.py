@@ -10,7 +10,7 @@ transaction, the bare loop one per batch: their ratios move with the cost of
 an fsync, so a figure measured on one disk does not hold on another. Here the
 ``pageview-fn`` comparisons (``gateway``, ``busy``, the ``bare`` loop;
 ``synchronous=FULL``; 1 and 32 threads by default) run on a RAM-backed
-directory (``/dev/shm``) through :class:`benchmarks.vfs.SlowSyncVFS`, which
+directory (``/dev/shm``) through :class:`benchmarks.vfs.slow_sync.SlowSyncVFS`, which
 sleeps a fixed time in every xSync (every strategy opens its connections
 through it by name), at 0.05, 0.5, 2 and 8 ms per fsync (about NVMe, SATA
 SSD, a cloud volume, a spinning disk), and once on this machine's real disk
@@ -22,9 +22,10 @@ of their disk and reads off the ratio.
 Options: ``--delays 0.05,0.5,2,8`` (ms), ``--threads 1,32``, ``--seconds 3``,
 ``--repeat 1`` (round-robin runs per cell, the median kept), ``--no-real``
 (skip the real disk), ``--markdown``, ``--chart PATH``, ``--no-chart``.
-Each cell runs in a fresh child (``compare.py``'s), and is marked BUSY when the
-1-minute load average was >= 1.0 as it started: only a run whose every cell is
-quiet gives figures that hold.
+Each cell runs in a fresh child (``compare.py``'s) once the 1-minute load
+average is under 0.9 (``--no-wait-quiet``, ``--quiet-below``, ``--quiet-max-wait``:
+see ``quiet.py``), and is marked BUSY when it was >= 1.0 as it started: only a
+run whose every cell is quiet gives figures that hold.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .compare import Cells, load_text, run_config, table
+from .compare import Cells, run_config, table
 from .harness import (Progress, csv_of, machine_lines, non_negative, print_header, print_table,
-                      quiet_line, ratio, whole)
-from .vfs import ram_directory
+                      ratio, whole)
+from .quiet import add_quiet_options, load_text, quiet_line, quiet_wait
+from .vfs.slow_sync import ram_directory
 
 DELAYS_MS = (0.05, 0.5, 2.0, 8.0)  # NVMe, SSD, cloud volume, spinning disk
 DISKS = {0.05: "NVMe", 0.5: "SSD", 2.0: "cloud volume", 8.0: "spinning disk"}
@@ -125,6 +127,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--chart", default=DEFAULT_CHART)
     parser.add_argument("--no-chart", action="store_true")
+    add_quiet_options(parser)
     args = parser.parse_args(argv)
     if not args.seconds > 0:
         parser.error("--seconds must be > 0")
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(args.repeat * len(delays) * len(args.threads) * len(STRATEGIES))
     ram = ram_directory(prefix="fsync-sweep-")
     runs: list[Row] = []
+    quiet = quiet_wait(args)
     began = time.monotonic()
     try:
         for delay in delays:
@@ -145,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": args.seconds, "readers": None, "fsync_delay_ms": delay,
                 "directory": None if delay is None else ram}
             runs.append((disk_label(delay), delay,
-                         run_config(config, STRATEGIES, args.threads, progress, args.repeat)))
+                         run_config(config, STRATEGIES, args.threads, progress, args.repeat,
+                                    quiet)))
     finally:
         progress.close()
         shutil.rmtree(ram, ignore_errors=True)
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print_header(machine_lines(settings), args.markdown)
     print()
     print(quiet_line(every))
+    print(quiet.line())
     for label, _, cells in runs:
         print()
         head, rows = table({"workload": "pageview-fn"}, cells, STRATEGIES, args.threads)

@@ -6,7 +6,10 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.group_commit --quick    # threads 1,8,32, 1.5 s per cell
     .venv/bin/python -m benchmarks.group_commit --markdown # the table as Markdown (README)
 
-Options: ``--threads 1,8,32,64``, ``--seconds 5``, ``--synchronous FULL|NORMAL``.
+Options: ``--threads 1,8,32,64``, ``--seconds 5``, ``--synchronous FULL|NORMAL``,
+``--no-wait-quiet``, ``--quiet-below 0.9``, ``--quiet-max-wait 90`` (before each
+cell, wait until the 1-minute load average is under 0.9, at most 90 s; each
+cell's load before and after is printed, BUSY when it started at >= 1.0).
 
 Each operation is one ``db.transaction(fn)``: compare.py's ``pageview-fn``
 (fn inserts a row into ``views`` and increments one of 10 hot rows of ``pages``,
@@ -49,6 +52,7 @@ from .harness import (
     print_table,
     run_child,
 )
+from .quiet import QuietWait, add_quiet_options, load_part, load_text, quiet_line, quiet_wait
 from .workloads import PAGES, check_database, create_schema, pageview
 
 from sqlite_gateway import Gateway
@@ -130,16 +134,19 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 # -- the parent: one child per cell, then the table --------------------------------
 
 
-def run_one(threads: int, batch_max: int, seconds: float, synchronous: str) -> dict[str, Any]:
-    """Run one cell in a fresh interpreter on a fresh database; check it afterwards."""
+def run_one(threads: int, batch_max: int, seconds: float, synchronous: str,
+            quiet: QuietWait | None = None) -> dict[str, Any]:
+    """Run one cell in a fresh interpreter on a fresh database (after waiting for a
+    quiet machine, with ``quiet``); check it afterwards."""
     with tempfile.TemporaryDirectory(prefix="sqlite-gateway-bench-") as tmp:
         path = os.path.join(tmp, "bench.db")
         create_schema(path)
         cell = run_child(__spec__.name, {"threads": threads, "batch_max": batch_max,
                                     "seconds": seconds, "synchronous": synchronous,
-                                    "path": path}, seconds + CHILD_GRACE)
+                                    "path": path}, seconds + CHILD_GRACE, quiet=quiet)
         if "child_failed" in cell:
-            return {"threads": threads, "batch_max": batch_max, "ops": 0, "ops_per_s": 0.0,
+            return {**load_part(cell), "threads": threads, "batch_max": batch_max, "ops": 0,
+                    "ops_per_s": 0.0,
                     "p50_ms": 0.0, "p99_ms": 0.0, "errors": 1, "batch_mean": 0.0,
                     "correct": False,
                     "error_samples": [cell["child_failed"], *cell.get("stderr", [])]}
@@ -148,7 +155,7 @@ def run_one(threads: int, batch_max: int, seconds: float, synchronous: str) -> d
 
 
 COLUMNS = ("threads", "nobatch ops/s", "nobatch p99 ms", "batch ops/s", "batch p99 ms",
-           "batch mean size", "speed-up", "correct")
+           "batch mean size", "speed-up", "load nobatch", "load batch", "correct")
 
 
 def table_row(off: dict[str, Any], on: dict[str, Any]) -> tuple[str, ...]:
@@ -156,7 +163,7 @@ def table_row(off: dict[str, Any], on: dict[str, Any]) -> tuple[str, ...]:
     ok = all(cell["correct"] and not cell["errors"] for cell in (off, on))
     return (str(off["threads"]), f"{off['ops_per_s']:,.0f}", f"{off['p99_ms']:.2f}",
             f"{on['ops_per_s']:,.0f}", f"{on['p99_ms']:.2f}", f"{on['batch_mean']:.1f}",
-            f"{speedup:.1f}x", "ok" if ok else "FAIL")
+            f"{speedup:.1f}x", load_text(off), load_text(on), "ok" if ok else "FAIL")
 
 
 def progress(cell: dict[str, Any]) -> None:
@@ -164,7 +171,8 @@ def progress(cell: dict[str, Any]) -> None:
     line = (f"  threads={cell['threads']:<3} {mode} {cell['ops']:>7} ops "
             f"{cell['ops_per_s']:>9,.0f} ops/s  p50 {cell['p50_ms']:7.2f} ms  "
             f"p99 {cell['p99_ms']:7.2f} ms  batch mean {cell['batch_mean']:5.1f}  "
-            f"errors {cell['errors']}  {'ok' if cell['correct'] else 'FAIL'}")
+            f"errors {cell['errors']}  {'ok' if cell['correct'] else 'FAIL'}  "
+            f"load {load_text(cell)}")
     print(line, file=sys.stderr, flush=True)
     for sample in cell.get("error_samples", []):
         print(f"    {sample}", file=sys.stderr, flush=True)
@@ -187,6 +195,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--synchronous", type=str.upper, choices=("FULL", "NORMAL"),
                         default="FULL", help="PRAGMA synchronous (default FULL)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    add_quiet_options(parser)
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # JSON spec, in the child
     args = parser.parse_args(argv)
     if args.threads is None:
@@ -201,17 +210,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.cell:
         return child_cell(args.cell, run_cell)
     rows = []
+    cells = []
     failed = False
+    quiet = quiet_wait(args)
     for threads in args.threads:
-        off = run_one(threads, BATCH_OFF, args.seconds, args.synchronous)
+        off = run_one(threads, BATCH_OFF, args.seconds, args.synchronous, quiet)
         progress(off)
-        on = run_one(threads, BATCH_ON, args.seconds, args.synchronous)
+        on = run_one(threads, BATCH_ON, args.seconds, args.synchronous, quiet)
         progress(on)
         failed |= any(cell["errors"] or not cell["correct"] for cell in (off, on))
         rows.append(table_row(off, on))
+        cells += [off, on]
     print_header(machine_lines(f"synchronous={args.synchronous}, {args.seconds:g} s per cell, "
                                f"batch_max {BATCH_OFF} (nobatch) vs {BATCH_ON} (batch)"),
                  args.markdown)
+    print()
+    print(quiet_line(cells))
+    print(quiet.line())
     print()
     print_table(COLUMNS, rows, args.markdown, left=0)
     if failed:

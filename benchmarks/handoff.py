@@ -10,7 +10,10 @@ trip through the queue with no SQL), a one-row INSERT through the gateway, the
 same INSERT on a direct apsw connection in autocommit, and a point read
 through the writer, through an inline reader and through a reader thread.
 ``synchronous=OFF`` keeps fsync out of the figures, so what is left is the
-gateway's own cost. Each figure comes from a fresh database.
+gateway's own cost. Each figure comes from a fresh database, after a wait for
+a quiet machine (1-minute load average under 0.9, at most 90 s; ``--no-wait-quiet``,
+``--quiet-below``, ``--quiet-max-wait``: see ``quiet.py``), with the load
+average before -> after it beside it and one line saying whether the run was quiet.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import apsw
 
 
 from .harness import print_table, whole
+from .quiet import QuietWait, add_quiet_options, cell_load, load_text, quiet_line, quiet_wait
 
 from sqlite_gateway import Gateway
 
@@ -64,22 +68,42 @@ def direct_figure(calls: int) -> float:
             conn.close()
 
 
+def paths(calls: int) -> list[tuple[str, Callable[[], float]]]:
+    """(label, figure) for each path measured, in order."""
+    return [
+        ("hand-off only: flush()", lambda: gateway_figure(calls, "flush")),
+        ("INSERT through the gateway", lambda: gateway_figure(calls, "insert")),
+        ("INSERT on a direct apsw connection", lambda: direct_figure(calls)),
+        ("point read through the writer (readers=0)", lambda: gateway_figure(calls, "read")),
+        ("point read, readers=2 inline", lambda: gateway_figure(calls, "read", readers=2)),
+        ("point read, readers=2 threads",
+         lambda: gateway_figure(calls, "read", readers=2, read_mode="threads")),
+    ]
+
+
+def measure(calls: int, quiet: QuietWait) -> list[tuple[str, float, dict[str, object]]]:
+    """(label, us per call, load of that path) for each path, each after a quiet wait."""
+    out = []
+    for name, figure in paths(calls):
+        with cell_load(quiet) as load:
+            us = figure()
+        out.append((name, us, load))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=whole, default=20_000)
-    calls = parser.parse_args().calls
-    rows = [
-        ("hand-off only: flush()", gateway_figure(calls, "flush")),
-        ("INSERT through the gateway", gateway_figure(calls, "insert")),
-        ("INSERT on a direct apsw connection", direct_figure(calls)),
-        ("point read through the writer (readers=0)", gateway_figure(calls, "read")),
-        ("point read, readers=2 inline", gateway_figure(calls, "read", readers=2)),
-        ("point read, readers=2 threads",
-         gateway_figure(calls, "read", readers=2, read_mode="threads")),
-    ]
-    print(f"one thread, synchronous=OFF, {calls:,} calls each, "
+    add_quiet_options(parser)
+    args = parser.parse_args()
+    quiet = quiet_wait(args)
+    rows = measure(args.calls, quiet)
+    print(f"one thread, synchronous=OFF, {args.calls:,} calls each, "
           f"SQLite {apsw.sqlite_lib_version()}, {os.cpu_count()} cpus")
-    print_table(("path", "us/call"), [(name, f"{us:.1f}") for name, us in rows])
+    print(quiet_line([load for _, _, load in rows]))
+    print(quiet.line())
+    print_table(("path", "us/call", "load"),
+                [(name, f"{us:.1f}", load_text(load)) for name, us, load in rows])
     return 0
 
 

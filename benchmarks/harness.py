@@ -12,7 +12,8 @@ import benchmarks; benchmarks never import tests.
   :func:`positive`;
 - cells in child processes: :func:`run_child` runs ``-m module --cell SPEC`` in a fresh
   interpreter (no threads or state leak from one cell into the next), bounded in time,
-  and returns the JSON object the child printed last.
+  after a wait for a quiet machine, and returns the JSON object the child printed last
+  with the load average before and after it (the load rules are in :mod:`.quiet`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
+
+from .quiet import QuietWait, cell_load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """The checkout's root (the folder holding ``benchmarks/`` and ``sqlite_gateway/``)."""
@@ -233,50 +236,22 @@ def workdir(keep: str | None, prefix: str) -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-BUSY_LOAD = 1.0
-"""A cell that starts with the 1-minute load average at or above this was taken on a
-busy machine: other work competed for the cores, and its figures do not hold."""
-
-
-def load_average() -> float:
-    """The 1-minute load average now."""
-    return os.getloadavg()[0]
-
-
-def load_fields(before: float, after: float) -> dict[str, Any]:
-    """The load figures every cell carries: before, after, and ``busy`` (before >= BUSY_LOAD)."""
-    return {"load_before": round(before, 2), "load_after": round(after, 2),
-            "busy": before >= BUSY_LOAD}
-
-
-def quiet_line(cells: Sequence[Mapping[str, Any]]) -> str:
-    """One line saying whether a run was quiet: every cell started under BUSY_LOAD."""
-    loads = [c for c in cells if "load_before" in c]
-    if not loads:
-        return "load: not recorded"
-    busy = sum(1 for c in loads if c.get("busy"))
-    low = min(c["load_before"] for c in loads)
-    high = max(max(c["load_before"], c["load_after"]) for c in loads)
-    verdict = ("QUIET (every cell started under load %.1f)" % BUSY_LOAD if not busy else
-               f"BUSY ({busy} of {len(loads)} cells started at load >= {BUSY_LOAD:.1f}): "
-               "these figures do not hold; rerun on a quiet machine")
-    return f"load average per cell: {low:.2f} to {high:.2f}; run {verdict}"
-
-
 def run_child(module: str, spec: Mapping[str, Any], limit: float,
-              tick: Callable[[], None] | None = None) -> dict[str, Any]:
+              tick: Callable[[], None] | None = None,
+              quiet: QuietWait | None = None) -> dict[str, Any]:
     """Run ``python -m module --cell JSON(spec)`` and return the JSON object it printed last.
 
     Bounded: a child still running after ``limit`` seconds is killed. On a crash,
     a timeout or no output, returns ``{"child_failed": reason, ...}`` with the
     last lines of its stderr, so the caller can report a failed cell.
     ``tick`` is called about four times a second while the child runs.
-    Every answer carries the 1-minute load average before and after the child
-    (``load_before``, ``load_after``) and ``busy`` (see :func:`load_fields`).
+    With ``quiet``, first waits for a quiet machine (:meth:`QuietWait.wait`).
+    Every answer carries :func:`load_fields`: the 1-minute load average before and
+    after the child, ``busy``, and ``waited_s`` with ``quiet``.
     """
-    before = load_average()
-    result = _run_child(module, spec, limit, tick)
-    result.update(load_fields(before, load_average()))
+    with cell_load(quiet) as load:
+        result = _run_child(module, spec, limit, tick)
+    result.update(load)
     return result
 
 

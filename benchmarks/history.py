@@ -10,7 +10,7 @@ In the spirit of Jepsen and of SQLite's own fault-injection tests. Each history:
    submit_transaction, post, bulk, flush, reads, write blocks, savepoints,
    snapshots) with random priorities and
    deadlines, while a scheduler injects faults (I/O errors and slow syncs from
-   :class:`benchmarks.vfs.FaultVFS`, a fn that hangs past ``hang_timeout``, worker
+   :class:`benchmarks.vfs.fault.FaultVFS`, a fn that hangs past ``hang_timeout``, worker
    death, ``close()``, asyncio cancellation; ``kill -9`` of a child process that
    runs the whole history);
 3. records every call: an intent line before it, an outcome line after the
@@ -23,7 +23,7 @@ In the spirit of Jepsen and of SQLite's own fault-injection tests. Each history:
 The parts: :mod:`benchmarks.history_run` (the profile, the recorder, the fault
 scheduler), :mod:`benchmarks.history_calls` (the operation vocabulary),
 :mod:`benchmarks.history_check` (what an answer means; the check of the file),
-:class:`benchmarks.vfs.FaultVFS` (the fault-injection VFS); this module runs
+:class:`benchmarks.vfs.fault.FaultVFS` (the fault-injection VFS); this module runs
 histories, checks them, and prints the figures.
 
 Run from the repository root::

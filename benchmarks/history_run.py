@@ -23,7 +23,7 @@ from sqlite_gateway.integrations.asyncio import AsyncGateway
 
 from . import history_check as hc
 from .history_calls import ANSWER_BOUND, HANG_TIMEOUT, LONG, AsyncCaller, Caller
-from .vfs import FaultVFS
+from .vfs.fault import FaultVFS
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY, op INTEGER NOT NULL);"
           "CREATE TABLE IF NOT EXISTS counters(k INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
@@ -37,7 +37,7 @@ _vfs_lock = threading.Lock()
 
 
 def fault_vfs() -> FaultVFS:
-    """The process's one :class:`~benchmarks.vfs.FaultVFS` (named :data:`VFS_NAME`),
+    """The process's one :class:`~benchmarks.vfs.fault.FaultVFS` (named :data:`VFS_NAME`),
     registered on first use; every history's gateway opens its file through it.
     Thread-safe."""
     global _vfs

@@ -16,7 +16,10 @@ Per cell: ops/s (operations completed inside the window), p50/p99 over every
 successful operation, errors (every failed operation), "database is locked"
 among them, starved threads (completed < 10 % of the mean per thread), the
 process's CPU time per operation, and the 1-minute load average before and
-after the cell. Goal lines at the most
+after the cell (BUSY when it started at >= 1.0; one line says whether the run
+was quiet). Each cell first waits until that load is under 0.9 (at most 90 s;
+``--no-wait-quiet``, ``--quiet-below``, ``--quiet-max-wait``: see ``quiet.py``).
+Goal lines at the most
 threads, per ORM: gateway-fn >= 2x stock; gateway >= 1x stock with p99 <= 1/2
 of stock's; 0 "database is locked" and 0 starved threads on the gateway's ways
 (stock's shown as info); reads through the gateway >= 0.9x stock.
@@ -35,6 +38,7 @@ from typing import Any
 
 from .harness import (Progress, child_cell, csv_of, machine_lines, positive, print_header,
                       print_table, ratio, run_child, starved, whole)
+from .quiet import QuietWait, add_quiet_options, load_of_runs, load_text, quiet_line, quiet_wait
 from .orm_ways import ORMS, READ_WAYS, WRITE_WAYS
 
 Cells = dict[tuple[str, str, int], dict[str, Any]]
@@ -57,18 +61,18 @@ def cell_main(spec: dict[str, Any]) -> dict[str, Any]:
     return cell
 
 
-def run_one(spec: dict[str, Any], temp: str, progress: Progress) -> dict[str, Any]:
-    """One cell in a fresh interpreter on a fresh database, checked afterwards."""
+def run_one(spec: dict[str, Any], temp: str, progress: Progress,
+            quiet: QuietWait | None = None) -> dict[str, Any]:
+    """One cell in a fresh interpreter on a fresh database (after a quiet wait, with
+    ``quiet``), checked afterwards."""
     from .workloads import check_database, create_schema
 
     label = f"{spec['orm']} {spec['way']} x{spec['threads']}"
     progress.begin(label)
     path = os.path.join(temp, f"{spec['orm']}-{spec['way']}-{spec['threads']}-{spec['rep']}.db")
     create_schema(path)
-    load_before = os.getloadavg()[0]
     cell = run_child(__spec__.name, {**spec, "path": path}, spec["seconds"] + CHILD_GRACE,
-                     progress.tick)
-    cell["load"] = (load_before, os.getloadavg()[0])
+                     progress.tick, quiet)
     if "child_failed" in cell:
         cell.update(ops_per_s=0.0, p50_ms=0.0, p99_ms=0.0, errors=1, locked=0, cpu_ms_per_op=0.0,
                     starved=spec["threads"], correct=False)
@@ -78,7 +82,8 @@ def run_one(spec: dict[str, Any], temp: str, progress: Progress) -> dict[str, An
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
     progress.end(f"{label}: {cell['ops_per_s']:,.0f} ops/s, p99 {cell['p99_ms']:.2f} ms, "
-                 f"errors {cell['errors']}, {'ok' if cell['correct'] else 'FAIL'}")
+                 f"errors {cell['errors']}, {'ok' if cell['correct'] else 'FAIL'}, "
+                 f"load {load_text(cell)}")
     return cell
 
 
@@ -94,7 +99,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("errors", "locked", "starved"):
         cell[key] = sum(c[key] for c in runs)
     cell["correct"] = all(c["correct"] for c in runs)
-    cell["load"] = (min(c["load"][0] for c in runs), max(c["load"][1] for c in runs))
+    cell.update(load_of_runs(runs))
     return cell
 
 
@@ -159,7 +164,7 @@ def table_rows(cells: Cells) -> list[tuple[object, ...]]:
                      "/".join(f"{x:,.0f}" for x in cell.get("runs", [cell["ops_per_s"]])),
                      f"{cell['p50_ms']:.2f}", f"{cell['p99_ms']:.2f}", cell["errors"],
                      cell["locked"], cell["starved"], f"{cell['cpu_ms_per_op']:.2f}",
-                     f"{cell['load'][0]:.1f} / {cell['load'][1]:.1f}",
+                     load_text(cell),
                      "ok" if cell["correct"] else "FAIL"))
     return rows
 
@@ -182,6 +187,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="1 and 4 threads, 0.5 s per cell, one run")
     parser.add_argument("--markdown", action="store_true")
+    add_quiet_options(parser)
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # JSON spec, in the child
     args = parser.parse_args(argv)
     if args.smoke:
@@ -197,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         return child_cell(args.cell, cell_main)
     keys = plan(args.orms, args.threads, args.read_threads, args.cells)
     load_before = os.getloadavg()[0]
+    quiet = quiet_wait(args)
     runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     progress = Progress(len(keys) * args.repeat)
     try:
@@ -205,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 for orm, way, n in keys:
                     spec = {"orm": orm, "way": way, "threads": n, "seconds": args.seconds,
                             "rep": rep, "readers": args.readers}
-                    runs.setdefault((orm, way, n), []).append(run_one(spec, temp, progress))
+                    runs.setdefault((orm, way, n), []).append(run_one(spec, temp, progress,
+                                                                           quiet))
     finally:
         progress.close()
     cells = {key: median_run(cell_runs) for key, cell_runs in runs.items()}
@@ -216,15 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         **_versions(args.orms), **{"load average before": f"{load_before:.2f}"}),
         args.markdown)
     print()
+    print(quiet_line(list(cells.values())))
+    print(quiet.line())
+    print()
     print_table(("orm", "way", "threads", "ops/s", "runs", "p50 ms", "p99 ms", "errors",
-                 "locked", "starved", "CPU ms/op", "load before / after", "check"),
+                 "locked", "starved", "CPU ms/op", "load before -> after", "check"),
                 table_rows(cells), args.markdown, left=3)
     for (orm, way, n), cell in cells.items():  # what failed, in the ORM's own words
         for sample in cell.get("error_samples", [])[:2] if cell["errors"] else []:
             print(f"  {orm} {way} x{n}: {sample[:160]}")
-    busy = max(load_before, *(c["load"][1] for c in cells.values()))
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}"
-          f"{'; BUSY machine (1-min load >= 1.0 during the run)' if busy >= 1.0 else ''}; "
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}; "
           "errors, locked and starved are summed over the runs; starved: threads that "
           "completed < 10 % of the mean per thread\n")
     misses = 0

@@ -8,7 +8,10 @@ Run from the repository root::
 
 Options: ``--factor 10`` (offered load in the overload phase, as a multiple of the
 measured capacity), ``--queue-size 10000`` (the gateway's default), ``--rows 300``
-(rows each write inserts: the writer's cost per request), ``--producers 4``.
+(rows each write inserts: the writer's cost per request), ``--producers 4``,
+``--no-wait-quiet``, ``--quiet-below 0.9``, ``--quiet-max-wait 90`` (before the
+capacity run and before the phases, wait until the 1-minute load average is
+under 0.9, at most 90 s: see ``quiet.py``).
 
 First the capacity C: committed writes per second while one thread submits
 as fast as it can for 3 s (1 s with --quick), the queue never empty (the
@@ -24,7 +27,9 @@ Printed per phase: offered, accepted, refused (``Overloaded``) and committed per
 second; the latency of accepted writes (submit to commit, p50/p99/max); how
 long a refusal took (p99, microseconds: "at once"); the most requests queued
 at any sample (every 20 ms); the process's resident memory at the end of the
-phase. Then the recovery: how long after the overload ended the queue was
+phase, and its load average before -> after (BUSY when it started at >= 1.0;
+one line says whether the run was quiet). Then the recovery: how long after
+the overload ended the queue was
 empty again. A check at the end: every accepted write is in the database and
 no refused one is (exit status 1 otherwise). One process, one run: the phases
 are consecutive on purpose (recovery is what is measured).
@@ -45,6 +50,7 @@ import apsw
 
 
 from .harness import machine_lines, percentile, positive, print_header, print_table, whole
+from .quiet import add_quiet_options, cell_load, load_text, quiet_line, quiet_wait
 
 from sqlite_gateway import Gateway, Overloaded
 from sqlite_gateway.result import Result
@@ -98,6 +104,7 @@ class Phase:
         self.rss_mb = 0.0
         self.committed = 0
         self.ended = 0.0
+        self.load: dict[str, object] = {}  # load average before/after (quiet.cell_load)
 
     @property
     def refused(self) -> int:
@@ -164,14 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--producers", type=whole, default=4)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--markdown", action="store_true")
+    add_quiet_options(parser)
     args = parser.parse_args(argv)
+    quiet = quiet_wait(args)
     scale = 1 / 3 if args.quick else 1.0
     print_header(machine_lines(f"factor {args.factor:g}, queue_size {args.queue_size:,}, "
                                f"{args.rows} rows per write, {args.producers} producers"
                                + (", --quick" if args.quick else "")), markdown=True)
-    cap = capacity(2.0 * scale * 1.5, args.rows)
+    with cell_load(quiet) as cap_load:
+        cap = capacity(2.0 * scale * 1.5, args.rows)
     print(f"- capacity: {cap:,.0f} writes/s ({args.rows} rows each; write-behind, the queue "
-          f"never empty); queue_size {args.queue_size:,}")
+          f"never empty); queue_size {args.queue_size:,}; load {load_text(cap_load)}")
     phases = [Phase("before", cap * 0.5, 3 * scale), Phase("overload", cap * args.factor,
               6 * scale), Phase("after", cap * 0.5, 3 * scale)]
     accepted_ops: set[int] = set()
@@ -184,15 +194,19 @@ def main(argv: list[str] | None = None) -> int:
             next_op, lock = [0], threading.Lock()
             drained_after = None
             for phase in phases:
-                produce(db, phase, args.producers, args.rows, accepted_ops, errors, next_op, lock)
-                phase.committed = db.stats()["requests"]  # cumulative; differenced below
-                if phase.name == "overload":
-                    # Recovery: how long until the queue is empty again (bounded).
-                    for _ in range(int(60 / SAMPLE_EVERY)):
-                        if db.stats()["queued"] == 0:
-                            drained_after = time.monotonic() - phase.ended
-                            break
-                        time.sleep(SAMPLE_EVERY)
+                # Only the first phase waits for quiet: the phases follow each other on
+                # purpose (the recovery from the overload is measured).
+                with cell_load(quiet if phase is phases[0] else None) as phase.load:
+                    produce(db, phase, args.producers, args.rows, accepted_ops, errors,
+                            next_op, lock)
+                    phase.committed = db.stats()["requests"]  # cumulative; differenced below
+                    if phase.name == "overload":
+                        # Recovery: how long until the queue is empty again (bounded).
+                        for _ in range(int(60 / SAMPLE_EVERY)):
+                            if db.stats()["queued"] == 0:
+                                drained_after = time.monotonic() - phase.ended
+                                break
+                            time.sleep(SAMPLE_EVERY)
             db.flush(timeout=120)
         conn = apsw.Connection(path)
         stored = {row[0] for row in conn.execute("SELECT DISTINCT op FROM t WHERE op >= 0")}
@@ -201,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     phantom = stored - accepted_ops
     previous = 0
     head = ("phase", "offered/s", "accepted/s", "refused/s", "committed/s", "p50 ms",
-            "p99 ms", "max ms", "refusal p99 us", "max queued", "RSS MB")
+            "p99 ms", "max ms", "refusal p99 us", "max queued", "RSS MB", "load")
     rows = []
     for phase in phases:
         lat = sorted(phase.latencies)
@@ -214,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"{percentile(lat, 0.5) * 1000:.1f}", f"{percentile(lat, 0.99) * 1000:.1f}",
                      f"{(lat[-1] if lat else 0) * 1000:.1f}",
                      f"{percentile(ref, 0.99) * 1e6:.0f}" if ref else "-",
-                     f"{phase.max_queued:,}", f"{phase.rss_mb:.0f}"))
+                     f"{phase.max_queued:,}", f"{phase.rss_mb:.0f}", load_text(phase.load)))
+    print(quiet_line([cap_load, *(phase.load for phase in phases)]))
+    print(quiet.line())
+    print()
     print_table(head, rows, args.markdown)
     drained = "never (60 s)" if drained_after is None else f"{drained_after:.2f} s"
     print(f"queue empty again {drained} after the overload ended; RSS at start "

@@ -8,7 +8,9 @@ Run from the repository root::
 
 Options: ``--seconds 8``, ``--web-threads 16``, ``--think 0.002`` (seconds
 each web thread waits between calls), ``--slice 0.01`` (the gateway's
-``background_slice``).
+``background_slice``), ``--no-wait-quiet``, ``--quiet-below 0.9``,
+``--quiet-max-wait 90`` (before each cell, wait until the 1-minute load average
+is under 0.9, at most 90 s: see ``quiet.py``).
 
 Web traffic: ``--web-threads`` threads, each a loop of page views (one
 ``db.transaction``: increment a hot counter, log the view), with a short
@@ -23,11 +25,12 @@ database (this script with a hidden ``--cell``):
 - ``+ bulk, unsliced``: the same job written the naive way: ``executemany``
   of 20,000 rows per call at the default (interactive) priority.
 
-Printed: web calls/s, web p50/p99/max (ms), bulk rows/s, and the web p99
-against ``web alone``. The goal: sliced, the bulk job raises the
-web p99 by less than 2x. Each child checks afterwards that every counter
-equals its logged views and that the bulk rows are all there; exit status 1
-if a check fails.
+Printed: web calls/s, web p50/p99/max (ms), bulk rows/s, the web p99
+against ``web alone``, each cell's load average before -> after (BUSY when it
+started at >= 1.0) and one line saying whether the run was quiet. The goal:
+sliced, the bulk job raises the web p99 by less than 2x. Each child checks
+afterwards that every counter equals its logged views and that the bulk rows
+are all there; exit status 1 if a check fails.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from .harness import (
     python_m,
     whole,
 )
+from .quiet import add_quiet_options, cell_load, load_text, quiet_line, quiet_wait
 
 from sqlite_gateway import Gateway
 
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--think", type=non_negative, default=0.002)
     parser.add_argument("--slice", type=positive, default=0.01)
     parser.add_argument("--markdown", action="store_true")
+    add_quiet_options(parser)
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -153,24 +158,30 @@ def main(argv: list[str] | None = None) -> int:
                                f"{args.seconds:g} s per cell"), args.markdown)
     print()
     results = []
+    quiet = quiet_wait(args)
     for cell in CELLS:
-        out = subprocess.run(
-            python_m(__spec__.name, "--cell", cell,
-                     "--seconds", str(args.seconds), "--web-threads", str(args.web_threads),
-                     "--think", str(args.think), "--slice", str(args.slice)),
-            env=child_env(), capture_output=True, text=True, timeout=args.seconds * 4 + 120,
-            check=False)
+        with cell_load(quiet) as load:  # waits for a quiet machine first
+            out = subprocess.run(
+                python_m(__spec__.name, "--cell", cell,
+                         "--seconds", str(args.seconds), "--web-threads", str(args.web_threads),
+                         "--think", str(args.think), "--slice", str(args.slice)),
+                env=child_env(), capture_output=True, text=True,
+                timeout=args.seconds * 4 + 120, check=False)
         if out.returncode:
             print(f"cell {cell!r} failed:\n{out.stderr}", file=sys.stderr)
             return 1
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"  ran {cell}: p99 {results[-1]['p99_ms']:.1f} ms", file=sys.stderr)
+        results.append({**json.loads(out.stdout.strip().splitlines()[-1]), **load})
+        print(f"  ran {cell}: p99 {results[-1]['p99_ms']:.1f} ms, load {load_text(load)}",
+              file=sys.stderr)
+    print(quiet_line(results))
+    print(quiet.line())
+    print()
     base = results[0]["p99_ms"] or 1e-9
     head = ("cell", "web calls/s", "web p50 ms", "web p99 ms", "web max ms", "bulk rows/s",
-            "p99 vs alone", "checks")
+            "p99 vs alone", "load", "checks")
     rows = [(r["cell"], f"{r['web_per_s']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
              f"{r['max_ms']:.1f}", f"{r['bulk_rows_per_s']:,.0f}", f"{r['p99_ms'] / base:.2f}x",
-             "ok" if r["ok"] else "FAIL " + r["check"]) for r in results]
+             load_text(r), "ok" if r["ok"] else "FAIL " + r["check"]) for r in results]
     print_table(head, rows, args.markdown)
     ratio = results[1]["p99_ms"] / base
     print(f"goal: sliced bulk job raises the web p99 by less than 2x: "

@@ -18,6 +18,10 @@ prints the median, p95 and max over the samples.
 
 At the end the gateway closes, the Replicator stops (it syncs first), and a
 last restore must hold every acknowledged write; the script exits 1 if not.
+
+The run is one cell: the 1-minute load average before and after it is printed,
+with QUIET or BUSY (started at >= 1.0: the figures do not hold); it does not
+wait for a quiet machine (see ``quiet.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import apsw
 # Run as a script from a checkout: make the library importable without installing it.
 
 from .harness import machine_lines, percentile, positive, print_header, print_table
+from .quiet import cell_load, quiet_line
 
 from sqlite_gateway import Gateway
 from sqlite_gateway.replication import ReplicationError, Replicator, find_litestream, restore
@@ -84,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         "synchronous=FULL, autocheckpoint=0 (replica: a folder beside the database)",
         litestream=version.strip()), markdown=True)
 
-    with tempfile.TemporaryDirectory(prefix="replication-lag-") as folder:
+    with tempfile.TemporaryDirectory(prefix="replication-lag-") as folder, \
+            cell_load() as load:
         db_path, replica = os.path.join(folder, "app.db"), os.path.join(folder, "replica")
         acked: list[float] = []
         samples: list[float] = []
@@ -133,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{percentile(samples, 0.95):.2f}", f"{(samples[-1] if samples else 0.0):.2f}",
                   "ok" if ok else f"MISSING {len(acked) - final} of {len(acked)}")],
                 markdown=True, left=0)
+    print(f"\n{quiet_line([load])}")
     return 0 if ok and samples else 1
 
 

@@ -18,6 +18,10 @@ they are derived, a hand-off round trip minus the pieces it is made of. The
 
 The internals change as the library does: a step whose names are gone prints
 ``n/a`` and the reason; the rest still run. Update ``STEPS`` below to follow.
+
+The run is one cell: the 1-minute load average before and after it is printed,
+with QUIET or BUSY (started at >= 1.0: the figures do not hold); it does not
+wait for a quiet machine (see ``quiet.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 import apsw
 from .floors import BareLoop, NaiveQueue
 from .harness import machine_lines, print_header, print_table, whole
+from .quiet import cell_load, quiet_line
 from .strategies import apsw_connection
 from .timing import Figure, Timer, clock, minus, us
 from .workloads import READ_COUNTER, create_schema, pageview
@@ -367,11 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="sqlite-gateway-steps-") as folder:
+    with tempfile.TemporaryDirectory(prefix="sqlite-gateway-steps-") as folder, \
+            cell_load() as load:
         rows = measure(Bench(folder, args.n, args.n_commit, args.synchronous), notes)
     print_header(machine_lines(f"one thread, synchronous={args.synchronous}, {args.n:,} "
                                f"iterations per step ({args.n_commit:,} where it commits)"),
                  args.markdown)
+    print(quiet_line([load]))
     print()
     print_table(("side", "step", "median us", "mean us"), rows, args.markdown, left=2)
     for note in notes:

@@ -7,7 +7,9 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.writebehind --markdown  # the tables as Markdown (README)
 
 Options: ``--rows 200000``, ``--chunk 5000``, ``--rounds 3``, ``--synchronous FULL``,
-``--backpressure-rows 100000``.
+``--backpressure-rows 100000``, ``--no-wait-quiet``, ``--quiet-below 0.9``,
+``--quiet-max-wait 90`` (before each path, wait until the 1-minute load average
+is under 0.9, at most 90 s: see ``quiet.py``).
 
 One producer thread writes ``INSERT INTO views(page, ts) VALUES (?, ?)``,
 ``--chunk`` rows at a time, then waits for the barrier (``flush()``), until
@@ -23,8 +25,10 @@ run), each on a fresh database file, one after another in each round:
 - ``post``: ``Gateway.post(sql, params)`` (fire-and-forget, no future) then
   ``flush()``; n/a when the gateway has no ``post``.
 
-Printed: rows/s per path (the median of the rounds, and the range), and the two
-ratios that are its goal: submit / bare+future and post / bare (goal >= 0.9x each).
+Printed: rows/s per path (the median of the rounds, and the range), the load
+average before -> after each run of the path (BUSY when one started at >= 1.0),
+one line saying whether the run was quiet, and the two ratios that are its goal:
+submit / bare+future and post / bare (goal >= 0.9x each).
 Each path's file must hold exactly the rows written (exit status 1 otherwise).
 
 Then back-pressure: one producer submits ``--backpressure-rows`` rows in a loop,
@@ -49,6 +53,7 @@ from typing import Any
 import apsw
 from .floors import WriteBehindLoop
 from .harness import machine_lines, print_header, print_table, ratio, whole
+from .quiet import QuietWait, add_quiet_options, cell_load, load_text, quiet_line, quiet_wait
 from .strategies import apsw_connection
 from .workloads import INSERT_VIEW, PAGES, create_schema
 
@@ -116,27 +121,33 @@ def count_rows(path: str) -> int:
         conn.close()
 
 
-def measure(args: argparse.Namespace) -> tuple[dict[str, list[float]], list[str]]:
-    """rows/s per path and round, and the problems found by the checks."""
+def measure(args: argparse.Namespace, quiet: QuietWait | None = None,
+            ) -> tuple[dict[str, list[float]], dict[str, list[dict[str, Any]]], list[str]]:
+    """rows/s per path and round, the load of each of those runs (:mod:`.quiet`), and
+    the problems found by the checks. With ``quiet``, each run first waits for a
+    quiet machine."""
     rows = args.rows // args.chunk * args.chunk
     rates: dict[str, list[float]] = {name: [] for name in PATHS}
+    loads: dict[str, list[dict[str, Any]]] = {name: [] for name in PATHS}
     problems = []
     with tempfile.TemporaryDirectory(prefix="sqlite-gateway-writebehind-") as tmp:
         for round_ in range(args.rounds):
             for name in PATHS:
                 path = os.path.join(tmp, f"{name}-{round_}.db")
                 create_schema(path)
-                seconds = run_path(name, path, rows, args.chunk, args.synchronous)
+                with cell_load(quiet) as load:
+                    seconds = run_path(name, path, rows, args.chunk, args.synchronous)
                 if seconds is None:
                     continue
+                loads[name].append(load)
                 found = count_rows(path)
                 if found != rows:
                     problems.append(f"{name}, round {round_ + 1}: {found} rows, not {rows}")
                 rates[name].append(rows / seconds)
-                print(f"  round {round_ + 1} {name:<12} {rows / seconds:>11,.0f} rows/s",
-                      file=sys.stderr, flush=True)
+                print(f"  round {round_ + 1} {name:<12} {rows / seconds:>11,.0f} rows/s  "
+                      f"load {load_text(load)}", file=sys.stderr, flush=True)
                 os.remove(path)
-    return rates, problems
+    return rates, loads, problems
 
 
 def flush_when_room(db: Gateway, limit: float = 300.0) -> None:
@@ -198,18 +209,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backpressure-rows", type=whole, default=100_000)
     parser.add_argument("--quick", action="store_true", help="50,000 rows, 2 rounds")
     parser.add_argument("--markdown", action="store_true")
+    add_quiet_options(parser)
     args = parser.parse_args(argv)
     args.rows = args.rows or (50_000 if args.quick else 200_000)
     args.rounds = args.rounds or (2 if args.quick else 3)
     if args.rows < args.chunk:
         parser.error("--rows must be at least --chunk")
 
-    rates, problems = measure(args)
+    quiet = quiet_wait(args)
+    rates, loads, problems = measure(args, quiet)
     bp_rows = backpressure(args.backpressure_rows, args.synchronous)
     median = {name: statistics.median(r) if r else 0.0 for name, r in rates.items()}
     print_header(machine_lines(f"one producer thread, {args.rows:,} rows per path, "
                                f"flush() every {args.chunk:,}, {args.rounds} rounds, "
                                f"synchronous={args.synchronous}"), args.markdown)
+    print()
+    print(quiet_line([load for runs in loads.values() for load in runs]))
+    print(quiet.line())
     print()
     labels = {"ceiling": "one thread, one transaction, apsw (the ceiling)",
               "bare": "bare write-behind loop, no future per row",
@@ -220,15 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in PATHS:
         if not rates[name]:
-            rows.append((labels[name], "n/a", "", "", ""))
+            rows.append((labels[name], "n/a", "", "", "", ""))
             continue
         floor = floors.get(name)
         rows.append((labels[name], f"{median[name]:,.0f}",
                      f"{min(rates[name]):,.0f}-{max(rates[name]):,.0f}",
                      f"{ratio(median[name], median[floor]):.2f}x {floor}" if floor else "-",
-                     f"{ratio(median['ceiling'], median[name]):.1f}x"))
-    print_table(("path", "rows/s (median)", "range", "÷ its floor", "ceiling ÷ path"), rows,
-                args.markdown)
+                     f"{ratio(median['ceiling'], median[name]):.1f}x",
+                     ", ".join(load_text(load) for load in loads[name])))
+    print_table(("path", "rows/s (median)", "range", "÷ its floor", "ceiling ÷ path",
+                 "load per round"), rows, args.markdown)
     print()
     bullet = "- " if args.markdown else ""
     for name, floor in (("submit", "bare+future"), ("post", "bare")):

@@ -14,6 +14,10 @@ lock). Per call: a read-modify-write (the same two statements) as one
 thread (a block always goes through the worker: two more thread hand-offs).
 Each figure is the best of ``--rounds`` rounds; the ratio is block / fn, from
 the same run. The load average is printed: compare only quiet runs.
+
+The run is one cell: the 1-minute load average before and after it is printed,
+with QUIET or BUSY (started at >= 1.0: the figures do not hold); it does not
+wait for a quiet machine (see ``quiet.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from sqlite_gateway import Gateway
 
 from .harness import machine_lines, print_header, print_table, whole
+from .quiet import cell_load, quiet_line
 
 READ = "SELECT n FROM counter WHERE id = ?"
 WRITE = "UPDATE counter SET n = ? WHERE id = ?"
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                f"calls={args.calls}, rounds={args.rounds}"), args.markdown)
     with tempfile.TemporaryDirectory() as tmp, Gateway(
             os.path.join(tmp, "bench.db"), synchronous=args.synchronous, hold_limit=600,
-            hang_timeout=None, timeout=None) as db:
+            hang_timeout=None, timeout=None) as db, cell_load() as load:
         db.execute("CREATE TABLE counter(id INTEGER PRIMARY KEY, n INTEGER)")
         db.execute("INSERT INTO counter VALUES (1, 0)")
         statement = [per_statement(db, args.n) for _ in range(args.rounds)]
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         ("one read-modify-write call, 1 thread", f"{fn_call:.1f}", f"{block_call:.1f}",
          f"{block_call / fn_call:.2f}x"),
     ], args.markdown)
-    print(f"\nload average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"\n{quiet_line([load])}")
     return 0
 
 

@@ -13,7 +13,8 @@ from benchmarks import floors, goals, workloads
 
 
 def test_group_commit_benchmark_smoke_run():
-    proc = run_script("group_commit", "--threads", "1,4", "--seconds", "0.3", "--markdown")
+    proc = run_script("group_commit", "--threads", "1,4", "--seconds", "0.3", "--markdown",
+                      "--no-wait-quiet")
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 3  # the header row, then threads 1 and 4
@@ -24,7 +25,8 @@ def test_group_commit_benchmark_smoke_run():
 def test_compare_benchmark_smoke_run():
     proc = run_script("compare", "--threads", "2", "--seconds", "0.2", "--no-chart",
                       "--workload", "all",
-                      "--strategies", "busy,direct,naive,bare,gateway,gateway+readers,ceiling")
+                      "--strategies", "busy,direct,naive,bare,gateway,gateway+readers,ceiling",
+                      "--no-wait-quiet")
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()
             if line.strip()[:1].isdigit() and len(line.split()) > 5]
@@ -34,22 +36,26 @@ def test_compare_benchmark_smoke_run():
     assert all(row[-1] == "ok" for row in rows), proc.stdout
     for title in ("pageview-fn:", "pageview-trigger:", "mixed:", "point-read:"):
         assert title in proc.stdout
+    assert "load average per cell: " in proc.stdout and "quiet wait: off" in proc.stdout
 
 
 def test_writebehind_benchmark_smoke_run():
     proc = run_script("writebehind", "--rows", "2000", "--chunk", "500", "--rounds", "1",
-                      "--backpressure-rows", "300", "--synchronous", "OFF")
+                      "--backpressure-rows", "300", "--synchronous", "OFF", "--no-wait-quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "submit / bare+future = " in proc.stdout
     assert "bare loop, a Future per row" in proc.stdout
+    assert "load average per cell: " in proc.stdout and "quiet wait: off" in proc.stdout
 
 
 def test_priority_and_overload_benchmarks_smoke_run():
     for script, args in (("priority", ["--seconds", "0.5", "--web-threads", "4"]),
                          ("overload", ["--quick", "--factor", "3", "--rows", "50"])):
-        proc = run_script(script, *args)
+        proc = run_script(script, *args, "--no-wait-quiet")
         assert proc.returncode == 0, (script, proc.stdout, proc.stderr)
         assert "phase" in proc.stdout or "web alone" in proc.stdout, proc.stdout
+        assert "load average per cell: " in proc.stdout, proc.stdout
+        assert "quiet wait: off" in proc.stdout, proc.stdout
     assert "missing from the database 0, refused yet stored 0" in proc.stdout
 
 
@@ -134,6 +140,18 @@ def test_goal_lines_judge_the_ratio_from_the_cells():
     assert "0.90x" in met[0][1] and "starved threads = 2" in missed[1][1]
 
 
+def test_handoff_and_asyncio_benchmarks_smoke_run_with_the_load_per_path():
+    proc = run_script("handoff", "--calls", "200", "--no-wait-quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "us/call" not in line
+            and "->" in line]
+    assert len(rows) == 6, proc.stdout  # six paths, each with its load before -> after
+    proc = run_script("asyncio_compare", "--tasks", "4", "--seconds", "0.3",
+                      "--strategies", "gateway,aiosqlite", "--no-wait-quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "load average per cell: " in proc.stdout and "quiet wait: off" in proc.stdout
+
+
 def test_profiling_scripts_smoke_run():
     proc = run_script("profile_hot", "--threads", "2", "--seconds", "0.2",
                       "--synchronous", "OFF")
@@ -145,15 +163,35 @@ def test_profiling_scripts_smoke_run():
         assert step in proc.stdout, proc.stdout
 
 
+def test_every_benchmark_module_imports():
+    """A name moved between benchmark modules breaks its importers only when they run: import
+    every module (in a child: some import web frameworks and ORMs) so that a stale import
+    fails here."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    names = sorted(".".join(("benchmarks", *p.relative_to(ROOT / "benchmarks").with_suffix("")
+                                            .parts)).removesuffix(".__init__")
+                   for p in (ROOT / "benchmarks").rglob("*.py"))
+    assert "benchmarks.vfs.fault" in names and "benchmarks.quiet" in names
+    code = ("import importlib, sys\n"
+            "for name in sys.argv[1:]:\n"
+            "    importlib.import_module(name)\n")
+    done = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_benchmarks_are_a_package_that_imports_no_test_and_edits_no_sys_path():
     """Scripts run as ``python -m benchmarks.<name>`` and import each other as a package;
     tests may import benchmarks, never the other way round (the VFS shims live in
-    benchmarks/vfs.py for that reason)."""
+    benchmarks/vfs/ for that reason)."""
     import ast
 
     from conftest import ROOT
     assert (ROOT / "benchmarks" / "__init__.py").is_file()
-    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+    for path in sorted((ROOT / "benchmarks").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

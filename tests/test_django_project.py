@@ -138,7 +138,8 @@ def test_runserver_counts_every_view_of_concurrent_requests(server: str) -> None
 
 
 def test_the_pageview_benchmark_runs_in_its_smoke_form() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.django_pageview", "--smoke"],
+    done = subprocess.run([sys.executable, "-m", "benchmarks.django_pageview", "--smoke",
+                           "--no-wait-quiet"],
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

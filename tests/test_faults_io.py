@@ -16,7 +16,7 @@ import apsw
 import pytest
 from conftest import WorkerBlocker, read_only
 
-from benchmarks.vfs import ALWAYS, FaultVFS
+from benchmarks.vfs.fault import ALWAYS, FaultVFS
 from sqlite_gateway import Gateway, GatewayClosed
 from sqlite_gateway.gateway import State
 

@@ -6,7 +6,7 @@ from conftest import run_benchmark
 
 
 def _run(script: str, *args: str) -> list[list[str]]:
-    proc = run_benchmark(script, *args)
+    proc = run_benchmark(script, *args, "--no-wait-quiet")  # a smoke run: no figure to keep
     assert proc.returncode == 0, proc.stderr
     return [line.split() for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
 

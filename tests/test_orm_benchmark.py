@@ -16,7 +16,8 @@ WAYS = ["stock", "gateway", "gateway-fn", "stock-read", "gateway-read"]
 
 @pytest.mark.timeout(600)
 def test_orm_pageview_smoke_run_checks_every_cell_and_prints_goal_lines():
-    proc = run_benchmark("orm_pageview", "--smoke", "--markdown", timeout=480)
+    proc = run_benchmark("orm_pageview", "--smoke", "--markdown", "--no-wait-quiet",
+                         timeout=480)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = [[cell.strip() for cell in line.strip("|").split("|")]
             for line in proc.stdout.splitlines() if line.startswith("| ")][1:]

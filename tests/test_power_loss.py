@@ -1,4 +1,4 @@
-"""Power loss, simulated as SQLite's own crash tests do (benchmarks/vfs.py), short form.
+"""Power loss, simulated as SQLite's own crash tests do (benchmarks/vfs/power.py), short form.
 
 The shim is checked on its own first (what survives a cut: synced bytes only,
 or a random subset of sectors; deletes, truncates, new files, the -shm), then
@@ -22,7 +22,7 @@ import pytest
 from conftest import run_benchmark
 
 from benchmarks import power_loss as campaign
-from benchmarks.vfs import PowerVFS
+from benchmarks.vfs.power import PowerVFS
 
 SECTOR = 512
 OPEN_DB = apsw.SQLITE_OPEN_MAIN_DB | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_READWRITE

@@ -1,10 +1,10 @@
 """The README and the guide run as written.
 
 Every Python example of README.md and docs/guide.md runs twice in a row in one empty folder
-(a second run must not trip over the first one's files). The two web examples are started
-from the README's own code on a free loopback port, and the README's shell commands for
-them (curl) run as printed against them, only the port changed. The backup commands run as
-printed too.
+(a second run must not trip over the first one's files). The two web examples (CherryPy in
+README, Flask in the guide) are started from the documents' own code on a free loopback
+port, and the shell commands printed after each (curl) run as printed against them, only
+the port changed. README's backup commands run as printed too.
 
 Each example runs in a child interpreter, bounded in time; servers are stopped with SIGINT.
 """

@@ -8,7 +8,7 @@ import uuid
 
 import apsw
 import pytest
-from benchmarks.vfs import FaultVFS
+from benchmarks.vfs.fault import FaultVFS
 
 from sqlite_gateway import Gateway, GatewayClosed, GatewayError, State
 

@@ -1,4 +1,4 @@
-"""The fsync-delay VFS of the benchmarks (benchmarks/vfs.py SlowSyncVFS): opened by
+"""The fsync-delay VFS of the benchmarks (benchmarks/vfs/slow_sync.py SlowSyncVFS): opened by
 name over a RAM directory, every sync costs at least its delay, nothing else changes."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import apsw
 import pytest
 
-from benchmarks.vfs import RAM_DIR, SlowSyncVFS, ram_directory
+from benchmarks.vfs.slow_sync import RAM_DIR, SlowSyncVFS, ram_directory
 from sqlite_gateway import Gateway
 
 DELAY = 0.02  # seconds: far above a RAM fsync, so each sync's cost is the delay's

@@ -423,7 +423,7 @@ def test_an_interrupt_whose_answer_is_late_says_it_may_still_commit():
 def test_an_io_error_in_commit_says_each_caller_may_be_committed(db_path):
     import uuid
 
-    from benchmarks.vfs import FaultVFS
+    from benchmarks.vfs.fault import FaultVFS
     vfs = FaultVFS(f"faulty-{uuid.uuid4().hex[:8]}")
     try:
         with Gateway(db_path, vfs=vfs.name, synchronous="FULL") as db:

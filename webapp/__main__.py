@@ -3,7 +3,7 @@
 Binds 127.0.0.1 (the config's host); Ctrl-C or SIGTERM stops it gracefully
 (the HTTP server first, then the helper jobs, then the gateway drains). The
 admin token comes from $SQLITE_GATEWAY_ADMIN_TOKEN, or a random one is
-printed at start. A port already in use is one line on stderr and exit 2.
+printed at start. A port already in use is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations

@@ -1,44 +1,6 @@
-"""apsw VFS shims that tests and benchmarks open connections through, by name.
+"""PowerVFS: power loss as SQLite's own crash tests model it (the power-loss tests and
+``python -m benchmarks.power_loss``; see the package docstring for how a shim is used).
 
-Each is an :class:`apsw.VFS` registered under the name it is given and
-inherits everything from SQLite's default VFS; a connection uses one with
-``apsw.Connection(path, vfs=shim.name)`` or ``Gateway(path, vfs=shim.name)``,
-and ``shim.unregister()`` removes it once every connection is closed.
-
-- :class:`FaultVFS`: fails reads, writes, syncs or opens on demand, and can
-  slow every xSync (the fault tests and the history checker).
-- :class:`PowerVFS`: remembers what is durable and simulates a power cut
-  (the power-loss tests and campaign).
-- :class:`SlowSyncVFS`: sleeps a fixed time in every xSync, over a RAM-backed
-  directory (:func:`ram_directory`), so that a benchmark controls what an
-  fsync costs instead of measuring whatever disk the machine has.
-
-Tests import this module (``from benchmarks.vfs import FaultVFS``); benchmarks
-never import tests.
-
-FaultVFS
---------
-Each file it opens asks the shared :class:`Faults` switches before every xRead, xWrite and xSync,
-and raises ``apsw.IOError`` (SQLite's SQLITE_IOERR) while one is armed::
-
-    vfs = FaultVFS("faulty-1")
-    db = Gateway(path, vfs=vfs.name)
-    vfs.faults.arm(syncs=1, only="-wal")   # the next fsync of the WAL fails
-    ...
-    vfs.faults.off()
-    vfs.unregister()                        # after every connection is closed
-
-Two more switches, for a disk that is slow or gone rather than failing once:
-
-- ``faults.sync_delay = 0.003``: every xSync sleeps that long first (a COMMIT at
-  ``synchronous=FULL`` syncs the WAL, so a caller's deadline can land inside it);
-- ``faults.refuse_opens = True``: every xOpen raises ``apsw.CantOpenError`` (a
-  connection that must reopen after an I/O error cannot).
-
-``faults.reset()`` turns all of them off at once.
-
-PowerVFS
---------
 Every file SQLite opens through :class:`PowerVFS` is written through to the
 real file, so SQLite works as usual. Beside that, the VFS keeps, for each file
 (the database, its ``-wal``, a ``-journal``), the image that is durable (as of
@@ -78,149 +40,18 @@ Blocked writers stay blocked until :meth:`PowerVFS.resume` (tests that must
 close their connections afterwards) or the process exits (a campaign child).
 The real files keep everything written before the cut; only the materialised
 copy shows what survived.
-
-SlowSyncVFS
------------
-Every xSync sleeps ``delay`` seconds (the GIL is released meanwhile, as during
-a real fsync), then syncs the real file::
-
-    vfs = SlowSyncVFS("slow-sync-1", delay=0.0002)     # 200 us per fsync
-    directory = ram_directory()                        # /dev/shm when it exists
-    db = Gateway(os.path.join(directory, "x.db"), vfs=vfs.name, synchronous="FULL")
-
-``time.sleep`` may oversleep by tens of microseconds: ``vfs.slept`` over
-``vfs.syncs`` is the mean cost an fsync really had; print it beside a figure.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import shutil
-import tempfile
 import threading
-import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import apsw
-
-# -- FaultVFS: failures on demand -----------------------------------------------------
-
-ALWAYS = 1 << 62  # "until switched off"
-
-
-def _check_delay(delay: object) -> float:
-    """``delay`` as a float number of seconds >= 0, or ValueError saying so."""
-    if (not isinstance(delay, (int, float)) or isinstance(delay, bool)
-            or not math.isfinite(delay) or delay < 0):
-        raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
-    return float(delay)
-
-
-class Faults:
-    """Switches shared by every file of one VFS. Thread-safe (one lock).
-
-    ``sync_delay`` (seconds each xSync sleeps first; ValueError unless a number
-    >= 0) and ``refuse_opens`` (every xOpen fails) are plain attributes: each
-    file reads them once per call, so a change applies from the next call on.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # guards _left, _only and injected
-        self._left: Counter[str] = Counter()
-        self._only = ""
-        self._sync_delay = 0.0
-        self.refuse_opens = False
-        # Failures raised so far, by operation ("read", "write", "sync", "open").
-        self.injected: Counter[str] = Counter()
-
-    @property
-    def sync_delay(self) -> float:
-        return self._sync_delay
-
-    @sync_delay.setter
-    def sync_delay(self, delay: float) -> None:
-        self._sync_delay = _check_delay(delay)  # checked here, not inside SQLite's xSync
-
-    def arm(self, *, reads: int = 0, writes: int = 0, syncs: int = 0, only: str = "") -> None:
-        """Fail the next N reads / writes / syncs (ALWAYS: until ``off()``).
-
-        ``only`` limits them to files whose name ends with it ("-wal", ".db").
-        """
-        with self._lock:
-            self._left = Counter(read=reads, write=writes, sync=syncs)
-            self._only = only
-
-    def off(self) -> None:
-        """Disarm the armed reads / writes / syncs (the other switches stay)."""
-        with self._lock:
-            self._left.clear()
-
-    def reset(self) -> None:
-        """A healthy disk again: nothing armed, no sync delay, opens allowed
-        (``injected`` keeps its counts)."""
-        self.off()
-        self.sync_delay = 0.0
-        self.refuse_opens = False
-
-    def check(self, op: str, filename: str) -> None:
-        """Raise ``apsw.IOError`` if a failure of ``op`` on ``filename`` is armed."""
-        with self._lock:
-            if self._left[op] <= 0 or not filename.endswith(self._only):
-                return
-            self._left[op] -= 1
-            self.injected[op] += 1
-        raise apsw.IOError(f"injected {op} failure on {filename}")
-
-
-    def check_open(self) -> None:
-        """Raise ``apsw.CantOpenError`` while ``refuse_opens`` is set."""
-        if not self.refuse_opens:
-            return
-        with self._lock:
-            self.injected["open"] += 1
-        raise apsw.CantOpenError("injected: the file cannot be opened")
-
-
-class _FaultFile(apsw.VFSFile):
-    def __init__(self, vfs: FaultVFS, name: Any, flags: list[int]) -> None:
-        super().__init__("", name, flags)  # "": inherit from the default VFS
-        self._faults = vfs.faults
-        self._name = name if isinstance(name, str) else name.filename()
-
-    def xRead(self, amount: int, offset: int) -> bytes:
-        self._faults.check("read", self._name)
-        return super().xRead(amount, offset)
-
-    def xWrite(self, data: bytes, offset: int) -> None:
-        self._faults.check("write", self._name)
-        super().xWrite(data, offset)
-
-    def xSync(self, flags: int) -> None:
-        delay = self._faults.sync_delay
-        if delay:
-            time.sleep(delay)  # a slow disk: the GIL is released, as in a real fsync
-        self._faults.check("sync", self._name)
-        super().xSync(flags)
-
-
-class FaultVFS(apsw.VFS):
-    """A VFS named ``name`` whose files fail on demand (see :class:`Faults`)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.faults = Faults()
-        super().__init__(name, "")
-
-    def xOpen(self, name: Any, flags: list[int]) -> _FaultFile:
-        self.faults.check_open()
-        return _FaultFile(self, name, flags)
-
-
-# -- PowerVFS: power loss as SQLite's crash tests model it ---------------------------
 
 T = TypeVar("T")
 MODES = ("drop", "torn")
@@ -487,66 +318,3 @@ def copy_file_set(db_path: str, new_db_path: str) -> None:
     for suffix in DURABLE_SUFFIXES:
         if os.path.exists(db_path + suffix):
             shutil.copyfile(db_path + suffix, new_db_path + suffix)
-
-
-# -- SlowSyncVFS: a fixed fsync cost over RAM ------------------------------------------
-
-RAM_DIR = "/dev/shm"  # tmpfs on Linux: writes and fsyncs cost no disk time
-
-
-def ram_directory(prefix: str = "slow-sync-") -> str:
-    """A new empty directory in RAM (under :data:`RAM_DIR`; the system's temp
-    directory where that does not exist). The caller removes it."""
-    parent = RAM_DIR if os.path.isdir(RAM_DIR) and os.access(RAM_DIR, os.W_OK) else None
-    return tempfile.mkdtemp(prefix=prefix, dir=parent)
-
-
-class _SlowSyncFile(apsw.VFSFile):
-    def __init__(self, vfs: SlowSyncVFS, name: Any, flags: list[int]) -> None:
-        super().__init__("", name, flags)  # "": inherit from the default VFS
-        self._vfs = vfs
-
-    def xSync(self, flags: int) -> None:
-        start = time.perf_counter()
-        time.sleep(self._vfs.delay)  # the simulated disk's fsync: the point of this VFS
-        super().xSync(flags)
-        self._vfs._count(time.perf_counter() - start)
-
-
-class SlowSyncVFS(apsw.VFS):
-    """A VFS named ``name`` whose every xSync costs ``delay`` seconds (see the
-    module docstring).
-
-    Thread-safe: the counters are updated under one lock.
-
-    Args:
-        name: the name to register (pass it as ``vfs=`` to apsw or the Gateway).
-        delay: seconds each xSync sleeps, >= 0 (0: the RAM directory's own cost).
-
-    Raises:
-        ValueError: ``delay`` is negative, not finite, or not a number.
-    """
-
-    def __init__(self, name: str, delay: float) -> None:
-        self.delay = _check_delay(delay)
-        self.name = name
-        self._lock = threading.Lock()  # guards syncs and slept
-        self.syncs = 0      # xSync calls so far
-        self.slept = 0.0    # seconds spent in them (the delay as really slept, plus the sync)
-        super().__init__(name, "")
-
-    def xOpen(self, name: Any, flags: list[int]) -> _SlowSyncFile:
-        return _SlowSyncFile(self, name, flags)
-
-    def xSleep(self, microseconds: int) -> int:
-        # SQLite's busy handler sleeps through the VFS. The inherited xSleep
-        # sleeps with the GIL held: every other thread stopped with it, the
-        # lock holder too, and per-thread connections (busy) fell to ~1 op/s
-        # at 32 threads. time.sleep lets the others run, as a real sleep does.
-        time.sleep(microseconds / 1_000_000)
-        return microseconds
-
-    def _count(self, seconds: float) -> None:
-        with self._lock:
-            self.syncs += 1
-            self.slept += seconds
