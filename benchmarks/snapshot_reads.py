@@ -18,8 +18,9 @@ checks the value its last read returned. Ways:
   view for the request, the reader taken once).
 
 Each cell runs in a fresh child process, ``--repeat`` times round-robin (the
-median run is kept), with the load average recorded before and after it;
-compare ratios from one run only.
+median run is kept), after a wait for a quiet machine (``--no-wait-quiet``,
+``--quiet-below``, ``--quiet-max-wait``: see ``quiet.py``), with the load
+average recorded before and after it; compare ratios from one run only.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ import apsw
 from sqlite_gateway import Gateway
 
 from .harness import (child_cell, csv_of, machine_lines, positive, print_header, print_table,
-                      quiet_line, ratio, run_child, whole)
+                      ratio, run_child, whole)
+from .quiet import add_quiet_options, load_text, quiet_line, quiet_wait
 from .strategies import BUSY_TIMEOUT_S, CALL_TIMEOUT, JOIN_GRACE, apsw_connection
 from .workloads import PAGES, READ_COUNTER, READ_RECENT, create_schema
 
@@ -155,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=whole, default=3)
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
+    add_quiet_options(parser)
     args = parser.parse_args(argv)
     if args.cell:
         return child_cell(args.cell, cell_main)
+    quiet = quiet_wait(args)
     runs: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="sqlite-gateway-snapshot-") as tmp:
         for _ in range(args.repeat):
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                         prepare(path)
                         spec = {"way": way, "threads": threads, "reads": count, "path": path,
                                 "seconds": args.seconds}
-                        cell = run_child(__spec__.name, spec, args.seconds + 2 * JOIN_GRACE)
+                        cell = run_child(__spec__.name, spec, args.seconds + 2 * JOIN_GRACE,
+                                         quiet=quiet)
                         runs.setdefault((count, threads, way), []).append(cell)
     cells = {key: sorted(found, key=lambda c: c.get("per_s", 0.0))[(len(found) - 1) // 2]
              for key, found in runs.items()}
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                                f"cell, {args.repeat} runs round-robin (median)"), args.markdown)
     print()
     print(quiet_line([c for found in runs.values() for c in found]))
+    print(quiet.line())
     print()
     rows, failed = [], False
     for count in args.reads:
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((str(count), str(threads), way, f"{per_s:,.0f}",
                              f"{ratio(per_s, singles.get('per_s', 0.0)):.2f}x",
                              f"{ratio(per_s, base.get('per_s', 0.0)):.2f}x",
-                             f"{cell.get('load_before', 0):.2f}->{cell.get('load_after', 0):.2f}",
+                             load_text(cell),
                              "FAIL" if bad else "ok"))
     print_table(("reads", "threads", "way", "requests/s", "÷ singles", "÷ direct", "load",
                  "correct"), rows, args.markdown, left=3)
