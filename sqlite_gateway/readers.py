@@ -437,6 +437,8 @@ class ReaderPool:
                 self._release(reader)
             else:
                 lock.release()
+                if self._waiters:  # (see _kept)
+                    self._kept()
         reader.served += 1
         result: Result = _new(_ReadResult)  # make_result(), inlined: this runs per read
         _set_rows(result, tuple(rows))
@@ -519,11 +521,9 @@ class ReaderPool:
                     reader.lock.acquire()
                     self._all.append(reader)
                     return reader
-                for reader in self._all:  # an owner not reading now: take its reader
-                    if reader.owner is not None and reader.lock.acquire(False):
-                        reader.owner = None
-                        self._shared = True  # more threads read than there are readers
-                        return reader
+                idle = self._take_idle()
+                if idle is not None:
+                    return idle
             waiter = _Waiter(_monotonic())
             self._waiters.append(waiter)
             # In line first, then a look at the free stack: a reader given back
@@ -562,7 +562,8 @@ class ReaderPool:
                 waiter.woken = False  # (ready is held again: the next wake releases it)
                 reader = waiter.reader  # handed over: out of line already
                 if reader is None and got and not self._closed:
-                    reader = self._pop_free()  # woken to try: a newcomer may have been first
+                    # Woken to try: a newcomer may have been first.
+                    reader = self._pop_free() or self._take_idle()
                     if reader is not None:
                         self._waiters.remove(waiter)
                 if reader is not None:
@@ -593,6 +594,17 @@ class ReaderPool:
         self._free.append(reader)
         return None
 
+    def _take_idle(self) -> Reader | None:
+        """An owned reader whose owner is not reading now, taken from it (in use,
+        owned by no thread; the owner gets another at its next read), or None
+        (``_lock`` held)."""
+        for reader in self._all:  # bounded: the readers
+            if reader.owner is not None and reader.lock.acquire(False):
+                reader.owner = None
+                self._shared = True  # more threads read than there are readers
+                return reader
+        return None
+
     def _not_mine(self, reader: Reader) -> None:
         """Undo a look at a reader this thread owned once (its lock taken, its
         owner another): it is free, and may have been passed by a hand-over."""
@@ -602,9 +614,10 @@ class ReaderPool:
                 self._hand_over()
 
     def _hand_over(self) -> None:
-        """Hand free readers to the threads in line, first come first (``_lock`` held)."""
+        """Hand free readers, then idle owners' readers, to the threads in line,
+        first come first (``_lock`` held): nobody waits while a reader idles."""
         while self._waiters:  # bounded: each turn hands one over, or stops
-            reader = self._pop_free()
+            reader = self._pop_free() or self._take_idle()
             if reader is None:
                 return
             waiter = self._waiters.popleft()
@@ -629,17 +642,27 @@ class ReaderPool:
             owner = getattr(local, "owner", None)
             if owner is not None and owner.reader is reader:  # this thread's own
                 reader.lock.release()
+                self._kept()
                 return
             if owner is None and not self._shared:
                 owner = _Owner(reader, self)
                 reader.owner = owner.token
                 local.owner = owner
                 reader.lock.release()
+                self._kept()
                 return
         if reader.owner is not None:
             reader.owner = None
             local.owner = None
         self._give_back(reader)
+
+    def _kept(self) -> None:
+        """After a thread kept its reader (idle now: its lock given back): a
+        thread that got in line while this one looked for a line, and could not
+        take the reader then (still in use), takes it now."""
+        if self._waiters:
+            with self._lock:
+                self._hand_over()
 
     def _give_back(self, reader: Reader) -> None:
         """``reader`` (in use, owned by no thread) goes to the first in line if

@@ -158,3 +158,19 @@ def test_a_thread_interrupted_in_line_leaves_it_and_nothing_is_lost(db, monkeypa
     assert _line(db) == 0
     snapshot.__exit__(None, None, None)
     assert db.execute("SELECT 2", timeout=HANG_S).scalar() == 2
+
+
+def test_a_reader_kept_by_its_owner_goes_to_a_thread_that_got_in_line_meanwhile(db):
+    # The owner's read ends as another thread gets in line: the owner found
+    # nobody in line and keeps its reader, the other found it in use and waits.
+    # Once kept (idle), it goes to the waiting thread.
+    pool = db.core.readers
+    db.execute("SELECT 1")  # this thread owns the only reader
+    (reader,) = pool._all
+    reader.lock.acquire()  # its read, still running
+    waiting, answer = _start(lambda: db.execute("SELECT 4").scalar())
+    wait_until(lambda: _line(db) == 1, "the other thread in line for the reader")
+    reader.lock.release()  # the end of the owner's read, which kept the reader...
+    pool._kept()  # ...and then looks for a line, as the lean read and _release do
+    waiting.join(HANG_S)
+    assert answer == [4]
