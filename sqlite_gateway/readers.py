@@ -561,8 +561,9 @@ class ReaderPool:
             with self._lock:
                 waiter.woken = False  # (ready is held again: the next wake releases it)
                 reader = waiter.reader  # handed over: out of line already
-                if reader is None and got and not self._closed:
-                    # Woken to try: a newcomer may have been first.
+                if reader is None and not self._closed:
+                    # Woken to try (a newcomer may have been first), or at the
+                    # deadline, maybe woken as it passed: what is free is taken.
                     reader = self._pop_free() or self._take_idle()
                     if reader is not None:
                         self._waiters.remove(waiter)
