@@ -400,11 +400,11 @@ class ReaderPool:
         memo and the rows from one fetchall.
         """
         owner = getattr(self._local, "owner", None)
-        if owner is None:
-            return None
         columns = self._columns.get(sql)
         if columns is None:
             return None
+        if owner is None:
+            return self._shared_read(sql, params, columns, timeout) if self._shared else None
         reader = owner.reader
         lock = reader.lock
         if not lock.acquire(False):
@@ -443,6 +443,31 @@ class ReaderPool:
         result: Result = _new(_ReadResult)  # make_result(), inlined: this runs per read
         _set_rows(result, tuple(rows))
         _set_columns(result, columns)
+        return result
+
+    def _shared_read(self, sql: str, params: tuple[Any, ...], columns: tuple[str, ...],
+                     timeout: float | None) -> Result | None:
+        """The lean read once readers are shared (more threads read than there
+        are readers): a free reader for this one read, if one is free and
+        nobody in line has waited past the patience; else None (then
+        :meth:`read` takes one, or waits in line). Raises as :meth:`Reader.read`."""
+        if not self._may_take():
+            return None
+        reader = self._pop_free()
+        if reader is None:
+            return None
+        try:
+            if self._closed:
+                return None  # (_release closes it; read() then raises GatewayClosed)
+            now = _monotonic()
+            hang = self._hang_timeout
+            result = reader.known_read(sql, params, columns,
+                                       None if timeout is None else now + timeout, timeout,
+                                       None if hang is None else now + hang)
+        finally:
+            self._release(reader)
+        if result is None:  # judged read-only, yet it writes: the writer's from now on
+            self.forget_read(sql)
         return result
 
     def read(self, sql: str, params: Any, timeout: float | None,

@@ -311,3 +311,17 @@ def test_a_free_reader_looked_at_by_its_former_owner_stays_in_the_pool(db_path):
             reader.lock.release()
         assert reader in pool._free  # still free: the next read takes it
         assert _in_thread(lambda: db.execute("SELECT 7", timeout=HANG_S).scalar()) == 7
+
+
+def test_a_lean_read_on_a_shared_reader_stops_at_the_callers_deadline(db_path):
+    with Gateway(db_path, readers=1, timeout=0.3) as db:
+        pool = _pool(db)
+        assert db.execute(COUNT_TO, (10,)).scalar() == 10  # learned; this thread owns the reader
+        # Another thread takes it from this idle owner: from then on readers are shared.
+        assert _in_thread(lambda: db.execute(COUNT_TO, (10,)).scalar()) == 10
+        assert pool._shared and pool._all[0].owner is None
+        caught = _in_thread(lambda: pytest.raises(RequestTimeout, db.execute, COUNT_TO,
+                                                  (ENDLESS,)).value)
+        assert caught.started
+        assert _in_thread(lambda: db.execute(COUNT_TO, (5,)).scalar()) == 5
+        assert pool._free == pool._all  # given back each time
