@@ -3,10 +3,10 @@
 Two ways to run them, chosen by ``Gateway(read_mode=...)``:
 
 - ``"inline"`` (:class:`ReaderPool`): up to ``readers`` connections shared
-  by every calling thread. A thread takes a free one for one read, runs it in
-  place (no hand-off) and gives it back; when all are busy it waits for the
-  next one given back. Any number of threads can read: a web app need not
-  tell the gateway its thread count.
+  by every calling thread. A thread keeps one while it lives, or (past
+  ``readers`` threads) takes a free one for one read; it runs the read in
+  place (no hand-off); when all are busy it waits in line. Any number of
+  threads can read: a web app need not tell the gateway its thread count.
 - ``"threads"`` (:class:`ReaderLanes`): ``readers`` threads, each owning one
   connection for its whole life, fed by a queue (one hand-off each way, like
   the writer; for callers that must not block, such as an event loop).
