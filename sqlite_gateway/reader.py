@@ -1,18 +1,10 @@
 """One read-only connection beside the writer (WAL), and its read.
 
-Readers serve reads beside the writer. Two ways to run them, chosen by
-``Gateway(read_mode=...)``:
-
-- ``"inline"`` (:class:`~sqlite_gateway.readerpool.ReaderPool`, in
-  ``sqlite_gateway/readerpool.py``): up to ``readers`` connections shared
-  by every calling thread. A thread keeps one while it lives, or (past
-  ``readers`` threads) takes a free one for one read; it runs the read in
-  place (no hand-off); when all are busy it waits in line. Any number of
-  threads can read: a web app need not tell the gateway its thread count.
-- ``"threads"`` (:class:`~sqlite_gateway.readerlanes.ReaderLanes`, in
-  ``sqlite_gateway/readerlanes.py``): ``readers`` threads, each owning one
-  connection for its whole life, fed by a queue (one hand-off each way, like
-  the writer; for callers that must not block, such as an event loop).
+Readers run in one of two modes, chosen by ``Gateway(read_mode=...)``:
+``"inline"`` (:class:`~sqlite_gateway.readerpool.ReaderPool`, in
+``sqlite_gateway/readerpool.py``: calling threads read in place, any number
+of them) and ``"threads"`` (:class:`~sqlite_gateway.readerlanes.ReaderLanes`,
+in ``sqlite_gateway/readerlanes.py``: reader threads fed by a queue).
 
 Routing asks SQLite, not the SQL text: the first time a text is seen, an
 exec tracer lets each statement run only if ``sqlite3_stmt_readonly`` says
