@@ -33,7 +33,8 @@ from .core import Core, run_plan
 from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
-from .readers import ReaderLanes, ReaderPool
+from .readerlanes import ReaderLanes
+from .readerpool import ReaderPool
 from .request import (WAIT, Kind, Params, Request, check_params,
                       check_priority, check_sql, check_timeout, new_wait)
 from .requestqueue import RequestQueue

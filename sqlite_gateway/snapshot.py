@@ -38,7 +38,8 @@ from .request import Params, check_params, check_sql, check_timeout
 from .result import Result
 
 if TYPE_CHECKING:
-    from .readers import Reader, ReaderPool
+    from .reader import Reader
+    from .readerpool import ReaderPool
 
 # The snapshot's own BEGIN and COMMIT run with the reader's guard off; apsw's
 # statement cache is keyed by text, so a per-process nonce keeps a caller's

@@ -292,7 +292,7 @@ def test_a_known_text_in_a_snapshot_stops_at_its_deadline_and_the_snapshot_goes_
     ("SELECT x FROM t /* a comment */", False),
 ])
 def test_only_texts_whose_columns_cannot_change_take_the_lean_read(db, sql, fixed):
-    from sqlite_gateway.readers import _names_fixed_by_text
+    from sqlite_gateway.readerpool import _names_fixed_by_text
     assert _names_fixed_by_text(sql) is fixed
     db.execute(sql)
     db.execute(sql)

@@ -11,7 +11,7 @@ from conftest import HANG_S, wait_until
 
 from sqlite_gateway import Gateway, GatewayClosed, RequestTimeout
 from sqlite_gateway.errors import TransactionControlError
-from sqlite_gateway.readers import Reader
+from sqlite_gateway.reader import Reader
 
 
 @pytest.fixture(params=["inline", "threads"])

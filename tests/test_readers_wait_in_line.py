@@ -129,7 +129,7 @@ def test_close_answers_the_threads_in_line(db_path):
 
 
 def test_a_thread_interrupted_in_line_leaves_it_and_nothing_is_lost(db, monkeypatch):
-    from sqlite_gateway import readers
+    from sqlite_gateway import readerpool
 
     class Interrupted:  # Ctrl-C landing in the wait (the main thread's lot)
         def __init__(self):
@@ -142,7 +142,7 @@ def test_a_thread_interrupted_in_line_leaves_it_and_nothing_is_lost(db, monkeypa
         def release(self):
             self.lock.release()
 
-    made = readers._Waiter.__init__
+    made = readerpool._Waiter.__init__
 
     def waiter_init(self, since):
         made(self, since)
@@ -150,7 +150,7 @@ def test_a_thread_interrupted_in_line_leaves_it_and_nothing_is_lost(db, monkeypa
 
     snapshot = db.snapshot()
     snapshot.__enter__()
-    monkeypatch.setattr(readers._Waiter, "__init__", waiter_init)
+    monkeypatch.setattr(readerpool._Waiter, "__init__", waiter_init)
     interrupted, answer = _start(lambda: db.execute("SELECT 1"))
     interrupted.join(HANG_S)
     monkeypatch.undo()
