@@ -46,7 +46,10 @@ from .timing import Figure, Timer, clock, minus, us
 from .workloads import READ_COUNTER, create_schema, pageview
 
 import sqlite_gateway.connection as gw_connection
-import sqlite_gateway.readers as gw_readers
+try:  # one read-only connection (older commits kept it in readers.py with the pools)
+    import sqlite_gateway.reader as gw_reader
+except ImportError:  # pragma: no cover - run against an older commit
+    import sqlite_gateway.readers as gw_reader  # type: ignore[no-redef]
 
 try:  # the byte-bounded memo of SQL texts (older commits kept a plain set)
     import sqlite_gateway.memo as gw_memo
@@ -252,11 +255,11 @@ def reader_steps(b: Bench) -> dict[str, Figure]:
     run_sql without the tracer and authorizer, and a raw apsw read (the floor)."""
     path, params = b.db_path(), ("p3",)
     try:
-        reader = gw_readers.Reader(path, 5.0)
+        reader = gw_reader.Reader(path, 5.0)
         read = reader.read
     except TypeError:  # Reader(path, busy_timeout, vfs, known_reads); read(..., deadline, timeout)
         known = gw_memo.TextMemo() if gw_memo is not None else set()
-        reader = gw_readers.Reader(path, 5.0, None, known)
+        reader = gw_reader.Reader(path, 5.0, None, known)
         read = functools.partial(reader.read, deadline=None, timeout=None)
     plain = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     guard, run_sql = gw_connection.TransactionGuard(), gw_connection.run_sql

@@ -36,7 +36,8 @@ from .errors import GatewayClosed, GatewayError, NestedCallError
 from .failures import FailureLog
 from .memo import TextMemo
 from .options import DEFAULT, Timeout
-from .readers import ReaderLanes, ReaderPool
+from .readerlanes import ReaderLanes
+from .readerpool import ReaderPool
 from .request import (Answer, Kind, Params, Request, capture_many, capture_params,
                       check_many, check_params, check_sql, check_timeout, lane_of)
 from .requestqueue import RequestQueue

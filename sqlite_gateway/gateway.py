@@ -35,7 +35,8 @@ from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .failures import PostFailure
 from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
-from .readers import ReaderLanes, ReaderPool
+from .readerlanes import ReaderLanes
+from .readerpool import ReaderPool
 from .request import (WAIT, Kind, Params, Request, check_params, check_sql,
                       check_timeout, lane_of)
 from .requestqueue import RequestQueue

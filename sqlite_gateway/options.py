@@ -122,8 +122,8 @@ class Options:
             soon as the lock is free, instead of sleeping in SQLite's busy
             handler; each keeps its own group commit, and (on 64-bit Linux) a
             writer that has just committed lets a waiting process go first.
-            A process that dies drops its lock (the kernel does). The
-            wait is bounded by ``busy_timeout``, then SQLite's own locking
+            A process that dies drops its lock (the kernel does). The wait
+            is bounded by ``busy_timeout``, then SQLite's own locking
             applies. Default: see the ``process_lock`` field (chosen by
             measurement, docs/benchmarks-perf.md). Ignored where ``fcntl``
             does not exist (Windows).

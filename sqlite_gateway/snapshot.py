@@ -38,7 +38,8 @@ from .request import Params, check_params, check_sql, check_timeout
 from .result import Result
 
 if TYPE_CHECKING:
-    from .readers import Reader, ReaderPool
+    from .reader import Reader
+    from .readerpool import ReaderPool
 
 # The snapshot's own BEGIN and COMMIT run with the reader's guard off; apsw's
 # statement cache is keyed by text, so a per-process nonce keeps a caller's
@@ -83,7 +84,7 @@ class Snapshot:
         try:
             self._own(reader, _BEGIN)
             # The view starts now (BEGIN alone defers it to the first read).
-            reader.conn.execute(_FIRST_READ).fetchall()
+            reader.cursor.execute(_FIRST_READ).fetchall()
         except BaseException:
             if not reader.conn.get_autocommit():
                 self._own(reader, _COMMIT)
@@ -110,7 +111,7 @@ class Snapshot:
         guard = reader.guard
         guard.active = False
         try:
-            reader.conn.execute(sql)
+            reader.cursor.execute(sql)
         finally:
             guard.active = True
 
@@ -131,13 +132,23 @@ class Snapshot:
         if reader is None or threading.get_ident() != self._thread:
             raise GatewayError("a snapshot's execute() is for the thread inside its 'with' "
                                "block, while the block runs")
-        if self._pool._closed:
+        pool = self._pool
+        if pool._closed:
             raise GatewayClosed("gateway is closed")
-        sql, params = check_sql(sql), check_params(params)
         wait = self._timeout if timeout is DEFAULT else check_timeout(timeout)
         now = time.monotonic()
-        result = reader.read(sql, params, None if wait is None else now + wait, wait,
-                             None if self._hang is None else now + self._hang)
+        deadline = None if wait is None else now + wait
+        hang_limit = None if self._hang is None else now + self._hang
+        # A text known to be one read-only statement with fixed columns (checked
+        # when it was learned) runs the lean way, as db.execute runs it.
+        columns = pool._columns.get(sql) if type(sql) is str and type(params) is tuple else None
+        if columns is not None:
+            result = reader.known_read(sql, params, columns, deadline, wait, hang_limit)
+            if result is None:
+                pool.forget_read(sql)
+        else:
+            result = pool.read_on(reader, check_sql(sql), check_params(params), deadline, wait,
+                                  hang_limit)
         if result is None:
             raise SnapshotWriteError(
                 "a snapshot only reads, and SQLite judges this statement a write; nothing "

@@ -215,3 +215,12 @@ def test_benchmarks_are_a_package_that_imports_no_test_and_edits_no_sys_path():
             if isinstance(node, ast.Attribute) and node.attr == "path":
                 assert not (isinstance(node.value, ast.Name) and node.value.id == "sys"), (
                     f"{path.name}:{node.lineno} uses sys.path")
+
+
+def test_snapshot_reads_benchmark_smoke_run():
+    proc = run_script("snapshot_reads", "--reads", "3", "--threads", "2", "--seconds", "0.2",
+                      "--repeat", "1", "--no-wait-quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line[:1].isdigit()]
+    assert [row[2] for row in rows] == ["direct", "singles", "snapshot"], proc.stdout
+    assert all(row[-1] == "ok" for row in rows), proc.stdout

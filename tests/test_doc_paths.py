@@ -129,3 +129,29 @@ def test_the_documents_are_found():
 def test_allowed_paths_are_not_in_the_repository_yet():
     """An allowed path that now exists no longer needs its place on the list."""
     assert [p for p in ALLOWED if (ROOT / p).exists() and p != "benchmarks/out/"] == []
+
+
+def layout_names() -> set[str]:
+    """The ``name.py`` files CONTRIBUTING.md's layout tables list (rows of a
+    ``| module | what it holds |`` table), relative to the package: a table's
+    folder is the one the last line starting with ```sqlite_gateway/...` ``` names."""
+    names: set[str] = set()
+    in_table, folder = False, ""
+    for line in (ROOT / "CONTRIBUTING.md").read_text().splitlines():  # bounded: the file
+        heading = re.match(r"`sqlite_gateway/((?:\w+/)*)`", line)
+        if heading:
+            folder = heading.group(1)
+        in_table = line.startswith("| module |") or (in_table and line.startswith("|"))
+        if in_table:
+            names.update(folder + name for name in re.findall(r"`(\w+\.py)`", line.split("|")[1]))
+    return names
+
+
+def test_contributing_layout_lists_every_module_and_only_modules():
+    package = ROOT / "sqlite_gateway"
+    modules = {str(p.relative_to(package)) for p in package.glob("*.py")}
+    modules |= {str(p.relative_to(package)) for p in package.glob("integrations/*.py")}
+    modules = {m for m in modules if not m.endswith("__init__.py")}
+    listed = layout_names()
+    assert sorted(modules - listed) == [], "add these to CONTRIBUTING.md's layout tables"
+    assert sorted(listed - modules) == [], "CONTRIBUTING.md lists modules that do not exist"

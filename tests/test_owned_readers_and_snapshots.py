@@ -266,3 +266,62 @@ def test_snapshot_needs_a_reader_pool(db_path):
     with Gateway(db_path, readers=0) as db:
         with pytest.raises(GatewayError, match="readers >= 1"):
             db.snapshot()
+
+
+def test_a_known_text_in_a_snapshot_stops_at_its_deadline_and_the_snapshot_goes_on(db):
+    db.execute(COUNT_TO, (10,))  # learned: one read-only statement, fixed columns
+    db.execute("INSERT INTO t VALUES (?)", (1,))  # learned: a write (straight to the writer)
+    with db.snapshot(timeout=0.3) as s:
+        assert s.execute(COUNT_TO, (10,)).scalar() == 10  # the lean way, in the snapshot
+        with pytest.raises(RequestTimeout) as caught:
+            s.execute(COUNT_TO, (ENDLESS,))
+        assert caught.value.started
+        assert s.execute(COUNT_TO, (3,)).scalar() == 3
+        db.execute("INSERT INTO t VALUES (?)", (2,))
+        assert s.execute(COUNT).scalar() == 1  # still the view taken on entering
+    assert db.execute(COUNT).scalar() == 2
+
+
+@pytest.mark.parametrize("sql, fixed", [
+    ("SELECT count(*) FROM t", True),
+    ("SELECT x, count(*) AS n FROM t GROUP BY x", True),
+    ("SELECT * FROM t", False),
+    ("SELECT t.* FROM t", False),
+    ("SELECT count(*), * FROM t", False),
+    ("SELECT x*2 FROM t", False),  # a product: kept off the lean read (conservative)
+    ("SELECT x FROM t /* a comment */", False),
+])
+def test_only_texts_whose_columns_cannot_change_take_the_lean_read(db, sql, fixed):
+    from sqlite_gateway.readerpool import _names_fixed_by_text
+    assert _names_fixed_by_text(sql) is fixed
+    db.execute(sql)
+    db.execute(sql)
+    assert (sql in _pool(db)._columns) is fixed
+
+
+def test_a_free_reader_looked_at_by_its_former_owner_stays_in_the_pool(db_path):
+    with Gateway(db_path, readers=1) as db:
+        pool = _pool(db)
+        (reader,) = pool._all
+        assert reader in pool._free
+        reader.lock.acquire()  # a former owner's look at it, at that moment
+        try:
+            assert pool._pop_free() is None
+        finally:
+            reader.lock.release()
+        assert reader in pool._free  # still free: the next read takes it
+        assert _in_thread(lambda: db.execute("SELECT 7", timeout=HANG_S).scalar()) == 7
+
+
+def test_a_lean_read_on_a_shared_reader_stops_at_the_callers_deadline(db_path):
+    with Gateway(db_path, readers=1, timeout=0.3) as db:
+        pool = _pool(db)
+        assert db.execute(COUNT_TO, (10,)).scalar() == 10  # learned; this thread owns the reader
+        # Another thread takes it from this idle owner: from then on readers are shared.
+        assert _in_thread(lambda: db.execute(COUNT_TO, (10,)).scalar()) == 10
+        assert pool._shared and pool._all[0].owner is None
+        caught = _in_thread(lambda: pytest.raises(RequestTimeout, db.execute, COUNT_TO,
+                                                  (ENDLESS,)).value)
+        assert caught.started
+        assert _in_thread(lambda: db.execute(COUNT_TO, (5,)).scalar()) == 5
+        assert pool._free == pool._all  # given back each time
