@@ -40,7 +40,7 @@ import apsw
 
 from sqlite_gateway.connection import TransactionGuard, run_sql
 from sqlite_gateway.options import DEFAULT, Options, Timeout, check_seconds
-from sqlite_gateway.request import Params, check_params, check_priority, check_sql
+from sqlite_gateway.request import Params, check_params, lane_of, check_sql
 from sqlite_gateway.result import Result
 
 from .per_thread import PerThreadGateway, Writes
@@ -139,7 +139,7 @@ class BusyGateway(PerThreadGateway):
             GatewayClosed: the gateway is closed.
         """
         sql, params = check_sql(sql), check_params(params)
-        check_priority(priority)
+        lane_of(priority)
 
         def read(conn: apsw.Connection, guard: TransactionGuard) -> Result:
             conn.exec_trace = _only_reads  # statements before a write only read

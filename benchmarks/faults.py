@@ -203,7 +203,7 @@ def hung_fn(run: Run) -> None:
         db.close()
     finally:
         release.set()
-    db._thread.join(10)  # type: ignore[union-attr]  # released: it lets go of the file
+    db._life.thread.join(10)  # type: ignore[union-attr]  # released: it lets go of the file
     with closing(gateway(run.path)) as again:
         run.serves(again, "broken; a new Gateway serves once the fn returns")
 
@@ -215,7 +215,7 @@ def worker_death(run: Run) -> None:
     def boom(batch: object) -> None:
         raise RuntimeError("injected fault")
 
-    db._worker._run_batch = boom  # type: ignore[method-assign]
+    db._worker.batches.run_batch = boom  # type: ignore[method-assign]
     run.call(lambda: db.execute("INSERT INTO acked VALUES (1)"))
     db.close()
     with closing(gateway(run.path)) as again:

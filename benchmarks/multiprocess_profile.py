@@ -48,6 +48,7 @@ def instrument() -> list[tuple[Any, ...]]:
     from sqlite_gateway.batch import Batches
     from sqlite_gateway.processlock import ProcessLock
     from sqlite_gateway.requestqueue import RequestQueue
+    from sqlite_gateway.writeconn import WriteConn
 
     events: list[tuple[Any, ...]] = []
     log = events.append
@@ -75,7 +76,7 @@ def instrument() -> list[tuple[Any, ...]]:
             log(("take", clock(), len(batch), min(r.enqueued for r in batch)))
         return batch
 
-    run_exec = worker_module.Worker._exec
+    run_exec = WriteConn.exec
 
     def timed_exec(self: Any, sql: str) -> None:
         began = clock()
@@ -83,7 +84,7 @@ def instrument() -> list[tuple[Any, ...]]:
         log(("begin" if sql.startswith("BEGIN") else "commit" if sql.startswith("COMMIT")
              else "other", began, clock()))
 
-    answer = Batches._answer
+    answer = Batches.answer
 
     def timed_answer(self: Any, requests: list[Any]) -> None:
         began, n = clock(), len(requests)
@@ -112,8 +113,8 @@ def instrument() -> list[tuple[Any, ...]]:
     ProcessLock.acquire = timed_acquire  # type: ignore[method-assign]
     ProcessLock.release = timed_release  # type: ignore[method-assign]
     RequestQueue.take = timed_take  # type: ignore[method-assign]
-    worker_module.Worker._exec = timed_exec  # type: ignore[method-assign]
-    Batches._answer = timed_answer  # type: ignore[method-assign]
+    WriteConn.exec = timed_exec  # type: ignore[method-assign]
+    Batches.answer = timed_answer  # type: ignore[method-assign]
     worker_module.Worker.run_inline = timed_inline  # type: ignore[method-assign]
     return events
 

@@ -26,7 +26,7 @@ from sqlite_gateway.errors import GatewayClosed, GatewayError, NestedCallError
 from sqlite_gateway.failures import PostFailure
 from sqlite_gateway.lifecycle import State
 from sqlite_gateway.options import DEFAULT, Options, Timeout, check_path
-from sqlite_gateway.request import (Params, check_many, check_params, check_priority, check_sql,
+from sqlite_gateway.request import (Params, check_many, check_params, lane_of, check_sql,
                                     check_timeout)
 from sqlite_gateway.result import Result
 from sqlite_gateway.stats import Stats
@@ -133,13 +133,13 @@ class PerThreadGateway:
             GatewayClosed: the gateway is closed.
         """
         sql, params = check_sql(sql), check_params(params)
-        check_priority(priority)
+        lane_of(priority)
         return self._call(lambda conn, guard: run_sql(conn, guard, sql, params), timeout)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params], *,
                     timeout: Timeout = DEFAULT, priority: str = "interactive") -> Result:
         """Run one statement once per parameter set, all as one unit."""
-        check_priority(priority)
+        lane_of(priority)
         sql, many = check_sql(sql), check_many(seq_of_params)  # replayable
         return self._call(lambda conn, guard: run_sql(conn, guard, sql, many, many=True),
                           timeout)
@@ -155,7 +155,7 @@ class PerThreadGateway:
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        check_priority(priority)
+        lane_of(priority)
 
         def unit(conn: apsw.Connection, guard: TransactionGuard) -> T:
             handle = Connection(conn, guard)
@@ -170,14 +170,14 @@ class PerThreadGateway:
         """Run ``sql`` now in this thread (no queue); return a done Future.
         Input and state errors raise at once; SQLite's errors are in the Future.
         (``block`` and ``timeout`` are accepted for the gateway's signature.)"""
-        check_priority(priority)
+        lane_of(priority)
         return self._done(self.execute, check_sql(sql), check_params(params))
 
     def post(self, sql: str, params: Params = (), *, priority: str = "interactive",
              block: bool = False, timeout: float | None = None) -> None:
         """Run ``sql`` now in this thread, like :meth:`execute`; its error is raised here.
         (``block`` and ``timeout`` are accepted for the gateway's signature.)"""
-        check_priority(priority)
+        lane_of(priority)
         self.execute(check_sql(sql), check_params(params))
 
     def failures(self) -> list[PostFailure]:
@@ -192,14 +192,14 @@ class PerThreadGateway:
         every other keyword goes to fn.)"""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        check_priority(priority)
+        lane_of(priority)
         return self._done(self.transaction, fn, *args, **kwargs)
 
     def bulk(self, sql: str, seq_of_params: Iterable[Params], *, timeout: Timeout = DEFAULT,
              priority: str = "background") -> int:
         """Run one statement per parameter set in units of BULK_CHUNK, each
         a unit of its own; return the rows changed. Not atomic as a whole."""
-        check_priority(priority)
+        lane_of(priority)
         rows = check_many(seq_of_params)
         return sum(self.executemany(sql, rows[start:start + BULK_CHUNK], timeout=timeout).rowcount
                    for start in range(0, len(rows), BULK_CHUNK))

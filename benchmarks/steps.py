@@ -81,9 +81,8 @@ class Bench(Timer):
     def request(self, _: int = 0) -> Any:
         """A request as ``transaction()`` makes it (answered by a bare lock where the
         library has that mode, WAIT; else with its Future)."""
-        answer = {"answer": gw_request.WAIT} if hasattr(gw_request, "WAIT") else {}
-        return gw_request.Request(gw_request.Kind.TRANSACTION, fn=pageview, args=ARGS,
-                                  kwargs={}, priority=0, **answer)
+        return gw_request.Request.waiting(gw_request.Kind.TRANSACTION, None, None, pageview,
+                                          ARGS, {}, 0)
 
     def worker(self) -> Any:
         queue = gw_queue.RequestQueue(10**9)
@@ -97,7 +96,7 @@ class Bench(Timer):
 
 
 def caller_checks(b: Bench) -> Figure:
-    check = gw_request.check_priority
+    check = gw_request.lane_of
     return b.each(lambda _: (callable(pageview), check("interactive")))
 
 
@@ -132,9 +131,9 @@ def worker_claim(b: Bench) -> Figure:
 def _in_transaction(b: Bench, body: Callable[[Any], Figure]) -> Figure:
     worker = b.worker()
     try:
-        worker._exec(worker._sql["begin"])
+        worker.link.exec(worker.link.sql["begin"])
         figure = body(worker)
-        worker._exec(worker._sql["commit"])
+        worker.link.exec(worker.link.sql["commit"])
         return figure
     finally:
         worker.close()
@@ -185,11 +184,11 @@ def worker_commit(b: Bench) -> Figure:
     try:
         for _ in range(b.n_commit):
             t0 = clock()
-            worker._exec(worker._sql["begin"])
+            worker.link.exec(worker.link.sql["begin"])
             t1 = clock()
-            pageview(worker._conn, *ARGS)
+            pageview(worker.link.conn, *ARGS)
             t2 = clock()
-            worker._exec(worker._sql["commit"])
+            worker.link.exec(worker.link.sql["commit"])
             times.append(clock() - t2 + t1 - t0)
         return b.figure(times, pairs=2)
     finally:
@@ -267,7 +266,7 @@ def reader_steps(b: Bench) -> dict[str, Figure]:
     try:
         with Gateway(path, readers=1, synchronous=b.synchronous) as db:
             db.execute(READ_COUNTER, params)  # this thread adopts its reader
-            readers = db._readers
+            readers = db.core.readers
             return b.interleaved({
                 "gateway": lambda: db.execute(READ_COUNTER, params),
                 "readers": lambda: readers.read(READ_COUNTER, params, 30.0),

@@ -18,10 +18,9 @@ import apsw
 from .errors import ConnectionSettingError, GatewayError, TransactionControlError
 from .memo import TextMemo
 from .request import Params, check_params, check_sql
-from .result import (Result, _new, _set_columns, _set_lastrowid, _set_rowcount, _set_rows,
-                     make_result)
+from .result import Result
 from .savepoint import Savepoint
-from .shape import Trace, names_when_empty
+from .shape import Trace, columnless, names_when_empty
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -260,19 +259,16 @@ def run_sql(conn: apsw.Connection, guard: TransactionGuard, sql: str,
             raise ConnectionSettingError(_setting_refused(pragma)) from None
         raise
     # (A cursor read to its end has reset its statement: no close() needed.)
-    if not rows:  # no row: the names all the same, unless the text has none
+    # No row: the names all the same, unless the text is known to have none
+    # (names_when_empty's own first test, here: most writes end so).
+    if not rows and sql not in columnless:
         columns = names_when_empty(conn, sql, params[0] if many and params else params)
     if trace is None:
         # One statement: its own changes() (not its triggers'), if it changed anything.
         rowcount = conn.changes() if conn.total_changes() != before else 0
     else:
         rowcount = trace.finish()
-    result: Result = _new(Result)  # make_result(), inlined: this runs per statement
-    _set_rows(result, rows)
-    _set_rowcount(result, rowcount)
-    _set_lastrowid(result, conn.last_insert_rowid())
-    _set_columns(result, columns)
-    return result
+    return Result(rows, rowcount, conn.last_insert_rowid(), columns)
 
 
 def _recorder(statements: list[str],
@@ -350,17 +346,17 @@ def run_read(conn: apsw.Connection, sql: str, params: Any,
             cursor = conn.execute(sql, params)
             first = cursor.fetchone()
             if first is None:
-                return make_result((), 0, 0, names_when_empty(conn, sql, params))
+                return Result((), 0, 0, names_when_empty(conn, sql, params))
             columns = tuple([d[0] for d in cursor.get_description()])
             rest = cursor.fetchall()
-            return make_result((first, *rest) if rest else (first,), 0, 0, columns)
+            return Result((first, *rest) if rest else (first,), 0, 0, columns)
         cursor = conn.cursor()
         cursor.exec_trace = _recorder(statements, tracer)
         cursor.execute(sql, params)
         rows, columns = read_rows(cursor, statements)
         if not rows:
             columns = names_when_empty(conn, sql, params)
-        return make_result(rows, 0, 0, columns)
+        return Result(rows, 0, 0, columns)
     except BaseException as exc:
         if cursor is not None:
             cursor.close()

@@ -10,8 +10,8 @@ route a read to a reader and learn which texts are writes, cut a bulk job
 into slices and note what its error leaves in the file, place the flush
 barrier and re-arm the failure log after it. The timeout and cancellation
 rules live on the request (:meth:`Request.timed_out`,
-:meth:`Request.cancel_note`); write-behind calls (``submit``, ``post``...)
-return at once, so both doors call the Gateway's own.
+:meth:`Request.cancel_note`); the write-behind calls (``submit``, ``post``...)
+return at once, so they are written here whole, for both doors.
 
 Plans. A call made of several waits (bulk's slices; flush's barrier, then
 the log) is a generator: it yields each request to be answered and receives
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .bulk import add_note, run_slice
@@ -38,15 +39,18 @@ from .options import DEFAULT, Timeout
 from .readerlanes import ReaderLanes
 from .readerpool import ReaderPool
 from .request import (Answer, Kind, Params, Request, capture_many, capture_params,
-                      check_many, check_params, check_priority, check_sql, check_timeout)
+                      check_many, check_params, check_sql, check_timeout, lane_of)
 from .requestqueue import RequestQueue
 from .result import Result
 from .worker import Worker
 
 T = TypeVar("T")
+_get_ident = threading.get_ident
 Plan = Generator[Request, Any, T]
 """A call as a generator: yields the requests to wait for, returns the call's value."""
 
+# A door's answer mode -> the request constructor of that mode (POST is write-behind's own).
+_MAKE = {Answer.WAIT: Request.waiting, Answer.FUTURE: Request.submitted}
 SQL_KINDS = (Kind.EXECUTE, Kind.EXECUTEMANY)  # requests that are SQL only: a wait may stop them
 
 
@@ -97,21 +101,6 @@ class Core:
                 "thread, or in place in its caller's thread); it would wait for itself. "
                 "Use the conn argument the fn receives.")
 
-    def lane(self, priority: str, block: bool, timeout: float | None) -> int:
-        """The queue lane of ``priority``, with ``block`` and its ``timeout`` checked."""
-        lane = check_priority(priority)
-        if block:
-            if block is not True:
-                raise ValueError(f"block must be True or False, not {block!r}")
-            if not lane:
-                raise ValueError("block=True is for background producers: pass "
-                                 "priority='background' (interactive callers fail fast "
-                                 "with Overloaded, so a web request never waits for room)")
-            check_timeout(timeout)
-        elif block is not False:
-            raise ValueError(f"block must be True or False, not {block!r}")
-        return lane
-
     # -- requests -----------------------------------------------------------------
 
     def sql_request(self, kind: Kind, sql: str, params: Any, priority: str,
@@ -122,21 +111,20 @@ class Core:
         parameters are captured as write-behind ones are. A WAIT caller
         blocks meanwhile, so its parameter sets are only materialised.
         """
-        lane = check_priority(priority)
+        lane = lane_of(priority)
         sql = check_sql(sql)
-        if kind is Kind.EXECUTE:
-            params = capture_params(params) if answer is Answer.FUTURE else check_params(params)
+        if answer is Answer.FUTURE:
+            params = capture_params(params) if kind is Kind.EXECUTE else capture_many(params)
         else:
-            params = capture_many(params) if answer is Answer.FUTURE else check_many(params)
-        return Request(kind, sql, params, priority=lane, answer=answer)
+            params = check_params(params) if kind is Kind.EXECUTE else check_many(params)
+        return _MAKE[answer](kind, sql, params, None, (), None, lane)
 
     def fn_request(self, kind: Kind, fn: Callable[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any] | None, priority: str, answer: Answer) -> Request:
         """A checked TRANSACTION or EXCLUSIVE request (fn's arguments are not copied)."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        return Request(kind, fn=fn, args=args, kwargs=kwargs, priority=check_priority(priority),
-                       answer=answer)
+        return _MAKE[answer](kind, None, None, fn, args, kwargs, lane_of(priority))
 
     def enqueue(self, request: Request, block: bool = False,
                 timeout: float | None = None) -> None:
@@ -152,6 +140,51 @@ class Core:
                                "'with Gateway(path) as db:'")
         self.check_caller(request.kind.value)
         self.queue.put(request, block, timeout)
+
+    # -- write-behind: the calls that return at once --------------------------------
+
+    def submit(self, sql: str, params: Params, priority: str, block: bool,
+               timeout: float | None) -> Future[Result]:
+        """Enqueue ``sql`` with its parameters captured; its future (see ``Gateway.submit``)."""
+        lane = lane_of(priority, block, timeout)
+        request = Request.submitted(Kind.EXECUTE, check_sql(sql), capture_params(params),
+                                    None, (), None, lane)
+        self.enqueue(request, block, timeout)
+        future = request.future
+        assert future is not None
+        return future
+
+    def submit_transaction(self, fn: Callable[..., T], args: tuple[Any, ...],
+                           kwargs: dict[str, Any], priority: str, block: bool,
+                           timeout: float | None) -> Future[T]:
+        """Enqueue ``fn(conn, *args, **kwargs)``; its future (``Gateway.submit_transaction``)."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        request = Request.submitted(Kind.TRANSACTION, None, None, fn, args, kwargs,
+                                    lane_of(priority, block, timeout))
+        self.enqueue(request, block, timeout)
+        future = request.future
+        assert future is not None
+        return future
+
+    def post(self, sql: str, params: Params, priority: str, block: bool,
+             timeout: float | None) -> None:
+        """Enqueue ``sql`` with its parameters captured, no answer (see ``Gateway.post``)."""
+        lane = lane_of(priority, block, timeout)
+        request = Request.posted(check_sql(sql), capture_params(params), lane,
+                                 self.failures.report)
+        if block or not self.started:
+            self.enqueue(request, block, timeout)  # (with the checks a waiting call needs)
+            return
+        # Refused inside a transaction fn like every other call: its row would
+        # commit in a later batch even if the fn failed. (enqueue(), inlined
+        # less its not-started check, made above: timeit, load average 3.8, a
+        # post 1.50 us so, 1.77 through enqueue().)
+        worker, ident = self.worker, _get_ident()
+        if (ident == worker.thread_ident or ident == worker.inline_ident
+                or ident == worker.holder_ident):
+            self.check_caller("post")
+        self.queue.put(request)
 
     def interrupt(self, request: Request) -> bool:
         """Stop ``request``'s running SQL (True if it ran): what a wait that ends
@@ -193,7 +226,7 @@ class Core:
     def flush_plan(self, answer: Answer) -> Plan[None]:
         """The barrier (accepted even when the queue is full), then the failure
         log re-armed: the next failed post after it is logged again."""
-        yield Request(Kind.FLUSH, answer=answer)
+        yield _MAKE[answer](Kind.FLUSH)
         self.failures.barrier()
 
     def bulk_plan(self, sql: str, seq_of_params: Iterable[Params], priority: str,
@@ -203,12 +236,13 @@ class Core:
         work waits. The first error gets a note saying what the file holds,
         and no later slice is sent."""
         rows = capture_many(seq_of_params)  # slices run while the caller's code goes on
-        sql, lane = check_sql(sql), check_priority(priority)
+        sql, lane = check_sql(sql), lane_of(priority)
         preempted = self.queue.interactive_waiting if lane else None
+        new = _MAKE[answer]
         done = changed = 0
         while done < len(rows):
-            request = Request(Kind.TRANSACTION, fn=run_slice, priority=lane, answer=answer,
-                              args=(sql, rows, done, self.background_slice, preempted))
+            request = new(Kind.TRANSACTION, None, None, run_slice,
+                          (sql, rows, done, self.background_slice, preempted), None, lane)
             try:
                 ran, count = yield request
             except BaseException as exc:

@@ -25,9 +25,11 @@ One lifecycle object with one lock over all four was considered and dropped:
 that lock would be taken on every put and on every step of the worker (the
 hot path), and the two atomicity rules above would then hang on one lock
 shared with start/close, which is harder to reason about, not easier. What
-this module gives instead is one place that *reads* them: :attr:`state` is
-the whole state machine as callers see it (BROKEN comes from the turn's
-death), and start/close/fork/exit are here, beside the diagram.
+this module gives instead is one place that *reads* them: :attr:`Lifecycle.state`
+is the whole state machine as callers see it (BROKEN comes from the turn's
+death), and start/close/fork/exit are here, beside the diagram. The
+:class:`~sqlite_gateway.Gateway` owns one :class:`Lifecycle` and hands its
+``start``, ``close`` and ``state`` to it.
 """
 
 from __future__ import annotations
@@ -70,14 +72,15 @@ class State(enum.Enum):
 
 
 class Lifecycle:
-    """The parts a gateway starts and stops, and its state machine.
+    """One gateway's state machine, and the parts it starts and stops.
 
-    The base of :class:`~sqlite_gateway.Gateway`: it owns the queue, the
-    worker and its thread, the readers and the watchdog (the first three
-    through its :class:`~sqlite_gateway.core.Core`, shared with every door);
-    the subclass adds the calls. Thread-safe: ``_state_lock`` is held while reading-then-changing
-    ``_state`` and ``_thread`` (start and close); request acceptance is the
-    queue's own mutex.
+    Owned by a :class:`~sqlite_gateway.Gateway` (one each): it starts and
+    stops the worker and its thread, the readers and the watchdog (the
+    first three through the gateway's :class:`~sqlite_gateway.core.Core`,
+    shared with every door). It holds no reference to the gateway, so an
+    abandoned gateway is still collected. Thread-safe: ``_state_lock`` is
+    held while reading-then-changing ``_state`` and ``thread`` (start and
+    close); request acceptance is the queue's own mutex.
     """
 
     def __init__(self, path: str, core: Core, watchdog: Watchdog | None) -> None:
@@ -86,10 +89,10 @@ class Lifecycle:
         self._queue = core.queue
         self._worker = core.worker
         self._readers = core.readers
-        self._watchdog = watchdog
+        self.watchdog = watchdog
         self._state_lock = threading.Lock()
         self._state = State.NEW
-        self._thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None
 
     @property
     def state(self) -> State:
@@ -98,8 +101,8 @@ class Lifecycle:
             return State.BROKEN
         return self._state
 
-    def start(self) -> Lifecycle:
-        """Start the worker and open the write connection; return self.
+    def start(self) -> None:
+        """Start the worker and open the write connection.
 
         Returns once the connection is open and configured (WAL, synchronous,
         foreign keys, busy timeout). If another process holds the file's lock
@@ -122,7 +125,7 @@ class Lifecycle:
                                       name=f"sqlite-gateway-writer:{os.path.basename(self.path)}")
             # Daemon, so the interpreter reaches atexit, where _close_at_exit
             # drains it; an explicit close() is still the proper way.
-            self._thread = thread
+            self.thread = thread
             try:
                 # (Inside the try: Ctrl-C can land while start() waits for the
                 # new thread to run, and must leave the gateway closed too.)
@@ -151,8 +154,8 @@ class Lifecycle:
                     self._readers.close()
                     thread.join()  # the worker drains nothing and closes the writer
                     raise
-            if self._watchdog is not None:
-                self._watchdog.start()
+            if self.watchdog is not None:
+                self.watchdog.start()
             self._state = State.RUNNING
             self.core.started = True
             _open_gateways.add(self)
@@ -160,7 +163,6 @@ class Lifecycle:
             self._finalizer = weakref.finalize(self, self._queue.close, "gateway was collected")
             self._finalizer.atexit = False
         logger.info("gateway started on %s", self.path)
-        return self
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting work, commit everything already queued, stop the worker.
@@ -174,7 +176,7 @@ class Lifecycle:
         Raises:
             NestedCallError: called from inside a transaction fn.
         """
-        self._check_not_worker("close")
+        self.core.check_caller("close")
         with self._state_lock:
             if self._state is State.CLOSED:
                 # Closed already, or start() failed or was interrupted, or this is
@@ -187,7 +189,7 @@ class Lifecycle:
             if self._state is State.RUNNING:
                 self._state = State.CLOSING
                 self._queue.close("gateway is closed")
-            thread = self._thread
+            thread = self.thread
         assert thread is not None
         if self._readers is not None:
             self._readers.close()
@@ -195,8 +197,8 @@ class Lifecycle:
         # is never waited for.
         if self._worker.stopped.wait(timeout) and self._worker.death is None:
             thread.join()  # it has closed its connection and is about to exit
-        if self._watchdog is not None:
-            self._watchdog.stop()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if not self._worker.stopped.is_set():
             logger.warning("gateway on %s: worker still busy after %s s; failing queued requests",
                            self.path, timeout)
@@ -210,11 +212,14 @@ class Lifecycle:
                     _stuck_gateways.add(self)
                 logger.info("gateway closed on %s", self.path)
 
-    def _check_not_worker(self, what: str) -> None:
-        """Refuse a call made on the writer's thread: it would wait for itself."""
-        self.core.check_caller(what)
+    def is_new(self) -> bool:
+        """True until ``start()`` or ``close()`` is first called."""
+        return self._state is State.NEW
 
-    def _disown(self, reason: str) -> None:
+    def __repr__(self) -> str:
+        return f"<Gateway {self.path!r} {self.state.value}>"
+
+    def disown(self, reason: str) -> None:
         """In a forked child (one thread, at the fork): refuse every call at once.
 
         The parent's worker, watchdog and reader threads did not come along,
@@ -236,7 +241,7 @@ def _after_fork_in_child() -> None:
     """A forked child cannot use its parent's gateways: refuse their calls at once."""
     parent, child = os.getppid(), os.getpid()
     for gateway in list(_open_gateways):
-        gateway._disown(f"this gateway was started in process {parent}; a forked child "
+        gateway.disown(f"this gateway was started in process {parent}; a forked child "
                         f"(process {child}) must make its own Gateway after the fork")
         _inherited_gateways.add(gateway)
     _open_gateways.clear()  # and the child's exit does not wait for the parent's workers

@@ -34,7 +34,7 @@ import apsw
 from .connection import TransactionGuard, _missing_parameter, run_read, run_sql
 from .errors import GatewayClosed, RequestTimeout
 from .memo import TextMemo
-from .result import Result, _new, _set_columns, _set_rows
+from .result import Result
 
 logger = logging.getLogger(__name__)
 
@@ -202,10 +202,7 @@ class Reader:
             self.running = False
             self.deadline = None
         self.served += 1
-        result: Result = _new(_ReadResult)
-        _set_rows(result, tuple(rows))
-        _set_columns(result, columns)
-        return result
+        return Result(tuple(rows), 0, 0, columns)
 
     def renew_cursor(self) -> None:
         """Replace the lean read's cursor after an error: closing it ends the
@@ -240,14 +237,3 @@ class Reader:
             self.conn.close()
         except apsw.Error as exc:  # closing a read-only connection: nothing to lose
             logger.debug("closing a reader: %s: %s", type(exc).__name__, exc)
-
-
-class _ReadResult(Result):
-    """A lean read's Result: nothing changes on a reader, so ``rowcount`` and
-    ``lastrowid`` are 0 for every one of them, as class attributes (they
-    shadow the slots): two stores fewer per read (0.15 of the 0.6 us a
-    Result cost per point read). Behaves as a Result in every way."""
-
-    __slots__ = ()
-    rowcount = 0
-    lastrowid = 0

@@ -14,7 +14,7 @@ from typing import Any
 from .errors import GatewayClosed
 from .memo import TextMemo
 from .reader import _CLOSE_WAIT, Reader, Setup
-from .request import FUTURE, STOP, Kind, Request, wait_for
+from .request import STOP, Kind, Request, wait_for
 from .requestqueue import RequestQueue, fail_pending
 from .result import Result
 
@@ -63,7 +63,7 @@ class ReaderLanes:
 
     def read(self, sql: str, params: Any, timeout: float | None,
              cancel: threading.Event | None = None) -> Result | None:
-        request = Request(Kind.EXECUTE, sql, params, answer=FUTURE)
+        request = Request.submitted(Kind.EXECUTE, sql, params)
         # The reader stops the statement itself at the caller's deadline.
         now, hang = time.monotonic(), self._hang_timeout
         request.args = (None if timeout is None else now + timeout, timeout,

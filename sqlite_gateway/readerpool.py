@@ -21,8 +21,8 @@ import apsw
 
 from .errors import GatewayClosed, RequestTimeout
 from .memo import TextMemo
-from .reader import _CLOSE_WAIT, Reader, Setup, _ReadResult
-from .result import Result, _new, _set_columns, _set_rows
+from .reader import _CLOSE_WAIT, Reader, Setup
+from .result import Result
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +206,7 @@ class ReaderPool:
                 if self._waiters:  # (see _kept)
                     self._kept()
         reader.served += 1
-        result: Result = _new(_ReadResult)  # make_result(), inlined: this runs per read
-        _set_rows(result, tuple(rows))
-        _set_columns(result, columns)
-        return result
+        return Result(tuple(rows), 0, 0, columns)
 
     def _shared_read(self, sql: str, params: tuple[Any, ...], columns: tuple[str, ...],
                      timeout: float | None) -> Result | None:

@@ -33,12 +33,12 @@ class Result:
     Iterating a Result yields its rows; ``len()`` counts them.
     """
 
-    __slots__ = ("rows", "rowcount", "lastrowid", "columns")
-
-    rows: tuple[tuple[Any, ...], ...]
-    rowcount: int
-    lastrowid: int
-    columns: tuple[str, ...]
+    # Built by its constructor everywhere (writer, readers, every door), as
+    # Result(rows, rowcount, lastrowid, columns). Private slots behind
+    # read-only properties: plain attribute stores, where an immutability
+    # guard in __setattr__ needed slot-descriptor calls (timeit, load average
+    # 6-8: 0.16-0.22 against 0.34 us a Result); reading one costs 0.03 us more.
+    __slots__ = ("_rows", "_rowcount", "_lastrowid", "_columns")
 
     def __init__(
         self,
@@ -47,24 +47,35 @@ class Result:
         lastrowid: int = 0,
         columns: tuple[str, ...] = (),
     ) -> None:
-        set_ = object.__setattr__
-        set_(self, "rows", rows)
-        set_(self, "rowcount", rowcount)
-        set_(self, "lastrowid", lastrowid)
-        set_(self, "columns", columns)
+        self._rows, self._rowcount = rows, rowcount
+        self._lastrowid, self._columns = lastrowid, columns
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Result is immutable; cannot set {name!r}")
+    @property
+    def rows(self) -> tuple[tuple[Any, ...], ...]:
+        return self._rows
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._lastrowid
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self._columns
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return iter(self.rows)
+        return iter(self._rows)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._rows)
 
     def scalar(self) -> Any:
         """The first column of the first row, or None when there is no row."""
-        return self.rows[0][0] if self.rows else None
+        rows = self._rows
+        return rows[0][0] if rows else None
 
     def dicts(self) -> list[dict[str, Any]]:
         """The rows as dicts keyed by column name (for JSON answers)."""
@@ -73,22 +84,3 @@ class Result:
     def __repr__(self) -> str:
         return (f"Result(rows={len(self.rows)}, rowcount={self.rowcount}, "
                 f"lastrowid={self.lastrowid}, columns={self.columns!r})")
-
-
-_new = object.__new__
-_set_rows = Result.rows.__set__  # type: ignore[attr-defined,misc]
-_set_rowcount = Result.rowcount.__set__  # type: ignore[attr-defined,misc]
-_set_lastrowid = Result.lastrowid.__set__  # type: ignore[attr-defined,misc]
-_set_columns = Result.columns.__set__  # type: ignore[attr-defined,misc]
-
-
-def make_result(rows: tuple[tuple[Any, ...], ...], rowcount: int, lastrowid: int,
-                columns: tuple[str, ...]) -> Result:
-    """Build a Result on the hot path: the slots are set directly, which
-    costs a third less than ``Result(...)`` (0.67 against 0.97 us)."""
-    result: Result = _new(Result)
-    _set_rows(result, rows)
-    _set_rowcount(result, rowcount)
-    _set_lastrowid(result, lastrowid)
-    _set_columns(result, columns)
-    return result

@@ -17,6 +17,8 @@ import apsw
 
 from .request import Request
 
+_monotonic = time.monotonic
+
 
 class GivenUp(Exception):
     """Raised on the worker when it begins a step after it was given up."""
@@ -27,6 +29,12 @@ class Turn:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # begin() and end_request() run twice per request: bare acquire and
+        # release cost a third of ``with self._lock`` (timeit: 0.25 against
+        # 0.68 us for the pair, load average 3.3). Safe without try/finally:
+        # nothing between them can raise, and they run on the worker or an
+        # in-place caller, never the main thread (where a signal could land).
+        self._acquire, self._release = self._lock.acquire, self._lock.release
         self.death: str | None = None  # why the worker died or was given up; final
         self._running: Request | None = None  # whose own code (SQL or fn) runs now
         self._since: float | None = None  # when the current step began; None: idle
@@ -38,17 +46,20 @@ class Turn:
         Raises:
             GivenUp: the worker was given up meanwhile; it must stop.
         """
-        with self._lock:
-            if self.death is not None:
-                raise GivenUp
-            self._running = request
-            self._since = time.monotonic()
-            self._committing = committing
+        self._acquire()
+        if self.death is not None:
+            self._release()
+            raise GivenUp
+        self._running = request
+        self._since = _monotonic()
+        self._committing = committing
+        self._release()
 
     def end_request(self) -> None:
         """The request's own code has returned (the worker's statements follow)."""
-        with self._lock:
-            self._running = None
+        self._acquire()
+        self._running = None
+        self._release()
 
     def idle(self) -> None:
         with self._lock:

@@ -13,8 +13,7 @@ transaction runs without a savepoint (if it fails, the transaction is undone
 instead); a single statement runs without one too, and if it fails after
 writing rows that SQLite keeps (``OR FAIL``, ``RAISE(FAIL)``), the change
 count shows it and the transaction is undone and the others re-run, so a
-failed call never keeps anything; runs of write-behind statements go through
-one tight loop (:meth:`Worker._run_write_behind`).
+failed call never keeps anything (see :meth:`Batches.run_one`).
 
 In place. When the writer is idle and nothing waits, a caller may take
 :attr:`Worker.writer` itself and run its one request in its own thread
@@ -39,7 +38,6 @@ worker up (``give_up``) when it is stuck in a Python fn.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -48,30 +46,24 @@ from concurrent.futures import Future
 import apsw
 
 from .batch import Batches
-from .connection import TransactionGuard, open_write_connection
 from .errors import GatewayClosed
-from .memo import TextMemo
 from .processlock import ProcessLock
 from .processlock import available as processlock_available
 from .request import STOP, Kind, Request
 from .requestqueue import RequestQueue, fail_pending
 from .stats import Stats
 from .turn import GivenUp, Turn
+from .writeconn import WriteConn
 
 logger = logging.getLogger(__name__)
 
-_REOPEN_DELAYS = (0.0, 0.1, 1.0)  # seconds before each attempt to reopen; then the worker dies
-_PROGRESS_STEPS = 1000  # SQLite VM steps between two looks at an in-place caller's deadline
-# Seconds between two tries for a lock another process holds: SQLite's own
-# busy-timeout schedule (sqliteDefaultBusyCallback).
-_BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
-
-
-class Worker(Batches):
+class Worker:
     """Runs batches of requests on its own connection.
 
     ``run()`` is the thread's target; ``run_once()`` is one turn of it and can
     be driven by hand in a test (after ``open()``), with no thread at all.
+    Its parts: ``link`` (the write connection, :class:`WriteConn`) and
+    ``batches`` (what runs a taken batch, :class:`Batches`).
     """
 
     def __init__(self, path: str, queue: RequestQueue, stats: Stats, *,
@@ -88,16 +80,14 @@ class Worker(Batches):
         self.queue = queue
         self.stats = stats
         self.batch_max = batch_max
-        self.synchronous = synchronous
         self.busy_timeout = busy_timeout
-        self.background_slice = background_slice
-        self.vfs = vfs
-        self.autocheckpoint = autocheckpoint
-        self.setup = setup  # the connection_setup option
         self.ready: Future[None] = Future()  # done once the connection is open (or failed)
         # Set once the worker will run nothing more: it stopped, or was given up.
         self.stopped = threading.Event()
         self.turn = Turn()  # the current step, read by the watchdog
+        self.link = WriteConn(path, synchronous=synchronous, busy_timeout=busy_timeout,
+                              vfs=vfs, autocheckpoint=autocheckpoint, setup=setup)
+        self.batches = Batches(self.link, self.turn, queue, stats, background_slice)
         self.thread_ident: int | None = None
         # Held while a batch runs: by this thread, or by a caller that runs its
         # own request in place because the worker was idle (see run_inline).
@@ -106,42 +96,21 @@ class Worker(Batches):
         # The thread holding a write block (Gateway.writer()) while it holds
         # it: a gateway call from there would wait for itself.
         self.holder_ident: int | None = None
-        self.deadline: float | None = None  # that caller's deadline (monotonic)
         # Size of the last batch: 1 means callers come one at a time, so one
         # may run its request in place; under load batches grow and every
         # call goes through the worker (one fsync for many, not one each).
         self.last_batch = 1
-        self._suspect = False  # an I/O error was seen: reopen after this turn
-        self._busy_since = 0.0  # when the current wait for a lock began
-        self._conn: apsw.Connection | None = None
-        self._guard = TransactionGuard()
         self._inflight: list[Request] = []
-        # The worker's own statements are prepared past the guard and kept in
-        # apsw's statement cache, which is keyed by text. A per-process nonce
-        # in each text means no caller's SQL can ever match a cached one.
-        nonce = secrets.token_hex(8)
-        savepoint = self._savepoint = f"sqlite_gateway_{nonce}"
-        self._sql = {
-            "begin": f"BEGIN IMMEDIATE /* sqlite_gateway {nonce} */",
-            "commit": f"COMMIT /* sqlite_gateway {nonce} */",
-            "rollback": f"ROLLBACK /* sqlite_gateway {nonce} */",
-            "savepoint": f"SAVEPOINT {savepoint}",
-            "release": f"RELEASE {savepoint}",
-            "rollback_to": f"ROLLBACK TO {savepoint}",
-        }
-        # SQL text -> True when it holds exactly one statement (learned on its
-        # first successful run). One statement is atomic by itself, so it
-        # needs no savepoint of its own, and its rows need no statement
-        # boundaries. Bounded in entries and bytes; _single is its plain dict.
-        self._singles: TextMemo[bool] = TextMemo()
-        self._single = self._singles.map
 
     # -- thread body ------------------------------------------------------
 
     def open(self) -> None:
-        self._conn, self._guard = open_write_connection(
-            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
-            vfs=self.vfs, autocheckpoint=self.autocheckpoint, setup=self.setup)
+        """Open the write connection, then the process lock if asked for.
+
+        Raises:
+            apsw.Error: the file could not be opened or configured.
+        """
+        self.link.open()
         # After the connection, so that SQLite reports a file it cannot open.
         if self._use_process_lock and self.process_lock is None and processlock_available():
             lock = ProcessLock(self.path)
@@ -151,63 +120,11 @@ class Worker(Batches):
                 logger.warning("no process lock for %s (%s): writers of other processes "
                                "meet this one in SQLite's busy handler", self.path, exc)
             else:
-                self.process_lock = lock
-        self._guard.own_savepoint = self._savepoint
-        self._arm()
-
-    def _arm(self) -> None:
-        """Install what the gateway owns on its connection (again after an
-        exclusive fn, which gets the raw connection and may have changed it).
-
-        - the guard (the authorizer that refuses transaction control;
-          setting it makes SQLite expire every prepared statement, so none
-          prepared without it runs again unchecked), and no connection-wide
-          tracers (a row tracer would rewrite every later caller's rows);
-        - a progress handler: a request run in its caller's thread has no
-          other thread to stop it at its deadline, so SQLite asks this every
-          _PROGRESS_STEPS VM steps;
-        - a busy handler that waits for another process's lock up to
-          ``busy_timeout``, as SQLite's own does, but no longer than that
-          in-place caller's deadline.
-        """
-        conn = self._conn
-        assert conn is not None
-        conn.authorizer = self._guard
-        conn.exec_trace = conn.row_trace = None
-        conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
-        conn.set_busy_handler(self._busy)
-
-    def _past_deadline(self) -> bool:
-        deadline = self.deadline
-        return deadline is not None and time.monotonic() >= deadline
-
-    def _busy(self, tries: int) -> bool:
-        """SQLite's busy handler: True to try the lock again after a short sleep."""
-        now = time.monotonic()
-        if tries == 0:
-            self._busy_since = now
-        limit = self._busy_since + self.busy_timeout
-        deadline = self.deadline
-        if deadline is not None and deadline < limit:
-            limit = deadline
-        if now >= limit:
-            return False
-        time.sleep(min(_BUSY_DELAYS[min(tries, len(_BUSY_DELAYS) - 1)], limit - now))
-        return True
+                self.process_lock = self.batches.process_lock = lock
 
     def close(self) -> None:
-        """Close the connection (SQLite rolls back an open transaction)."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.close()
-        except apsw.Error as exc:
-            # The checkpoint SQLite runs on close failed (an I/O error); the
-            # connection is closed all the same, and the WAL keeps the commits.
-            logger.warning("closing the write connection to %s: %s: %s",
-                           self.path, type(exc).__name__, exc)
-            conn.close(True)
+        """Close the write connection (SQLite rolls back an open transaction)."""
+        self.link.close()
 
     def run(self) -> None:
         self.thread_ident = threading.get_ident()
@@ -274,7 +191,7 @@ class Worker(Batches):
         code is not affected: SQLite resets the flag when the next statement
         starts on an idle connection.
         """
-        if not self.turn.interrupt(request, self._conn):
+        if not self.turn.interrupt(request, self.link.conn):
             return False
         logger.warning("interrupted the running statement of %r", request)
         return True
@@ -318,7 +235,7 @@ class Worker(Batches):
         small transaction itself when the gateway is not busy.
         """
         self.inline_ident = threading.get_ident()
-        self.deadline = deadline
+        self.link.deadline = deadline
         lock = self.process_lock
         held = False
         try:
@@ -336,7 +253,7 @@ class Worker(Batches):
             if held:
                 lock.release()  # type: ignore[union-attr]
             self.inline_ident = None
-            self.deadline = None
+            self.link.deadline = None
 
     def _serve(self, batch: list[Request]) -> bool:
         """Run one batch (writer lock held); False if the worker was given up."""
@@ -344,9 +261,9 @@ class Worker(Batches):
         self.last_batch = len(batch)
         try:
             if batch[0].kind is Kind.EXCLUSIVE:
-                self._run_exclusive(batch[0])
+                self.batches.run_exclusive(batch[0])
             else:
-                self._run_batch(batch)
+                self.batches.run_batch(batch)
         except GivenUp:
             # give_up() answered the batch (unless it took this one just as the
             # watchdog struck: answered here). run() closes the connection,
@@ -359,42 +276,7 @@ class Worker(Batches):
         # (On any other exception the worker dies: give_up() answers _inflight.)
         self._inflight = []
         self.turn.idle()
-        if self._suspect:
-            self._suspect = False
-            self._reopen("an I/O error in the last batch")
+        if self.link.suspect:
+            self.link.suspect = False
+            self.link.reopen("an I/O error in the last batch")
         return True
-
-    def _reopen(self, cause: str, level: int = logging.WARNING) -> None:
-        """Replace the connection after an I/O error or a failed ROLLBACK.
-
-        Closing drops a half-done transaction; the new connection reads the
-        file afresh (in WAL mode, frames that no commit covers are ignored),
-        so no page cached before the fault is trusted. Per-connection settings
-        made in ``run_exclusive`` (``PRAGMA max_page_count``...) are lost.
-
-        Raises:
-            apsw.Error: every attempt failed; the worker then dies.
-        """
-        logger.log(level, "worker on %s: reopening its connection after %s", self.path, cause)
-        self.close()
-        error: apsw.Error | None = None
-        for delay in _REOPEN_DELAYS:
-            time.sleep(delay)
-            try:
-                self.open()
-                return
-            except apsw.Error as exc:
-                logger.warning("worker on %s: reopening failed: %s: %s",
-                               self.path, type(exc).__name__, exc)
-                error = exc
-        assert error is not None
-        raise error
-
-    def _exec(self, sql: str) -> None:
-        """Run one of the worker's own statements (``_sql`` texts), past the guard."""
-        assert self._conn is not None
-        self._guard.active = False
-        try:
-            self._conn.execute(sql)
-        finally:
-            self._guard.active = True

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 import apsw
 
 from .errors import GatewayError, RequestTimeout, WriteBlockExpired
-from .request import FUTURE, Kind, Params, Request
+from .request import Kind, Params, Request
 from .result import Result
 from .savepoint import Savepoint
 
@@ -171,7 +171,8 @@ class WriteBlock:
         if self._phase is not _Phase.NEW:
             raise GatewayError("a write block is entered once: call db.writer() again "
                                "for another")
-        request = Request(Kind.TRANSACTION, fn=self._hold, priority=self._lane, answer=FUTURE)
+        request = Request.submitted(Kind.TRANSACTION, None, None, self._hold, (), None,
+                                    self._lane)
         future = request.future
         assert future is not None
         self._owner = owner

@@ -231,7 +231,7 @@ def test_blocking_producers_wait_for_room_and_lose_nothing(db_path, make_door):
             for i in range(30)])
         try:
             deadline = time.monotonic() + BOUND_S
-            while db.stats()["queued"] < db._queue.high_water:  # the producer is held back
+            while db.stats()["queued"] < db.core.queue.high_water:  # the producer is held back
                 assert time.monotonic() < deadline
                 threading.Event().wait(0.005)
             assert producer.is_alive()
@@ -343,7 +343,7 @@ def test_a_cancelled_async_read_is_stopped_and_frees_its_reader(db_path):
     async def main(db):
         adb = AsyncGateway(db, read_threads=1)
         endless = asyncio.ensure_future(adb.execute(ENDLESS_READ, timeout=600))
-        readers = db._readers
+        readers = db.core.readers
         deadline = time.monotonic() + BOUND_S
         while not (readers._all and not readers._free):  # the read holds the one reader
             assert time.monotonic() < deadline, "the read never started"

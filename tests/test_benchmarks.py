@@ -39,6 +39,15 @@ def test_compare_benchmark_smoke_run():
     assert "load average per cell: " in proc.stdout and "quiet wait: off" in proc.stdout
 
 
+def test_worker_rows_benchmark_prints_the_writer_cost_against_its_floor():
+    proc = run_script("worker_rows", "--rows", "300", "--rounds", "1",
+                      "--mode", "fn,post,submit")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for what in ("fn=pageview", "post", "submit"):
+        assert f"{what}: writer CPU per request, gateway " in proc.stdout
+    assert proc.stdout.count("gateway / floor = ") == 3
+
+
 def test_writebehind_benchmark_smoke_run():
     proc = run_script("writebehind", "--rows", "2000", "--chunk", "500", "--rounds", "1",
                       "--backpressure-rows", "300", "--synchronous", "OFF", "--no-wait-quiet")

@@ -27,7 +27,7 @@ def test_plugin_opens_on_start_publishes_and_drains_on_stop(db_path):
     try:
         db = bus.publish(CHANNEL)[0]
         assert isinstance(db, Gateway) and db is made[0] and db.state is State.RUNNING
-        assert db._queue.maxsize == 500  # options reach the Gateway
+        assert db.core.queue.maxsize == 500  # options reach the Gateway
         futures = [db.submit("INSERT INTO t VALUES (?)", (i,)) for i in range(100)]
         bus.graceful()  # close (drain) and reopen
         assert all(f.result(0).rowcount == 1 for f in futures)

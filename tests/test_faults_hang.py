@@ -150,7 +150,7 @@ def test_a_hung_fn_breaks_the_gateway_and_every_caller_is_answered(db_path, capl
         assert time.monotonic() - start < ANSWER_S  # close() has no timeout: a hang detector
     finally:
         release.set()
-    thread = db._thread
+    thread = db._life.thread
     thread.join(ANSWER_S)  # released, the worker finds it was given up and stops
     assert not thread.is_alive()
     # It committed nothing after it was given up; the earlier commit is intact.
@@ -168,7 +168,7 @@ def test_hang_timeout_and_vfs_are_checked(db_path):
     with pytest.raises(ValueError, match="registered SQLite VFS"):
         Gateway(db_path, vfs="no-such-vfs")
     with Gateway(db_path, hang_timeout=None, vfs=apsw.vfs_names()[0]) as db:
-        assert db._watchdog is None and db.execute("SELECT 1").scalar() == 1
+        assert db._life.watchdog is None and db.execute("SELECT 1").scalar() == 1
 
 
 def test_the_watchdog_gives_up_only_a_step_that_stays_stuck_past_the_grace(db_path):
@@ -176,7 +176,7 @@ def test_the_watchdog_gives_up_only_a_step_that_stays_stuck_past_the_grace(db_pa
     queue = RequestQueue(10)
     worker = Worker(db_path, queue, Stats(), batch_max=10, synchronous="FULL", busy_timeout=0.1)
     dog = Watchdog(worker, hang_timeout=2.0, name="test")
-    fn = Request(Kind.TRANSACTION, fn=lambda conn: None)
+    fn = Request.submitted(Kind.TRANSACTION, fn=lambda conn: None)
     queue.put(fn)
     worker._inflight = queue.get_batch(10)
     assert fn.claim()
@@ -192,6 +192,6 @@ def test_the_watchdog_gives_up_only_a_step_that_stays_stuck_past_the_grace(db_pa
     assert "stuck in BEGIN/COMMIT" in worker.death
     assert "may be committed" in str(fn.future.exception(0))
     with pytest.raises(GatewayClosed, match="broken"):
-        queue.put(Request(Kind.FLUSH))
+        queue.put(Request.submitted(Kind.FLUSH))
     with pytest.raises(GivenUp):  # the worker, if it ever returns, stops here
         worker.turn.begin(None)

@@ -26,8 +26,8 @@ ANSWER_S = 5  # a bound that detects a hang (1 s is the promise; 5x margin)
 
 def break_rollback(db, error=apsw.IOError):
     """Make the worker's next ROLLBACK raise ``error``; return a list of the failures."""
-    worker = db._worker
-    exec_, rollback, failures = worker._exec, worker._sql["rollback"], []
+    link = db._worker.link
+    exec_, rollback, failures = link.exec, link.sql["rollback"], []
 
     def flaky(sql):
         if sql == rollback and not failures:
@@ -35,7 +35,7 @@ def break_rollback(db, error=apsw.IOError):
             raise error("injected ROLLBACK failure")
         return exec_(sql)
 
-    worker._exec = flaky
+    link.exec = flaky
     return failures
 
 
@@ -75,7 +75,7 @@ def test_a_failed_rollback_that_cannot_reopen_breaks_the_gateway(fk_db, db_path)
     def cannot_open():
         raise apsw.CantOpenError("injected: the file cannot be opened")
 
-    fk_db._worker.open = cannot_open
+    fk_db._worker.link.open = cannot_open
     with pytest.raises(apsw.ConstraintError):
         fk_db.execute("INSERT INTO child VALUES (1, 99)")
     # Three attempts to reopen take about 1.1 s.
@@ -90,27 +90,27 @@ def test_a_failed_rollback_that_cannot_reopen_breaks_the_gateway(fk_db, db_path)
 def _die_in_batch(worker):
     def boom(batch):
         raise RuntimeError("injected fault")
-    worker._run_batch = boom
+    worker.batches.run_batch = boom
 
 
 def _die_at_commit(worker):
-    exec_, commit = worker._exec, worker._sql["commit"]
+    exec_, commit = worker.link.exec, worker.link.sql["commit"]
 
     def boom(sql):
         if sql == commit:
             raise RuntimeError("injected fault")
         return exec_(sql)
-    worker._exec = boom
+    worker.link.exec = boom
 
 
 def _die_after_commit(worker):
-    answer = worker._answer
+    answer = worker.batches.answer
 
     def boom(requests):
         if any(r.kind.value == "execute" for r in requests):
             raise RuntimeError("injected fault")
         return answer(requests)
-    worker._answer = boom
+    worker.batches.answer = boom
 
 
 @pytest.mark.parametrize("inject, committed, note", [

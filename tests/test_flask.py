@@ -173,7 +173,7 @@ def test_config_keys_are_checked_at_init_app(db_path):
                       SQLITE_GATEWAY_TIMEOUT="none")
     ext = FlaskGateway(app)
     with app.app_context():
-        assert ext.db._queue.maxsize == 7 and ext.db.timeout is None
+        assert ext.db.core.queue.maxsize == 7 and ext.db.timeout is None
         assert app.extensions["sqlite_gateway"] is ext
     ext.close(app)
 

@@ -94,7 +94,7 @@ def test_worker_death_fails_waiting_and_later_callers_at_once(gateway, caplog):
     def boom(batch):
         raise RuntimeError("injected fault")
 
-    gateway._worker._run_batch = boom  # the next batch kills the worker
+    gateway._worker.batches.run_batch = boom  # the next batch kills the worker
     blocker.done()
     for fut in queued:
         exc = fut.exception(5)
@@ -120,7 +120,7 @@ def test_close_with_a_timeout_answers_the_queue_when_the_worker_hangs(gateway):
 
 def test_an_abandoned_gateway_stops_its_worker(db_path):
     db = Gateway(db_path).start()
-    thread = db._thread
+    thread = db._life.thread
     del db
     gc.collect()
     thread.join(10)

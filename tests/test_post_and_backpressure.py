@@ -170,7 +170,7 @@ def test_a_blocked_producer_is_answered_when_the_gateway_closes_and_times_out_ot
     t = threading.Thread(target=blocked)
     t.start()
     # The producer waits for room (no public figure counts blocked producers).
-    wait_until(lambda: db._queue._blocked == 1, "the producer to block on the full queue")
+    wait_until(lambda: db.core.queue._blocked == 1, "the producer to block on the full queue")
     assert not outcome
     closer = threading.Thread(target=db.close, kwargs={"timeout": 30})
     closer.start()

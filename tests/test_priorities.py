@@ -66,11 +66,11 @@ def test_flush_waits_for_older_background_work_but_not_newer(db):
 
 def test_a_barrier_at_the_head_serves_older_background_work_first():
     queue = RequestQueue(100)
-    old = Request(Kind.EXECUTE, "SELECT 1", priority=1)
+    old = Request.submitted(Kind.EXECUTE, "SELECT 1", lane=1)
     queue.put(old)
-    barrier = Request(Kind.FLUSH)
+    barrier = Request.submitted(Kind.FLUSH)
     queue.put(barrier)
-    newer = Request(Kind.EXECUTE, "SELECT 2", priority=1)
+    newer = Request.submitted(Kind.EXECUTE, "SELECT 2", lane=1)
     queue.put(newer)
     assert queue.get_batch(10, 0) == [old]  # only what is older than the barrier
     assert queue.get_batch(10, 0) == [barrier]
@@ -79,11 +79,11 @@ def test_a_barrier_at_the_head_serves_older_background_work_first():
 
 def test_a_barrier_inside_an_interactive_batch_stops_it_while_older_work_waits():
     queue = RequestQueue(100)
-    web1 = Request(Kind.EXECUTE, "SELECT 1")
+    web1 = Request.submitted(Kind.EXECUTE, "SELECT 1")
     queue.put(web1)
-    bg = Request(Kind.EXECUTE, "SELECT 2", priority=1)
+    bg = Request.submitted(Kind.EXECUTE, "SELECT 2", lane=1)
     queue.put(bg)
-    barrier = Request(Kind.FLUSH)
+    barrier = Request.submitted(Kind.FLUSH)
     queue.put(barrier)
     assert queue.get_batch(10, 0) == [web1]
     assert queue.get_batch(10, 0) == [bg]
@@ -94,8 +94,8 @@ def test_background_work_that_waited_too_long_is_served_next():
     patient = RequestQueue(100, starve_after=3600)
     starving = RequestQueue(100, starve_after=0)
     for queue in (patient, starving):
-        queue.put(Request(Kind.EXECUTE, "SELECT 'bg'", priority=1))
-        queue.put(Request(Kind.EXECUTE, "SELECT 'web'"))
+        queue.put(Request.submitted(Kind.EXECUTE, "SELECT 'bg'", lane=1))
+        queue.put(Request.submitted(Kind.EXECUTE, "SELECT 'web'"))
     assert patient.get_batch(10, 0)[0].sql == "SELECT 'web'"
     assert starving.get_batch(10, 0)[0].sql == "SELECT 'bg'"
 
@@ -108,9 +108,10 @@ def test_a_background_batch_yields_the_writer_after_its_slice_or_to_interactive_
                     busy_timeout=5.0, background_slice=slice_)
     worker.open()
     try:
-        queue.put(Request(Kind.EXECUTE, "CREATE TABLE log(id INTEGER PRIMARY KEY, tag TEXT)"))
+        queue.put(Request.submitted(Kind.EXECUTE,
+                                    "CREATE TABLE log(id INTEGER PRIMARY KEY, tag TEXT)"))
         assert worker.run_once(timeout=0)
-        web = Request(Kind.TRANSACTION, fn=_log, args=("web",))
+        web = Request.submitted(Kind.TRANSACTION, fn=_log, args=("web",))
 
         def slow(conn, tag):
             _log(conn, tag)
@@ -118,7 +119,7 @@ def test_a_background_batch_yields_the_writer_after_its_slice_or_to_interactive_
             if tag == "bg0":
                 queue.put(web)  # interactive work arrives while bg0 runs
 
-        bgs = [Request(Kind.TRANSACTION, fn=slow, args=(f"bg{i}",), priority=1)
+        bgs = [Request.submitted(Kind.TRANSACTION, fn=slow, args=(f"bg{i}",), lane=1)
                for i in range(3)]
         for request in bgs:
             queue.put(request)

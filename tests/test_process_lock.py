@@ -38,7 +38,7 @@ def test_a_second_gateways_writer_waits_on_the_kernel_lock_not_in_the_busy_handl
         waiting = b.submit("INSERT INTO t VALUES ('b')")
         lock = b._worker.process_lock
         wait_until(lambda: lock.waits >= 1, "b's writer waiting on the gateway lock")
-        assert b._worker._busy_since == 0.0  # SQLite's busy handler never ran
+        assert b._worker.link._busy_since == 0.0  # SQLite's busy handler never ran
         release.set()
         held.result(HANG_S)
         waiting.result(HANG_S)

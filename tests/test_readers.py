@@ -160,7 +160,8 @@ def test_threads_past_the_readers_count_wait_for_a_free_reader_not_for_the_write
         b = threading.Thread(target=lambda: answers.append(db.execute("SELECT 2").scalar()))
         b.start()
         # b waits for the one reader (not for the writer, not answered elsewhere).
-        wait_until(lambda: len(db._readers._waiters) == 1, "the second read to wait for a reader")
+        wait_until(lambda: len(db.core.readers._waiters) == 1,
+                   "the second read to wait for a reader")
         assert answers == [] and db.stats()["reads_to_writer"] == before["reads_to_writer"]
         release.set()
         b.join(HANG_S)

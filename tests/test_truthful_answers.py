@@ -261,7 +261,7 @@ def test_a_child_forked_from_a_thread_never_runs_writes_in_place_on_its_main_thr
 def test_a_new_write_text_waits_one_timeout_in_all_not_one_per_connection(db_path):
     with Gateway(db_path, readers=1) as db:
         db.execute("CREATE TABLE t(x)")
-        readers = db._readers
+        readers = db.core.readers
         slow_read = readers.read
 
         def read_that_turns_out_a_write(sql, params, timeout, *args, **kwargs):
@@ -374,8 +374,9 @@ def test_a_missing_named_parameter_is_named_in_the_error(gateway):
 # -- what "interrupted" promises ---------------------------------------------------------
 
 def _running_request(answer):
-    from sqlite_gateway.request import Kind, Request
-    request = Request(Kind.EXECUTE, "INSERT INTO t VALUES (1)", (), answer=answer)
+    from sqlite_gateway.request import Answer, Kind, Request
+    request = (Request.waiting if answer is Answer.WAIT else Request.submitted)(
+        Kind.EXECUTE, "INSERT INTO t VALUES (1)", ())
     assert request.claim()  # the worker has started it
     return request
 
@@ -450,9 +451,9 @@ def test_a_cancellation_that_interrupted_a_running_statement_says_it_may_still_c
     """An interrupt that lands as the statement finishes stops nothing (the history
     checker found cancelled-and-interrupted writes in the file), and a cancelled task
     cannot wait for the outcome: its note must say "may still commit", not "will not"."""
-    from sqlite_gateway.request import Answer, Kind, Request
+    from sqlite_gateway.request import Kind, Request
 
-    request = Request(Kind.EXECUTE, "INSERT INTO t VALUES (1)", (), answer=Answer.FUTURE)
+    request = Request.submitted(Kind.EXECUTE, "INSERT INTO t VALUES (1)", ())
     assert request.claim()  # the worker started it
     note = request.cancel_note(lambda r: True)  # and the interrupt was sent
     assert "interrupted" in note and "may still commit" in note

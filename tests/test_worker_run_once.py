@@ -17,7 +17,7 @@ def worker(db_path):
     queue = RequestQueue(100)
     w = Worker(db_path, queue, Stats(), batch_max=256, synchronous="FULL", busy_timeout=5.0)
     w.open()
-    put = lambda sql, params=(): _put(queue, Request(Kind.EXECUTE, sql, params))  # noqa: E731
+    put = lambda sql, params=(): _put(queue, Request.submitted(Kind.EXECUTE, sql, params))  # noqa: E731
     put("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
     assert w.run_once(timeout=0)
     try:
@@ -32,7 +32,7 @@ def _put(queue, request):
 
 
 def put(worker, sql, params=()):
-    return _put(worker.queue, Request(Kind.EXECUTE, sql, params))
+    return _put(worker.queue, Request.submitted(Kind.EXECUTE, sql, params))
 
 
 def test_everything_queued_goes_into_one_transaction(worker, db_path):
@@ -65,7 +65,7 @@ def test_nothing_is_answered_before_commit(worker, db_path):
         seen.append(a.future.done())  # a ran earlier in this batch, but is not answered yet
         return conn.execute("SELECT count(*) FROM t").scalar()
 
-    b = _put(worker.queue, Request(Kind.TRANSACTION, fn=fn))
+    b = _put(worker.queue, Request.submitted(Kind.TRANSACTION, fn=fn))
     assert worker.run_once(timeout=0)
     assert seen == [False]
     assert b.future.result(0) == 1
@@ -96,7 +96,7 @@ def test_a_cancelled_request_is_not_run(worker, db_path):
 
 def test_an_exclusive_request_runs_alone_outside_a_transaction(worker):
     a = put(worker, "INSERT INTO t(v) VALUES ('1')")
-    ex = _put(worker.queue, Request(Kind.EXCLUSIVE, fn=lambda conn: conn.in_transaction))
+    ex = _put(worker.queue, Request.submitted(Kind.EXCLUSIVE, fn=lambda conn: conn.in_transaction))
     b = put(worker, "INSERT INTO t(v) VALUES ('2')")
     assert worker.run_once(timeout=0)
     assert a.future.done() and not ex.future.done() and not b.future.done()
@@ -131,7 +131,7 @@ def test_single_statements_skip_the_savepoint_with_autocommit_semantics(worker, 
     first = put(worker, sql, ("a", "b"))
     assert worker.run_once(timeout=0)
     assert first.future.result(0).rowcount == 2
-    assert worker._single[sql] is True  # learned: one statement
+    assert worker.link.single[sql] is True  # learned: one statement
     ok = put(worker, "INSERT INTO t(v) VALUES ('c')")
     bad = put(worker, sql, ("x", "x"))  # the second row fails: the statement is undone whole
     ok2 = put(worker, "INSERT INTO t(v) VALUES ('d')")
@@ -172,7 +172,7 @@ def test_several_statements_always_get_a_savepoint(worker, db_path):
     sql = "INSERT INTO t(v) VALUES (?); INSERT INTO t(v) VALUES (?)"
     put(worker, sql, ("e", "f"))
     assert worker.run_once(timeout=0)
-    assert worker._single[sql] is False
+    assert worker.link.single[sql] is False
     bad = put(worker, sql, ("g", "e"))  # the second statement fails: the first is undone too
     assert worker.run_once(timeout=0)
     assert isinstance(bad.future.exception(0), apsw.ConstraintError)

@@ -65,7 +65,7 @@ from ..errors import RequestTimeout
 from ..failures import PostFailure
 from ..gateway import DEFAULT, Gateway, State, Timeout
 from ..request import (FUTURE, INTERRUPT_GRACE, Kind, Params, Request, capture_params,
-                       check_priority, check_sql)
+                       check_sql, lane_of)
 from ..result import Result
 from .loopbridge import TimedOut, add_note, bridge, time_out
 
@@ -175,7 +175,7 @@ class AsyncGateway:
 
     def failures(self) -> list[PostFailure]:
         """The :meth:`post` failures since the last call (see :meth:`Gateway.failures`)."""
-        return self.gateway.failures()
+        return self._core.failures.take()
 
     # -- calls that wait --------------------------------------------------------
 
@@ -194,7 +194,7 @@ class AsyncGateway:
         core = self._core
         wait = core.wait_for(timeout)
         sql = check_sql(sql)
-        check_priority(priority)
+        lane_of(priority)
         readers = core.reader_for(sql)
         if readers is None:
             answer: Result = await self._call(
@@ -292,9 +292,9 @@ class AsyncGateway:
         parameters are captured at the call.
         """
         if not block:
-            return bridge(self.gateway.submit(sql, params, priority=priority))
-        put = partial(self.gateway.submit, check_sql(sql), capture_params(params),
-                      priority=priority, block=True, timeout=self._blocking(priority, timeout))
+            return bridge(self._core.submit(sql, params, priority, False, None))
+        put = partial(self._core.submit, check_sql(sql), capture_params(params), priority,
+                      True, self._blocking(priority, timeout))
         return asyncio.ensure_future(self._accepted_then_answered(put))
 
     def submit_transaction(self, fn: Callable[..., T], /, *args: Any,
@@ -303,10 +303,10 @@ class AsyncGateway:
         """Write-behind form of :meth:`transaction`; returns an asyncio future at
         once (``block`` as in :meth:`submit`; fn's arguments are not copied)."""
         if not block:
-            return bridge(self.gateway.submit_transaction(_plain(fn), *args, priority=priority,
-                                                          **kwargs))
-        put = partial(self.gateway.submit_transaction, _plain(fn), *args, priority=priority,
-                      block=True, timeout=self._blocking(priority, timeout), **kwargs)
+            return bridge(self._core.submit_transaction(_plain(fn), args, kwargs, priority,
+                                                        False, None))
+        put = partial(self._core.submit_transaction, _plain(fn), args, kwargs, priority,
+                      True, self._blocking(priority, timeout))
         return asyncio.ensure_future(self._accepted_then_answered(put))
 
     async def post(self, sql: str, params: Params = (), *, priority: str = "interactive",
@@ -320,11 +320,10 @@ class AsyncGateway:
         no future to cancel). Failures go to :meth:`failures`.
         """
         if not block:
-            self.gateway.post(sql, params, priority=priority)
+            self._core.post(sql, params, priority, False, None)
             return
-        await self._accepted(partial(self.gateway.post, check_sql(sql), capture_params(params),
-                                     priority=priority, block=True,
-                                     timeout=self._blocking(priority, timeout)))
+        await self._accepted(partial(self._core.post, check_sql(sql), capture_params(params),
+                                     priority, True, self._blocking(priority, timeout)))
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -349,7 +348,7 @@ class AsyncGateway:
 
     def _blocking(self, priority: str, timeout: float | None) -> float | None:
         """Check a block=True call's priority and timeout at the call."""
-        self._core.lane(priority, True, timeout)
+        lane_of(priority, True, timeout)
         return timeout
 
     async def _accepted(self, put: Callable[[], T]) -> T:

@@ -33,7 +33,7 @@ import apsw.ext
 
 from ...errors import GatewayError, RequestTimeout
 from ...gateway import Gateway
-from ...result import Result, make_result
+from ...result import Result
 
 __all__ = ["ExclusiveSession", "SessionExpired"]
 
@@ -196,4 +196,4 @@ def _run(conn: apsw.Connection, sql: str, params: Any, many: bool) -> Result:
             columns = tuple(d[0] for d in (info.description or ()))
         except apsw.Error:
             pass
-    return make_result(rows, conn.changes(), conn.last_insert_rowid(), columns)
+    return Result(rows, conn.changes(), conn.last_insert_rowid(), columns)
