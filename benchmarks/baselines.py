@@ -38,9 +38,9 @@ from typing import Any
 
 import apsw
 
+from sqlite_gateway.arguments import Params, check_params, check_sql, lane_of
 from sqlite_gateway.connection import TransactionGuard, run_sql
 from sqlite_gateway.options import DEFAULT, Options, Timeout, check_seconds
-from sqlite_gateway.request import Params, check_params, lane_of, check_sql
 from sqlite_gateway.result import Result
 
 from .per_thread import PerThreadGateway, Writes

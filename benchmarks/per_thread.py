@@ -21,13 +21,13 @@ from typing import Any, ClassVar, TypeVar
 
 import apsw
 
+from sqlite_gateway.arguments import (Params, check_many, check_params, check_sql, check_timeout,
+                                      lane_of)
 from sqlite_gateway.connection import Connection, TransactionGuard, run_sql
 from sqlite_gateway.errors import GatewayClosed, GatewayError, NestedCallError
 from sqlite_gateway.failures import PostFailure
 from sqlite_gateway.lifecycle import State
 from sqlite_gateway.options import DEFAULT, Options, Timeout, check_path
-from sqlite_gateway.request import (Params, check_many, check_params, lane_of, check_sql,
-                                    check_timeout)
 from sqlite_gateway.result import Result
 from sqlite_gateway.stats import Stats
 

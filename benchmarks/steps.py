@@ -36,8 +36,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-
 import apsw
+
+import sqlite_gateway.connection as gw_connection
+
 from .floors import BareLoop, NaiveQueue
 from .harness import machine_lines, print_header, print_table, whole
 from .quiet import cell_load, quiet_line
@@ -45,7 +47,6 @@ from .strategies import apsw_connection
 from .timing import Figure, Timer, clock, minus, us
 from .workloads import READ_COUNTER, create_schema, pageview
 
-import sqlite_gateway.connection as gw_connection
 try:  # one read-only connection (older commits kept it in readers.py with the pools)
     import sqlite_gateway.reader as gw_reader
 except ImportError:  # pragma: no cover - run against an older commit
@@ -55,6 +56,7 @@ try:  # the byte-bounded memo of SQL texts (older commits kept a plain set)
     import sqlite_gateway.memo as gw_memo
 except ImportError:  # pragma: no cover - run against an older commit
     gw_memo = None  # type: ignore[assignment]
+import sqlite_gateway.arguments as gw_arguments
 import sqlite_gateway.request as gw_request
 import sqlite_gateway.requestqueue as gw_queue
 import sqlite_gateway.stats as gw_stats
@@ -96,7 +98,7 @@ class Bench(Timer):
 
 
 def caller_checks(b: Bench) -> Figure:
-    check = gw_request.lane_of
+    check = gw_arguments.lane_of
     return b.each(lambda _: (callable(pageview), check("interactive")))
 
 

@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import apsw
 
+from .arguments import Params
 from .connection import Connection
 from .errors import GatewayClosed, GatewayError, RequestTimeout
-from .request import Params, Request
+from .request import Request
 
 _SLICE_STEP = 4  # parameter sets run between two looks at the clock
 

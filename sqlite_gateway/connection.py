@@ -15,9 +15,9 @@ from typing import Any
 
 import apsw
 
+from .arguments import Params, check_params, check_sql
 from .errors import ConnectionSettingError, GatewayError, TransactionControlError
 from .memo import TextMemo
-from .request import Params, check_params, check_sql
 from .result import Result
 from .savepoint import Savepoint
 from .shape import Trace, columnless, names_when_empty

@@ -31,6 +31,8 @@ from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from .arguments import (Params, capture_many, capture_params, check_many, check_params, check_sql,
+                        check_timeout, lane_of)
 from .bulk import add_note, run_slice
 from .errors import GatewayClosed, GatewayError, NestedCallError
 from .failures import FailureLog
@@ -38,8 +40,7 @@ from .memo import TextMemo
 from .options import DEFAULT, Timeout
 from .readerlanes import ReaderLanes
 from .readerpool import ReaderPool
-from .request import (Answer, Kind, Params, Request, capture_many, capture_params,
-                      check_many, check_params, check_sql, check_timeout, lane_of)
+from .request import Answer, Kind, Request
 from .requestqueue import RequestQueue
 from .result import Result
 from .worker import Worker

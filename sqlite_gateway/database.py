@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from .arguments import Params
 from .failures import PostFailure
 from .lifecycle import State
 from .options import Timeout
-from .request import Params
 from .result import Result
 
 T = TypeVar("T")

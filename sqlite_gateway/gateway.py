@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import apsw
 
+from .arguments import Params, check_params, check_sql, check_timeout, lane_of
 from .core import Core, run_plan
 from .errors import GatewayClosed, GatewayError, RequestTimeout
 from .failures import PostFailure
@@ -37,14 +38,13 @@ from .lifecycle import Lifecycle, State
 from .options import DEFAULT, Options, Timeout, check_path
 from .readerlanes import ReaderLanes
 from .readerpool import ReaderPool
-from .request import (WAIT, Kind, Params, Request, check_params, check_sql,
-                      check_timeout, lane_of)
+from .request import WAIT, Kind, Request
 from .requestqueue import RequestQueue
 from .result import Result
+from .snapshot import Snapshot
 from .stats import Stats
 from .watchdog import Watchdog
 from .worker import Worker
-from .snapshot import Snapshot
 from .writeblock import WriteBlock
 
 __all__ = ["DEFAULT", "Gateway", "State", "Timeout"]

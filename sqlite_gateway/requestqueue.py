@@ -26,8 +26,7 @@ from collections.abc import Callable
 from .errors import GatewayClosed, Overloaded
 from .request import STOP, Kind, Request, _Marker
 
-
-LANES = 2  # 0: interactive, 1: background (see request.PRIORITIES)
+LANES = 2  # 0: interactive, 1: background (see arguments.PRIORITIES)
 _EXCLUSIVE = Kind.EXCLUSIVE
 _FLUSH = Kind.FLUSH
 STARVE_AFTER = 1.0  # seconds a background request waits at most behind interactive work

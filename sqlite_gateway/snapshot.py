@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 
 import apsw
 
+from .arguments import Params, check_params, check_sql, check_timeout
 from .errors import GatewayClosed, GatewayError
 from .options import DEFAULT, Timeout
-from .request import Params, check_params, check_sql, check_timeout
 from .result import Result
 
 if TYPE_CHECKING:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import apsw
 
+from .arguments import Params
 from .errors import GatewayError, RequestTimeout, WriteBlockExpired
-from .request import Kind, Params, Request
+from .request import Kind, Request
 from .result import Result
 from .savepoint import Savepoint
 

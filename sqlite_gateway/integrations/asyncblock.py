@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Literal
 
-from ..request import Params
+from ..arguments import Params
 from ..result import Result
 from ..writeblock import WriteBlock
 

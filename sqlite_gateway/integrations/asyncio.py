@@ -60,12 +60,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..arguments import Params, capture_params, check_sql, lane_of
 from ..core import Plan
 from ..errors import RequestTimeout
 from ..failures import PostFailure
 from ..gateway import DEFAULT, Gateway, State, Timeout
-from ..request import (FUTURE, INTERRUPT_GRACE, Kind, Params, Request, capture_params,
-                       check_sql, lane_of)
+from ..request import FUTURE, INTERRUPT_GRACE, Kind, Request
 from ..result import Result
 from .loopbridge import TimedOut, add_note, bridge, time_out
 

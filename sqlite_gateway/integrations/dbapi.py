@@ -61,15 +61,15 @@ from typing import Any
 
 import apsw
 
+from ..arguments import check_timeout
 from ..gateway import Gateway
 from ..lifecycle import State
 from ..options import DEFAULT, Timeout
-from ..request import check_timeout
 from ..result import Result
+from .dbapi_cursor import Cursor
 from .dbapi_errors import (DatabaseError, DataError, Error, IntegrityError, InterfaceError,
                            InternalError, NotSupportedError, OperationalError, ProgrammingError,
                            Warning, mapped)
-from .dbapi_cursor import Cursor
 from .registry import open_gateway
 from .txcontrol import Block, TxStatement, parse
 
