@@ -7,11 +7,14 @@ handler, and a process that dies holding it never leaves the others waiting.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import HANG_S, ROOT, run_python, wait_until
@@ -255,10 +258,10 @@ lock.close()
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the waiter mark is Linux-only")
-def test_a_writer_that_just_let_go_queues_behind_another_process_that_waits(db_path):
-    # Without this the writer that lets go takes the lock again at once (its waiter
-    # has not run yet): the waiting process waits another batch, its batch no bigger.
+@contextlib.contextmanager
+def _held_with_a_child_waiting(db_path: str) -> Iterator[tuple[Any, subprocess.Popen[str]]]:
+    """This process holds the file's lock while a child (``_WAITER``) waits for it,
+    its waiter mark seen; the child is killed if it is still running at the end."""
     from sqlite_gateway.processlock import ProcessLock, _others_wait
     assert _others_wait is not None
     lock = ProcessLock(db_path)
@@ -269,46 +272,40 @@ def test_a_writer_that_just_let_go_queues_behind_another_process_that_waits(db_p
         with subprocess.Popen([sys.executable, "-c", _WAITER, db_path], env=env, text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
             try:
-                assert child.stdout.readline().strip() == "asked"
+                assert child.stdout is not None and child.stdout.readline().strip() == "asked"
                 wait_until(lambda: _others_wait(lock._fd), "the child's waiter mark")
-                lock.release()
-                assert lock.acquire(0) is False  # free this instant, but the child goes first
-                assert child.stdout.readline().strip() == "got"
-                child.stdin.write("\n")
-                child.stdin.flush()
-                assert lock.acquire(HANG_S) is True  # then this one
-                lock.release()
-                assert child.wait(HANG_S) == 0
+                yield lock, child
             finally:
                 if child.poll() is None:
                     child.kill()
     finally:
         lock.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the waiter mark is Linux-only")
+def test_a_writer_that_just_let_go_queues_behind_another_process_that_waits(db_path):
+    # Without this the writer that lets go takes the lock again at once (its waiter
+    # has not run yet): the waiting process waits another batch, its batch no bigger.
+    with _held_with_a_child_waiting(db_path) as (lock, child):
+        lock.release()
+        assert lock.acquire(0) is False  # free this instant, but the child goes first
+        assert child.stdout.readline().strip() == "got"
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert lock.acquire(HANG_S) is True  # then this one
+        lock.release()
+        assert child.wait(HANG_S) == 0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the waiter mark is Linux-only")
 def test_a_waiter_killed_with_sigkill_leaves_no_mark_behind(db_path):
     # A mark that outlived its process would make every writer queue behind nobody.
-    from sqlite_gateway.processlock import ProcessLock, _others_wait
+    from sqlite_gateway.processlock import _others_wait
     assert _others_wait is not None
-    lock = ProcessLock(db_path)
-    lock.open()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    try:
-        assert lock.acquire(HANG_S)
-        with subprocess.Popen([sys.executable, "-c", _WAITER, db_path], env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
-            try:
-                assert child.stdout.readline().strip() == "asked"
-                wait_until(lambda: _others_wait(lock._fd), "the child's waiter mark")
-                child.send_signal(signal.SIGKILL)
-                child.wait(HANG_S)
-            finally:
-                if child.poll() is None:
-                    child.kill()
+    with _held_with_a_child_waiting(db_path) as (lock, child):
+        child.send_signal(signal.SIGKILL)
+        child.wait(HANG_S)
         assert not _others_wait(lock._fd)
         lock.release()
         assert lock.acquire(0) is True  # nobody to queue behind
         assert lock.yields == 0
-    finally:
-        lock.close()
