@@ -102,18 +102,7 @@ class Lifecycle:
         return self._state
 
     def start(self) -> None:
-        """Start the worker and open the write connection.
-
-        Returns once the connection is open and configured (WAL, synchronous,
-        foreign keys, busy timeout). If another process holds the file's lock
-        that can take up to ``busy_timeout``; Ctrl-C (KeyboardInterrupt) stops
-        the wait at once and leaves the gateway closed.
-
-        Raises:
-            GatewayError: already started or closed (a closed gateway stays
-                closed; make a new one on the same file).
-            apsw.Error: the file could not be opened or configured.
-        """
+        """NEW -> RUNNING; the contract is :meth:`Gateway.start`'s."""
         with self._state_lock:
             if self._state is not State.NEW:
                 raise GatewayError(f"gateway is {self.state.value}; it can be started once "
@@ -165,17 +154,7 @@ class Lifecycle:
         logger.info("gateway started on %s", self.path)
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop accepting work, commit everything already queued, stop the worker.
-
-        Idempotent and thread-safe; calls after it raise :class:`GatewayClosed`.
-        Returns when the worker has stopped, or after ``timeout`` seconds; in
-        that case (a transaction fn that hangs) the requests still queued are
-        answered with :class:`GatewayClosed`, so nobody waits forever. On a
-        broken gateway it returns at once: there is nothing left to drain.
-
-        Raises:
-            NestedCallError: called from inside a transaction fn.
-        """
+        """RUNNING -> CLOSING -> CLOSED; the contract is :meth:`Gateway.close`'s."""
         self.core.check_caller("close")
         with self._state_lock:
             if self._state is State.CLOSED:
